@@ -1,0 +1,2 @@
+//! Benchmark helpers shared by the criterion benches and `vpnbench`.
+#![forbid(unsafe_code)]

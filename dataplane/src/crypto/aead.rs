@@ -1,0 +1,78 @@
+//! AES-GCM (RFC 4106) and ChaCha20-Poly1305 (RFC 7634) for ESP.
+//!
+//! Both use a 4-byte salt taken from the end of the key material and an 8-byte explicit IV
+//! in each packet; nonce = salt ‖ IV. We use the 64-bit sequence number as the IV: it is
+//! unique per key by construction (the counter never wraps), which is what RFC 4106 §3.1
+//! and RFC 7634 §2 require, and it needs no random source on the hot path.
+
+use aes_gcm::aead::array::Array;
+use aes_gcm::aead::consts::{U12, U16};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use zeroize::Zeroizing;
+
+use super::{aead_aad, CryptoError};
+use crate::wire::esp::HEADER_LEN as ESP_HEADER_LEN;
+
+const IV_LEN: usize = 8;
+const TAG_LEN: usize = 16;
+const SALT_LEN: usize = 4;
+
+pub(crate) struct AeadKey<A> {
+    aead: A,
+    salt: Zeroizing<[u8; SALT_LEN]>,
+}
+
+impl<A> AeadKey<A>
+where
+    A: AeadInOut<NonceSize = U12, TagSize = U16> + KeyInit,
+{
+    /// `material` = key ‖ salt; its length was checked by the caller.
+    pub(crate) fn new(material: &[u8]) -> Self {
+        let (key, salt) = material.split_at(material.len() - SALT_LEN);
+        let aead = A::new_from_slice(key).expect("key length checked by SaCrypto::new");
+        let mut s = Zeroizing::new([0u8; SALT_LEN]);
+        s.copy_from_slice(salt);
+        AeadKey { aead, salt: s }
+    }
+
+    fn nonce(&self, iv: &[u8]) -> Array<u8, U12> {
+        let mut n = Array::<u8, U12>::default();
+        n[..SALT_LEN].copy_from_slice(&self.salt[..]);
+        n[SALT_LEN..].copy_from_slice(iv);
+        n
+    }
+
+    pub(crate) fn seal(
+        &self,
+        esp: &mut [u8],
+        iv_seed: u64,
+        esn_high: Option<u32>,
+    ) -> Result<(), CryptoError> {
+        let mut aad = [0u8; 12];
+        let aad_len = aead_aad(esp, esn_high, &mut aad);
+        let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + IV_LEN);
+        head[ESP_HEADER_LEN..].copy_from_slice(&iv_seed.to_be_bytes());
+        let nonce = self.nonce(&head[ESP_HEADER_LEN..]);
+        let split = rest.len() - TAG_LEN;
+        let (payload, icv) = rest.split_at_mut(split);
+        let tag = self
+            .aead
+            .encrypt_inout_detached(&nonce, &aad[..aad_len], payload.into())
+            .map_err(|_| CryptoError::BadLength)?;
+        icv.copy_from_slice(&tag);
+        Ok(())
+    }
+
+    pub(crate) fn open(&self, esp: &mut [u8], esn_high: Option<u32>) -> Result<(), CryptoError> {
+        let mut aad = [0u8; 12];
+        let aad_len = aead_aad(esp, esn_high, &mut aad);
+        let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + IV_LEN);
+        let nonce = self.nonce(&head[ESP_HEADER_LEN..]);
+        let split = rest.len() - TAG_LEN;
+        let (payload, icv) = rest.split_at_mut(split);
+        let tag = Array::<u8, U16>::try_from(&*icv).map_err(|_| CryptoError::BadLength)?;
+        self.aead
+            .decrypt_inout_detached(&nonce, &aad[..aad_len], payload.into(), &tag)
+            .map_err(|_| CryptoError::IcvMismatch)
+    }
+}
