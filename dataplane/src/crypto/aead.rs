@@ -42,6 +42,37 @@ where
         n
     }
 
+    /// The AEAD primitive: nonce = salt ‖ `iv`, any AAD, `buf` encrypted in place.
+    pub(crate) fn seal_detached(
+        &self,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        let nonce = self.nonce(iv);
+        let tag = self
+            .aead
+            .encrypt_inout_detached(&nonce, aad, buf.into())
+            .expect("RustCrypto AEADs only fail above 2^36 bytes");
+        tag.into()
+    }
+
+    /// Verify `tag` and decrypt `buf` in place; nothing is decrypted if the tag fails.
+    pub(crate) fn open_detached(
+        &self,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        let nonce = self.nonce(iv);
+        let tag = Array::<u8, U16>::from(*tag);
+        self.aead
+            .decrypt_inout_detached(&nonce, aad, buf.into(), &tag)
+            .map_err(|_| CryptoError::IcvMismatch)
+    }
+
+    /// ESP (RFC 4106 §3, RFC 7634 §2): `esp` = SPI ‖ Seq ‖ IV ‖ payload ‖ ICV.
     pub(crate) fn seal(
         &self,
         esp: &mut [u8],
@@ -50,15 +81,12 @@ where
     ) -> Result<(), CryptoError> {
         let mut aad = [0u8; 12];
         let aad_len = aead_aad(esp, esn_high, &mut aad);
+        let iv = iv_seed.to_be_bytes();
         let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + IV_LEN);
-        head[ESP_HEADER_LEN..].copy_from_slice(&iv_seed.to_be_bytes());
-        let nonce = self.nonce(&head[ESP_HEADER_LEN..]);
+        head[ESP_HEADER_LEN..].copy_from_slice(&iv);
         let split = rest.len() - TAG_LEN;
         let (payload, icv) = rest.split_at_mut(split);
-        let tag = self
-            .aead
-            .encrypt_inout_detached(&nonce, &aad[..aad_len], payload.into())
-            .map_err(|_| CryptoError::BadLength)?;
+        let tag = self.seal_detached(&iv, &aad[..aad_len], payload);
         icv.copy_from_slice(&tag);
         Ok(())
     }
@@ -67,12 +95,12 @@ where
         let mut aad = [0u8; 12];
         let aad_len = aead_aad(esp, esn_high, &mut aad);
         let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + IV_LEN);
-        let nonce = self.nonce(&head[ESP_HEADER_LEN..]);
+        let iv: [u8; IV_LEN] = head[ESP_HEADER_LEN..]
+            .try_into()
+            .map_err(|_| CryptoError::BadLength)?;
         let split = rest.len() - TAG_LEN;
         let (payload, icv) = rest.split_at_mut(split);
-        let tag = Array::<u8, U16>::try_from(&*icv).map_err(|_| CryptoError::BadLength)?;
-        self.aead
-            .decrypt_inout_detached(&nonce, &aad[..aad_len], payload.into(), &tag)
-            .map_err(|_| CryptoError::IcvMismatch)
+        let tag: [u8; TAG_LEN] = (&*icv).try_into().map_err(|_| CryptoError::BadLength)?;
+        self.open_detached(&iv, &aad[..aad_len], payload, &tag)
     }
 }

@@ -72,6 +72,16 @@ where
         }
     }
 
+    /// The truncated HMAC of `data` (RFC 4868 §2.3), written to `out` (`icv_len` bytes).
+    pub(crate) fn mac(&self, data: &[u8], out: &mut [u8]) {
+        self.icv(data, None, out)
+    }
+
+    /// Constant-time check of a truncated HMAC.
+    pub(crate) fn mac_ok(&self, data: &[u8], icv: &[u8]) -> bool {
+        icv.len() == self.icv_len && self.icv_ok(data, None, icv)
+    }
+
     /// RFC 4303 §3.3.2.1: with ESN the high 32 bits are appended to the ICV input.
     fn icv(&self, authed: &[u8], esn_high: Option<u32>, out: &mut [u8]) {
         let hi = esn_high.map(u32::to_be_bytes);

@@ -168,6 +168,60 @@ impl SaCrypto {
     }
 }
 
+/// The raw primitives behind ESP, for known-answer tests and for IKEv2's encrypted payload
+/// (RFC 5282 uses the same AEADs with other AAD).
+impl SaCrypto {
+    /// AEAD transforms: encrypt `buf` in place with nonce = salt ‖ `iv` and any AAD; returns
+    /// the 16-byte tag. `None` for a non-AEAD transform.
+    pub fn aead_seal(&self, iv: &[u8; 8], aad: &[u8], buf: &mut [u8]) -> Option<[u8; 16]> {
+        match &self.state {
+            CipherState::AesGcm128(k) => Some(k.seal_detached(iv, aad, buf)),
+            CipherState::AesGcm256(k) => Some(k.seal_detached(iv, aad, buf)),
+            CipherState::ChaCha20Poly1305(k) => Some(k.seal_detached(iv, aad, buf)),
+            _ => None,
+        }
+    }
+
+    /// AEAD transforms: verify `tag` and decrypt `buf` in place.
+    pub fn aead_open(
+        &self,
+        iv: &[u8; 8],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), CryptoError> {
+        match &self.state {
+            CipherState::AesGcm128(k) => k.open_detached(iv, aad, buf, tag),
+            CipherState::AesGcm256(k) => k.open_detached(iv, aad, buf, tag),
+            CipherState::ChaCha20Poly1305(k) => k.open_detached(iv, aad, buf, tag),
+            _ => Err(CryptoError::BadLength),
+        }
+    }
+
+    /// CBC+HMAC transforms: the truncated HMAC of `data` into `out` (`icv_len()` bytes).
+    /// Returns false for an AEAD transform or a wrong `out` length.
+    pub fn integrity_mac(&self, data: &[u8], out: &mut [u8]) -> bool {
+        if out.len() != self.icv_len() {
+            return false;
+        }
+        match &self.state {
+            CipherState::AesCbc128(k) => k.mac(data, out),
+            CipherState::AesCbc256(k) => k.mac(data, out),
+            _ => return false,
+        }
+        true
+    }
+
+    /// CBC+HMAC transforms: constant-time verification of a truncated HMAC.
+    pub fn integrity_verify(&self, data: &[u8], icv: &[u8]) -> bool {
+        match &self.state {
+            CipherState::AesCbc128(k) => k.mac_ok(data, icv),
+            CipherState::AesCbc256(k) => k.mac_ok(data, icv),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Debug for SaCrypto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SaCrypto({})", self.transform)
