@@ -18,5 +18,9 @@ echo "== cargo test"
 # The scapy cross-check must run here, not skip.
 export VPN_PYTHON="$ROOT/.venv/bin/python"
 export VPN_REQUIRE_SCAPY=1
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$LOG"
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"

@@ -321,17 +321,8 @@ fn main() -> ExitCode {
         "Each packet is encapsulated, decapsulated by the peer SA and compared byte for byte.\n"
     );
     println!(
-        "{:<13} {:<17} {:>5} {:>5} {:>8} {:>11} {:>11} {:>9} {:>9}  {}",
-        "mode",
-        "cipher",
-        "NAT-T",
-        "ESN",
-        "packets",
-        "inner MB",
-        "wire MB",
-        "overhead",
-        "ns/pkt",
-        "round trip"
+        "{:<13} {:<17} {:>5} {:>5} {:>8} {:>11} {:>11} {:>9} {:>9}  round trip",
+        "mode", "cipher", "NAT-T", "ESN", "packets", "inner MB", "wire MB", "overhead", "ns/pkt",
     );
     let mut failed = false;
     let mut total = DropCounters::default();
