@@ -268,3 +268,37 @@ fn oversized_and_roomless_frames_are_refused() {
     // Neither burned a sequence number.
     assert_eq!(out.last_seq(), 0);
 }
+
+#[test]
+fn max_inner_len_is_the_exact_mtu_limit() {
+    for &shape in SHAPES {
+        for &t in TRANSFORMS {
+            for nat_t in [false, true] {
+                let cfg = config(shape, t, nat_t, false);
+                let (mut out, _) = sa_pair(&cfg);
+                let mtu = 1500;
+                let max = out.max_inner_len(mtu, shape.inner_v6());
+                let hdr = if shape.inner_v6() { 48 } else { 28 };
+                let pkt = udp_packet(shape.inner_v6(), &vec![0u8; max - hdr], 0);
+                let mut f = frame(&pkt);
+                assert!(esp::encap(&mut out, &mut f).is_forward());
+                // Transport mode keeps the inner header, which max_inner_len counts as payload.
+                assert!(
+                    f.len() <= mtu,
+                    "{shape:?} {t} nat_t={nat_t}: {} > {mtu}",
+                    f.len()
+                );
+                // At most one alignment unit (16 bytes for CBC) left unused.
+                assert!(f.len() + 16 > mtu, "{shape:?} {t}: {} wastes room", f.len());
+                // One byte more no longer fits.
+                let pkt = udp_packet(shape.inner_v6(), &vec![0u8; max - hdr + 1], 0);
+                let mut f = frame(&pkt);
+                assert!(esp::encap(&mut out, &mut f).is_forward());
+                assert!(
+                    f.len() > mtu,
+                    "{shape:?} {t} nat_t={nat_t}: max_inner_len too small"
+                );
+            }
+        }
+    }
+}

@@ -274,7 +274,6 @@ fn finish_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         _ => return Err(DropReason::NotEsp),
     }
-    let _ = outer.v4;
     Ok(())
 }
 

@@ -265,24 +265,24 @@ impl OutboundSa {
     }
 
     /// Bytes of the largest inner packet whose encapsulation fits in `outer_mtu`
-    /// (for ICMP "fragmentation needed" / "packet too big").
-    pub fn max_inner_len(&self, outer_mtu: usize, inner_is_v4: bool) -> usize {
-        let outer_ip = match self.cfg.mode {
-            Mode::Tunnel { local, .. } => {
-                if local.is_ipv4() {
-                    20
-                } else {
-                    40
-                }
-            }
-            Mode::Transport => 0,
+    /// (for ICMP "fragmentation needed" / "packet too big"). In transport mode the packet's
+    /// own IP header stays in clear; it is assumed to carry no options or extension headers.
+    pub fn max_inner_len(&self, outer_mtu: usize, inner_v6: bool) -> usize {
+        let clear = match self.cfg.mode {
+            Mode::Tunnel { local, .. } if local.is_ipv4() => 20,
+            Mode::Tunnel { .. } => 40,
+            Mode::Transport if inner_v6 => 40,
+            Mode::Transport => 20,
         };
-        let _ = inner_is_v4;
         let udp = if self.cfg.udp_encap.is_some() { 8 } else { 0 };
-        let room = outer_mtu.saturating_sub(outer_ip + udp + self.crypto.overhead());
-        // The payload plus the 2-byte trailer is padded to the alignment.
+        let room = outer_mtu.saturating_sub(clear + udp + self.crypto.overhead());
+        // The protected part plus the 2-byte trailer is padded to the alignment.
         let align = self.crypto.align();
-        (room / align * align).saturating_sub(2)
+        let protected = (room / align * align).saturating_sub(2);
+        match self.cfg.mode {
+            Mode::Tunnel { .. } => protected,
+            Mode::Transport => protected + clear,
+        }
     }
 }
 
