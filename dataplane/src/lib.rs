@@ -8,4 +8,5 @@
 
 pub mod crypto;
 pub mod esp;
+pub mod static_sa;
 pub mod wire;

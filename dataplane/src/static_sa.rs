@@ -1,0 +1,679 @@
+//! Manually keyed SAs and policies from a TOML file: the equivalent of `ip xfrm state add`
+//! and `ip xfrm policy add` (RFC 4301 §4.5, manual SA management), so the dataplane runs —
+//! and can be tested — without the IKE daemon.
+//!
+//! ```toml
+//! [[sa]]
+//! name = "a-to-b"
+//! direction = "out"              # "out" seals, "in" opens
+//! spi = 0x00001001
+//! proposal = "aes128gcm16"       # strongSwan-style ESP proposal
+//! enc_key = "hex: key || salt"   # 20 bytes for aes128gcm16
+//! mode = "tunnel"                # or "transport"
+//! local = "192.0.2.1"            # tunnel endpoints
+//! remote = "192.0.2.2"
+//! local_ts = ["10.1.0.0/16"]
+//! remote_ts = ["10.2.0.0/16"]
+//!
+//! [[policy]]
+//! src = "10.1.0.0/16"
+//! dst = "10.2.0.0/16"
+//! action = "protect"             # or "bypass" / "discard"
+//! sa = "a-to-b"
+//! ```
+//!
+//! A bad file is refused with its path, line and the field at fault.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::crypto::{EspTransform, SaKeys};
+use crate::esp::{DfPolicy, Mode, SaConfig, SelectorSet, TrafficSelector, UdpEncap};
+
+/// A refused configuration: where, which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error concerns the whole file (e.g. it cannot be read).
+    pub line: usize,
+    /// Dotted path of the field, e.g. `sa[1].spi`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.field.is_empty()) {
+            (0, _) => write!(f, "{}: {}", self.file.display(), self.message),
+            (l, true) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            (l, false) => write!(
+                f,
+                "{}:{l}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which way an SA carries traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// RFC 4301 §4.4.1: what the SPD does with matching traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyAction {
+    /// Send through the named outbound SA.
+    Protect { sa: String },
+    /// Forward in clear (the kernel handles it).
+    Bypass,
+    /// Drop.
+    Discard,
+}
+
+/// One SPD entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub src: TrafficSelector,
+    pub dst: TrafficSelector,
+    pub action: PolicyAction,
+    /// Lower wins (as `ip xfrm policy ... priority`); file order breaks ties.
+    pub priority: u32,
+}
+
+/// One SA from the file.
+#[derive(Debug, Clone)]
+pub struct StaticSa {
+    pub name: String,
+    pub direction: Direction,
+    pub config: SaConfig,
+}
+
+/// The whole file, validated.
+#[derive(Debug, Clone, Default)]
+pub struct StaticConfig {
+    pub sas: Vec<StaticSa>,
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    sa: Vec<RawSa>,
+    #[serde(default)]
+    policy: Vec<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSa {
+    name: Spanned<String>,
+    direction: Spanned<String>,
+    spi: Spanned<i64>,
+    proposal: Spanned<String>,
+    enc_key: Spanned<String>,
+    #[serde(default)]
+    integ_key: Option<Spanned<String>>,
+    mode: Spanned<String>,
+    #[serde(default)]
+    local: Option<Spanned<String>>,
+    #[serde(default)]
+    remote: Option<Spanned<String>>,
+    #[serde(default)]
+    esn: bool,
+    #[serde(default)]
+    replay_window: Option<Spanned<i64>>,
+    #[serde(default)]
+    nat_t: bool,
+    #[serde(default)]
+    nat_t_src_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    nat_t_dst_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    df: Option<Spanned<String>>,
+    #[serde(default)]
+    ttl: Option<Spanned<i64>>,
+    #[serde(default)]
+    copy_dscp_on_decap: bool,
+    #[serde(default)]
+    local_ts: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    remote_ts: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    src: Spanned<String>,
+    dst: Spanned<String>,
+    #[serde(default)]
+    protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    src_port: Option<Spanned<String>>,
+    #[serde(default)]
+    dst_port: Option<Spanned<String>>,
+    action: Spanned<String>,
+    #[serde(default)]
+    sa: Option<Spanned<String>>,
+    #[serde(default)]
+    priority: Option<Spanned<i64>>,
+}
+
+/// Maps byte offsets to line numbers.
+struct Lines<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Lines<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+    fn err(&self, span: Range<usize>, field: String, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.line_of(span.start),
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl StaticConfig {
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<StaticConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        StaticConfig::parse(path, &text)
+    }
+
+    /// Validate `text`, naming `file` in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<StaticConfig, ConfigError> {
+        let lines = Lines { file, text };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            lines.err(
+                e.span().unwrap_or(0..0),
+                String::new(),
+                e.message().to_string(),
+            )
+        })?;
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            lines.err(
+                inner.span().unwrap_or(0..0),
+                path,
+                inner.message().to_string(),
+            )
+        })?;
+
+        let mut cfg = StaticConfig::default();
+        let mut names: HashMap<String, (Direction, usize)> = HashMap::new();
+        let mut spis: HashMap<u32, usize> = HashMap::new();
+        for (i, r) in raw.sa.iter().enumerate() {
+            let sa = convert_sa(&lines, i, r)?;
+            let f = |n: &str| format!("sa[{i}].{n}");
+            if names.insert(sa.name.clone(), (sa.direction, i)).is_some() {
+                return Err(lines.err(
+                    r.name.span(),
+                    f("name"),
+                    format!("duplicate SA name {:?}", sa.name),
+                ));
+            }
+            if sa.direction == Direction::Inbound {
+                if let Some(j) = spis.insert(sa.config.spi, i) {
+                    return Err(lines.err(
+                        r.spi.span(),
+                        f("spi"),
+                        format!(
+                            "inbound SPI {:#x} is already used by sa[{j}]",
+                            sa.config.spi
+                        ),
+                    ));
+                }
+            }
+            cfg.sas.push(sa);
+        }
+        for (i, r) in raw.policy.iter().enumerate() {
+            let p = convert_policy(&lines, i, r)?;
+            if let PolicyAction::Protect { sa } = &p.action {
+                let span = r.sa.as_ref().map_or(r.action.span(), |s| s.span());
+                match names.get(sa) {
+                    Some((Direction::Outbound, _)) => {}
+                    Some((Direction::Inbound, _)) => {
+                        return Err(lines.err(
+                            span,
+                            format!("policy[{i}].sa"),
+                            format!("SA {sa:?} is inbound; a protect policy needs an outbound SA"),
+                        ))
+                    }
+                    None => {
+                        return Err(lines.err(
+                            span,
+                            format!("policy[{i}].sa"),
+                            format!("no SA named {sa:?}"),
+                        ))
+                    }
+                }
+            }
+            cfg.policies.push(p);
+        }
+        Ok(cfg)
+    }
+}
+
+fn hex_key(lines: &Lines, field: String, s: &Spanned<String>) -> Result<Vec<u8>, ConfigError> {
+    let t: String = s
+        .get_ref()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':' | '_'))
+        .collect();
+    let t = t.strip_prefix("0x").unwrap_or(&t);
+    if t.len() % 2 != 0 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(lines.err(s.span(), field, "expected an even number of hex digits"));
+    }
+    Ok((0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).expect("checked hex"))
+        .collect())
+}
+
+fn addr(lines: &Lines, field: String, s: &Spanned<String>) -> Result<IpAddr, ConfigError> {
+    s.get_ref().parse().map_err(|_| {
+        lines.err(
+            s.span(),
+            field,
+            format!("{:?} is not an IP address", s.get_ref()),
+        )
+    })
+}
+
+fn int_in<T: TryFrom<i64>>(
+    lines: &Lines,
+    field: String,
+    s: &Spanned<i64>,
+    what: &str,
+) -> Result<T, ConfigError> {
+    T::try_from(*s.get_ref()).map_err(|_| {
+        lines.err(
+            s.span(),
+            field,
+            format!("{} is out of range for {what}", s.get_ref()),
+        )
+    })
+}
+
+fn selectors(
+    lines: &Lines,
+    field: String,
+    s: &Option<Spanned<Vec<String>>>,
+    v6: Option<bool>,
+) -> Result<Vec<TrafficSelector>, ConfigError> {
+    match s {
+        None => Ok(match v6 {
+            Some(true) => vec![TrafficSelector::any_v6()],
+            Some(false) => vec![TrafficSelector::any_v4()],
+            None => vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+        }),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|p| {
+                TrafficSelector::prefix(p)
+                    .map_err(|e| lines.err(list.span(), field.clone(), format!("{p:?}: {e}")))
+            })
+            .collect(),
+    }
+}
+
+fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigError> {
+    let f = |n: &str| format!("sa[{i}].{n}");
+    let direction = match r.direction.get_ref().as_str() {
+        "in" | "inbound" => Direction::Inbound,
+        "out" | "outbound" => Direction::Outbound,
+        other => {
+            return Err(lines.err(
+                r.direction.span(),
+                f("direction"),
+                format!("{other:?}: expected \"in\" or \"out\""),
+            ))
+        }
+    };
+    let spi: u32 = int_in(lines, f("spi"), &r.spi, "a 32-bit SPI")?;
+    let transform: EspTransform = r
+        .proposal
+        .get_ref()
+        .parse()
+        .map_err(|e| lines.err(r.proposal.span(), f("proposal"), format!("{e}")))?;
+    let enc = hex_key(lines, f("enc_key"), &r.enc_key)?;
+    let integ = match &r.integ_key {
+        Some(k) => hex_key(lines, f("integ_key"), k)?,
+        None => Vec::new(),
+    };
+    let keys = SaKeys::new(&enc, &integ);
+    let mode = match r.mode.get_ref().as_str() {
+        "tunnel" => {
+            let need = |o: &Option<Spanned<String>>, n: &str| {
+                o.as_ref()
+                    .ok_or_else(|| {
+                        lines.err(r.mode.span(), f(n), format!("tunnel mode needs `{n}`"))
+                    })
+                    .and_then(|s| addr(lines, f(n), s))
+            };
+            Mode::Tunnel {
+                local: need(&r.local, "local")?,
+                remote: need(&r.remote, "remote")?,
+            }
+        }
+        "transport" => Mode::Transport,
+        other => {
+            return Err(lines.err(
+                r.mode.span(),
+                f("mode"),
+                format!("{other:?}: expected \"tunnel\" or \"transport\""),
+            ))
+        }
+    };
+    let mut config = match mode {
+        Mode::Tunnel { local, remote } => SaConfig::tunnel(spi, transform, keys, local, remote),
+        Mode::Transport => SaConfig::transport(spi, transform, keys),
+    };
+    config.esn = r.esn;
+    if let Some(w) = &r.replay_window {
+        config.replay_window = match *w.get_ref() {
+            0 => None,
+            _ => Some(int_in(lines, f("replay_window"), w, "a window")?),
+        };
+    }
+    if r.nat_t {
+        let mut e = UdpEncap::DEFAULT;
+        if let Some(p) = &r.nat_t_src_port {
+            e.src_port = int_in(lines, f("nat_t_src_port"), p, "a port")?;
+        }
+        if let Some(p) = &r.nat_t_dst_port {
+            e.dst_port = int_in(lines, f("nat_t_dst_port"), p, "a port")?;
+        }
+        config.udp_encap = Some(e);
+    }
+    if let Some(df) = &r.df {
+        config.df = match df.get_ref().as_str() {
+            "copy" => DfPolicy::Copy,
+            "set" => DfPolicy::Set,
+            "clear" => DfPolicy::Clear,
+            other => {
+                return Err(lines.err(
+                    df.span(),
+                    f("df"),
+                    format!("{other:?}: expected copy, set or clear"),
+                ))
+            }
+        };
+    }
+    if let Some(t) = &r.ttl {
+        config.outer_ttl = int_in(lines, f("ttl"), t, "a TTL")?;
+    }
+    config.copy_dscp_on_decap = r.copy_dscp_on_decap;
+    config.selectors = SelectorSet {
+        local: selectors(lines, f("local_ts"), &r.local_ts, None)?,
+        remote: selectors(lines, f("remote_ts"), &r.remote_ts, None)?,
+    };
+    // Build the SA once to run every check the engine makes (key lengths, SPI range, ...).
+    crate::esp::OutboundSa::new(config.clone()).map_err(|e| {
+        let span = match e {
+            crate::esp::SaError::ReservedSpi(_) => r.spi.span(),
+            crate::esp::SaError::ReplayWindow(_) => {
+                r.replay_window.as_ref().map_or(r.spi.span(), |w| w.span())
+            }
+            crate::esp::SaError::MixedTunnelFamilies => r.mode.span(),
+            _ => r.enc_key.span(),
+        };
+        lines.err(
+            span,
+            f(match e {
+                crate::esp::SaError::ReservedSpi(_) => "spi",
+                crate::esp::SaError::ReplayWindow(_) => "replay_window",
+                crate::esp::SaError::MixedTunnelFamilies => "remote",
+                crate::esp::SaError::Algorithm(crate::crypto::AlgorithmError::KeyLength {
+                    what: "integrity key",
+                    ..
+                }) => "integ_key",
+                _ => "enc_key",
+            }),
+            e.to_string(),
+        )
+    })?;
+    Ok(StaticSa {
+        name: r.name.get_ref().clone(),
+        direction,
+        config,
+    })
+}
+
+fn port_range(
+    lines: &Lines,
+    field: String,
+    s: &Option<Spanned<String>>,
+) -> Result<(u16, u16), ConfigError> {
+    let Some(s) = s else { return Ok((0, u16::MAX)) };
+    let bad = || {
+        lines.err(
+            s.span(),
+            field.clone(),
+            format!("{:?}: expected PORT or LOW-HIGH", s.get_ref()),
+        )
+    };
+    let (a, b) = match s.get_ref().split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.get_ref().trim(), s.get_ref().trim()),
+    };
+    let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+fn convert_policy(lines: &Lines, i: usize, r: &RawPolicy) -> Result<Policy, ConfigError> {
+    let f = |n: &str| format!("policy[{i}].{n}");
+    let sel = |s: &Spanned<String>, n: &str| {
+        TrafficSelector::prefix(s.get_ref()).map_err(|e| lines.err(s.span(), f(n), e.to_string()))
+    };
+    let mut src = sel(&r.src, "src")?;
+    let mut dst = sel(&r.dst, "dst")?;
+    if src.start.is_ipv4() != dst.start.is_ipv4() {
+        return Err(lines.err(r.dst.span(), f("dst"), "src and dst mix IPv4 and IPv6"));
+    }
+    let protocol = match &r.protocol {
+        None => 0,
+        Some(p) => match p.get_ref().as_str() {
+            "any" => 0,
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "ipv6-icmp" | "icmpv6" => 58,
+            "sctp" => 132,
+            n => n.parse().map_err(|_| {
+                lines.err(
+                    p.span(),
+                    f("protocol"),
+                    format!("{n:?}: expected any, tcp, udp, icmp, icmpv6, sctp or a number"),
+                )
+            })?,
+        },
+    };
+    src = src.with_protocol(protocol, port_range(lines, f("src_port"), &r.src_port)?);
+    dst = dst.with_protocol(protocol, port_range(lines, f("dst_port"), &r.dst_port)?);
+    let action = match r.action.get_ref().as_str() {
+        "protect" => PolicyAction::Protect {
+            sa: r
+                .sa
+                .as_ref()
+                .ok_or_else(|| lines.err(r.action.span(), f("sa"), "a protect policy needs `sa`"))?
+                .get_ref()
+                .clone(),
+        },
+        "bypass" => PolicyAction::Bypass,
+        "discard" => PolicyAction::Discard,
+        other => {
+            return Err(lines.err(
+                r.action.span(),
+                f("action"),
+                format!("{other:?}: expected protect, bypass or discard"),
+            ))
+        }
+    };
+    let priority = match &r.priority {
+        Some(p) => int_in(lines, f("priority"), p, "a priority")?,
+        None => 1000,
+    };
+    Ok(Policy {
+        src,
+        dst,
+        action,
+        priority,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[sa]]
+name = "a-to-b"
+direction = "out"
+spi = 0x1001
+proposal = "aes128gcm16"
+enc_key = "000102030405060708090a0b0c0d0e0f 10111213"
+mode = "tunnel"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.2.0.0/16"]
+nat_t = true
+
+[[sa]]
+name = "b-to-a"
+direction = "in"
+spi = 0x2001
+proposal = "aes256-sha256"
+enc_key = "0x000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f"
+integ_key = "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f"
+mode = "transport"
+esn = true
+replay_window = 4096
+
+[[policy]]
+src = "10.1.0.0/16"
+dst = "10.2.0.0/16"
+protocol = "tcp"
+dst_port = "443"
+action = "protect"
+sa = "a-to-b"
+"#;
+
+    fn parse(s: &str) -> Result<StaticConfig, ConfigError> {
+        StaticConfig::parse(Path::new("/etc/vpn/sa.toml"), s)
+    }
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.sas.len(), 2);
+        assert_eq!(c.sas[0].config.spi, 0x1001);
+        assert_eq!(c.sas[0].config.udp_encap, Some(UdpEncap::DEFAULT));
+        assert_eq!(c.sas[1].direction, Direction::Inbound);
+        assert_eq!(c.sas[1].config.replay_window, Some(4096));
+        assert!(c.sas[1].config.esn);
+        assert_eq!(c.policies[0].dst.protocol, 6);
+        assert_eq!(
+            (c.policies[0].dst.start_port, c.policies[0].dst.end_port),
+            (443, 443)
+        );
+        assert_eq!(
+            c.policies[0].action,
+            PolicyAction::Protect {
+                sa: "a-to-b".into()
+            }
+        );
+    }
+
+    /// Replace `from` in the good file and return the error.
+    fn err_after(from: &str, to: &str) -> ConfigError {
+        assert!(GOOD.contains(from), "{from}");
+        parse(&GOOD.replacen(from, to, 1)).unwrap_err()
+    }
+
+    fn line_of(needle: &str) -> usize {
+        GOOD[..GOOD.find(needle).unwrap()].matches('\n').count() + 1
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = err_after("proposal = \"aes128gcm16\"", "proposal = \"3des-md5\"");
+        assert_eq!(e.line, line_of("proposal = \"aes128gcm16\""));
+        assert_eq!(e.field, "sa[0].proposal");
+        assert!(e.to_string().starts_with("/etc/vpn/sa.toml:"), "{e}");
+        assert!(e.message.contains("RFC 8221"), "{e}");
+
+        let e = err_after("10111213\"", "101112\"");
+        assert_eq!(e.field, "sa[0].enc_key");
+        assert!(e.message.contains("20 bytes"), "{e}");
+
+        let e = err_after("spi = 0x2001", "spi = 0x1_0000_0000");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sa[1].spi", line_of("spi = 0x2001"))
+        );
+
+        let e = err_after("spi = 0x2001", "spi = 7");
+        assert!(e.message.contains("reserved"), "{e}");
+
+        let e = err_after("remote = \"192.0.2.2\"", "remote = \"192.0.2.300\"");
+        assert_eq!(e.field, "sa[0].remote");
+
+        let e = err_after("sa = \"a-to-b\"", "sa = \"b-to-a\"");
+        assert!(e.message.contains("inbound"), "{e}");
+        let e = err_after("sa = \"a-to-b\"", "sa = \"nope\"");
+        assert_eq!(e.field, "policy[0].sa");
+
+        let e = err_after("replay_window = 4096", "replay_window = 32");
+        assert_eq!(e.field, "sa[1].replay_window");
+
+        let e = err_after("dst_port = \"443\"", "dst_port = \"9-1\"");
+        assert_eq!(e.field, "policy[0].dst_port");
+    }
+
+    #[test]
+    fn structural_errors_have_a_path_and_line() {
+        let e = err_after("esn = true", "esn = \"yes\"");
+        assert_eq!(e.field, "sa[1].esn");
+        assert_eq!(e.line, line_of("esn = true"));
+        let e = err_after("esn = true", "esm = true");
+        assert!(e.message.contains("esm"), "{e}");
+        let e = parse("[[sa]\nname=").unwrap_err();
+        assert_eq!(e.line, 1);
+        let e = StaticConfig::load(Path::new("/nonexistent/sa.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/sa.toml"), "{e}");
+    }
+}
