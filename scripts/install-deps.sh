@@ -12,11 +12,23 @@ VENV="$ROOT/.venv"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
+# Debian packages, each checked by a file it installs.
 need_apt=()
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+want() { [[ -e "$2" ]] || need_apt+=("$1"); }
+want python3 /usr/bin/python3
+want clang-19 /usr/bin/clang-19           # builds the XDP program (-target bpf)
+want llvm-19 /usr/bin/llvm-objdump-19
+want libbpf-dev /usr/include/bpf/bpf_helpers.h
+want iproute2 /usr/sbin/ip                 # namespaces, veth
+want ethtool /usr/sbin/ethtool             # tx checksum offload off on test veths
+want iputils-ping /usr/bin/ping
+want iperf3 /usr/bin/iperf3
+want tcpdump /usr/bin/tcpdump
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     apt-get update -qq
+    # iperf3 asks whether to start a daemon; the answer is no.
+    echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 

@@ -4,9 +4,22 @@
 //! - [`crypto`]: per-SA key state behind one seal/open interface (AES-GCM, ChaCha20-Poly1305,
 //!   AES-CBC + HMAC-SHA-2).
 //! - [`esp`]: the sans-IO ESP engine: batches of frames in, verdicts out.
-#![forbid(unsafe_code)]
+// `unsafe` is allowed only in the AF_XDP layer (and, later, the shared-memory ring and SIMD
+// kernels), each block with a SAFETY comment; everywhere else it is a compile error.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+pub mod afxdp;
 
 pub mod crypto;
 pub mod esp;
+pub mod hops;
+pub mod icmp;
+pub mod io;
+pub mod nexthop;
+pub mod sadb;
+pub mod spd;
 pub mod static_sa;
 pub mod wire;
+pub mod worker;
+pub mod xdp;

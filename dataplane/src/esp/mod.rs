@@ -12,7 +12,7 @@ pub mod replay;
 pub mod sa;
 pub mod selector;
 
-pub use decap::{InboundSaLookup, SpiMap};
+pub use decap::{peek_spi, InboundSaLookup, SpiMap};
 pub use drop_reason::{DropCounters, DropReason};
 pub use frame::Frame;
 pub use replay::ReplayWindow;
