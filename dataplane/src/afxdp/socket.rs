@@ -235,9 +235,8 @@ impl XskSocket {
         let n = n.min(frames.len());
         for _ in 0..n {
             let f = frames.pop().expect("n <= len");
-            self.fill.push(f.addr());
-            // The token is consumed here: the kernel owns the frame until it comes back.
-            drop(f);
+            // The token is consumed: the kernel owns the frame until it comes back.
+            self.fill.push(f.into_addr());
         }
         if n > 0 {
             self.fill.commit();
@@ -271,14 +270,13 @@ impl XskSocket {
 
     /// Queue a packet for transmit (published by `tx_commit`). The caller checked `tx_free`.
     pub fn tx_push(&mut self, frame: UmemFrame, offset: usize, len: usize) {
+        // The token is consumed: the kernel owns the frame until it shows up on the
+        // completion ring.
         self.tx.push(libc::xdp_desc {
-            addr: frame.addr() + offset as u64,
+            addr: frame.into_addr() + offset as u64,
             len: len as u32,
             options: 0,
         });
-        // The token is consumed: the kernel owns the frame until it shows up on the
-        // completion ring.
-        drop(frame);
     }
 
     /// Publish queued packets and kick the kernel if it asks (always needed in copy mode).

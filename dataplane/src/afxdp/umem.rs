@@ -118,6 +118,11 @@ impl UmemFrame {
     pub fn addr(&self) -> u64 {
         self.addr
     }
+
+    /// Give up ownership, returning the address to hand to the kernel.
+    pub(crate) fn into_addr(self) -> u64 {
+        self.addr
+    }
 }
 
 impl AsRef<[u8]> for UmemFrame {
