@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use dataplane::hops::{Hop, HopCache, HopTable};
-use dataplane::io::{MemIo, WorkerIo};
+use dataplane::io::MemIo;
 use dataplane::sadb::SaStore;
 use dataplane::static_sa::StaticConfig;
 use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
