@@ -11,6 +11,7 @@
 #[allow(unsafe_code)]
 pub mod afxdp;
 
+pub mod afxdp_io;
 pub mod crypto;
 pub mod esp;
 pub mod hops;

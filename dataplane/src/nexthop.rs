@@ -578,9 +578,15 @@ impl NextHopResolver {
         msg.finalize();
         let mut out = vec![0; msg.buffer_len()];
         msg.serialize(&mut out);
-        let io_err = |source| NextHopError::Io {
+        let io_err = |source: io::Error| NextHopError::Io {
             request: request.to_string(),
-            source,
+            source: match source.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the kernel did not answer within {REPLY_TIMEOUT:?}"),
+                ),
+                _ => source,
+            },
         };
         self.socket.send(&out, 0).map_err(io_err)?;
 

@@ -107,6 +107,23 @@ impl Drop for Namespaces {
     }
 }
 
+/// Waits (at most [`RESOLVE_DEADLINE`]) until `dev` in `ns` has a usable IPv6 link-local
+/// address.
+fn wait_for_link_local(ns: &str, dev: &str) {
+    let start = Instant::now();
+    loop {
+        let addrs = ip(&["-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"]);
+        if addrs.contains("fe80:") && !addrs.contains("tentative") {
+            return;
+        }
+        assert!(
+            start.elapsed() < RESOLVE_DEADLINE,
+            "{dev} in {ns} has no usable link-local address after {RESOLVE_DEADLINE:?}:\n{addrs}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 /// The MAC address of `ifname` inside namespace `ns`, as `aa:bb:cc:dd:ee:ff`.
 fn mac_in(ns: &str, ifname: &str) -> String {
     let mut cmd = Command::new("ip");
@@ -187,6 +204,12 @@ fn resolver_in_two_namespaces() {
         "via",
         "2001:db8:ff::2",
     ]);
+
+    // IPv6 on a new link is ready only once the kernel has seen the carrier come up (it
+    // drops even neighbour solicitations until then); its sign is the link-local address.
+    for (n, dev) in [(a, OWN_IF), (b, PEER_IF)] {
+        wait_for_link_local(n, dev);
+    }
 
     let own_mac = mac_in(a, OWN_IF);
     let peer_mac = mac_in(b, PEER_IF);

@@ -117,6 +117,12 @@ impl<D: Copy> Ring<D> {
         self.prod().store(self.cached_prod, Ordering::Release);
     }
 
+    /// Entries published but not yet taken by the kernel.
+    pub(crate) fn unconsumed(&mut self) -> u32 {
+        self.cached_cons = self.cons().load(Ordering::Acquire);
+        self.cached_prod.wrapping_sub(self.cached_cons)
+    }
+
     // ---- consumer side (rx, completion) ----
 
     /// Entries ready to read, refreshing the producer index only if needed.

@@ -280,11 +280,17 @@ impl XskSocket {
     }
 
     /// Publish queued packets and kick the kernel if it asks (always needed in copy mode).
+    /// In copy mode one kick sends at most 32 packets (the kernel's TX_BATCH_SIZE), so we
+    /// kick until the ring is drained or the kernel stops making progress.
     pub fn tx_commit(&mut self) {
         self.tx.commit();
-        if self.tx.needs_wakeup() || !self.zero_copy {
+        if !(self.tx.needs_wakeup() || !self.zero_copy) {
+            return;
+        }
+        let mut left = self.tx.unconsumed();
+        for _ in 0..16 {
             // SAFETY: a zero-length sendto on our own socket: the documented AF_XDP kick.
-            unsafe {
+            let r = unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
                     std::ptr::null(),
@@ -292,8 +298,13 @@ impl XskSocket {
                     libc::MSG_DONTWAIT,
                     std::ptr::null(),
                     0,
-                );
+                )
+            };
+            let now = self.tx.unconsumed();
+            if now == 0 || (r < 0 && now == left) {
+                break;
             }
+            left = now;
         }
     }
 
