@@ -284,7 +284,7 @@ impl XskSocket {
     /// kick until the ring is drained or the kernel stops making progress.
     pub fn tx_commit(&mut self) {
         self.tx.commit();
-        if !(self.tx.needs_wakeup() || !self.zero_copy) {
+        if self.zero_copy && !self.tx.needs_wakeup() {
             return;
         }
         let mut left = self.tx.unconsumed();
