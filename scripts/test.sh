@@ -18,6 +18,8 @@ echo "== cargo test"
 # The scapy cross-check must run here, not skip.
 export VPN_PYTHON="$ROOT/.venv/bin/python"
 export VPN_REQUIRE_SCAPY=1
+# Namespace tests (AF_XDP, XDP, netlink) must run here too: CI is root.
+export VPN_REQUIRE_ROOT=1
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 cargo test --workspace --all-targets 2>&1 | tee "$LOG"

@@ -238,6 +238,10 @@ fn run(args: Args) -> Result<(), String> {
     // The slow path: resolve next hops, write stats.
     let known: Mutex<Vec<(Side, IpAddr)>> = Mutex::new(Vec::new());
     let mut table = HopTable::default();
+    // Written once now: its appearance tells scripts the dataplane is forwarding.
+    if let Some(path) = &args.stats_file {
+        write_stats(path, &stats, &sas, &xdp, nq);
+    }
     let mut last_stats = Instant::now();
     let mut last_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) {

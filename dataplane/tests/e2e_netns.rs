@@ -1,0 +1,85 @@
+//! End-to-end: two of our dataplanes on AF_XDP between network namespaces, driven by
+//! `scripts/e2e.py` (ping, iperf3, tcpdump + scapy decryption, SIGKILL, MTU, two workers).
+//! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// One scenario at a time: each one saturates this machine's two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("VPN_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    p.exists().then_some(p)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn scenario(case: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
+    let py = python();
+    if !is_root() || py.is_none() {
+        assert!(
+            !required,
+            "e2e {case}: needs root and the scapy venv (run scripts/install-deps.sh as root)"
+        );
+        eprintln!("SKIPPED e2e {case}: needs root and .venv (scripts/install-deps.sh)");
+        return;
+    }
+    let out = Command::new(py.unwrap())
+        .arg(root().join("scripts/e2e.py"))
+        .arg("--dataplane")
+        .arg(env!("CARGO_BIN_EXE_dataplane"))
+        .arg(case)
+        .output()
+        .expect("run scripts/e2e.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "e2e scenario {case} failed:\n{text}");
+    assert!(text.contains(&format!("{case}: ok")), "{text}");
+    assert!(!text.contains("FAIL:"), "{text}");
+}
+
+#[test]
+fn tunnel_ipv4() {
+    scenario("tunnel-v4");
+}
+
+#[test]
+fn tunnel_ipv6_outer() {
+    scenario("outer-v6");
+}
+
+#[test]
+fn tunnel_ipv6_inner() {
+    scenario("inner-v6");
+}
+
+#[test]
+fn tunnel_nat_t() {
+    scenario("nat-t");
+}
+
+#[test]
+fn tunnel_mtu_and_icmp() {
+    scenario("mtu");
+}
+
+#[test]
+fn two_workers_share_the_load() {
+    scenario("two-workers");
+}

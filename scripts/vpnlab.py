@@ -1,0 +1,225 @@
+"""Shared helpers for the namespace tunnel scripts (e2e tests, demo, benchmarks).
+
+Builds the four-namespace topology (scripts/topology.sh), writes manually keyed SA files
+for both gateways, runs our dataplane on each gateway, and measures with ping and iperf3.
+Only addresses inside our own namespaces are used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOPOLOGY = ROOT / "scripts" / "topology.sh"
+
+# Key material for the demo and tests only (AES-128-GCM: 16-byte key + 4-byte salt).
+KEY_AB = bytes(range(0x00, 0x14))
+KEY_BA = bytes(range(0x40, 0x54))
+SPI_AB = 0x00001001
+SPI_BA = 0x00002001
+
+
+@dataclass
+class Case:
+    """One tunnel setup."""
+    outer_v6: bool = False
+    inner_v6: bool = False
+    nat_t: bool = False
+    workers: int = 1
+    queues: int = 2
+    xdp_mode: str = "driver"
+    proposal: str = "aes128gcm16"
+
+    def outer(self, side: str) -> str:
+        if self.outer_v6:
+            return {"a": "2001:db8:ff::1", "b": "2001:db8:ff::2"}[side]
+        return {"a": "192.0.2.1", "b": "192.0.2.2"}[side]
+
+    def inside_net(self, side: str) -> str:
+        if self.inner_v6:
+            return {"a": "2001:db8:a::/64", "b": "2001:db8:b::/64"}[side]
+        return {"a": "10.1.0.0/24", "b": "10.2.0.0/24"}[side]
+
+    def client(self, side: str) -> str:
+        if self.inner_v6:
+            return {"a": "2001:db8:a::10", "b": "2001:db8:b::20"}[side]
+        return {"a": "10.1.0.10", "b": "10.2.0.20"}[side]
+
+
+def sh(*args: str, check: bool = True, capture: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), check=check, text=True, timeout=timeout,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture else None)
+
+
+def ns_exec(ns: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *args, **kw)
+
+
+def sa_file(case: Case, side: str) -> str:
+    """The SA/policy TOML for gateway `side` ('a' or 'b')."""
+    other = "b" if side == "a" else "a"
+    out_name, in_name = (f"{side}-to-{other}", f"{other}-to-{side}")
+    out_spi, in_spi = (SPI_AB, SPI_BA) if side == "a" else (SPI_BA, SPI_AB)
+    out_key, in_key = (KEY_AB, KEY_BA) if side == "a" else (KEY_BA, KEY_AB)
+    local, remote = case.outer(side), case.outer(other)
+    lts, rts = case.inside_net(side), case.inside_net(other)
+    common = f'''mode = "tunnel"
+local = "{local}"
+remote = "{remote}"
+nat_t = {"true" if case.nat_t else "false"}
+local_ts = ["{lts}"]
+remote_ts = ["{rts}"]
+'''
+    return f'''# Manually keyed SAs for gateway {side} (test/demo keys only)
+[[sa]]
+name = "{out_name}"
+direction = "out"
+spi = {out_spi:#x}
+proposal = "{case.proposal}"
+enc_key = "{out_key.hex()}"
+{common}
+[[sa]]
+name = "{in_name}"
+direction = "in"
+spi = {in_spi:#x}
+proposal = "{case.proposal}"
+enc_key = "{in_key.hex()}"
+{common}
+[[policy]]
+src = "{lts}"
+dst = "{rts}"
+action = "protect"
+sa = "{out_name}"
+'''
+
+
+@dataclass
+class Lab:
+    """A running topology with (optionally) our dataplane on both gateways."""
+    name: str
+    case: Case
+    dataplane: str
+    workdir: pathlib.Path = field(default_factory=lambda: pathlib.Path(tempfile.mkdtemp(prefix="vpnlab-")))
+    procs: dict = field(default_factory=dict)
+
+    def ns(self, host: str) -> str:
+        return f"{self.name}-{host}"
+
+    def up(self) -> None:
+        sh(str(TOPOLOGY), "up", self.name, "--queues", str(self.case.queues))
+
+    def down(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        sh(str(TOPOLOGY), "down", self.name, check=False)
+
+    def start_dataplane(self, side: str, extra: list[str] | None = None) -> None:
+        conf = self.workdir / f"{side}.toml"
+        conf.write_text(sa_file(self.case, side))
+        stats = self.workdir / f"{side}.json"
+        if stats.exists():
+            stats.unlink()
+        gw = "ga" if side == "a" else "gb"
+        log = open(self.workdir / f"{side}.log", "w")
+        cmd = ["ip", "netns", "exec", self.ns(f"gw-{side}"), self.dataplane,
+               "--outside", f"{gw}-out", "--inside", f"{gw}-in", "--sa-file", str(conf),
+               "--workers", str(self.case.workers), "--xdp-mode", self.case.xdp_mode,
+               "--stats-file", str(stats), "--stats-interval-ms", "200"] + (extra or [])
+        self.procs[side] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # Readiness: the dataplane writes its stats file once it is forwarding.
+        deadline = time.time() + 20
+        while not stats.exists():
+            if self.procs[side].poll() is not None:
+                raise RuntimeError(f"dataplane {side} exited: {self.log(side)}")
+            if time.time() > deadline:
+                raise RuntimeError(f"dataplane {side} not ready: {self.log(side)}")
+            time.sleep(0.05)
+
+    def log(self, side: str) -> str:
+        p = self.workdir / f"{side}.log"
+        return p.read_text() if p.exists() else ""
+
+    def stats(self, side: str) -> dict:
+        for _ in range(50):
+            try:
+                return json.loads((self.workdir / f"{side}.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.05)
+        raise RuntimeError(f"no stats from dataplane {side}")
+
+    def wait_stats(self, side: str, pred, timeout: float = 5.0) -> dict:
+        deadline = time.time() + timeout
+        while True:
+            s = self.stats(side)
+            if pred(s) or time.time() > deadline:
+                return s
+            time.sleep(0.1)
+
+    def stop_dataplane(self, side: str, sig=signal.SIGINT) -> int:
+        p = self.procs[side]
+        p.send_signal(sig)
+        return p.wait(timeout=10)
+
+    def ping(self, src: str, dst: str, count: int = 5, size: int = 56, df: bool = False,
+             interval: float = 0.2) -> subprocess.CompletedProcess:
+        args = ["ping", "-c", str(count), "-i", str(interval), "-W", "1", "-s", str(size)]
+        if df:
+            args += ["-M", "do"]
+        return ns_exec(self.ns(src), *args, dst, check=False)
+
+    def warm_up(self) -> None:
+        """The first packets of a flow resolve neighbours; retry until the path answers."""
+        for _ in range(20):
+            r = self.ping("client-a", self.case.client("b"), count=1)
+            if r.returncode == 0:
+                return
+        raise RuntimeError("no path client-a -> client-b:\n" + self.log("a") + self.log("b"))
+
+    def iperf(self, seconds: float = 2, udp_rate: str | None = None, parallel: int = 1,
+              length: int | None = None, port: int = 5201) -> dict:
+        srv = subprocess.Popen(["ip", "netns", "exec", self.ns("client-b"), "iperf3", "-s", "-1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # Readiness: the server's port is listening.
+            for _ in range(100):
+                ss = ns_exec(self.ns("client-b"), "ss", "-Hltn", f"sport = :{port}", check=False).stdout
+                if str(port) in ss:
+                    break
+                time.sleep(0.02)
+            args = ["iperf3", "-c", self.case.client("b"), "-p", str(port), "-t", str(seconds), "-J",
+                    "-P", str(parallel)]
+            if udp_rate:
+                args += ["-u", "-b", udp_rate]
+            if length:
+                args += ["-l", str(length)]
+            r = ns_exec(self.ns("client-a"), *args, check=False, timeout=seconds + 30)
+            return json.loads(r.stdout)
+        finally:
+            if srv.poll() is None:
+                srv.kill()
+            srv.wait()
+
+    def xdp_attached(self, side: str) -> bool:
+        gw = "ga" if side == "a" else "gb"
+        out = ns_exec(self.ns(f"gw-{side}"), "ip", "-d", "link", "show", f"{gw}-out").stdout
+        return bool(re.search(r"\bprog/xdp\b|\bxdp\b", out))
+
+
+def summary_bps(j: dict) -> float:
+    end = j.get("end", {})
+    s = end.get("sum_received") or end.get("sum") or {}
+    return float(s.get("bits_per_second", 0.0))
+
+
+def unique_name(tag: str) -> str:
+    return f"v{os.getpid() % 100000}{tag}"[:12]
