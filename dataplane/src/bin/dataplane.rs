@@ -63,6 +63,7 @@ struct Args {
     /// Write counters as JSON to this file every --stats-interval-ms and at exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// How often to rewrite --stats-file, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     stats_interval_ms: u64,
 }
