@@ -22,7 +22,7 @@ export VPN_REQUIRE_SCAPY=1
 export VPN_REQUIRE_ROOT=1
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
-cargo test --workspace --all-targets 2>&1 | tee "$LOG"
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$LOG"
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"

@@ -106,14 +106,25 @@ fn range_to_prefixes(
         (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128u32, false),
         _ => return,
     };
-    loop {
-        // Largest block aligned at s that stays within e.
-        let mut size = if s == 0 {
-            bits
+    let full = if v4 { u128::from(u32::MAX) } else { u128::MAX };
+    if s == 0 && e == full {
+        // The whole space: a single /0 (its size, 2^bits, does not fit in u128 for IPv6).
+        let any = if v4 {
+            IpAddr::V4(0u32.into())
         } else {
-            s.trailing_zeros().min(bits)
+            IpAddr::V6(0u128.into())
         };
-        while size > 0 && (size >= 128 || s + ((1u128 << size) - 1) > e) {
+        out.push((any, 0));
+        return;
+    }
+    loop {
+        // Largest block aligned at s that stays within e (size < bits here).
+        let mut size = if s == 0 {
+            bits - 1
+        } else {
+            s.trailing_zeros().min(bits - 1)
+        };
+        while size > 0 && s + ((1u128 << size) - 1) > e {
             size -= 1;
         }
         let len = (bits - size) as u8;
@@ -123,9 +134,8 @@ fn range_to_prefixes(
             IpAddr::V6(s.into())
         };
         out.push((addr, len));
-        let next = s.checked_add(1u128 << size);
-        match next {
-            Some(n) if n <= e && size < bits => s = n,
+        match s.checked_add(1u128 << size) {
+            Some(n) if n <= e => s = n,
             _ => break,
         }
     }
