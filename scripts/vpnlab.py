@@ -144,6 +144,15 @@ class Lab:
             if time.time() > deadline:
                 raise RuntimeError(f"dataplane {side} not ready: {self.log(side)}")
             time.sleep(0.05)
+        self.wait_next_hop(side)
+
+    def wait_next_hop(self, side: str, timeout: float = 10.0) -> None:
+        """Readiness for traffic: the dataplane has resolved the peer gateway's MAC."""
+        other = "b" if side == "a" else "a"
+        want = f"outside {self.case.outer(other)} via"
+        s = self.wait_stats(side, lambda s: any(h.startswith(want) for h in s.get("next_hops", [])), timeout)
+        if not any(h.startswith(want) for h in s.get("next_hops", [])):
+            raise RuntimeError(f"dataplane {side} did not resolve {self.case.outer(other)}: {s.get('next_hops')}")
 
     def log(self, side: str) -> str:
         p = self.workdir / f"{side}.log"

@@ -241,7 +241,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut table = HopTable::default();
     // Written once now: its appearance tells scripts the dataplane is forwarding.
     if let Some(path) = &args.stats_file {
-        write_stats(path, &stats, &sas, &xdp, nq);
+        write_stats(path, &stats, &sas, &xdp, nq, &table);
     }
     let mut last_stats = Instant::now();
     let mut last_refresh = Instant::now();
@@ -285,7 +285,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         if let Some(path) = &args.stats_file {
             if last_stats.elapsed() >= Duration::from_millis(args.stats_interval_ms) {
-                write_stats(path, &stats, &sas, &xdp, nq);
+                write_stats(path, &stats, &sas, &xdp, nq, &table);
                 last_stats = Instant::now();
             }
         }
@@ -296,7 +296,7 @@ fn run(args: Args) -> Result<(), String> {
         let _ = t.join();
     }
     if let Some(path) = &args.stats_file {
-        write_stats(path, &stats, &sas, &xdp, nq);
+        write_stats(path, &stats, &sas, &xdp, nq, &table);
     }
     print_summary(&stats, &sas);
     Ok(())
@@ -311,6 +311,7 @@ fn stats_json(
     sas: &SaStore,
     xdp: &XdpSteering,
     nq: [u32; 2],
+    hops: &HopTable,
 ) -> serde_json::Value {
     use serde_json::json;
     let workers: Vec<_> = stats
@@ -365,7 +366,29 @@ fn stats_json(
             .collect();
         x.insert(name.into(), json!(m));
     }
-    json!({"workers": workers, "sas": sa_list, "xdp": x})
+    let mut next_hops: Vec<String> = hops
+        .map
+        .iter()
+        .map(|((side, dst), h)| {
+            let mac = h
+                .dst_mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            format!(
+                "{} {dst} via {mac} mtu {}",
+                if *side == Side::Outside {
+                    "outside"
+                } else {
+                    "inside"
+                },
+                h.mtu
+            )
+        })
+        .collect();
+    next_hops.sort();
+    json!({"workers": workers, "sas": sa_list, "xdp": x, "next_hops": next_hops})
 }
 
 fn write_stats(
@@ -374,8 +397,9 @@ fn write_stats(
     sas: &SaStore,
     xdp: &XdpSteering,
     nq: [u32; 2],
+    hops: &HopTable,
 ) {
-    let v = stats_json(stats, sas, xdp, nq);
+    let v = stats_json(stats, sas, xdp, nq, hops);
     let tmp = path.with_extension("tmp");
     // Write then rename, so readers never see half a file.
     if std::fs::write(&tmp, serde_json::to_vec_pretty(&v).unwrap_or_default()).is_ok() {
