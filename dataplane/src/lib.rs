@@ -10,6 +10,8 @@
 
 #[allow(unsafe_code)]
 pub mod afxdp;
+#[allow(unsafe_code)]
+pub mod shm;
 
 pub mod afxdp_io;
 pub mod crypto;
