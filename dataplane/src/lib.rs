@@ -21,6 +21,7 @@ pub mod icmp;
 pub mod io;
 pub mod nexthop;
 pub mod sadb;
+pub mod satable;
 pub mod spd;
 pub mod static_sa;
 pub mod wire;

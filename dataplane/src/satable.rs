@@ -1,0 +1,272 @@
+//! The inbound SA table: lookup by SPI in O(1), lock-free for readers.
+//!
+//! The control plane allocates our inbound SPIs, so it encodes the table slot in them:
+//!
+//! ```text
+//!  31 30        20 19                 0
+//! | 1 | generation |        slot         |
+//! ```
+//!
+//! A lookup masks out the slot, loads that slot's entry (one atomic load through
+//! `arc_swap`), and compares the whole SPI: an SA that was deleted and whose slot was reused
+//! has another generation, so a stale SPI misses instead of hitting the new SA. Bit 31 keeps
+//! allocated SPIs clear of the reserved range 0–255 (RFC 4303 §2.1). Manually keyed SAs
+//! with arbitrary SPIs go to an overflow map, replaced copy-on-write (RCU style); it is
+//! consulted only when the slot misses.
+//!
+//! Writers (one control thread) publish new `Arc`s; readers never block and never see a
+//! half-written SA. A removed SA is freed — and its keys zeroized by `SaCrypto`'s
+//! `ZeroizeOnDrop` — when the last reader drops its `Arc`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+/// Slot bits in an allocated SPI: 2^20 slots (a million SAs).
+pub const SLOT_BITS: u32 = 20;
+pub const SLOTS: usize = 1 << SLOT_BITS;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+const GEN_BITS: u32 = 11;
+const ALLOCATED: u32 = 1 << 31;
+
+/// Why an install was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableError {
+    #[error("all {SLOTS} SA slots are in use")]
+    Full,
+    #[error("SPI {0:#010x} is already installed")]
+    Duplicate(u32),
+    #[error("SPI {0:#010x} is not installed")]
+    NotFound(u32),
+}
+
+struct Entry<T> {
+    spi: u32,
+    value: Arc<T>,
+}
+
+/// SPI → `Arc<T>` with lock-free reads. `T` is the per-SA state (e.g. a locked `InboundSa`).
+/// Share it in an `Arc`: workers call `get`, the control thread the writer methods.
+pub struct SpiTable<T> {
+    slots: Box<[ArcSwapOption<Entry<T>>]>,
+    overflow: ArcSwap<HashMap<u32, Arc<T>>>,
+    /// Writer-side bookkeeping. Writers serialise on this mutex; readers never touch it.
+    writer: Mutex<WriterState>,
+}
+
+struct WriterState {
+    generations: Box<[u16]>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> SpiTable<T> {
+    /// A table with `SLOTS` slots (allocated lazily by the OS: empty slots are null).
+    pub fn new() -> Self {
+        Self::with_slots(SLOTS)
+    }
+
+    /// A smaller table (tests, small deployments); `slots` ≤ `SLOTS`.
+    pub fn with_slots(slots: usize) -> Self {
+        let slots = slots.clamp(1, SLOTS);
+        SpiTable {
+            slots: (0..slots).map(|_| ArcSwapOption::const_empty()).collect(),
+            overflow: ArcSwap::from_pointee(HashMap::new()),
+            writer: Mutex::new(WriterState {
+                generations: vec![0; slots].into_boxed_slice(),
+                free: (0..slots as u32).rev().collect(),
+                len: 0,
+            }),
+        }
+    }
+
+    fn writer(&self) -> MutexGuard<'_, WriterState> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.writer().len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reader: the SA for `spi`, if installed. Lock-free; one atomic load for allocated SPIs.
+    #[inline]
+    pub fn get(&self, spi: u32) -> Option<Arc<T>> {
+        if spi & ALLOCATED != 0 {
+            let slot = (spi & SLOT_MASK) as usize;
+            if let Some(slot) = self.slots.get(slot) {
+                let guard = slot.load();
+                if let Some(e) = guard.as_ref() {
+                    if e.spi == spi {
+                        return Some(Arc::clone(&e.value));
+                    }
+                }
+            }
+        }
+        self.overflow.load().get(&spi).cloned()
+    }
+
+    /// Writer: allocate an SPI (slot + fresh generation) for a new SA built by `make`.
+    pub fn allocate(&self, make: impl FnOnce(u32) -> T) -> Result<u32, TableError> {
+        let mut w = self.writer();
+        let slot = w.free.pop().ok_or(TableError::Full)?;
+        let g = &mut w.generations[slot as usize];
+        *g = (*g + 1) & ((1 << GEN_BITS) - 1);
+        let spi = ALLOCATED | (u32::from(*g) << SLOT_BITS) | slot;
+        let value = Arc::new(make(spi));
+        self.slots[slot as usize].store(Some(Arc::new(Entry { spi, value })));
+        w.len += 1;
+        Ok(spi)
+    }
+
+    /// Writer: install an SA under an SPI chosen elsewhere (manual keying, tests).
+    pub fn insert(&self, spi: u32, value: T) -> Result<(), TableError> {
+        let mut w = self.writer();
+        if self.get(spi).is_some() {
+            return Err(TableError::Duplicate(spi));
+        }
+        let mut m = HashMap::clone(&self.overflow.load());
+        m.insert(spi, Arc::new(value));
+        self.overflow.store(Arc::new(m));
+        w.len += 1;
+        Ok(())
+    }
+
+    /// Writer: remove an SA. Readers that already hold it finish with it; it is freed (and
+    /// its keys zeroized) when the last of them lets go.
+    pub fn remove(&self, spi: u32) -> Result<(), TableError> {
+        let mut w = self.writer();
+        if spi & ALLOCATED != 0 {
+            let slot = (spi & SLOT_MASK) as usize;
+            if let Some(s) = self.slots.get(slot) {
+                if s.load().as_ref().is_some_and(|e| e.spi == spi) {
+                    s.store(None);
+                    w.free.push(slot as u32);
+                    w.len -= 1;
+                    return Ok(());
+                }
+            }
+        }
+        let cur = self.overflow.load();
+        if !cur.contains_key(&spi) {
+            return Err(TableError::NotFound(spi));
+        }
+        let mut m = HashMap::clone(&cur);
+        m.remove(&spi);
+        self.overflow.store(Arc::new(m));
+        w.len -= 1;
+        Ok(())
+    }
+}
+
+impl<T> Default for SpiTable<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    #[test]
+    fn allocate_lookup_remove_and_stale_generation() {
+        let t: SpiTable<u32> = SpiTable::with_slots(4);
+        let a = t.allocate(|spi| spi).unwrap();
+        assert!(a >= 256 && a & ALLOCATED != 0);
+        assert_eq!(*t.get(a).unwrap(), a);
+        t.remove(a).unwrap();
+        assert!(t.get(a).is_none());
+        // The slot is reused with another generation: the old SPI must not find the new SA.
+        let b = t.allocate(|spi| spi).unwrap();
+        assert_eq!(a & SLOT_MASK, b & SLOT_MASK);
+        assert_ne!(a, b);
+        assert!(t.get(a).is_none());
+        assert_eq!(*t.get(b).unwrap(), b);
+        assert_eq!(t.remove(a), Err(TableError::NotFound(a)));
+        for _ in 0..3 {
+            t.allocate(|s| s).unwrap();
+        }
+        assert_eq!(t.allocate(|s| s), Err(TableError::Full));
+    }
+
+    #[test]
+    fn manual_spis_use_the_overflow_map() {
+        let t: SpiTable<&str> = SpiTable::with_slots(4);
+        t.insert(0x1001, "manual").unwrap();
+        assert_eq!(
+            t.insert(0x1001, "again"),
+            Err(TableError::Duplicate(0x1001))
+        );
+        assert_eq!(*t.get(0x1001).unwrap(), "manual");
+        // An arbitrary SPI with bit 31 set that misses its slot falls back to the map too.
+        t.insert(0x8000_0003, "high").unwrap();
+        assert_eq!(*t.get(0x8000_0003).unwrap(), "high");
+        t.remove(0x1001).unwrap();
+        assert!(t.get(0x1001).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    /// Readers hammer lookups while the writer installs and removes; a reader never sees an
+    /// SA under the wrong SPI, and every removed SA is freed once readers let go.
+    #[test]
+    fn concurrent_readers_see_whole_sas_only() {
+        struct Sa {
+            spi: u32,
+            drops: Arc<AtomicUsize>,
+        }
+        impl Drop for Sa {
+            fn drop(&mut self) {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let t = Arc::new(SpiTable::<Sa>::with_slots(64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for r in 0..2u32 {
+            let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
+            readers.push(std::thread::spawn(move || {
+                let mut hits = 0u64;
+                let mut x = r;
+                while !stop.load(Ordering::Relaxed) {
+                    // Probe every slot with every generation seen so far (a cheap scan).
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    let spi = ALLOCATED | ((x >> 8) & 0x7ff) << SLOT_BITS | (x & 63);
+                    if let Some(sa) = t.get(spi) {
+                        assert_eq!(sa.spi, spi);
+                        hits += 1;
+                    }
+                }
+                hits
+            }));
+        }
+        let mut live = Vec::new();
+        let mut removed = 0;
+        for round in 0..20_000 {
+            let d = Arc::clone(&drops);
+            if live.len() < 60 {
+                live.push(t.allocate(|spi| Sa { spi, drops: d }).unwrap());
+            }
+            if round % 2 == 0 && !live.is_empty() {
+                let victim = live.swap_remove(round % live.len());
+                t.remove(victim).unwrap();
+                removed += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let hits: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        eprintln!("{hits} concurrent hits");
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            removed,
+            "every removed SA was freed"
+        );
+        assert_eq!(t.len(), live.len());
+    }
+}
