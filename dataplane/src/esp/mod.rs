@@ -11,6 +11,7 @@ pub mod frame;
 pub mod replay;
 pub mod sa;
 pub mod selector;
+pub mod seq;
 
 pub use decap::{peek_spi, InboundSaLookup, SpiMap};
 pub use drop_reason::{DropCounters, DropReason};
