@@ -42,9 +42,28 @@ pub enum TableError {
     NotFound(u32),
 }
 
-struct Entry<T> {
+#[doc(hidden)]
+pub struct Entry<T> {
     spi: u32,
     value: Arc<T>,
+}
+
+/// A borrowed SA from [`SpiTable::get`]; hold it for a batch, not longer.
+pub enum SaRef<T> {
+    #[doc(hidden)]
+    Slot(arc_swap::Guard<Option<Arc<Entry<T>>>>),
+    #[doc(hidden)]
+    Overflow(arc_swap::Guard<Arc<HashMap<u32, Arc<T>>>>, u32),
+}
+
+impl<T> std::ops::Deref for SaRef<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            SaRef::Slot(g) => &g.as_ref().expect("checked non-empty in get").value,
+            SaRef::Overflow(m, spi) => m.get(spi).expect("checked present in get"),
+        }
+    }
 }
 
 /// SPI → `Arc<T>` with lock-free reads. `T` is the per-SA state (e.g. a locked `InboundSa`).
@@ -93,21 +112,28 @@ impl<T> SpiTable<T> {
         self.len() == 0
     }
 
-    /// Reader: the SA for `spi`, if installed. Lock-free; one atomic load for allocated SPIs.
+    /// Reader: the SA for `spi`, if installed. Lock-free: one `arc_swap` load for allocated
+    /// SPIs, no reference-count traffic (the returned guard borrows the entry).
     #[inline]
-    pub fn get(&self, spi: u32) -> Option<Arc<T>> {
+    pub fn get(&self, spi: u32) -> Option<SaRef<T>> {
         if spi & ALLOCATED != 0 {
-            let slot = (spi & SLOT_MASK) as usize;
-            if let Some(slot) = self.slots.get(slot) {
+            if let Some(slot) = self.slots.get((spi & SLOT_MASK) as usize) {
                 let guard = slot.load();
-                if let Some(e) = guard.as_ref() {
-                    if e.spi == spi {
-                        return Some(Arc::clone(&e.value));
-                    }
+                if guard.as_ref().is_some_and(|e| e.spi == spi) {
+                    return Some(SaRef::Slot(guard));
                 }
             }
         }
-        self.overflow.load().get(&spi).cloned()
+        let map = self.overflow.load();
+        map.contains_key(&spi).then_some(SaRef::Overflow(map, spi))
+    }
+
+    /// Reader: the SA for `spi` as an owned `Arc` (to keep it past the current batch).
+    pub fn get_arc(&self, spi: u32) -> Option<Arc<T>> {
+        match self.get(spi)? {
+            SaRef::Slot(g) => g.as_ref().map(|e| Arc::clone(&e.value)),
+            SaRef::Overflow(m, spi) => m.get(&spi).cloned(),
+        }
     }
 
     /// Writer: allocate an SPI (slot + fresh generation) for a new SA built by `make`.
