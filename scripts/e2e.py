@@ -54,7 +54,7 @@ def capture_and_decrypt(lab: Lab) -> None:
     # Through the tunnel (no answer yet: gw-b has no dataplane) ...
     lab.ping("client-a", c.client("b"), count=6, interval=0.1)
     # ... and outside the policy: gw-b's own WAN address is routed in clear.
-    plain = lab.ping("client-a", c.outer("b") if not c.outer_v6 or c.inner_v6 else "192.0.2.2", count=2)
+    plain = lab.ping("client-a", "192.0.2.2", count=2)
     check(plain.returncode == 0, "traffic outside the policy is forwarded in clear by the kernel")
     time.sleep(0.2)  # let the last packets reach the capture (it is flushed per packet)
     tcpdump.send_signal(signal.SIGINT)
@@ -100,8 +100,8 @@ def traffic(lab: Lab) -> dict:
     got = re.search(r"(\d+) received", r.stdout)
     check(got is not None and got.group(1) == "5", "ping client-a -> client-b through the tunnel", (got.group(0) if got else r.stdout[-200:]))
     ttl = re.search(r"ttl=(\d+)", r.stdout)
-    check(ttl is not None and ttl.group(1) in ("62", "63", "64") and int(ttl.group(1)) == 62 if ttl else False,
-          "each gateway decrements the TTL once", ttl.group(0) if ttl else "")
+    check(ttl is not None and ttl.group(1) == "62", "each gateway decrements the TTL once",
+          ttl.group(0) if ttl else "")
     j = lab.iperf(seconds=2, parallel=8 if c.workers > 1 else 1)
     bps = vpnlab.summary_bps(j)
     check(bps > 1e6, "TCP stream through the tunnel", f"{bps / 1e6:.0f} Mbit/s")

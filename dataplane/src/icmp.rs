@@ -88,12 +88,11 @@ pub fn packet_too_big_v6<B: AsRef<[u8]> + AsMut<[u8]>>(
     {
         return false;
     }
-    let (hdr, icmp) = d.split_at_mut(40);
+    let icmp = &mut d[40..];
     icmp[0] = 2; // packet too big
     icmp[1] = 0;
     icmp[2..4].copy_from_slice(&[0, 0]);
     icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
-    let _ = hdr;
     let pseudo = checksum::pseudo_v6(gw, sender, 58, icmp.len() as u32);
     let c = checksum::finish(checksum::combine(pseudo, checksum::sum(icmp)));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::esp::{InboundSa, OutboundSa, SaError};
+use crate::esp::{InboundSa, OutboundSa, SaError, SaShape};
 use crate::spd::Spd;
 use crate::static_sa::{Direction, StaticConfig};
 
@@ -15,6 +15,8 @@ use crate::static_sa::{Direction, StaticConfig};
 #[derive(Debug, Default)]
 pub struct SaStore {
     pub outbound: Vec<(String, Mutex<OutboundSa>)>,
+    /// Immutable per-SA facts (mode, overhead), same index as `outbound`: read without locks.
+    pub outbound_shape: Vec<SaShape>,
     pub inbound: HashMap<u32, (String, Mutex<InboundSa>)>,
     pub spd: Spd,
 }
@@ -26,10 +28,11 @@ impl SaStore {
         for sa in &cfg.sas {
             let err = |e: SaError| format!("SA {:?}: {e}", sa.name);
             match sa.direction {
-                Direction::Outbound => s.outbound.push((
-                    sa.name.clone(),
-                    Mutex::new(OutboundSa::new(sa.config.clone()).map_err(err)?),
-                )),
+                Direction::Outbound => {
+                    let out = OutboundSa::new(sa.config.clone()).map_err(err)?;
+                    s.outbound_shape.push(out.shape());
+                    s.outbound.push((sa.name.clone(), Mutex::new(out)));
+                }
                 Direction::Inbound => {
                     s.inbound.insert(
                         sa.config.spi,

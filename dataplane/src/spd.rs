@@ -68,13 +68,10 @@ impl Spd {
     /// policy's destination range, as (address, prefix length) pairs covering it.
     pub fn protected_prefixes(&self) -> Vec<(std::net::IpAddr, u8)> {
         let mut out = Vec::new();
+        // Every action needs the dataplane to see the packet: protect encrypts it, bypass
+        // forwards it in clear, discard counts and drops it.
         for e in &self.entries {
-            if e.action == SpdAction::Discard
-                || matches!(e.action, SpdAction::Protect(_))
-                || e.action == SpdAction::Bypass
-            {
-                range_to_prefixes(e.policy.dst.start, e.policy.dst.end, &mut out);
-            }
+            range_to_prefixes(e.policy.dst.start, e.policy.dst.end, &mut out);
         }
         out.sort();
         out.dedup();

@@ -6,7 +6,7 @@
 //! per run of consecutive packets of the same SA, the next-hop table once per batch, and
 //! counters are published once per batch.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -327,27 +327,22 @@ impl<I: WorkerIo> Worker<I> {
         n
     }
 
-    fn outer_dst(&self, sa: usize, f: &Frame<I::Buf>) -> Option<IpAddr> {
-        let guard = self.sas.outbound.get(sa)?.1.lock().ok()?;
-        match guard.config().mode {
-            Mode::Tunnel { remote, .. } => Some(remote),
-            Mode::Transport => FlowKey::of_packet(f.data()).map(|k| k.dst),
-        }
-    }
-
+    /// The MTU check before encapsulation, from the SA's immutable shape: no lock.
     fn fits_tunnel(&mut self, sa: usize, f: &Frame<I::Buf>, table: &HopTable) -> Fit {
-        let Some(dst) = self.outer_dst(sa, f) else {
+        let Some(shape) = self.sas.outbound_shape.get(sa).copied() else {
             return Fit::NoHop;
         };
+        let dst = match shape.mode {
+            Mode::Tunnel { remote, .. } => Some(remote),
+            Mode::Transport => FlowKey::of_packet(f.data()).map(|k| k.dst),
+        };
+        let Some(dst) = dst else { return Fit::NoHop };
         let Some(hop) = table.get(Side::Outside, dst) else {
             self.hops.request(Side::Outside, dst);
             return Fit::NoHop;
         };
         let v6 = f.data().first().map(|b| b >> 4) == Some(6);
-        let max = match self.sas.outbound[sa].1.lock() {
-            Ok(g) => g.max_inner_len(usize::from(hop.mtu), v6),
-            Err(_) => return Fit::NoHop,
-        };
+        let max = shape.max_inner_len(usize::from(hop.mtu), v6);
         if f.len() <= max {
             Fit::Yes
         } else {

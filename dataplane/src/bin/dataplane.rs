@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -166,12 +166,11 @@ fn run(args: Args) -> Result<(), String> {
         let io = AfXdpIo::new(afcfg, [if_out, if_in], [&q[0], &q[1]])
             .map_err(|e| format!("worker {w}: {e}"))?;
         info!(worker = w, outside_queues = ?q[0], inside_queues = ?q[1], zero_copy = io.zero_copy, "AF_XDP sockets bound ({})", if io.zero_copy { "zero-copy" } else { "copy mode" });
-        for (side, s) in [(Side::Outside, 0), (Side::Inside, 1)] {
+        for side in [Side::Outside, Side::Inside] {
             for sock in io.sockets(side) {
                 xdp.register_socket(side, sock.queue(), sock)
                     .map_err(|e| e.to_string())?;
             }
-            let _ = s;
         }
         ios.push(io);
     }
@@ -237,7 +236,7 @@ fn run(args: Args) -> Result<(), String> {
     info!(workers, "forwarding; Ctrl-C or SIGTERM to stop");
 
     // The slow path: resolve next hops, write stats.
-    let known: Mutex<Vec<(Side, IpAddr)>> = Mutex::new(Vec::new());
+    let mut known: Vec<(Side, IpAddr)> = Vec::new();
     let mut table = HopTable::default();
     // Written once now: its appearance tells scripts the dataplane is forwarding.
     if let Some(path) = &args.stats_file {
@@ -248,7 +247,7 @@ fn run(args: Args) -> Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         let mut wanted = hops.take_requests();
         if last_refresh.elapsed() > Duration::from_secs(2) {
-            wanted.extend(known.lock().map(|k| k.clone()).unwrap_or_default());
+            wanted.extend(known.iter().copied());
             last_refresh = Instant::now();
         }
         let mut changed = false;
@@ -269,10 +268,8 @@ fn run(args: Args) -> Result<(), String> {
                         table.map.insert((side, dst), hop);
                         changed = true;
                     }
-                    if let Ok(mut k) = known.lock() {
-                        if !k.contains(&(side, dst)) {
-                            k.push((side, dst));
-                        }
+                    if !known.contains(&(side, dst)) {
+                        known.push((side, dst));
                     }
                 }
                 Ok(Resolution::Pending { .. }) => hops.request(side, dst),

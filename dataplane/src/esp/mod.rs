@@ -18,7 +18,8 @@ pub use drop_reason::{DropCounters, DropReason};
 pub use frame::Frame;
 pub use replay::ReplayWindow;
 pub use sa::{
-    DfPolicy, InboundSa, Mode, OutboundSa, SaConfig, SaCounters, SaError, SaEvent, UdpEncap,
+    DfPolicy, InboundSa, Mode, OutboundSa, SaConfig, SaCounters, SaError, SaEvent, SaShape,
+    UdpEncap,
 };
 pub use selector::{FlowKey, SelectorSet, TrafficSelector};
 

@@ -268,18 +268,44 @@ impl OutboundSa {
     /// (for ICMP "fragmentation needed" / "packet too big"). In transport mode the packet's
     /// own IP header stays in clear; it is assumed to carry no options or extension headers.
     pub fn max_inner_len(&self, outer_mtu: usize, inner_v6: bool) -> usize {
-        let clear = match self.cfg.mode {
+        self.shape().max_inner_len(outer_mtu, inner_v6)
+    }
+
+    /// The immutable facts about this SA that the MTU check needs, so workers can check
+    /// packets without taking the SA.
+    pub fn shape(&self) -> SaShape {
+        SaShape {
+            mode: self.cfg.mode,
+            udp_encap: self.cfg.udp_encap.is_some(),
+            overhead: self.crypto.overhead(),
+            align: self.crypto.align(),
+        }
+    }
+}
+
+/// What an outbound SA adds to a packet: mode, encapsulation and crypto overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaShape {
+    pub mode: Mode,
+    pub udp_encap: bool,
+    overhead: usize,
+    align: usize,
+}
+
+impl SaShape {
+    /// See [`OutboundSa::max_inner_len`].
+    pub fn max_inner_len(&self, outer_mtu: usize, inner_v6: bool) -> usize {
+        let clear = match self.mode {
             Mode::Tunnel { local, .. } if local.is_ipv4() => 20,
             Mode::Tunnel { .. } => 40,
             Mode::Transport if inner_v6 => 40,
             Mode::Transport => 20,
         };
-        let udp = if self.cfg.udp_encap.is_some() { 8 } else { 0 };
-        let room = outer_mtu.saturating_sub(clear + udp + self.crypto.overhead());
+        let udp = if self.udp_encap { 8 } else { 0 };
+        let room = outer_mtu.saturating_sub(clear + udp + self.overhead);
         // The protected part plus the 2-byte trailer is padded to the alignment.
-        let align = self.crypto.align();
-        let protected = (room / align * align).saturating_sub(2);
-        match self.cfg.mode {
+        let protected = (room / self.align * self.align).saturating_sub(2);
+        match self.mode {
             Mode::Tunnel { .. } => protected,
             Mode::Transport => protected + clear,
         }
