@@ -6,7 +6,7 @@ use super::drop_reason::DropReason;
 use super::ecn::decap_ecn;
 use super::frame::Frame;
 use super::replay::ReplayError;
-use super::sa::{InboundSa, Mode};
+use super::sa::{InboundSa, Mode, SaCounters};
 use super::selector::FlowKey;
 use crate::crypto::CryptoError;
 use crate::wire::esp::EspTrailer;
@@ -16,11 +16,11 @@ use crate::wire::{checksum, esp, ipv6, udp, Ecn, EspPacket, Ipv4Packet, Ipv6Pack
 /// Finds the inbound SA for an SPI. The lock-free table of the dataplane implements this;
 /// so do a single SA and a plain map, for tests and tools.
 pub trait InboundSaLookup {
-    fn lookup(&mut self, spi: u32) -> Option<&mut InboundSa>;
+    fn lookup(&self, spi: u32) -> Option<&InboundSa>;
 }
 
 impl InboundSaLookup for InboundSa {
-    fn lookup(&mut self, spi: u32) -> Option<&mut InboundSa> {
+    fn lookup(&self, spi: u32) -> Option<&InboundSa> {
         (self.cfg.spi == spi).then_some(self)
     }
 }
@@ -36,8 +36,8 @@ impl SpiMap {
 }
 
 impl InboundSaLookup for SpiMap {
-    fn lookup(&mut self, spi: u32) -> Option<&mut InboundSa> {
-        self.0.get_mut(&spi)
+    fn lookup(&self, spi: u32) -> Option<&InboundSa> {
+        self.0.get(&spi)
     }
 }
 
@@ -111,8 +111,14 @@ fn parse_outer(f: &mut Frame<impl AsRef<[u8]> + AsMut<[u8]>>) -> Result<Outer, D
 }
 
 /// Decapsulate the packet in `f` (an IP packet at the frame's head); on success the frame
-/// holds the inner packet (tunnel mode) or the restored packet (transport mode).
-pub(crate) fn decap_one<B, T>(table: &mut T, f: &mut Frame<B>) -> Result<(), DropReason>
+/// holds the inner packet (tunnel mode) or the restored packet (transport mode). `run`
+/// carries the counts of the current run of packets of one SA, added to the SA when the
+/// run ends.
+pub(crate) fn decap_one<'a, B, T>(
+    table: &'a T,
+    f: &mut Frame<B>,
+    run: &mut Option<(&'a InboundSa, SaCounters)>,
+) -> Result<(), DropReason>
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     T: InboundSaLookup + ?Sized,
@@ -124,20 +130,34 @@ where
         esp.spi()
     };
     let sa = table.lookup(spi).ok_or(DropReason::UnknownSpi)?;
-    match open_with(sa, f, &outer) {
+    let counts = match run {
+        Some((cur, c)) if std::ptr::eq(*cur, sa) => c,
+        _ => {
+            if let Some((prev, c)) = run.take() {
+                prev.account(&c);
+            }
+            &mut run.insert((sa, SaCounters::default())).1
+        }
+    };
+    let r = if sa.is_expired() {
+        Err(DropReason::SaExpired)
+    } else {
+        open_with(sa, f, &outer)
+    };
+    match r {
         Ok(len) => {
-            sa.counters.pass(len);
+            counts.pass(len);
             Ok(())
         }
         Err(r) => {
-            sa.counters.drop(r);
+            counts.drop(r);
             Err(r)
         }
     }
 }
 
 fn open_with<B: AsRef<[u8]> + AsMut<[u8]>>(
-    sa: &mut InboundSa,
+    sa: &InboundSa,
     f: &mut Frame<B>,
     outer: &Outer,
 ) -> Result<usize, DropReason> {
@@ -154,18 +174,22 @@ fn open_with<B: AsRef<[u8]> + AsMut<[u8]>>(
         .seq();
 
     // RFC 4303 §3.4.3 and Appendix A: infer the high half, then check the window
-    // *before* spending cycles on the ICV.
-    let seq = if sa.cfg.esn {
-        sa.replay
-            .infer_esn(seq_low)
-            .ok_or(DropReason::ReplayTooOld)?
-    } else {
-        u64::from(seq_low)
-    };
+    // *before* spending cycles on the ICV. The window is locked only for the check and,
+    // below, for the accept: workers sharing the SA decrypt in parallel, and the accept
+    // re-checks, so each sequence number is accepted exactly once whoever receives it.
     let anti_replay = sa.cfg.replay_window.is_some();
-    if anti_replay {
-        sa.replay.check(seq).map_err(replay_reason)?;
-    }
+    let seq = {
+        let w = sa.replay_window();
+        let seq = if sa.cfg.esn {
+            w.infer_esn(seq_low).ok_or(DropReason::ReplayTooOld)?
+        } else {
+            u64::from(seq_low)
+        };
+        if anti_replay {
+            w.check(seq).map_err(replay_reason)?;
+        }
+        seq
+    };
 
     let esn_high = sa.cfg.esn.then_some((seq >> 32) as u32);
     let d = f.data_mut();
@@ -176,7 +200,8 @@ fn open_with<B: AsRef<[u8]> + AsMut<[u8]>>(
             _ => DropReason::Malformed,
         })?;
     // §3.4.3: the window advances only for packets whose ICV verified.
-    match sa.replay.accept(seq) {
+    let accepted = sa.replay_window().accept(seq);
+    match accepted {
         Ok(()) => {}
         Err(e) if anti_replay => return Err(replay_reason(e)),
         Err(_) => {} // window used only to infer ESN high bits

@@ -54,6 +54,9 @@ drop_reasons! {
     NoRoom => "no_room",
     /// The encapsulated packet would exceed 65535 bytes.
     TooBig => "too_big",
+    /// RFC 4301 §4.4.2.1: the SA reached its hard lifetime (packets or bytes) and must no
+    /// longer be used.
+    SaExpired => "sa_expired",
 }
 
 /// Per-reason drop counters.
@@ -67,6 +70,13 @@ impl Default for DropCounters {
 }
 
 impl DropCounters {
+    /// Counters from raw values in [`DropReason::ALL`] order (e.g. read from shared memory).
+    pub fn from_array(a: [u64; DropReason::COUNT]) -> Self {
+        DropCounters(a)
+    }
+    pub fn as_array(&self) -> &[u64; DropReason::COUNT] {
+        &self.0
+    }
     pub fn add(&mut self, r: DropReason) {
         self.0[r as usize] += 1;
     }

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use super::drop_reason::DropReason;
 use super::ecn::encap_ecn;
 use super::frame::Frame;
-use super::sa::{DfPolicy, Mode, OutboundSa};
+use super::sa::{DfPolicy, Mode, OutboundSa, SaCounters};
+use super::Verdict;
 use crate::wire::ip::IpProtocol;
 use crate::wire::{
     checksum, esp, ipv4, ipv6, udp, Ecn, EspRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
@@ -13,6 +14,7 @@ use crate::wire::{
 };
 
 /// What the encapsulation needs to know about the inner packet.
+#[derive(Clone, Copy)]
 struct Inner {
     v4: bool,
     tos: u8,
@@ -79,11 +81,78 @@ fn inspect(pkt: &[u8], transport: bool) -> Result<(Inner, usize), DropReason> {
     }
 }
 
-/// Encapsulate the packet in `f` (an IP packet, starting at the frame's head) with `sa`.
-pub(crate) fn encap_one<B: AsRef<[u8]> + AsMut<[u8]>>(
-    sa: &mut OutboundSa,
+/// Packets per sequence-number reservation (stack space for their plans).
+pub(crate) const CHUNK: usize = 64;
+
+/// A packet that passed the checks, and the sizes its encapsulation needs.
+#[derive(Clone, Copy)]
+struct Plan {
+    inner: Inner,
+    inner_len: usize,
+    pad: usize,
+    tail: usize,
+    front: usize,
+    outer_ip_len: usize,
+    outer_v4: bool,
+    udp_len: usize,
+}
+
+/// Encapsulate a chunk (≤ `CHUNK` frames): check every packet, reserve one sequence number
+/// per packet that passed with a single atomic operation, then seal. A packet dropped by
+/// the checks does not burn a number.
+pub(crate) fn encap_chunk<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &OutboundSa,
+    frames: &mut [Frame<B>],
+    verdicts: &mut [Verdict],
+    counts: &mut SaCounters,
+) {
+    debug_assert!(frames.len() <= CHUNK);
+    let mut plans: [Option<Plan>; CHUNK] = [None; CHUNK];
+    let expired = sa.is_expired();
+    let mut ok = 0u64;
+    for (i, f) in frames.iter_mut().enumerate() {
+        let r = if expired {
+            Err(DropReason::SaExpired)
+        } else {
+            prepare(sa, f)
+        };
+        match r {
+            Ok(p) => {
+                plans[i] = Some(p);
+                ok += 1;
+            }
+            Err(r) => {
+                counts.drop(r);
+                verdicts[i] = Verdict::Drop(r);
+            }
+        }
+    }
+    let mut seqs = sa.reserve_seq(ok).unwrap_or(1..=0);
+    for (i, f) in frames.iter_mut().enumerate() {
+        let Some(plan) = plans[i] else { continue };
+        let r = match seqs.next() {
+            Some(seq) => seal(sa, f, &plan, seq),
+            None if sa.is_expired() => Err(DropReason::SaExpired),
+            None => Err(DropReason::SeqExhausted),
+        };
+        verdicts[i] = match r {
+            Ok(()) => {
+                counts.pass(plan.inner_len);
+                Verdict::Forward
+            }
+            Err(r) => {
+                counts.drop(r);
+                Verdict::Drop(r)
+            }
+        };
+    }
+}
+
+/// The checks and sizes, before a sequence number is spent.
+fn prepare<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &OutboundSa,
     f: &mut Frame<B>,
-) -> Result<(), DropReason> {
+) -> Result<Plan, DropReason> {
     let transport = sa.cfg.mode == Mode::Transport;
     let (inner, total) = inspect(f.data(), transport)?;
     // Ethernet padding or garbage beyond the IP length is not part of the packet.
@@ -119,8 +188,36 @@ pub(crate) fn encap_one<B: AsRef<[u8]> + AsMut<[u8]>>(
     if f.headroom() < front || f.tailroom() < tail {
         return Err(DropReason::NoRoom);
     }
-    // Only now take a sequence number: a packet dropped above must not burn one.
-    let seq = sa.next_seq().ok_or(DropReason::SeqExhausted)?;
+    Ok(Plan {
+        inner,
+        inner_len,
+        pad,
+        tail,
+        front,
+        outer_ip_len,
+        outer_v4,
+        udp_len,
+    })
+}
+
+/// Build the ESP packet around a prepared packet with sequence number `seq`.
+fn seal<B: AsRef<[u8]> + AsMut<[u8]>>(
+    sa: &OutboundSa,
+    f: &mut Frame<B>,
+    plan: &Plan,
+    seq: u64,
+) -> Result<(), DropReason> {
+    let Plan {
+        inner,
+        inner_len,
+        pad,
+        tail,
+        front,
+        outer_ip_len,
+        outer_v4,
+        udp_len,
+    } = *plan;
+    let transport = sa.cfg.mode == Mode::Transport;
 
     // Trailer (RFC 4303 §2.4–2.6): padding 1, 2, 3, ..., pad length, next header.
     f.push_back(tail);
@@ -251,6 +348,5 @@ pub(crate) fn encap_one<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     }
 
-    sa.counters.pass(inner_len);
     Ok(())
 }

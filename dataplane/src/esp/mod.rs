@@ -18,8 +18,8 @@ pub use drop_reason::{DropCounters, DropReason};
 pub use frame::Frame;
 pub use replay::ReplayWindow;
 pub use sa::{
-    DfPolicy, InboundSa, Mode, OutboundSa, SaConfig, SaCounters, SaError, SaEvent, SaShape,
-    UdpEncap,
+    DfPolicy, InboundSa, Lifetime, LifetimeKind, Mode, OutboundSa, SaConfig, SaCounters, SaError,
+    SaEvent, SaShape, SharedCounters, UdpEncap,
 };
 pub use selector::{FlowKey, SelectorSet, TrafficSelector};
 
@@ -50,45 +50,55 @@ fn verdict(r: Result<(), DropReason>) -> Verdict {
 ///
 /// Each frame holds an IP packet at its head; on `Forward` it holds the ESP packet
 /// (tunnel: new outer header; transport: the packet's own header, rewritten).
+///
+/// Several workers may call this on one SA at once: the packets that pass the checks get
+/// consecutive sequence numbers reserved with one atomic operation per chunk of
+/// [`encap::CHUNK`] packets, and the SA's counters are updated once per call.
 pub fn encap_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
-    sa: &mut OutboundSa,
+    sa: &OutboundSa,
     frames: &mut [Frame<B>],
     verdicts: &mut [Verdict],
 ) {
     assert!(verdicts.len() >= frames.len(), "one verdict per frame");
-    for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-        let r = encap::encap_one(sa, f);
-        if let Err(reason) = r {
-            sa.counters.drop(reason);
-        }
-        *v = verdict(r);
+    let mut counts = SaCounters::default();
+    for (fs, vs) in frames
+        .chunks_mut(encap::CHUNK)
+        .zip(verdicts.chunks_mut(encap::CHUNK))
+    {
+        encap::encap_chunk(sa, fs, vs, &mut counts);
     }
+    sa.account(&counts);
 }
 
 /// Decapsulate every frame, finding each one's SA by SPI in `sas`.
 ///
 /// Drops before an SA is found (malformed, unknown SPI, ...) are only reported in the
-/// verdict; later drops are also counted on the SA.
-pub fn decap_batch<B, T>(sas: &mut T, frames: &mut [Frame<B>], verdicts: &mut [Verdict])
+/// verdict; later drops are also counted on the SA. Counters are added to an SA once per
+/// run of consecutive packets of that SA.
+pub fn decap_batch<B, T>(sas: &T, frames: &mut [Frame<B>], verdicts: &mut [Verdict])
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     T: InboundSaLookup + ?Sized,
 {
     assert!(verdicts.len() >= frames.len(), "one verdict per frame");
+    let mut run: Option<(&InboundSa, SaCounters)> = None;
     for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-        *v = verdict(decap::decap_one(sas, f));
+        *v = verdict(decap::decap_one(sas, f, &mut run));
+    }
+    if let Some((sa, c)) = run {
+        sa.account(&c);
     }
 }
 
 /// Encapsulate one frame (convenience over [`encap_batch`]).
-pub fn encap<B: AsRef<[u8]> + AsMut<[u8]>>(sa: &mut OutboundSa, f: &mut Frame<B>) -> Verdict {
+pub fn encap<B: AsRef<[u8]> + AsMut<[u8]>>(sa: &OutboundSa, f: &mut Frame<B>) -> Verdict {
     let mut v = [Verdict::Forward];
     encap_batch(sa, std::slice::from_mut(f), &mut v);
     v[0]
 }
 
 /// Decapsulate one frame (convenience over [`decap_batch`]).
-pub fn decap<B, T>(sas: &mut T, f: &mut Frame<B>) -> Verdict
+pub fn decap<B, T>(sas: &T, f: &mut Frame<B>) -> Verdict
 where
     B: AsRef<[u8]> + AsMut<[u8]>,
     T: InboundSaLookup + ?Sized,

@@ -3,10 +3,13 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use super::drop_reason::{DropCounters, DropReason};
 use super::replay::{ReplayWindow, MAX_WINDOW, MIN_WINDOW};
 use super::selector::SelectorSet;
+use super::seq::SeqCounter;
 use crate::crypto::{AlgorithmError, EspTransform, SaCrypto, SaKeys};
 
 /// RFC 4303 §3.1: where ESP sits.
@@ -64,6 +67,8 @@ pub struct SaConfig {
     /// (uniform model). Off by default: the inner DSCP is kept (pipe model).
     pub copy_dscp_on_decap: bool,
     pub selectors: SelectorSet,
+    /// Packet and byte lifetimes (RFC 4301 §4.4.2.1).
+    pub lifetime: Lifetime,
 }
 
 impl SaConfig {
@@ -88,6 +93,7 @@ impl SaConfig {
             outer_ttl: 64,
             copy_dscp_on_decap: false,
             selectors: SelectorSet::any(),
+            lifetime: Lifetime::default(),
         }
     }
 
@@ -121,6 +127,13 @@ pub enum SaError {
     ReplayWindow(u32),
 }
 
+/// Which lifetime limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeKind {
+    Packets,
+    Bytes,
+}
+
 /// Something the control plane must hear about (sans-IO: the caller polls for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaEvent {
@@ -128,6 +141,20 @@ pub enum SaEvent {
     SeqNearlyExhausted { spi: u32 },
     /// The outbound counter reached its limit: the SA sends nothing more (RFC 4303 §3.3.3).
     SeqExhausted { spi: u32 },
+    /// RFC 4301 §4.4.2.1: the soft lifetime was reached: rekey.
+    SoftLifetime { spi: u32, kind: LifetimeKind },
+    /// The hard lifetime was reached: the SA passes no more traffic.
+    HardLifetime { spi: u32, kind: LifetimeKind },
+}
+
+/// Packet and byte limits of an SA (RFC 4301 §4.4.2.1); 0 means no limit. Time limits are
+/// the control plane's business (it has the clock); the dataplane counts traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetime {
+    pub soft_packets: u64,
+    pub hard_packets: u64,
+    pub soft_bytes: u64,
+    pub hard_bytes: u64,
 }
 
 /// Per-SA traffic counters. Bytes count inner (plaintext) packets, as `ip xfrm` does.
@@ -145,6 +172,120 @@ impl SaCounters {
     }
     pub(crate) fn drop(&mut self, r: DropReason) {
         self.drops.add(r);
+    }
+    fn is_zero(&self) -> bool {
+        self.packets == 0 && self.drops.total() == 0
+    }
+}
+
+/// The counters of an SA that several workers use at once: each worker counts a batch
+/// locally and adds it here once (one atomic add per counter per batch, not per packet).
+#[derive(Debug)]
+pub struct SharedCounters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        SharedCounters {
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl SharedCounters {
+    /// Add a batch's counts; returns the totals of packets and bytes after it.
+    pub(crate) fn add(&self, c: &SaCounters) -> (u64, u64) {
+        let p = self.packets.fetch_add(c.packets, Ordering::Relaxed) + c.packets;
+        let b = self.bytes.fetch_add(c.bytes, Ordering::Relaxed) + c.bytes;
+        for (a, &v) in self.drops.iter().zip(c.drops.as_array().iter()) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+        (p, b)
+    }
+
+    pub fn snapshot(&self) -> SaCounters {
+        SaCounters {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            drops: DropCounters::from_array(std::array::from_fn(|i| {
+                self.drops[i].load(Ordering::Relaxed)
+            })),
+        }
+    }
+}
+
+/// Events raised at most once each, by whichever worker gets there first, and polled by
+/// the control thread. Lock-free: two bit sets.
+#[derive(Debug, Default)]
+struct EventFlags {
+    raised: AtomicU8,
+    pending: AtomicU8,
+}
+
+const EV_SEQ_NEARLY: u8 = 1 << 0;
+const EV_SEQ_EXHAUSTED: u8 = 1 << 1;
+const EV_SOFT_PACKETS: u8 = 1 << 2;
+const EV_SOFT_BYTES: u8 = 1 << 3;
+const EV_HARD_PACKETS: u8 = 1 << 4;
+const EV_HARD_BYTES: u8 = 1 << 5;
+
+impl EventFlags {
+    fn raise(&self, bit: u8) {
+        if self.raised.load(Ordering::Relaxed) & bit == 0
+            && self.raised.fetch_or(bit, Ordering::Relaxed) & bit == 0
+        {
+            self.pending.fetch_or(bit, Ordering::Release);
+        }
+    }
+
+    fn is_raised(&self, bit: u8) -> bool {
+        self.raised.load(Ordering::Relaxed) & bit != 0
+    }
+
+    fn poll(&self, spi: u32) -> Option<SaEvent> {
+        let p = self.pending.load(Ordering::Acquire);
+        if p == 0 {
+            return None;
+        }
+        let bit = p & p.wrapping_neg();
+        self.pending.fetch_and(!bit, Ordering::AcqRel);
+        use LifetimeKind::*;
+        Some(match bit {
+            EV_SEQ_NEARLY => SaEvent::SeqNearlyExhausted { spi },
+            EV_SEQ_EXHAUSTED => SaEvent::SeqExhausted { spi },
+            EV_SOFT_PACKETS => SaEvent::SoftLifetime { spi, kind: Packets },
+            EV_SOFT_BYTES => SaEvent::SoftLifetime { spi, kind: Bytes },
+            EV_HARD_PACKETS => SaEvent::HardLifetime { spi, kind: Packets },
+            _ => SaEvent::HardLifetime { spi, kind: Bytes },
+        })
+    }
+
+    /// After a batch moved the totals to (`packets`, `bytes`): raise what was crossed.
+    fn check_lifetime(&self, l: &Lifetime, packets: u64, bytes: u64) {
+        let over = |limit: u64, v: u64| limit != 0 && v >= limit;
+        if over(l.soft_packets, packets) {
+            self.raise(EV_SOFT_PACKETS);
+        }
+        if over(l.soft_bytes, bytes) {
+            self.raise(EV_SOFT_BYTES);
+        }
+        if over(l.hard_packets, packets) {
+            self.raise(EV_HARD_PACKETS);
+        }
+        if over(l.hard_bytes, bytes) {
+            self.raise(EV_HARD_BYTES);
+        }
+    }
+
+    fn hard_expired(&self) -> bool {
+        self.is_raised(EV_HARD_PACKETS | EV_HARD_BYTES)
     }
 }
 
@@ -165,53 +306,48 @@ fn validate(cfg: &SaConfig) -> Result<SaCrypto, SaError> {
     Ok(SaCrypto::new(cfg.transform, &cfg.keys)?)
 }
 
-/// Outbound SA: seals packets.
+/// Outbound SA: seals packets. Shared by every worker that sends on it (`&self` only):
+/// sequence numbers come from one atomic counter, reserved a batch at a time.
 pub struct OutboundSa {
     pub(crate) cfg: SaConfig,
     pub(crate) crypto: SaCrypto,
-    /// Last sequence number used (64-bit even without ESN); the next packet gets +1.
-    pub(crate) last_seq: u64,
-    pub(crate) seq_limit: u64,
+    pub(crate) seq: SeqCounter,
     pub(crate) seq_soft_limit: u64,
-    pub(crate) counters: SaCounters,
-    events: EventQueue,
+    counters: SharedCounters,
+    events: EventFlags,
 }
 
-/// Inbound SA: opens packets.
+/// Inbound SA: opens packets. Shared by every worker that receives it (`&self` only): the
+/// replay window sits behind a mutex taken twice per packet for a few nanoseconds — to
+/// check before the ICV and to accept after it — never while decrypting.
 pub struct InboundSa {
     pub(crate) cfg: SaConfig,
     pub(crate) crypto: SaCrypto,
-    pub(crate) replay: ReplayWindow,
-    pub(crate) counters: SaCounters,
-}
-
-#[derive(Default)]
-struct EventQueue {
-    nearly_raised: bool,
-    exhausted_raised: bool,
-    pending: Vec<SaEvent>,
+    pub(crate) replay: Mutex<ReplayWindow>,
+    counters: SharedCounters,
+    events: EventFlags,
 }
 
 impl OutboundSa {
     pub fn new(cfg: SaConfig) -> Result<OutboundSa, SaError> {
         let crypto = validate(&cfg)?;
-        // RFC 4303 §3.3.3: never cycle: 2^32 - 1 or 2^64 - 1 packets at most.
-        let seq_limit = if cfg.esn {
+        // RFC 4303 §3.3.3: never cycle: 2^32 - 1 or 2^64 - 1 packets at most. A hard packet
+        // lifetime is enforced exactly through the same counter.
+        let mut seq_limit = if cfg.esn {
             u64::MAX
         } else {
             u64::from(u32::MAX)
         };
+        if cfg.lifetime.hard_packets != 0 {
+            seq_limit = seq_limit.min(cfg.lifetime.hard_packets);
+        }
         Ok(OutboundSa {
             crypto,
-            last_seq: 0,
-            seq_limit,
+            seq: SeqCounter::with_limit(seq_limit),
             // Leave room for in-flight traffic while the rekey happens.
             seq_soft_limit: seq_limit - (seq_limit >> 4),
-            counters: SaCounters::default(),
-            events: EventQueue {
-                pending: Vec::with_capacity(2),
-                ..EventQueue::default()
-            },
+            counters: SharedCounters::default(),
+            events: EventFlags::default(),
             cfg,
         })
     }
@@ -222,46 +358,56 @@ impl OutboundSa {
     pub fn config(&self) -> &SaConfig {
         &self.cfg
     }
-    pub fn counters(&self) -> &SaCounters {
-        &self.counters
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> SaCounters {
+        self.counters.snapshot()
     }
-    /// The sequence number the last sealed packet carried.
+    /// The highest sequence number handed out.
     pub fn last_seq(&self) -> u64 {
-        self.last_seq
+        self.seq.last()
     }
     /// Start numbering after `seq` (tests, and resuming an SA across restarts).
-    pub fn set_last_seq(&mut self, seq: u64) {
-        self.last_seq = seq.min(self.seq_limit);
+    pub fn set_last_seq(&self, seq: u64) {
+        self.seq.set_last(seq);
     }
 
-    /// Reserve the next sequence number, or report exhaustion.
-    pub(crate) fn next_seq(&mut self) -> Option<u64> {
-        if self.last_seq >= self.seq_limit {
-            if !self.events.exhausted_raised {
-                self.events.exhausted_raised = true;
-                self.events
-                    .pending
-                    .push(SaEvent::SeqExhausted { spi: self.cfg.spi });
+    /// Reserve up to `n` sequence numbers for a batch (one atomic operation), raising the
+    /// exhaustion events as the counter nears and reaches its limit.
+    pub(crate) fn reserve_seq(&self, n: u64) -> Option<std::ops::RangeInclusive<u64>> {
+        let r = self.seq.reserve(n);
+        let got = r.as_ref().map_or(0, |r| r.end() - r.start() + 1);
+        if got < n {
+            if self.cfg.lifetime.hard_packets != 0 && self.seq.last() >= self.cfg.lifetime.hard_packets {
+                self.events.raise(EV_HARD_PACKETS);
+            } else {
+                self.events.raise(EV_SEQ_EXHAUSTED);
             }
-            return None;
         }
-        self.last_seq += 1;
-        if self.last_seq >= self.seq_soft_limit && !self.events.nearly_raised {
-            self.events.nearly_raised = true;
-            self.events
-                .pending
-                .push(SaEvent::SeqNearlyExhausted { spi: self.cfg.spi });
+        if let Some(r) = &r {
+            if *r.end() >= self.seq_soft_limit {
+                self.events.raise(EV_SEQ_NEARLY);
+            }
         }
-        Some(self.last_seq)
+        r
+    }
+
+    /// Add a batch's counts and check the lifetime.
+    pub(crate) fn account(&self, c: &SaCounters) {
+        if c.is_zero() {
+            return;
+        }
+        let (p, b) = self.counters.add(c);
+        self.events.check_lifetime(&self.cfg.lifetime, p, b);
+    }
+
+    /// True once a hard lifetime was reached: the SA must not seal more packets.
+    pub fn is_expired(&self) -> bool {
+        self.events.hard_expired()
     }
 
     /// The next event for the control plane, if any.
-    pub fn poll_event(&mut self) -> Option<SaEvent> {
-        if self.events.pending.is_empty() {
-            None
-        } else {
-            Some(self.events.pending.remove(0))
-        }
+    pub fn poll_event(&self) -> Option<SaEvent> {
+        self.events.poll(self.cfg.spi)
     }
 
     /// Bytes of the largest inner packet whose encapsulation fits in `outer_mtu`
@@ -271,8 +417,7 @@ impl OutboundSa {
         self.shape().max_inner_len(outer_mtu, inner_v6)
     }
 
-    /// The immutable facts about this SA that the MTU check needs, so workers can check
-    /// packets without taking the SA.
+    /// The immutable facts about this SA that the MTU check needs.
     pub fn shape(&self) -> SaShape {
         SaShape {
             mode: self.cfg.mode,
@@ -318,8 +463,9 @@ impl InboundSa {
         let replay = ReplayWindow::new(cfg.replay_window.unwrap_or(MIN_WINDOW));
         Ok(InboundSa {
             crypto,
-            replay,
-            counters: SaCounters::default(),
+            replay: Mutex::new(replay),
+            counters: SharedCounters::default(),
+            events: EventFlags::default(),
             cfg,
         })
     }
@@ -330,17 +476,39 @@ impl InboundSa {
     pub fn config(&self) -> &SaConfig {
         &self.cfg
     }
-    pub fn counters(&self) -> &SaCounters {
-        &self.counters
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> SaCounters {
+        self.counters.snapshot()
     }
-    pub fn replay_window(&self) -> &ReplayWindow {
-        &self.replay
+    /// The replay window (locked: hold it briefly).
+    pub fn replay_window(&self) -> MutexGuard<'_, ReplayWindow> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// Resume the window as if `seq` were the highest number received, with nothing in the
     /// window seen yet (restoring an SA after a restart; tests that start near 2^32).
-    pub fn restore_replay_top(&mut self, seq: u64) {
-        self.replay = ReplayWindow::new(self.replay.size());
-        self.replay.reset_top(seq);
+    pub fn restore_replay_top(&self, seq: u64) {
+        let mut w = self.replay_window();
+        *w = ReplayWindow::new(w.size());
+        w.reset_top(seq);
+    }
+
+    /// Add a batch's counts and check the lifetime.
+    pub(crate) fn account(&self, c: &SaCounters) {
+        if c.is_zero() {
+            return;
+        }
+        let (p, b) = self.counters.add(c);
+        self.events.check_lifetime(&self.cfg.lifetime, p, b);
+    }
+
+    /// True once a hard lifetime was reached: the SA must not open more packets.
+    pub fn is_expired(&self) -> bool {
+        self.events.hard_expired()
+    }
+
+    /// The next event for the control plane, if any.
+    pub fn poll_event(&self) -> Option<SaEvent> {
+        self.events.poll(self.cfg.spi)
     }
 }
 
@@ -350,7 +518,7 @@ impl fmt::Debug for OutboundSa {
             .field("spi", &format_args!("{:#010x}", self.cfg.spi))
             .field("transform", &self.cfg.transform)
             .field("mode", &self.cfg.mode)
-            .field("last_seq", &self.last_seq)
+            .field("last_seq", &self.seq.last())
             .finish_non_exhaustive()
     }
 }
@@ -361,7 +529,7 @@ impl fmt::Debug for InboundSa {
             .field("spi", &format_args!("{:#010x}", self.cfg.spi))
             .field("transform", &self.cfg.transform)
             .field("mode", &self.cfg.mode)
-            .field("replay_top", &self.replay.top())
+            .field("replay_top", &self.replay_window().top())
             .finish_non_exhaustive()
     }
 }

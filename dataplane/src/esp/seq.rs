@@ -52,6 +52,15 @@ impl SeqCounter {
         }
     }
 
+    /// Continue numbering after `seq` (restoring an SA; tests near the limits).
+    pub fn set_last(&self, seq: u64) {
+        self.last.store(seq.min(self.limit), Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// The last number handed out.
     pub fn last(&self) -> u64 {
         self.last.load(Ordering::Relaxed)
