@@ -61,7 +61,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-    __uint(max_entries, 1 << 16);
+    __uint(max_entries, 1 << 18);
     __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, struct lpm_v4);
     __type(value, __u32);
@@ -69,7 +69,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-    __uint(max_entries, 1 << 16);
+    __uint(max_entries, 1 << 18);
     __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, struct lpm_v6);
     __type(value, __u32);

@@ -1,7 +1,8 @@
 //! SA installs per second through the shared-memory ring (goal ≥ 500k/s): a control thread
-//! encodes AddSa records and pushes them; the dataplane side pops, decodes, expands the keys
-//! (`InboundSa::new`) and publishes into the lock-free SPI table. The ring transport alone
-//! (`--bench ring`) is the baseline.
+//! encodes AddSa records and pushes them; the dataplane side pops them and hands them to the
+//! dataplane's `Installer` — the same code the dataplane binary runs — which decodes,
+//! expands the keys (`InboundSa::new`), publishes into the lock-free SPI table and writes
+//! an Ack. The ring transport alone (`--bench ring`) is the baseline.
 //!
 //! Run: `cargo bench -p bench --bench install`.
 
@@ -9,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::crypto::{EspTransform, SaKeys};
-use dataplane::esp::{InboundSa, SaConfig, SelectorSet, TrafficSelector};
-use dataplane::satable::SpiTable;
-use dataplane::shm::records::{decode, encode_add_sa, ControlRecord, MAX_RECORD};
+use dataplane::esp::{SaConfig, SelectorSet, TrafficSelector};
+use dataplane::install::{Installer, NoSteering};
+use dataplane::sadb::SaDb;
+use dataplane::shm::records::{
+    encode_add_sa, status, DataplaneRecord, SaInstall, MAX_RECORD, SLOT_SIZE,
+};
 use dataplane::shm::{RingDir, ShmFile};
 use dataplane::static_sa::Direction;
 
@@ -19,14 +23,16 @@ const N: u32 = 50_000;
 
 fn bench_install(c: &mut Criterion) {
     let name = format!("vpnring-install-{}", std::process::id());
-    let shm = ShmFile::create(&name, 4096, 512).unwrap();
+    let shm = ShmFile::create(&name, 4096, SLOT_SIZE).unwrap();
     let mut g = c.benchmark_group("sa-install");
     g.throughput(Throughput::Elements(u64::from(N)));
     g.bench_function("add-sa-via-ring/aes128gcm16", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let table: SpiTable<InboundSa> = SpiTable::with_slots(N as usize);
+                let db = std::sync::Arc::new(SaDb::with_capacity(N as usize, 16));
+                let mut installer = Installer::new(db);
+                let mut acks = Vec::with_capacity(1);
                 let mut p = shm.producer(RingDir::ToDataplane);
                 let mut cons = shm.consumer(RingDir::ToDataplane);
                 let start = Instant::now();
@@ -45,7 +51,13 @@ fn bench_install(c: &mut Criterion) {
                             [198, 51, 100, (i % 250) as u8].into(),
                         );
                         cfg.selectors = selectors.clone();
-                        let n = encode_add_sa(&mut buf, i, Direction::Inbound, &cfg).unwrap();
+                        let inst = SaInstall {
+                            direction: Direction::Inbound,
+                            reqid: 0,
+                            update: false,
+                            config: cfg,
+                        };
+                        let n = encode_add_sa(&mut buf, i, &inst).unwrap();
                         p.push(&buf[..n], Duration::from_secs(10)).unwrap();
                     }
                 });
@@ -54,12 +66,14 @@ fn bench_install(c: &mut Criterion) {
                 while got < N {
                     match cons.pop(&mut buf) {
                         Some(n) => {
-                            let ControlRecord::AddSa { config, .. } = decode(&buf[..n]).unwrap()
-                            else {
-                                panic!()
-                            };
-                            let sa = InboundSa::new(config).unwrap();
-                            table.allocate(|_| sa).unwrap();
+                            installer.apply_bytes(&buf[..n], &mut NoSteering, &mut acks);
+                            assert!(matches!(
+                                acks.pop(),
+                                Some(DataplaneRecord::Ack {
+                                    status: status::OK,
+                                    ..
+                                })
+                            ));
                             got += 1;
                         }
                         None => std::hint::spin_loop(),

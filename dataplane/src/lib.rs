@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod esp;
 pub mod hops;
 pub mod icmp;
+pub mod install;
 pub mod io;
 pub mod nexthop;
 pub mod sadb;

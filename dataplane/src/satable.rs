@@ -77,6 +77,8 @@ pub struct SpiTable<T> {
 
 struct WriterState {
     generations: Box<[u16]>,
+    used: Vec<bool>,
+    /// Candidate free slots (may hold used or repeated entries: checked against `used`).
     free: Vec<u32>,
     len: usize,
 }
@@ -95,6 +97,7 @@ impl<T> SpiTable<T> {
             overflow: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(WriterState {
                 generations: vec![0; slots].into_boxed_slice(),
+                used: vec![false; slots],
                 free: (0..slots as u32).rev().collect(),
                 len: 0,
             }),
@@ -139,7 +142,13 @@ impl<T> SpiTable<T> {
     /// Writer: allocate an SPI (slot + fresh generation) for a new SA built by `make`.
     pub fn allocate(&self, make: impl FnOnce(u32) -> T) -> Result<u32, TableError> {
         let mut w = self.writer();
-        let slot = w.free.pop().ok_or(TableError::Full)?;
+        let slot = loop {
+            let slot = w.free.pop().ok_or(TableError::Full)?;
+            if !w.used[slot as usize] {
+                break slot;
+            }
+        };
+        w.used[slot as usize] = true;
         let g = &mut w.generations[slot as usize];
         *g = (*g + 1) & ((1 << GEN_BITS) - 1);
         let spi = ALLOCATED | (u32::from(*g) << SLOT_BITS) | slot;
@@ -149,17 +158,79 @@ impl<T> SpiTable<T> {
         Ok(spi)
     }
 
-    /// Writer: install an SA under an SPI chosen elsewhere (manual keying, tests).
+    /// Writer: install an SA under an SPI chosen elsewhere. An SPI in the allocated form
+    /// (bit 31 set) whose slot is free goes into that slot — the control plane allocates
+    /// our inbound SPIs this way — anything else (manual keying) into the overflow map.
     pub fn insert(&self, spi: u32, value: T) -> Result<(), TableError> {
         let mut w = self.writer();
         if self.get(spi).is_some() {
             return Err(TableError::Duplicate(spi));
+        }
+        if spi & ALLOCATED != 0 {
+            let slot = (spi & SLOT_MASK) as usize;
+            if let Some(s) = self.slots.get(slot) {
+                if !w.used[slot] {
+                    // The slot stays in the free list; `allocate` skips used slots.
+                    w.used[slot] = true;
+                    w.generations[slot] = ((spi >> SLOT_BITS) & ((1 << GEN_BITS) - 1)) as u16;
+                    s.store(Some(Arc::new(Entry {
+                        spi,
+                        value: Arc::new(value),
+                    })));
+                    w.len += 1;
+                    return Ok(());
+                }
+            }
         }
         let mut m = HashMap::clone(&self.overflow.load());
         m.insert(spi, Arc::new(value));
         self.overflow.store(Arc::new(m));
         w.len += 1;
         Ok(())
+    }
+
+    /// Writer: replace the SA under `spi` (an update that keeps the SPI). Readers see the
+    /// old or the new SA, never a mix.
+    pub fn replace(&self, spi: u32, value: T) -> Result<(), TableError> {
+        let _w = self.writer();
+        if spi & ALLOCATED != 0 {
+            if let Some(s) = self.slots.get((spi & SLOT_MASK) as usize) {
+                if s.load().as_ref().is_some_and(|e| e.spi == spi) {
+                    s.store(Some(Arc::new(Entry {
+                        spi,
+                        value: Arc::new(value),
+                    })));
+                    return Ok(());
+                }
+            }
+        }
+        let cur = self.overflow.load();
+        if !cur.contains_key(&spi) {
+            return Err(TableError::NotFound(spi));
+        }
+        let mut m = HashMap::clone(&cur);
+        m.insert(spi, Arc::new(value));
+        self.overflow.store(Arc::new(m));
+        Ok(())
+    }
+
+    /// Writer: every installed SPI (for resync reports).
+    pub fn spis(&self) -> Vec<u32> {
+        let _w = self.writer();
+        let mut v: Vec<u32> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.load().as_ref().map(|e| e.spi))
+            .collect();
+        v.extend(self.overflow.load().keys().copied());
+        v
+    }
+
+    /// Writer: remove every SA.
+    pub fn clear(&self) {
+        for spi in self.spis() {
+            let _ = self.remove(spi);
+        }
     }
 
     /// Writer: remove an SA. Readers that already hold it finish with it; it is freed (and
@@ -171,7 +242,17 @@ impl<T> SpiTable<T> {
             if let Some(s) = self.slots.get(slot) {
                 if s.load().as_ref().is_some_and(|e| e.spi == spi) {
                     s.store(None);
-                    w.free.push(slot as u32);
+                    w.used[slot] = false;
+                    if w.free.len() > 2 * w.used.len() {
+                        // Repeated entries piled up: rebuild from the truth.
+                        let free = (0..w.used.len() as u32)
+                            .rev()
+                            .filter(|&i| !w.used[i as usize])
+                            .collect();
+                        w.free = free;
+                    } else {
+                        w.free.push(slot as u32);
+                    }
                     w.len -= 1;
                     return Ok(());
                 }
@@ -230,12 +311,25 @@ mod tests {
             Err(TableError::Duplicate(0x1001))
         );
         assert_eq!(*t.get(0x1001).unwrap(), "manual");
-        // An arbitrary SPI with bit 31 set that misses its slot falls back to the map too.
-        t.insert(0x8000_0003, "high").unwrap();
-        assert_eq!(*t.get(0x8000_0003).unwrap(), "high");
+        // An SPI in the allocated form takes its slot when free, with its generation...
+        t.insert(0x8020_0003, "high").unwrap();
+        assert_eq!(*t.get(0x8020_0003).unwrap(), "high");
+        assert!(t.get(0x8000_0003).is_none(), "another generation misses");
+        // ...and falls back to the map when the slot is taken.
+        t.insert(0x8040_0003, "clash").unwrap();
+        assert_eq!(*t.get(0x8040_0003).unwrap(), "clash");
+        assert_eq!(*t.get(0x8020_0003).unwrap(), "high");
+        t.replace(0x8020_0003, "updated").unwrap();
+        assert_eq!(*t.get(0x8020_0003).unwrap(), "updated");
+        t.remove(0x8040_0003).unwrap();
+        let mut spis = t.spis();
+        spis.sort();
+        assert_eq!(spis, vec![0x1001, 0x8020_0003]);
         t.remove(0x1001).unwrap();
         assert!(t.get(0x1001).is_none());
         assert_eq!(t.len(), 1);
+        t.clear();
+        assert!(t.is_empty());
     }
 
     /// Readers hammer lookups while the writer installs and removes; a reader never sees an

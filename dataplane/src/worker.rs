@@ -10,12 +10,18 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::esp::{self, DropReason, FlowKey, Frame, Mode, Verdict};
+use std::collections::HashMap;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use crate::esp::{self, DropReason, FlowKey, Frame, Mode, OutboundSa, SaShape, Verdict};
 use crate::hops::{HopCache, HopTable};
 use crate::icmp;
 use crate::io::WorkerIo;
-use crate::sadb::SaStore;
+use crate::sadb::{SaDb, SpdReplica};
+use crate::shm::records::{DataplaneRecord, FlowRecord};
 use crate::spd::SpdAction;
+use crate::static_sa::Direction;
 use crate::wire::{checksum, ethernet, Ipv4Packet};
 use crate::xdp::Side;
 
@@ -39,6 +45,9 @@ worker_drops! {
     NoPolicy => "no_policy",
     /// A policy says discard (RFC 4301 §4.4.1).
     PolicyDiscard => "policy_discard",
+    /// A protect policy matched but its SA is not installed; the control plane was told
+    /// (an acquire, rate-limited).
+    NoSa => "no_sa",
     /// No neighbour entry yet; the kernel was asked to resolve it.
     NoNextHop => "no_next_hop",
     /// TTL or hop limit would reach zero.
@@ -134,7 +143,10 @@ pub struct GatewayAddrs {
 /// One worker and its I/O.
 pub struct Worker<I: WorkerIo> {
     pub io: I,
-    sas: Arc<SaStore>,
+    db: Arc<SaDb>,
+    spd: SpdReplica,
+    events: Option<Sender<DataplaneRecord>>,
+    limiter: EventLimiter,
     hops: Arc<HopCache>,
     stats: Arc<WorkerStats>,
     gw: GatewayAddrs,
@@ -174,7 +186,7 @@ fn decrement_ttl(d: &mut [u8]) -> bool {
 impl<I: WorkerIo> Worker<I> {
     pub fn new(
         io: I,
-        sas: Arc<SaStore>,
+        db: Arc<SaDb>,
         hops: Arc<HopCache>,
         stats: Arc<WorkerStats>,
         gw: GatewayAddrs,
@@ -182,7 +194,10 @@ impl<I: WorkerIo> Worker<I> {
     ) -> Self {
         Worker {
             io,
-            sas,
+            spd: db.spd_replica(),
+            db,
+            events: None,
+            limiter: EventLimiter::default(),
             hops,
             stats,
             gw,
@@ -196,6 +211,40 @@ impl<I: WorkerIo> Worker<I> {
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
+    }
+
+    /// Send events for the control plane (acquires, unknown SPIs, SA lifetimes) here.
+    pub fn with_events(mut self, tx: Sender<DataplaneRecord>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+
+    fn emit(&mut self, key: (u8, u32), rec: impl FnOnce() -> Option<DataplaneRecord>) {
+        if let Some(tx) = &self.events {
+            if self.limiter.allow(key) {
+                if let Some(r) = rec() {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+    }
+
+    /// SA events are raised once each, so they bypass the rate limit.
+    fn emit_sa_events(
+        &mut self,
+        direction: Direction,
+        reqid: u32,
+        sa_events: impl Iterator<Item = esp::SaEvent>,
+    ) {
+        for event in sa_events {
+            if let Some(tx) = &self.events {
+                let _ = tx.send(DataplaneRecord::SaEvent {
+                    direction,
+                    reqid,
+                    event,
+                });
+            }
+        }
     }
 
     /// Run until `stop` is set, blocking briefly when idle.
@@ -217,6 +266,7 @@ impl<I: WorkerIo> Worker<I> {
 
     /// One batch from each side; returns the packets received.
     pub fn poll_once(&mut self) -> usize {
+        self.spd.sync();
         let table = self.hops.snapshot();
         let n = self.inside_batch(&table) + self.outside_batch(&table);
         self.io.flush();
@@ -273,7 +323,8 @@ impl<I: WorkerIo> Worker<I> {
         let mut rx = std::mem::take(&mut self.rx);
         self.io.recv(Side::Inside, &mut rx, self.batch);
         let n = rx.len();
-        let mut current: Option<usize> = None;
+        // The current run: packets for one reqid, and its SA (loaded once per run).
+        let mut current: Option<(u32, Option<OutboundGuard>)> = None;
         for mut f in rx.drain(..) {
             let Some((peer_mac, our_mac)) = self.strip_l2(Side::Inside, &mut f) else {
                 self.drop_frame(f, WorkerDrop::NotIp);
@@ -284,10 +335,13 @@ impl<I: WorkerIo> Worker<I> {
                 self.io.recycle(f.into_buffer());
                 continue;
             };
-            match self.sas.spd.lookup(&flow) {
-                None => self.drop_frame(f, WorkerDrop::NoPolicy),
-                Some(SpdAction::Discard) => self.drop_frame(f, WorkerDrop::PolicyDiscard),
-                Some(SpdAction::Bypass) => {
+            let Some(m) = self.spd.spd().lookup(&flow) else {
+                self.drop_frame(f, WorkerDrop::NoPolicy);
+                continue;
+            };
+            match m.action {
+                SpdAction::Discard => self.drop_frame(f, WorkerDrop::PolicyDiscard),
+                SpdAction::Bypass => {
                     if !decrement_ttl(f.data_mut()) {
                         self.drop_frame(f, WorkerDrop::TtlExpired);
                         continue;
@@ -300,19 +354,41 @@ impl<I: WorkerIo> Worker<I> {
                         }
                     }
                 }
-                Some(SpdAction::Protect(i)) => {
+                SpdAction::Protect { reqid } => {
                     if !decrement_ttl(f.data_mut()) {
                         self.drop_frame(f, WorkerDrop::TtlExpired);
                         continue;
                     }
-                    if current != Some(i) {
-                        if let Some(prev) = current {
-                            self.seal_run(prev, table);
+                    if current.as_ref().map(|c| c.0) != Some(reqid) {
+                        if let Some((r, Some(sa))) = current.take() {
+                            self.seal_run(r, sa_of(&sa), table);
                         }
-                        current = Some(i);
+                        current = Some((reqid, self.db.outbound.get(reqid)));
                     }
+                    let Some(shape) = current
+                        .as_ref()
+                        .and_then(|c| c.1.as_ref())
+                        .map(|g| sa_of(g).shape())
+                    else {
+                        // RFC 4301 §5.1 / RFC 7296 §1.3: no SA yet: ask the control plane.
+                        self.emit((0, m.id), || {
+                            Some(DataplaneRecord::Acquire {
+                                policy: m.id,
+                                reqid,
+                                flow: FlowRecord {
+                                    src: flow.src,
+                                    dst: flow.dst,
+                                    protocol: flow.protocol,
+                                    src_port: flow.src_port.unwrap_or(0),
+                                    dst_port: flow.dst_port.unwrap_or(0),
+                                },
+                            })
+                        });
+                        self.drop_frame(f, WorkerDrop::NoSa);
+                        continue;
+                    };
                     // Check the tunnel MTU before spending a sequence number.
-                    match self.fits_tunnel(i, &f, table) {
+                    match self.fits_tunnel(shape, &f, table) {
                         Fit::Yes => self.run.push(f),
                         Fit::NoHop => self.drop_frame(f, WorkerDrop::NoNextHop),
                         Fit::TooBig(max) => self.too_big(f, max, peer_mac, our_mac),
@@ -320,18 +396,15 @@ impl<I: WorkerIo> Worker<I> {
                 }
             }
         }
-        if let Some(prev) = current {
-            self.seal_run(prev, table);
+        if let Some((r, Some(sa))) = current.take() {
+            self.seal_run(r, sa_of(&sa), table);
         }
         self.rx = rx;
         n
     }
 
-    /// The MTU check before encapsulation, from the SA's immutable shape: no lock.
-    fn fits_tunnel(&mut self, sa: usize, f: &Frame<I::Buf>, table: &HopTable) -> Fit {
-        let Some(shape) = self.sas.outbound_shape.get(sa).copied() else {
-            return Fit::NoHop;
-        };
+    /// The MTU check before encapsulation, from the SA's immutable shape.
+    fn fits_tunnel(&mut self, shape: SaShape, f: &Frame<I::Buf>, table: &HopTable) -> Fit {
         let dst = match shape.mode {
             Mode::Tunnel { remote, .. } => Some(remote),
             Mode::Transport => FlowKey::of_packet(f.data()).map(|k| k.dst),
@@ -381,26 +454,23 @@ impl<I: WorkerIo> Worker<I> {
         }
     }
 
-    fn seal_run(&mut self, sa: usize, table: &HopTable) {
+    fn seal_run(&mut self, reqid: u32, sa: &OutboundSa, table: &HopTable) {
         if self.run.is_empty() {
             return;
         }
         let mut run = std::mem::take(&mut self.run);
         let mut verdicts = std::mem::take(&mut self.verdicts);
         let k = run.len();
-        let remote = {
-            let Ok(mut guard) = self.sas.outbound[sa].1.lock() else {
-                run.drain(..).for_each(|f| self.io.recycle(f.into_buffer()));
-                self.run = run;
-                self.verdicts = verdicts;
-                return;
-            };
-            esp::encap_batch(&mut guard, &mut run, &mut verdicts[..k]);
-            match guard.config().mode {
-                Mode::Tunnel { remote, .. } => Some(remote),
-                Mode::Transport => None,
-            }
+        esp::encap_batch(sa, &mut run, &mut verdicts[..k]);
+        let remote = match sa.config().mode {
+            Mode::Tunnel { remote, .. } => Some(remote),
+            Mode::Transport => None,
         };
+        self.emit_sa_events(
+            Direction::Outbound,
+            reqid,
+            std::iter::from_fn(|| sa.poll_event()),
+        );
         for (f, v) in run.drain(..).zip(verdicts.iter().copied()) {
             match v {
                 Verdict::Forward => {
@@ -455,10 +525,29 @@ impl<I: WorkerIo> Worker<I> {
         let mut run = std::mem::take(&mut self.run);
         let mut verdicts = std::mem::take(&mut self.verdicts);
         let k = run.len();
-        match self.sas.inbound.get(&spi).map(|(_, m)| m.lock()) {
-            Some(Ok(mut guard)) => esp::decap_batch(&mut *guard, &mut run, &mut verdicts[..k]),
-            // Unknown SPI (or not ESP): let the engine say which, on an empty table.
-            _ => esp::decap_batch(&mut esp::SpiMap::default(), &mut run, &mut verdicts[..k]),
+        match self.db.inbound.get(spi) {
+            Some(sa) => {
+                esp::decap_batch(&*sa, &mut run, &mut verdicts[..k]);
+                self.emit_sa_events(
+                    Direction::Inbound,
+                    0,
+                    std::iter::from_fn(|| sa.poll_event()),
+                );
+            }
+            None => {
+                // Unknown SPI (or not ESP): let the engine say which, on an empty table.
+                esp::decap_batch(&esp::SpiMap::default(), &mut run, &mut verdicts[..k]);
+                if verdicts[0] == Verdict::Drop(DropReason::UnknownSpi) {
+                    let first = run.first().and_then(|f| FlowKey::of_packet(f.data()));
+                    self.emit((1, spi), || {
+                        first.map(|k| DataplaneRecord::UnknownSpi {
+                            spi,
+                            src: k.src,
+                            dst: k.dst,
+                        })
+                    });
+                }
+            }
         }
         for (mut f, v) in run.drain(..).zip(verdicts.iter().copied()) {
             match v {
@@ -487,6 +576,54 @@ impl<I: WorkerIo> Worker<I> {
         }
         self.run = run;
         self.verdicts = verdicts;
+    }
+}
+
+type OutboundGuard = arc_swap::Guard<Option<Arc<OutboundSa>>>;
+
+fn sa_of(g: &OutboundGuard) -> &OutboundSa {
+    g.as_ref()
+        .expect("ReqidTable::get returns only occupied slots")
+}
+
+/// Rate limit of control-plane events per worker: one per key per second, and at most
+/// `MAX_PER_SECOND` in all, so a flood of unknown SPIs cannot flood the control plane.
+#[derive(Default)]
+struct EventLimiter {
+    last: HashMap<(u8, u32), Instant>,
+    window: Option<Instant>,
+    in_window: u32,
+}
+
+impl EventLimiter {
+    const MAX_PER_SECOND: u32 = 64;
+    const PER_KEY: Duration = Duration::from_secs(1);
+
+    fn allow(&mut self, key: (u8, u32)) -> bool {
+        let now = Instant::now();
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.in_window = 0;
+            if self.last.len() > 4096 {
+                self.last.clear();
+            }
+        }
+        if self.in_window >= Self::MAX_PER_SECOND {
+            return false;
+        }
+        if self
+            .last
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < Self::PER_KEY)
+        {
+            return false;
+        }
+        self.last.insert(key, now);
+        self.in_window += 1;
+        true
     }
 }
 

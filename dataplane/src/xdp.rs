@@ -193,6 +193,28 @@ impl XdpSteering {
         }
     }
 
+    /// Stop steering `addr/prefix_len` (the last policy with that destination went away).
+    pub fn remove_protected(&mut self, addr: IpAddr, prefix_len: u8) -> Result<(), XdpError> {
+        match addr {
+            IpAddr::V4(a) => {
+                let name = "protected_v4";
+                let map = self.ebpf.map_mut(name).ok_or(XdpError::MissingMap(name))?;
+                let mut trie: LpmTrie<_, [u8; 4], u32> =
+                    LpmTrie::try_from(map).map_err(|e| XdpError::Map(name, e))?;
+                trie.remove(&Key::new(u32::from(prefix_len.min(32)), a.octets()))
+                    .map_err(|e| XdpError::Map(name, e))
+            }
+            IpAddr::V6(a) => {
+                let name = "protected_v6";
+                let map = self.ebpf.map_mut(name).ok_or(XdpError::MissingMap(name))?;
+                let mut trie: LpmTrie<_, [u8; 16], u32> =
+                    LpmTrie::try_from(map).map_err(|e| XdpError::Map(name, e))?;
+                trie.remove(&Key::new(u32::from(prefix_len.min(128)), a.octets()))
+                    .map_err(|e| XdpError::Map(name, e))
+            }
+        }
+    }
+
     /// The counter for (side, queue, verdict), summed over CPUs.
     pub fn counter(&self, side: Side, queue: u32, verdict: XdpVerdict) -> Result<u64, XdpError> {
         let name = "stats";
@@ -208,5 +230,14 @@ impl XdpSteering {
     /// Sum of a verdict over the first `queues` queues of a side.
     pub fn total(&self, side: Side, queues: u32, verdict: XdpVerdict) -> Result<u64, XdpError> {
         (0..queues).map(|q| self.counter(side, q, verdict)).sum()
+    }
+}
+
+impl crate::install::Steering for XdpSteering {
+    fn add(&mut self, (addr, len): (IpAddr, u8)) -> Result<(), String> {
+        self.add_protected(addr, len).map_err(|e| e.to_string())
+    }
+    fn remove(&mut self, (addr, len): (IpAddr, u8)) -> Result<(), String> {
+        self.remove_protected(addr, len).map_err(|e| e.to_string())
     }
 }

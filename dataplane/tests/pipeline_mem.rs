@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use common::*;
 use dataplane::hops::{Hop, HopCache, HopTable};
+use dataplane::install::{install_static, Installer, NoSteering};
 use dataplane::io::MemIo;
-use dataplane::sadb::SaStore;
+use dataplane::sadb::SaDb;
 use dataplane::static_sa::StaticConfig;
 use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
 use dataplane::xdp::Side;
@@ -85,7 +86,8 @@ fn gateway(
     gw: GatewayAddrs,
 ) -> Worker<MemIo> {
     let cfg = StaticConfig::parse(Path::new("test.toml"), file).unwrap();
-    let sas = Arc::new(SaStore::from_static(&cfg).unwrap());
+    let db = Arc::new(SaDb::with_capacity(1024, 64));
+    install_static(&mut Installer::new(Arc::clone(&db)), &cfg, &mut NoSteering).unwrap();
     let cache = Arc::new(HopCache::default());
     let mut t = HopTable::default();
     for &(side, dst, src_mac, dst_mac) in hops {
@@ -101,7 +103,7 @@ fn gateway(
     cache.publish(t);
     Worker::new(
         MemIo::new(256, 2048),
-        sas,
+        db,
         cache,
         Arc::new(WorkerStats::default()),
         gw,

@@ -1,12 +1,13 @@
 //! `dataplane`: the VPN concentrator's packet engine on AF_XDP.
 //!
-//! Loads manually keyed SAs and policies from a TOML file, attaches the XDP program to the
-//! outside (WAN) and inside (LAN) interfaces, binds an AF_XDP socket on every queue of both,
-//! and runs one poll-mode worker per configured core. Exits cleanly on SIGINT/SIGTERM,
-//! printing its counters; the XDP program goes away with the process.
+//! Takes SAs and policies from the shared-memory ring (iked, `vpnctl`) and/or a static TOML
+//! file — both through the same installer — attaches the XDP program to the outside (WAN)
+//! and inside (LAN) interfaces, binds an AF_XDP socket on every queue of both, and runs one
+//! poll-mode worker per configured core. Exits cleanly on SIGINT/SIGTERM, printing its
+//! counters; the XDP program goes away with the process.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +18,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use dataplane::afxdp::BindMode;
 use dataplane::afxdp_io::{AfXdpConfig, AfXdpIo};
-use dataplane::esp::{DropReason, Mode};
+use dataplane::esp::DropReason;
 use dataplane::hops::{Hop, HopCache, HopTable};
+use dataplane::install::{install_static, Installer};
 use dataplane::nexthop::{NextHopResolver, Resolution};
-use dataplane::sadb::SaStore;
+use dataplane::sadb::SaDb;
+use dataplane::shm::records::{DataplaneRecord, MAX_RECORD, SLOT_SIZE};
+use dataplane::shm::{Consumer, Producer, RingDir, ShmFile};
 use dataplane::static_sa::StaticConfig;
 use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
 use dataplane::xdp::{AttachMode, Side, XdpSteering, XdpVerdict};
@@ -30,7 +34,7 @@ use tracing::{error, info, warn};
 #[command(
     name = "dataplane",
     version,
-    about = "IPsec ESP dataplane on AF_XDP (manually keyed SAs)"
+    about = "IPsec ESP dataplane on AF_XDP; SAs from iked through a shared-memory ring, or from a static file"
 )]
 struct Args {
     /// The outside (WAN) interface: ESP arrives and leaves here.
@@ -39,9 +43,18 @@ struct Args {
     /// The inside (LAN) interface: clear traffic arrives and leaves here.
     #[arg(long)]
     inside: String,
-    /// TOML file of SAs and policies (see docs/ARCHITECTURE.md, "Static SAs").
+    /// TOML file of manually keyed SAs and policies (see docs/ARCHITECTURE.md, "Static
+    /// SAs"), installed at start through the same path as ring records.
     #[arg(long)]
-    sa_file: PathBuf,
+    sa_file: Option<PathBuf>,
+    /// Shared-memory ring to the control plane: /dev/shm/NAME, created if absent, else
+    /// attached (so either side may restart). SAs, policies and resyncs arrive on it;
+    /// acks, acquires, lifetimes and unknown SPIs leave on it.
+    #[arg(long)]
+    ring: Option<String>,
+    /// Slots per ring direction when this process creates the ring file.
+    #[arg(long, default_value_t = 4096)]
+    ring_slots: u32,
     /// Number of poll-mode workers (threads); queues are dealt out round-robin.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -104,15 +117,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let cfg = StaticConfig::load(&args.sa_file).map_err(|e| e.to_string())?;
-    let sas = Arc::new(SaStore::from_static(&cfg)?);
-    info!(
-        outbound = sas.outbound.len(),
-        inbound = sas.inbound.len(),
-        policies = sas.spd.len(),
-        "SAs loaded from {}",
-        args.sa_file.display()
-    );
+    // Parse the static file first: a bad file is refused before anything is attached.
+    let static_cfg = match &args.sa_file {
+        Some(p) => Some(StaticConfig::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if static_cfg.is_none() && args.ring.is_none() {
+        warn!("neither --sa-file nor --ring: no SA can ever be installed");
+    }
+    let db = Arc::new(SaDb::new());
+    let mut installer = Installer::new(Arc::clone(&db));
 
     let mut resolver = NextHopResolver::new().map_err(|e| e.to_string())?;
     let if_out = resolver
@@ -174,24 +188,30 @@ fn run(args: Args) -> Result<(), String> {
         }
         ios.push(io);
     }
-    for (addr, len) in sas.spd.protected_prefixes() {
-        xdp.add_protected(addr, len).map_err(|e| e.to_string())?;
+    if let (Some(cfg), Some(path)) = (&static_cfg, &args.sa_file) {
+        install_static(&mut installer, cfg, &mut xdp)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let (sas, policies) = installer.counts();
+        info!(
+            sas,
+            policies,
+            "static SAs installed from {}",
+            path.display()
+        );
     }
+    let mut ring = match &args.ring {
+        Some(name) => Some(RingEnd::open(name, args.ring_slots, &installer)?),
+        None => None,
+    };
     xdp.attach(Side::Outside, &args.outside, args.xdp_mode)
         .map_err(|e| e.to_string())?;
     xdp.attach(Side::Inside, &args.inside, args.xdp_mode)
         .map_err(|e| e.to_string())?;
     info!(outside = %args.outside, inside = %args.inside, mode = ?args.xdp_mode, "XDP attached");
 
-    // Next hops: the tunnel endpoints now, the rest on demand.
+    // Next hops: the tunnel endpoints as SAs arrive, the rest on demand.
     let hops = Arc::new(HopCache::default());
-    for (_, sa) in &sas.outbound {
-        if let Ok(g) = sa.lock() {
-            if let Mode::Tunnel { remote, .. } = g.config().mode {
-                hops.request(Side::Outside, remote);
-            }
-        }
-    }
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel::<DataplaneRecord>();
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -211,11 +231,12 @@ fn run(args: Args) -> Result<(), String> {
             .get(w)
             .copied()
             .or_else(|| cores.get(w % cores.len().max(1)).map(|c| c.id));
-        let (sas, hops, st, stop) = (
-            Arc::clone(&sas),
+        let (db, hops, st, stop, ev_tx) = (
+            Arc::clone(&db),
             Arc::clone(&hops),
             Arc::clone(&stats[w]),
             Arc::clone(&stop),
+            ev_tx.clone(),
         );
         let batch = args.batch;
         threads.push(
@@ -227,7 +248,7 @@ fn run(args: Args) -> Result<(), String> {
                             warn!(worker = w, core = id, "could not pin to core");
                         }
                     }
-                    let mut worker = Worker::new(io, sas, hops, st, gw, batch);
+                    let mut worker = Worker::new(io, db, hops, st, gw, batch).with_events(ev_tx);
                     worker.run(&stop);
                 })
                 .map_err(|e| format!("spawn worker {w}: {e}"))?,
@@ -235,16 +256,42 @@ fn run(args: Args) -> Result<(), String> {
     }
     info!(workers, "forwarding; Ctrl-C or SIGTERM to stop");
 
-    // The slow path: resolve next hops, write stats.
+    // The control thread: install records, relay events, resolve next hops, write stats.
     let mut known: Vec<(Side, IpAddr)> = Vec::new();
     let mut table = HopTable::default();
+    let mut remotes_seen = 0usize;
     // Written once now: its appearance tells scripts the dataplane is forwarding.
     if let Some(path) = &args.stats_file {
-        write_stats(path, &stats, &sas, &xdp, nq, &table);
+        write_stats(path, &stats, &installer, &xdp, nq, &table);
     }
     let mut last_stats = Instant::now();
     let mut last_refresh = Instant::now();
+    let mut last_housekeeping = Instant::now() - Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        if let Some(r) = ring.as_mut() {
+            busy |= r.drain(&mut installer, &mut xdp);
+        }
+        while let Ok(ev) = ev_rx.try_recv() {
+            log_event(&ev);
+            if let Some(r) = ring.as_mut() {
+                r.queue(ev);
+            }
+        }
+        if let Some(r) = ring.as_mut() {
+            r.flush();
+        }
+        for remote in installer.tunnel_remotes().skip(remotes_seen) {
+            hops.request(Side::Outside, remote);
+            remotes_seen += 1;
+        }
+        if last_housekeeping.elapsed() < Duration::from_millis(20) {
+            if !busy {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            continue;
+        }
+        last_housekeeping = Instant::now();
         let mut wanted = hops.take_requests();
         if last_refresh.elapsed() > Duration::from_secs(2) {
             wanted.extend(known.iter().copied());
@@ -282,21 +329,134 @@ fn run(args: Args) -> Result<(), String> {
         }
         if let Some(path) = &args.stats_file {
             if last_stats.elapsed() >= Duration::from_millis(args.stats_interval_ms) {
-                write_stats(path, &stats, &sas, &xdp, nq, &table);
+                write_stats(path, &stats, &installer, &xdp, nq, &table);
                 last_stats = Instant::now();
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     info!("stopping");
     for t in threads {
         let _ = t.join();
     }
     if let Some(path) = &args.stats_file {
-        write_stats(path, &stats, &sas, &xdp, nq, &table);
+        write_stats(path, &stats, &installer, &xdp, nq, &table);
     }
-    print_summary(&stats, &sas);
+    print_summary(&stats, &installer);
     Ok(())
+}
+
+/// The dataplane's ends of the shared-memory ring.
+struct RingEnd {
+    rx: Consumer,
+    tx: Producer,
+    /// Records for the controller waiting for room in the ring (kept, never dropped,
+    /// up to `MAX_QUEUED`; a controller that stays away longer loses the oldest events).
+    queued: VecDeque<DataplaneRecord>,
+    lost: u64,
+    buf: zeroize::Zeroizing<Vec<u8>>,
+    out: Vec<DataplaneRecord>,
+}
+
+const MAX_QUEUED: usize = 1 << 20;
+
+impl RingEnd {
+    fn open(name: &str, slots: u32, installer: &Installer) -> Result<RingEnd, String> {
+        let (shm, created) =
+            ShmFile::open_or_create(name, slots, SLOT_SIZE).map_err(|e| e.to_string())?;
+        info!(path = %shm.path().display(), created, "control ring {}", if created { "created" } else { "attached" });
+        let mut r = RingEnd {
+            rx: shm.consumer(RingDir::ToDataplane),
+            tx: shm.producer(RingDir::ToControl),
+            queued: VecDeque::new(),
+            lost: 0,
+            buf: zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]),
+            out: Vec::new(),
+        };
+        // Tell a controller that is already running to send what it wants installed.
+        let (sas, policies) = installer.counts();
+        let boot_id = (u64::from(std::process::id()) << 32)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        r.queue(DataplaneRecord::Hello {
+            boot_id,
+            sas: sas as u32,
+            policies: policies as u32,
+        });
+        r.flush();
+        Ok(r)
+    }
+
+    /// Apply what the controller sent; true if there was anything.
+    fn drain(&mut self, installer: &mut Installer, xdp: &mut XdpSteering) -> bool {
+        let mut any = false;
+        for _ in 0..4096 {
+            let Some(n) = self.rx.pop(&mut self.buf) else {
+                break;
+            };
+            any = true;
+            installer.apply_bytes(&self.buf[..n], xdp, &mut self.out);
+            // Key bytes do not outlive the install in our buffer either.
+            self.buf[..n].fill(0);
+        }
+        for r in self.out.drain(..) {
+            self.queued.push_back(r);
+        }
+        any
+    }
+
+    fn queue(&mut self, r: DataplaneRecord) {
+        if self.queued.len() >= MAX_QUEUED {
+            self.queued.pop_front();
+            self.lost += 1;
+        }
+        self.queued.push_back(r);
+    }
+
+    /// Push queued records while the ring has room (never blocks the control thread).
+    fn flush(&mut self) {
+        let mut b = [0u8; MAX_RECORD];
+        while let Some(r) = self.queued.front() {
+            let n = r.encode(&mut b);
+            match self.tx.try_push(&b[..n]) {
+                Ok(true) => {
+                    self.queued.pop_front();
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    warn!("dropping a record the ring cannot carry: {e}");
+                    self.queued.pop_front();
+                    self.lost += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Events the operator should see in the log as well as the controller.
+fn log_event(ev: &DataplaneRecord) {
+    match ev {
+        DataplaneRecord::Acquire {
+            policy,
+            reqid,
+            flow,
+        } => info!(
+            policy, reqid, src = %flow.src, dst = %flow.dst, protocol = flow.protocol,
+            "traffic matched policy {policy} but its SA (reqid {reqid}) is not installed: acquire"
+        ),
+        DataplaneRecord::UnknownSpi { spi, src, dst } => info!(
+            spi = format_args!("{spi:#010x}"), %src, %dst,
+            "ESP for an SPI this dataplane does not hold"
+        ),
+        DataplaneRecord::SaEvent {
+            direction,
+            reqid,
+            event,
+        } => {
+            info!(?direction, reqid, ?event, "SA event")
+        }
+        _ => {}
+    }
 }
 
 fn ld(a: &std::sync::atomic::AtomicU64) -> u64 {
@@ -305,7 +465,7 @@ fn ld(a: &std::sync::atomic::AtomicU64) -> u64 {
 
 fn stats_json(
     stats: &[Arc<WorkerStats>],
-    sas: &SaStore,
+    installer: &Installer,
     xdp: &XdpSteering,
     nq: [u32; 2],
     hops: &HopTable,
@@ -337,20 +497,24 @@ fn stats_json(
         })
         .collect();
     let mut sa_list = Vec::new();
-    for (name, m) in &sas.outbound {
-        if let Ok(g) = m.lock() {
-            let c = g.counters();
-            sa_list.push(json!({"name": name, "direction": "out", "spi": format!("{:#010x}", g.spi()), "packets": c.packets, "bytes": c.bytes, "last_seq": g.last_seq(),
-                "drops": c.drops.nonzero().map(|(r, n)| (r.name(), n)).collect::<BTreeMap<_, _>>()}));
+    let drops = |c: &dataplane::esp::SaCounters| {
+        c.drops
+            .nonzero()
+            .map(|(r, n)| (r.name(), n))
+            .collect::<BTreeMap<_, _>>()
+    };
+    // The JSON lists the first SAs only: the counters region is for many.
+    for (inst, sa) in installer.outbound().take(1000) {
+        let c = sa.counters();
+        sa_list.push(json!({"name": inst.name, "direction": "out", "reqid": inst.reqid, "spi": format!("{:#010x}", sa.spi()), "packets": c.packets, "bytes": c.bytes, "last_seq": sa.last_seq(), "drops": drops(&c)}));
+    }
+    for (spi, inst) in installer.inbound().take(1000) {
+        if let Some(sa) = installer.db().inbound.get(spi) {
+            let c = sa.counters();
+            sa_list.push(json!({"name": inst.name, "direction": "in", "reqid": inst.reqid, "spi": format!("{spi:#010x}"), "packets": c.packets, "bytes": c.bytes, "drops": drops(&c)}));
         }
     }
-    for (name, m) in sas.inbound.values() {
-        if let Ok(g) = m.lock() {
-            let c = g.counters();
-            sa_list.push(json!({"name": name, "direction": "in", "spi": format!("{:#010x}", g.spi()), "packets": c.packets, "bytes": c.bytes,
-                "drops": c.drops.nonzero().map(|(r, n)| (r.name(), n)).collect::<BTreeMap<_, _>>()}));
-        }
-    }
+    let (n_sas, n_policies) = installer.counts();
     let mut x = serde_json::Map::new();
     for (side, name, n) in [
         (Side::Outside, "outside", nq[0]),
@@ -385,18 +549,18 @@ fn stats_json(
         })
         .collect();
     next_hops.sort();
-    json!({"workers": workers, "sas": sa_list, "xdp": x, "next_hops": next_hops})
+    json!({"workers": workers, "sa_count": n_sas, "policy_count": n_policies, "sas": sa_list, "xdp": x, "next_hops": next_hops})
 }
 
 fn write_stats(
     path: &std::path::Path,
     stats: &[Arc<WorkerStats>],
-    sas: &SaStore,
+    installer: &Installer,
     xdp: &XdpSteering,
     nq: [u32; 2],
     hops: &HopTable,
 ) {
-    let v = stats_json(stats, sas, xdp, nq, hops);
+    let v = stats_json(stats, installer, xdp, nq, hops);
     let tmp = path.with_extension("tmp");
     // Write then rename, so readers never see half a file.
     if std::fs::write(&tmp, serde_json::to_vec_pretty(&v).unwrap_or_default()).is_ok() {
@@ -404,7 +568,7 @@ fn write_stats(
     }
 }
 
-fn print_summary(stats: &[Arc<WorkerStats>], sas: &SaStore) {
+fn print_summary(stats: &[Arc<WorkerStats>], installer: &Installer) {
     println!("dataplane counters:");
     for (w, s) in stats.iter().enumerate() {
         println!(
@@ -429,23 +593,24 @@ fn print_summary(stats: &[Arc<WorkerStats>], sas: &SaStore) {
             }
         }
     }
-    for (name, m) in &sas.outbound {
-        if let Ok(g) = m.lock() {
-            println!(
-                "  SA {name} out spi {:#010x}: {} packets, {} bytes",
-                g.spi(),
-                g.counters().packets,
-                g.counters().bytes
-            );
-        }
+    for (inst, sa) in installer.outbound().take(20) {
+        let c = sa.counters();
+        println!(
+            "  SA {} out spi {:#010x}: {} packets, {} bytes",
+            inst.name.as_deref().unwrap_or("-"),
+            sa.spi(),
+            c.packets,
+            c.bytes
+        );
     }
-    for (name, m) in sas.inbound.values() {
-        if let Ok(g) = m.lock() {
+    for (spi, inst) in installer.inbound().take(20) {
+        if let Some(sa) = installer.db().inbound.get(spi) {
+            let c = sa.counters();
             println!(
-                "  SA {name} in  spi {:#010x}: {} packets, {} bytes",
-                g.spi(),
-                g.counters().packets,
-                g.counters().bytes
+                "  SA {} in  spi {spi:#010x}: {} packets, {} bytes",
+                inst.name.as_deref().unwrap_or("-"),
+                c.packets,
+                c.bytes
             );
         }
     }

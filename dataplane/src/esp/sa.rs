@@ -377,7 +377,9 @@ impl OutboundSa {
         let r = self.seq.reserve(n);
         let got = r.as_ref().map_or(0, |r| r.end() - r.start() + 1);
         if got < n {
-            if self.cfg.lifetime.hard_packets != 0 && self.seq.last() >= self.cfg.lifetime.hard_packets {
+            if self.cfg.lifetime.hard_packets != 0
+                && self.seq.last() >= self.cfg.lifetime.hard_packets
+            {
                 self.events.raise(EV_HARD_PACKETS);
             } else {
                 self.events.raise(EV_SEQ_EXHAUSTED);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// "VPNRING\0" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VPNRING\0");
 /// Bumped on any incompatible change of the file layout or record formats.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 const CACHE_LINE: usize = 64;
 const HEADER_LEN: usize = CACHE_LINE;
@@ -117,6 +117,46 @@ impl ShmFile {
     pub fn attach(name: &str) -> Result<Arc<ShmFile>, ShmError> {
         let path = shm_path(name)?;
         Self::attach_at(&path, ABI_VERSION)
+    }
+
+    /// Attach to `/dev/shm/NAME` if it exists, else create it. Either process may come up
+    /// first; the file outlives both, so a restarted process continues where its
+    /// predecessor left off. Returns the file and whether it was created.
+    pub fn open_or_create(
+        name: &str,
+        capacity: u32,
+        slot_size: u32,
+    ) -> Result<(Arc<ShmFile>, bool), ShmError> {
+        let path = shm_path(name)?;
+        // Reserve the name atomically, so two starting processes cannot both create it.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {
+                return Ok((
+                    Self::create_at(&path, capacity, slot_size, ABI_VERSION)?,
+                    true,
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        // The creator may still be writing the header (magic last): give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match Self::attach_at(&path, ABI_VERSION) {
+                Ok(f) => return Ok((f, false)),
+                Err(ShmError::BadMagic { found: 0, .. }) | Err(ShmError::BadHeader { .. })
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Remove `/dev/shm/NAME` (mappings stay valid until dropped).
