@@ -3,13 +3,14 @@
 
     e2e.py --dataplane PATH CASE
 
-CASE is one of: tunnel-v4, outer-v6, inner-v6, nat-t, mtu, two-workers. Each builds its own
+CASE is one of: tunnel-v4, outer-v6, inner-v6, nat-t, mtu, two-workers, ring. Each builds its own
 topology (unique names), checks what the issue asks for, prints PASS/FAIL lines, and always
 tears everything down. Exit status 0 only if every check passed.
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import re
 import signal
 import subprocess
@@ -26,7 +27,10 @@ CASES = {
     "nat-t": Case(nat_t=True),
     "mtu": Case(),
     "two-workers": Case(workers=2),
+    "ring": Case(),
 }
+
+VPNCTL = ""
 
 failures: list[str] = []
 
@@ -122,11 +126,114 @@ def mtu_checks(lab: Lab) -> None:
     check(sent >= 1, "the dataplane counted the ICMP errors it sent", str(sent))
 
 
+def start_vpnctl(lab: Lab, side: str, tag: str, *args: str) -> tuple[subprocess.Popen, pathlib.Path]:
+    log = lab.workdir / f"vpnctl-{side}-{tag}.log"
+    p = subprocess.Popen([VPNCTL, "ring", *args, "--ring", lab.ring(side)],
+                         stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    lab.procs[f"vpnctl-{side}-{tag}"] = p
+    return p, log
+
+
+def serve(lab: Lab, side: str, tag: str) -> str:
+    """Start a `vpnctl ring serve` controller for gw-`side`; wait until it reports the
+    dataplane in step with the static file; returns its ready line (added removed kept)."""
+    ready = lab.workdir / f"ready-{side}-{tag}"
+    p, log = start_vpnctl(lab, side, tag, "serve", "--sa-file", str(lab.sa_conf(side)), "--ready-file", str(ready))
+    deadline = time.time() + 20
+    while not ready.exists():
+        if p.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"vpnctl serve {side} not ready: {log.read_text()}")
+        time.sleep(0.05)
+    return ready.read_text().strip()
+
+
+def background_ping(lab: Lab, count: int, interval: float) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", lab.ns("client-a"), "ping", "-c", str(count), "-i", str(interval),
+                             "-W", "1", lab.case.client("b")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def encapsulated(lab: Lab, side: str) -> int:
+    return sum(w["encapsulated"] for w in lab.stats(side)["workers"])
+
+
+def ring_checks(lab: Lab) -> None:
+    """SAs through the shared-memory ring: installed while the dataplanes run, kept when the
+    controller dies (even mid-write), reconciled by a new controller, and replayed into a
+    restarted dataplane."""
+    lab.start_dataplane("a", ring=True)
+    lab.start_dataplane("b", ring=True)
+    s = lab.stats("a")
+    check(s["sa_count"] == 0 and s["policy_count"] == 0, "the dataplanes start with no SAs", f"{s['sa_count']} SAs")
+    # Traffic flows (in clear, by the kernel) before any SA exists; SAs arrive meanwhile.
+    bg = background_ping(lab, 100, 0.05)
+    line = serve(lab, "a", "1")
+    check(line == "3 0 0", "vpnctl installs 2 SAs and 1 policy through the ring", line)
+    check(serve(lab, "b", "1") == "3 0 0", "and on the other gateway")
+    lab.wait_next_hop("a")
+    lab.wait_next_hop("b")
+    lab.warm_up()
+    before = encapsulated(lab, "a")
+    r = lab.ping("client-a", lab.case.client("b"), count=5, interval=0.1)
+    check("5 received" in r.stdout, "ping through the tunnel keyed over the ring", r.stdout.strip().splitlines()[-2] if r.stdout.strip() else "")
+    check(encapsulated(lab, "a") >= before + 5, "the pings were encrypted by the dataplane", f"{before} -> {encapsulated(lab, 'a')}")
+    bg.wait(timeout=30)
+
+    # The controller is SIGKILLed in the middle of writing records (one controller per
+    # ring at a time: the first one goes before the fault injector attaches).
+    lab.procs["vpnctl-a-1"].kill()
+    lab.procs["vpnctl-a-1"].wait()
+    churn, clog = start_vpnctl(lab, "a", "churn", "churn")
+    lab.wait_stats("a", lambda s: s["sa_count"] > 3, timeout=10)
+    time.sleep(0.3)  # let it write for a while: the kill must land mid-stream
+    churn.kill()
+    churn.wait()
+    s = lab.stats("a")
+    check(s["sa_count"] >= 3, "after the controllers died the dataplane still holds its SAs", f"{s['sa_count']} SAs")
+    r = lab.ping("client-a", lab.case.client("b"), count=5, interval=0.1)
+    check("5 received" in r.stdout, "the dataplane keeps forwarding with no controller")
+    check("refused a control record" not in lab.log("a"), "the dataplane saw only whole records",
+          next((l for l in lab.log("a").splitlines() if "refused a control record" in l), ""))
+    # A new controller attaches to the same ring and reconciles.
+    line = serve(lab, "a", "2")
+    added, removed, kept = (int(x) for x in line.split())
+    check(added == 0 and kept == 3, "a new controller resyncs: the SAs are kept, nothing re-added", line)
+    s = lab.wait_stats("a", lambda s: s["sa_count"] == 2)
+    check(s["sa_count"] == 2 and s["policy_count"] == 1, "the churned throwaway SAs were removed by the reconcile",
+          f"{s['sa_count']} SAs, {s['policy_count']} policies, removed {removed}")
+
+    # The dataplane restarts with its controller alive: it gets its SAs back.
+    bg = background_ping(lab, 200, 0.05)
+    t0 = time.time()
+    rc = lab.stop_dataplane("b", signal.SIGTERM)
+    check(rc == 0, "dataplane b stops cleanly", f"exit {rc}")
+    t1 = time.time()
+    lab.start_dataplane("b", ring=True)
+    t2 = time.time()
+    s = lab.wait_stats("b", lambda s: s["sa_count"] == 2 and s["policy_count"] == 1, timeout=10)
+    t3 = time.time()
+    check(s["sa_count"] == 2 and s["policy_count"] == 1, "the restarted dataplane got its SAs back from the controller",
+          f"{s['sa_count']} SAs; stop {t1 - t0:.2f} s, start {t2 - t1:.2f} s, SAs back {t3 - t2:.2f} s later")
+    lab.wait_next_hop("b")
+    seq = [x.get("last_seq", 0) for x in lab.wait_stats("b", lambda s: any(x.get("last_seq", 0) > 0 for x in s["sas"]))["sas"]
+           if x["direction"] == "out"]
+    check(bool(seq) and seq[0] > 4 * 2**20, "the restarted dataplane resumed its outbound SA above the persisted "
+          "sequence lease (no nonce reuse)", f"last_seq {seq}")
+    out, _ = bg.communicate(timeout=40)
+    got = re.search(r"(\d+) received", out)
+    check(got is not None and int(got.group(1)) > 100, "ping kept flowing across the restart (a short gap allowed)", got.group(0) if got else out[-200:])
+    lab.warm_up()
+    r = lab.ping("client-a", lab.case.client("b"), count=5, interval=0.1)
+    check("5 received" in r.stdout, "ping through the tunnel after the dataplane restart")
+
+
 def run(case_name: str, dataplane: str) -> int:
     case = CASES[case_name]
     lab = Lab(name=vpnlab.unique_name(case_name[:3]), case=case, dataplane=dataplane)
     try:
         lab.up()
+        if case_name == "ring":
+            ring_checks(lab)
+            return finish(lab, case_name)
         lab.start_dataplane("a")
         if case_name != "mtu":
             capture_and_decrypt(lab)
@@ -139,6 +246,14 @@ def run(case_name: str, dataplane: str) -> int:
                 s = lab.wait_stats(side, lambda s: all(w["rx_packets"][key] > 0 for w in s["workers"]))
                 per = [w["rx_packets"][key] for w in s["workers"]]
                 check(len(per) == 2 and all(n > 0 for n in per), f"both workers of gw-{side} carry traffic", f"{key} rx per worker {per}")
+        return finish(lab, case_name)
+    except Exception as e:  # noqa: BLE001
+        check(False, f"{case_name} ran to the end", repr(e))
+        return teardown(lab, case_name)
+
+
+def finish(lab: Lab, case_name: str) -> int:
+    try:
         # SIGKILL: the XDP program must go with the process (bpf_link).
         check(lab.xdp_attached("a"), "XDP attached while the dataplane runs")
         lab.stop_dataplane("a", signal.SIGKILL)
@@ -154,10 +269,17 @@ def run(case_name: str, dataplane: str) -> int:
         check(rc == 0 and "dataplane counters" in lab.log("b"), "SIGTERM stops the dataplane cleanly", f"exit {rc}")
     except Exception as e:  # noqa: BLE001
         check(False, f"{case_name} ran to the end", repr(e))
-    finally:
+    return teardown(lab, case_name)
+
+
+def teardown(lab: Lab, case_name: str) -> int:
+    try:
         if failures:
             for side in ("a", "b"):
                 print(f"--- dataplane {side} log ---\n{lab.log(side)[-3000:]}")
+            for log in sorted(lab.workdir.glob("vpnctl-*.log")):
+                print(f"--- {log.name} ---\n{log.read_text()[-2000:]}")
+    finally:
         lab.down()
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     check(lab.name not in leftover, "namespaces removed")
@@ -168,8 +290,11 @@ def run(case_name: str, dataplane: str) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataplane", required=True)
+    ap.add_argument("--vpnctl", default="", help="vpnctl binary (the ring case)")
     ap.add_argument("case", choices=sorted(CASES))
     a = ap.parse_args()
+    global VPNCTL
+    VPNCTL = a.vpnctl or str(pathlib.Path(a.dataplane).with_name("vpnctl"))
     return run(a.case, a.dataplane)
 
 

@@ -122,17 +122,28 @@ class Lab:
                 p.kill()
                 p.wait()
         sh(str(TOPOLOGY), "down", self.name, check=False)
+        self.remove_rings()
 
-    def start_dataplane(self, side: str, extra: list[str] | None = None) -> None:
+    def sa_conf(self, side: str) -> pathlib.Path:
         conf = self.workdir / f"{side}.toml"
         conf.write_text(sa_file(self.case, side))
+        return conf
+
+    def ring(self, side: str) -> str:
+        """The shared-memory ring name of gateway `side` (unique per lab)."""
+        return f"{self.name}-ring-{side}"
+
+    def start_dataplane(self, side: str, extra: list[str] | None = None, ring: bool = False) -> None:
+        """Start our dataplane on gw-`side`: SAs from the static file, or (ring=True) from
+        whatever controller talks to its shared-memory ring."""
+        keys = ["--ring", self.ring(side)] if ring else ["--sa-file", str(self.sa_conf(side))]
         stats = self.workdir / f"{side}.json"
         if stats.exists():
             stats.unlink()
         gw = "ga" if side == "a" else "gb"
         log = open(self.workdir / f"{side}.log", "w")
         cmd = ["ip", "netns", "exec", self.ns(f"gw-{side}"), self.dataplane,
-               "--outside", f"{gw}-out", "--inside", f"{gw}-in", "--sa-file", str(conf),
+               "--outside", f"{gw}-out", "--inside", f"{gw}-in", *keys,
                "--workers", str(self.case.workers), "--xdp-mode", self.case.xdp_mode,
                "--stats-file", str(stats), "--stats-interval-ms", "200"] + (extra or [])
         self.procs[side] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -144,7 +155,14 @@ class Lab:
             if time.time() > deadline:
                 raise RuntimeError(f"dataplane {side} not ready: {self.log(side)}")
             time.sleep(0.05)
-        self.wait_next_hop(side)
+        if not ring:
+            self.wait_next_hop(side)
+
+    def remove_rings(self) -> None:
+        for side in ("a", "b"):
+            # The ring file and the claim files of its two ends.
+            for p in pathlib.Path("/dev/shm").glob(self.ring(side) + "*"):
+                p.unlink(missing_ok=True)
 
     def wait_next_hop(self, side: str, timeout: float = 10.0) -> None:
         """Readiness for traffic: the dataplane has resolved the peer gateway's MAC."""

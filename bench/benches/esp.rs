@@ -91,13 +91,13 @@ fn bench_esp(c: &mut Criterion) {
         for &size in SIZES {
             let pkt = inner_packet(size);
             g.throughput(Throughput::Elements(BATCH as u64));
-            let (mut out, mut inb) = sa_pair(cipher);
+            let (out, inb) = sa_pair(cipher);
             let mut verdicts = [Verdict::Forward; BATCH];
             g.bench_function(format!("encap/{size}"), |b| {
                 b.iter_batched_ref(
                     || frames(&pkt),
                     |fs| {
-                        esp::encap_batch(&mut out, fs, &mut verdicts);
+                        esp::encap_batch(&out, fs, &mut verdicts);
                         black_box(&verdicts);
                     },
                     BatchSize::SmallInput,
@@ -105,7 +105,7 @@ fn bench_esp(c: &mut Criterion) {
             });
             // Decap input: a batch of sealed packets, restored before every iteration.
             let mut sealed = frames(&pkt);
-            esp::encap_batch(&mut out, &mut sealed, &mut verdicts);
+            esp::encap_batch(&out, &mut sealed, &mut verdicts);
             assert!(verdicts.iter().all(|v| v.is_forward()));
             let wire: Vec<Vec<u8>> = sealed.iter().map(|f| f.data().to_vec()).collect();
             g.bench_function(format!("decap/{size}"), |b| {
@@ -116,7 +116,7 @@ fn bench_esp(c: &mut Criterion) {
                             .collect::<Vec<_>>()
                     },
                     |fs| {
-                        esp::decap_batch(&mut inb, fs, &mut verdicts);
+                        esp::decap_batch(&inb, fs, &mut verdicts);
                         debug_assert!(verdicts.iter().all(|v| v.is_forward()));
                         black_box(&verdicts);
                     },

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::esp::{InboundSa, OutboundSa, SaError};
+use crate::esp::{InboundSa, OutboundSa, SaError, LEASE_STEP};
 use crate::sadb::{SaDb, SpdChange};
 use crate::satable::TableError;
+use crate::shm::counters::{CountersFile, CountersSnapshot, WorkerCounters};
 use crate::shm::records::{self, status, ControlRecord, DataplaneRecord, RecordError, SaInstall};
 use crate::spd::{PrefixRefs, SpdAction, SpdError};
 use crate::static_sa::Direction;
@@ -56,6 +57,8 @@ pub enum InstallError {
     UnknownOutbound { spi: u32, reqid: u32 },
     #[error("XDP steering map: {0}")]
     Steering(String),
+    #[error("the counters file has no free SA slot (all {0} in use): restart the dataplane with a larger --counter-slots")]
+    NoCounterSlot(usize),
 }
 
 impl InstallError {
@@ -78,6 +81,37 @@ impl InstallError {
 pub struct Installed {
     pub reqid: u32,
     pub name: Option<String>,
+    /// Its slot in the counters file.
+    pub slot: Option<usize>,
+}
+
+/// Sequence state a previous run of the dataplane left in its counters file.
+#[derive(Debug, Default, Clone)]
+pub struct Restore {
+    /// (reqid, SPI) → no outbound number above this was used.
+    outbound: HashMap<(u32, u32), u64>,
+    /// SPI → the inbound window's top.
+    inbound: HashMap<u32, u64>,
+}
+
+impl Restore {
+    pub fn from_snapshot(s: &CountersSnapshot) -> Restore {
+        let mut r = Restore::default();
+        for e in &s.sas {
+            if e.inbound {
+                r.inbound.insert(e.spi, e.seq);
+            } else {
+                r.outbound.insert((e.reqid, e.spi), e.lease.max(e.seq));
+            }
+        }
+        r
+    }
+    pub fn len(&self) -> usize {
+        self.outbound.len() + self.inbound.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Applies control records to the SA database.
@@ -93,6 +127,9 @@ pub struct Installer {
     /// Outer destinations of tunnel-mode outbound SAs, in order of first appearance.
     remotes: Vec<IpAddr>,
     remotes_known: std::collections::HashSet<IpAddr>,
+    state: Option<Arc<CountersFile>>,
+    free_slots: Vec<usize>,
+    restore: Restore,
 }
 
 fn dir_key(d: Direction) -> bool {
@@ -109,7 +146,79 @@ impl Installer {
             names: HashMap::new(),
             remotes: Vec::new(),
             remotes_known: Default::default(),
+            state: None,
+            free_slots: Vec::new(),
+            restore: Restore::default(),
         }
+    }
+
+    /// Keep counters and sequence leases in `file`, resuming the sequence state of a
+    /// previous run from `restore` when the same SAs are installed again.
+    pub fn with_state(mut self, file: Arc<CountersFile>, restore: Restore) -> Installer {
+        self.free_slots = (0..file.sa_slots()).rev().collect();
+        self.state = Some(file);
+        self.restore = restore;
+        self
+    }
+
+    pub fn state(&self) -> Option<&Arc<CountersFile>> {
+        self.state.as_ref()
+    }
+
+    /// A counters-file slot for a new SA: `Ok(None)` without a file; an error when the file
+    /// is full (an SA without a persisted lease could reuse nonces after a restart).
+    fn take_slot(&mut self) -> Result<Option<usize>, InstallError> {
+        match &self.state {
+            None => Ok(None),
+            Some(f) => self
+                .free_slots
+                .pop()
+                .map(Some)
+                .ok_or(InstallError::NoCounterSlot(f.sa_slots())),
+        }
+    }
+
+    fn free_slot(&mut self, slot: Option<usize>) {
+        if let (Some(f), Some(s)) = (&self.state, slot) {
+            f.clear_sa(s);
+            self.free_slots.push(s);
+        }
+    }
+
+    /// A worker reports an outbound SA half-way through its lease: persist a higher one,
+    /// then let the SA use it.
+    pub fn extend_lease(&mut self, reqid: u32, spi: u32) {
+        let Some((inst, sa)) = self.outbound.get(&(reqid, spi)) else {
+            return;
+        };
+        let lease = sa.lease().max(sa.last_seq()).saturating_add(LEASE_STEP);
+        if let (Some(f), Some(slot)) = (&self.state, inst.slot) {
+            f.set_lease(slot, lease);
+        }
+        sa.set_lease(lease);
+    }
+
+    /// Write every counter to the counters file (one seqlock-protected update).
+    pub fn export(&self, workers: &[WorkerCounters]) {
+        let Some(f) = &self.state else { return };
+        f.update(|f| {
+            for (w, c) in workers.iter().enumerate() {
+                f.set_worker(w, c);
+            }
+            for (&spi, inst) in &self.inbound {
+                if let (Some(slot), Some(sa)) = (inst.slot, self.db.inbound.get(spi)) {
+                    let c = sa.counters();
+                    let top = sa.replay_window().top();
+                    f.set_sa_counters(slot, c.packets, c.bytes, top, c.drops.as_array());
+                }
+            }
+            for (inst, sa) in self.outbound.values() {
+                if let Some(slot) = inst.slot {
+                    let c = sa.counters();
+                    f.set_sa_counters(slot, c.packets, c.bytes, sa.last_seq(), c.drops.as_array());
+                }
+            }
+        });
     }
 
     pub fn db(&self) -> &Arc<SaDb> {
@@ -198,22 +307,33 @@ impl Installer {
                         new.restore_replay_top(old.replay_window().top());
                         drop(old);
                         self.db.inbound.replace(spi, new)?;
-                        self.inbound.insert(
-                            spi,
-                            Installed {
-                                reqid: sa.reqid,
-                                name,
-                            },
-                        );
+                        if let Some(i) = self.inbound.get_mut(&spi) {
+                            i.reqid = sa.reqid;
+                        }
                         return Ok(());
                     }
                 }
-                self.db.inbound.insert(spi, new)?;
+                if self.db.inbound.get(spi).is_some() {
+                    return Err(TableError::Duplicate(spi).into());
+                }
+                // A previous run's window: do not accept again what it accepted.
+                if let Some(top) = self.restore.inbound.remove(&spi) {
+                    new.restore_replay_top(top);
+                }
+                let slot = self.take_slot()?;
+                if let Err(e) = self.db.inbound.insert(spi, new) {
+                    self.free_slot(slot);
+                    return Err(e.into());
+                }
+                if let (Some(f), Some(s)) = (&self.state, slot) {
+                    f.set_sa(s, spi, true, sa.reqid, 0);
+                }
                 self.inbound.insert(
                     spi,
                     Installed {
                         reqid: sa.reqid,
                         name,
+                        slot,
                     },
                 );
                 tracing::debug!(
@@ -228,10 +348,27 @@ impl Installer {
                     return Err(InstallError::Reqid(reqid, self.db.outbound.capacity()));
                 }
                 let new = OutboundSa::new(sa.config).map_err(bad)?;
+                let slot;
                 match self.outbound.get(&(reqid, spi)) {
-                    Some((_, old)) if sa.update => new.set_last_seq(old.last_seq()),
+                    Some((old_inst, old)) if sa.update => {
+                        new.set_last_seq(old.last_seq());
+                        new.set_lease(old.lease());
+                        slot = old_inst.slot;
+                    }
                     Some(_) => return Err(InstallError::DuplicateOutbound { spi, reqid }),
-                    None => {}
+                    None => {
+                        // Never reuse a number (an AES-GCM nonce) a previous run may have
+                        // sent under this key: resume above its persisted lease.
+                        let start = self.restore.outbound.remove(&(reqid, spi)).unwrap_or(0);
+                        new.set_last_seq(start);
+                        slot = self.take_slot()?;
+                        if let (Some(f), Some(s)) = (&self.state, slot) {
+                            let lease = start.saturating_add(LEASE_STEP);
+                            // Persist first, then allow.
+                            f.set_sa(s, spi, false, reqid, lease);
+                            new.set_lease(lease);
+                        }
+                    }
                 }
                 if let crate::esp::Mode::Tunnel { remote, .. } = new.config().mode {
                     if self.remotes_known.insert(remote) {
@@ -242,7 +379,7 @@ impl Installer {
                 // The newest SA of a reqid carries its traffic (make-before-break rekey).
                 self.db.outbound.store(reqid, Some(Arc::clone(&new)));
                 self.outbound
-                    .insert((reqid, spi), (Installed { reqid, name }, new));
+                    .insert((reqid, spi), (Installed { reqid, name, slot }, new));
                 tracing::debug!(
                     spi = format_args!("{spi:#010x}"),
                     reqid,
@@ -262,13 +399,15 @@ impl Installer {
         match direction {
             Direction::Inbound => {
                 self.db.inbound.remove(spi)?;
-                self.inbound.remove(&spi);
+                let slot = self.inbound.remove(&spi).and_then(|i| i.slot);
+                self.free_slot(slot);
             }
             Direction::Outbound => {
-                let (_, sa) = self
+                let (inst, sa) = self
                     .outbound
                     .remove(&(reqid, spi))
                     .ok_or(InstallError::UnknownOutbound { spi, reqid })?;
+                self.free_slot(inst.slot);
                 let current = self.db.outbound.get(reqid);
                 if current
                     .as_ref()
@@ -323,9 +462,12 @@ impl Installer {
             steering.remove(p).map_err(InstallError::Steering)?;
         }
         self.db.inbound.clear();
-        self.inbound.clear();
-        for (reqid, _) in std::mem::take(&mut self.outbound).into_keys() {
+        for inst in std::mem::take(&mut self.inbound).into_values() {
+            self.free_slot(inst.slot);
+        }
+        for ((reqid, _), (inst, _)) in std::mem::take(&mut self.outbound) {
             self.db.outbound.store(reqid, None);
+            self.free_slot(inst.slot);
         }
         tracing::info!("flushed every SA and policy");
         Ok(())

@@ -289,7 +289,7 @@ fn hex_key(lines: &Lines, field: String, s: &Spanned<String>) -> Result<Vec<u8>,
         .filter(|c| !matches!(c, ' ' | ':' | '_'))
         .collect();
     let t = t.strip_prefix("0x").unwrap_or(&t);
-    if t.len() % 2 != 0 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !t.len().is_multiple_of(2) || !t.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(lines.err(s.span(), field, "expected an even number of hex digits"));
     }
     Ok((0..t.len())
@@ -554,6 +554,80 @@ fn convert_policy(lines: &Lines, i: usize, r: &RawPolicy) -> Result<Policy, Conf
     })
 }
 
+/// A static file as ring records: every SA (outbound SA number *i* gets reqid *i* + 1),
+/// then every policy (policy number *i* gets id *i* + 1). The dataplane's `--sa-file` and
+/// `vpnctl`'s ring client both install through these, so a static file takes the same
+/// path as SAs negotiated by iked. Buffers holding keys are zeroized when dropped.
+pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
+    use crate::shm::records::{encode_add_policy, encode_add_sa, SaInstall, MAX_RECORD};
+    use crate::spd::{PolicyRule, SpdAction};
+    let mut reqids: Vec<(&str, u32)> = Vec::new();
+    let mut out = Vec::new();
+    for sa in &cfg.sas {
+        let reqid = match sa.direction {
+            Direction::Outbound => {
+                let r = reqids.len() as u32 + 1;
+                reqids.push((&sa.name, r));
+                r
+            }
+            Direction::Inbound => 0,
+        };
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
+        let inst = SaInstall {
+            direction: sa.direction,
+            reqid,
+            update: false,
+            config: sa.config.clone(),
+        };
+        let n = encode_add_sa(&mut buf, out.len() as u32 + 1, &inst)
+            .map_err(|e| format!("SA {:?}: {e}", sa.name))?;
+        buf.truncate(n);
+        out.push(StaticRecord {
+            what: format!("SA {:?}", sa.name),
+            sa: Some((sa.direction, sa.config.spi, sa.name.clone())),
+            bytes: buf,
+        });
+    }
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let action = match &p.action {
+            PolicyAction::Protect { sa } => SpdAction::Protect {
+                reqid: reqids
+                    .iter()
+                    .find(|(n, _)| n == sa)
+                    .map(|r| r.1)
+                    .ok_or_else(|| format!("policy {} names unknown outbound SA {sa:?}", i + 1))?,
+            },
+            PolicyAction::Bypass => SpdAction::Bypass,
+            PolicyAction::Discard => SpdAction::Discard,
+        };
+        let rule = PolicyRule {
+            id: i as u32 + 1,
+            priority: p.priority,
+            src: p.src,
+            dst: p.dst,
+            action,
+        };
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
+        let n = encode_add_policy(&mut buf, out.len() as u32 + 1, &rule);
+        buf.truncate(n);
+        out.push(StaticRecord {
+            what: format!("policy {}", i + 1),
+            sa: None,
+            bytes: buf,
+        });
+    }
+    Ok(out)
+}
+
+/// One encoded record of a static file.
+pub struct StaticRecord {
+    /// What it installs, for error messages.
+    pub what: String,
+    /// (direction, SPI, name) for SA records.
+    pub sa: Option<(Direction, u32, String)>,
+    pub bytes: zeroize::Zeroizing<Vec<u8>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,78 +750,4 @@ sa = "a-to-b"
         let e = StaticConfig::load(Path::new("/nonexistent/sa.toml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/sa.toml"), "{e}");
     }
-}
-
-/// A static file as ring records: every SA (outbound SA number *i* gets reqid *i* + 1),
-/// then every policy (policy number *i* gets id *i* + 1). The dataplane's `--sa-file` and
-/// `vpnctl`'s ring client both install through these, so a static file takes the same
-/// path as SAs negotiated by iked. Buffers holding keys are zeroized when dropped.
-pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
-    use crate::shm::records::{encode_add_policy, encode_add_sa, SaInstall, MAX_RECORD};
-    use crate::spd::{PolicyRule, SpdAction};
-    let mut reqids: Vec<(&str, u32)> = Vec::new();
-    let mut out = Vec::new();
-    for sa in &cfg.sas {
-        let reqid = match sa.direction {
-            Direction::Outbound => {
-                let r = reqids.len() as u32 + 1;
-                reqids.push((&sa.name, r));
-                r
-            }
-            Direction::Inbound => 0,
-        };
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
-        let inst = SaInstall {
-            direction: sa.direction,
-            reqid,
-            update: false,
-            config: sa.config.clone(),
-        };
-        let n = encode_add_sa(&mut buf, out.len() as u32 + 1, &inst)
-            .map_err(|e| format!("SA {:?}: {e}", sa.name))?;
-        buf.truncate(n);
-        out.push(StaticRecord {
-            what: format!("SA {:?}", sa.name),
-            sa: Some((sa.direction, sa.config.spi, sa.name.clone())),
-            bytes: buf,
-        });
-    }
-    for (i, p) in cfg.policies.iter().enumerate() {
-        let action = match &p.action {
-            PolicyAction::Protect { sa } => SpdAction::Protect {
-                reqid: reqids
-                    .iter()
-                    .find(|(n, _)| n == sa)
-                    .map(|r| r.1)
-                    .ok_or_else(|| format!("policy {} names unknown outbound SA {sa:?}", i + 1))?,
-            },
-            PolicyAction::Bypass => SpdAction::Bypass,
-            PolicyAction::Discard => SpdAction::Discard,
-        };
-        let rule = PolicyRule {
-            id: i as u32 + 1,
-            priority: p.priority,
-            src: p.src.clone(),
-            dst: p.dst.clone(),
-            action,
-        };
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
-        let n = encode_add_policy(&mut buf, out.len() as u32 + 1, &rule);
-        buf.truncate(n);
-        out.push(StaticRecord {
-            what: format!("policy {}", i + 1),
-            sa: None,
-            bytes: buf,
-        });
-    }
-    Ok(out)
-}
-
-/// One encoded record of a static file.
-pub struct StaticRecord {
-    /// What it installs, for error messages.
-    pub what: String,
-    /// (direction, SPI, name) for SA records.
-    pub sa: Option<(Direction, u32, String)>,
-    pub bytes: zeroize::Zeroizing<Vec<u8>>,
 }

@@ -60,6 +60,15 @@ worker_drops! {
     TxFull => "tx_ring_full",
 }
 
+/// What a worker tells the control thread.
+#[derive(Debug, Clone)]
+pub enum WorkerEvent {
+    /// For the controller (acquire, unknown SPI, SA event).
+    Record(DataplaneRecord),
+    /// An outbound SA used half of its sequence lease: persist and grant more.
+    LeaseLow { reqid: u32, spi: u32 },
+}
+
 /// Counters of one worker, published once per batch, read by anyone.
 #[derive(Debug)]
 pub struct WorkerStats {
@@ -145,7 +154,7 @@ pub struct Worker<I: WorkerIo> {
     pub io: I,
     db: Arc<SaDb>,
     spd: SpdReplica,
-    events: Option<Sender<DataplaneRecord>>,
+    events: Option<Sender<WorkerEvent>>,
     limiter: EventLimiter,
     hops: Arc<HopCache>,
     stats: Arc<WorkerStats>,
@@ -214,7 +223,7 @@ impl<I: WorkerIo> Worker<I> {
     }
 
     /// Send events for the control plane (acquires, unknown SPIs, SA lifetimes) here.
-    pub fn with_events(mut self, tx: Sender<DataplaneRecord>) -> Self {
+    pub fn with_events(mut self, tx: Sender<WorkerEvent>) -> Self {
         self.events = Some(tx);
         self
     }
@@ -223,7 +232,7 @@ impl<I: WorkerIo> Worker<I> {
         if let Some(tx) = &self.events {
             if self.limiter.allow(key) {
                 if let Some(r) = rec() {
-                    let _ = tx.send(r);
+                    let _ = tx.send(WorkerEvent::Record(r));
                 }
             }
         }
@@ -238,11 +247,11 @@ impl<I: WorkerIo> Worker<I> {
     ) {
         for event in sa_events {
             if let Some(tx) = &self.events {
-                let _ = tx.send(DataplaneRecord::SaEvent {
+                let _ = tx.send(WorkerEvent::Record(DataplaneRecord::SaEvent {
                     direction,
                     reqid,
                     event,
-                });
+                }));
             }
         }
     }
@@ -471,6 +480,14 @@ impl<I: WorkerIo> Worker<I> {
             reqid,
             std::iter::from_fn(|| sa.poll_event()),
         );
+        if sa.take_lease_request() {
+            if let Some(tx) = &self.events {
+                let _ = tx.send(WorkerEvent::LeaseLow {
+                    reqid,
+                    spi: sa.spi(),
+                });
+            }
+        }
         for (f, v) in run.drain(..).zip(verdicts.iter().copied()) {
             match v {
                 Verdict::Forward => {

@@ -40,10 +40,21 @@ fn scenario(case: &str) {
         eprintln!("SKIPPED e2e {case}: needs root and .venv (scripts/install-deps.sh)");
         return;
     }
+    let dataplane = PathBuf::from(env!("CARGO_BIN_EXE_dataplane"));
+    // vpnctl (package `control`) is built next to the dataplane by a workspace build.
+    let vpnctl = dataplane.with_file_name("vpnctl");
+    if case == "ring" && !vpnctl.exists() {
+        panic!(
+            "e2e ring: {} is missing: build the workspace (cargo test --workspace)",
+            vpnctl.display()
+        );
+    }
     let out = Command::new(py.unwrap())
         .arg(root().join("scripts/e2e.py"))
         .arg("--dataplane")
-        .arg(env!("CARGO_BIN_EXE_dataplane"))
+        .arg(&dataplane)
+        .arg("--vpnctl")
+        .arg(&vpnctl)
         .arg(case)
         .output()
         .expect("run scripts/e2e.py");
@@ -82,4 +93,12 @@ fn tunnel_mtu_and_icmp() {
 #[test]
 fn two_workers_share_the_load() {
     scenario("two-workers");
+}
+
+/// SAs installed through the shared-memory ring while traffic flows; the controller
+/// SIGKILLed mid-write and replaced (resync); the dataplane restarted under a live
+/// controller (replay).
+#[test]
+fn sas_through_the_ring() {
+    scenario("ring");
 }

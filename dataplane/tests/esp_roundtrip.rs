@@ -29,7 +29,7 @@ fn round_trip(shape: Shape, t: &str, nat_t: bool, esn: bool, payload: &[u8], sta
     let pkt = udp_packet(shape.inner_v6(), payload, 0xb8 | 2);
     let mut f = frame(&pkt);
     assert_eq!(
-        esp::encap(&mut out, &mut f),
+        esp::encap(&out, &mut f),
         Verdict::Forward,
         "{shape:?} {t} nat_t={nat_t} esn={esn}"
     );
@@ -62,7 +62,7 @@ fn round_trip(shape: Shape, t: &str, nat_t: bool, esn: bool, payload: &[u8], sta
     }
     let mut g = Frame::with_packet(vec![0u8; BUF], 64, &wire).unwrap();
     assert_eq!(
-        esp::decap(&mut inb, &mut g),
+        esp::decap(&inb, &mut g),
         Verdict::Forward,
         "{shape:?} {t} nat_t={nat_t} esn={esn}"
     );
@@ -70,7 +70,7 @@ fn round_trip(shape: Shape, t: &str, nat_t: bool, esn: bool, payload: &[u8], sta
     // A second copy is a replay.
     let mut h = Frame::with_packet(vec![0u8; BUF], 64, &wire).unwrap();
     assert_eq!(
-        esp::decap(&mut inb, &mut h),
+        esp::decap(&inb, &mut h),
         Verdict::Drop(DropReason::ReplayDuplicate)
     );
     assert_eq!(inb.counters().packets, 1);
@@ -123,7 +123,7 @@ proptest! {
         let (mut out, mut inb) = sa_pair(&cfg);
         let pkt = udp_packet(shape.inner_v6(), &vec![7u8; len], 0);
         let mut f = frame(&pkt);
-        prop_assert!(esp::encap(&mut out, &mut f).is_forward());
+        prop_assert!(esp::encap(&out, &mut f).is_forward());
         let mut wire = f.data().to_vec();
         let ip_len = if wire[0] >> 4 == 6 { 40 } else { 20 };
         let esp_at = ip_len + if nat_t { 8 } else { 0 };
@@ -131,7 +131,7 @@ proptest! {
         let b = esp_at * 8 + bit.index(nbits);
         wire[b / 8] ^= 1 << (b % 8);
         let mut g = Frame::with_packet(vec![0u8; BUF], 64, &wire).unwrap();
-        let v = esp::decap(&mut inb, &mut g);
+        let v = esp::decap(&inb, &mut g);
         prop_assert!(!v.is_forward(), "flipped bit {} accepted", b);
         prop_assert!(matches!(
             v,
@@ -150,11 +150,11 @@ proptest! {
         let (mut out, mut inb) = sa_pair(&cfg);
         let pkt = udp_packet(shape.inner_v6(), &vec![1u8; len], 0);
         let mut f = frame(&pkt);
-        prop_assert!(esp::encap(&mut out, &mut f).is_forward());
+        prop_assert!(esp::encap(&out, &mut f).is_forward());
         let wire = f.data().to_vec();
         let n = cut.index(wire.len());
         let mut g = Frame::with_packet(vec![0u8; BUF], 64, &wire[..n]).unwrap();
-        prop_assert!(!esp::decap(&mut inb, &mut g).is_forward());
+        prop_assert!(!esp::decap(&inb, &mut g).is_forward());
     }
 
     #[test]
@@ -172,9 +172,9 @@ proptest! {
             b[0] = 0x45;
         }
         let mut f = Frame::with_packet(vec![0u8; headroom + b.len() + tailroom], headroom, &b).unwrap();
-        let _ = esp::decap(&mut inb, &mut f);
+        let _ = esp::decap(&inb, &mut f);
         let mut f = Frame::with_packet(vec![0u8; headroom + b.len() + tailroom], headroom, &b).unwrap();
-        let _ = esp::encap(&mut out, &mut f);
+        let _ = esp::encap(&out, &mut f);
     }
 }
 
@@ -187,7 +187,7 @@ fn esn_crosses_2_32_in_and_out_of_order() {
         let mut wires = Vec::new();
         for i in 0..12u8 {
             let mut f = frame(&udp_packet(false, &[i; 40], 0));
-            assert!(esp::encap(&mut out, &mut f).is_forward());
+            assert!(esp::encap(&out, &mut f).is_forward());
             wires.push(f.data().to_vec());
         }
         assert_eq!(out.last_seq(), (1 << 32) + 6);
@@ -196,17 +196,13 @@ fn esn_crosses_2_32_in_and_out_of_order() {
         let order = [6usize, 7, 0, 1, 8, 2, 3, 11, 4, 5, 9, 10];
         for &i in &order {
             let mut g = Frame::with_packet(vec![0u8; BUF], 64, &wires[i]).unwrap();
-            assert_eq!(
-                esp::decap(&mut inb, &mut g),
-                Verdict::Forward,
-                "{t} packet {i}"
-            );
+            assert_eq!(esp::decap(&inb, &mut g), Verdict::Forward, "{t} packet {i}");
             assert_eq!(&g.data()[28..], &[i as u8; 40]);
         }
         for &i in &order {
             let mut g = Frame::with_packet(vec![0u8; BUF], 64, &wires[i]).unwrap();
             assert_eq!(
-                esp::decap(&mut inb, &mut g),
+                esp::decap(&inb, &mut g),
                 Verdict::Drop(DropReason::ReplayDuplicate),
                 "{t} replay {i}"
             );
@@ -222,7 +218,7 @@ fn outbound_counter_never_wraps() {
     out.set_last_seq(u64::from(u32::MAX) - 1);
     let pkt = udp_packet(false, b"last", 0);
     let mut f = frame(&pkt);
-    assert!(esp::encap(&mut out, &mut f).is_forward());
+    assert!(esp::encap(&out, &mut f).is_forward());
     assert_eq!(
         out.poll_event(),
         Some(SaEvent::SeqNearlyExhausted { spi: out.spi() })
@@ -230,7 +226,7 @@ fn outbound_counter_never_wraps() {
     for _ in 0..3 {
         let mut f = frame(&pkt);
         assert_eq!(
-            esp::encap(&mut out, &mut f),
+            esp::encap(&out, &mut f),
             Verdict::Drop(DropReason::SeqExhausted)
         );
     }
@@ -250,21 +246,12 @@ fn oversized_and_roomless_frames_are_refused() {
     let (mut out, _) = sa_pair(&cfg);
     let big = udp_packet(false, &vec![0u8; 65_535 - 28], 0);
     let mut f = Frame::with_packet(vec![0u8; 70_000], 128, &big).unwrap();
-    assert_eq!(
-        esp::encap(&mut out, &mut f),
-        Verdict::Drop(DropReason::TooBig)
-    );
+    assert_eq!(esp::encap(&out, &mut f), Verdict::Drop(DropReason::TooBig));
     let pkt = udp_packet(false, b"abc", 0);
     let mut f = Frame::with_packet(vec![0u8; pkt.len() + 8], 8, &pkt).unwrap();
-    assert_eq!(
-        esp::encap(&mut out, &mut f),
-        Verdict::Drop(DropReason::NoRoom)
-    );
+    assert_eq!(esp::encap(&out, &mut f), Verdict::Drop(DropReason::NoRoom));
     let mut f = Frame::with_packet(vec![0u8; 64 + pkt.len()], 64, &pkt).unwrap();
-    assert_eq!(
-        esp::encap(&mut out, &mut f),
-        Verdict::Drop(DropReason::NoRoom)
-    );
+    assert_eq!(esp::encap(&out, &mut f), Verdict::Drop(DropReason::NoRoom));
     // Neither burned a sequence number.
     assert_eq!(out.last_seq(), 0);
 }
@@ -281,7 +268,7 @@ fn max_inner_len_is_the_exact_mtu_limit() {
                 let hdr = if shape.inner_v6() { 48 } else { 28 };
                 let pkt = udp_packet(shape.inner_v6(), &vec![0u8; max - hdr], 0);
                 let mut f = frame(&pkt);
-                assert!(esp::encap(&mut out, &mut f).is_forward());
+                assert!(esp::encap(&out, &mut f).is_forward());
                 // Transport mode keeps the inner header, which max_inner_len counts as payload.
                 assert!(
                     f.len() <= mtu,
@@ -293,7 +280,7 @@ fn max_inner_len_is_the_exact_mtu_limit() {
                 // One byte more no longer fits.
                 let pkt = udp_packet(shape.inner_v6(), &vec![0u8; max - hdr + 1], 0);
                 let mut f = frame(&pkt);
-                assert!(esp::encap(&mut out, &mut f).is_forward());
+                assert!(esp::encap(&out, &mut f).is_forward());
                 assert!(
                     f.len() > mtu,
                     "{shape:?} {t} nat_t={nat_t}: max_inner_len too small"

@@ -218,7 +218,7 @@ fn rfc7634_esp_packet() {
     cfg.selectors = SelectorSet::any();
     let mut sa = InboundSa::new(cfg).unwrap();
     let mut f = Frame::with_packet(vec![0u8; 512], 64, &wire).unwrap();
-    assert_eq!(esp::decap(&mut sa, &mut f), Verdict::Forward);
+    assert_eq!(esp::decap(&sa, &mut f), Verdict::Forward);
     assert_eq!(f.data(), &inner[..]);
 
     // And the ESP part is reproduced exactly by the crypto interface with the same IV.

@@ -282,7 +282,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -306,7 +306,7 @@ fn our_encrypt(c: &Case) -> Result<Vec<u8>, String> {
     let mut out = OutboundSa::new(c.cfg.clone()).map_err(|e| e.to_string())?;
     out.set_last_seq(c.seq - 1);
     let mut f = frame(&c.inner);
-    match esp::encap(&mut out, &mut f) {
+    match esp::encap(&out, &mut f) {
         Verdict::Forward => Ok(f.data().to_vec()),
         v => Err(format!("our encap: {v:?}")),
     }
@@ -317,7 +317,7 @@ fn our_decrypt(c: &Case, wire: &[u8]) -> Result<Vec<u8>, String> {
     let (_, mut inb): (OutboundSa, InboundSa) = sa_pair(&c.cfg);
     inb.restore_replay_top(c.seq - 1);
     let mut f = Frame::with_packet(vec![0u8; BUF], 64, wire).ok_or("frame too small")?;
-    match esp::decap(&mut inb, &mut f) {
+    match esp::decap(&inb, &mut f) {
         Verdict::Forward => Ok(f.data().to_vec()),
         v => Err(format!("our decap: {v:?}")),
     }

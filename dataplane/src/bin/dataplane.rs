@@ -20,13 +20,14 @@ use dataplane::afxdp::BindMode;
 use dataplane::afxdp_io::{AfXdpConfig, AfXdpIo};
 use dataplane::esp::DropReason;
 use dataplane::hops::{Hop, HopCache, HopTable};
-use dataplane::install::{install_static, Installer};
+use dataplane::install::{install_static, Installer, Restore};
 use dataplane::nexthop::{NextHopResolver, Resolution};
 use dataplane::sadb::SaDb;
+use dataplane::shm::counters::{CountersFile, WorkerCounters};
 use dataplane::shm::records::{DataplaneRecord, MAX_RECORD, SLOT_SIZE};
 use dataplane::shm::{Consumer, Producer, RingDir, ShmFile};
 use dataplane::static_sa::StaticConfig;
-use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
+use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerEvent, WorkerStats};
 use dataplane::xdp::{AttachMode, Side, XdpSteering, XdpVerdict};
 use tracing::{error, info, warn};
 
@@ -55,6 +56,14 @@ struct Args {
     /// Slots per ring direction when this process creates the ring file.
     #[arg(long, default_value_t = 4096)]
     ring_slots: u32,
+    /// Counters file /dev/shm/NAME (default: RING.counters with --ring): per-worker and
+    /// per-SA counters for `vpnctl` and monitoring, and the sequence leases that let a
+    /// restarted dataplane resume its SAs without reusing a sequence number.
+    #[arg(long)]
+    counters: Option<String>,
+    /// SA slots in the counters file (one per installed SA).
+    #[arg(long, default_value_t = 131072)]
+    counter_slots: usize,
     /// Number of poll-mode workers (threads); queues are dealt out round-robin.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -127,6 +136,23 @@ fn run(args: Args) -> Result<(), String> {
     }
     let db = Arc::new(SaDb::new());
     let mut installer = Installer::new(Arc::clone(&db));
+    let counters_name = args
+        .counters
+        .clone()
+        .or_else(|| args.ring.as_ref().map(|r| format!("{r}.counters")));
+    if let Some(name) = &counters_name {
+        // What a previous run left: sequence leases and windows to resume from.
+        let restore = match CountersFile::open(name) {
+            Ok(old) => Restore::from_snapshot(&old.snapshot()),
+            Err(_) => Restore::default(),
+        };
+        let esp: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        let wrk: Vec<&str> = WorkerDrop::ALL.iter().map(|r| r.name()).collect();
+        let file = CountersFile::create(name, args.workers.max(1), args.counter_slots, &esp, &wrk)
+            .map_err(|e| e.to_string())?;
+        info!(path = %file.path().display(), resumable_sas = restore.len(), "counters file");
+        installer = installer.with_state(Arc::new(file), restore);
+    }
 
     let mut resolver = NextHopResolver::new().map_err(|e| e.to_string())?;
     let if_out = resolver
@@ -211,7 +237,7 @@ fn run(args: Args) -> Result<(), String> {
 
     // Next hops: the tunnel endpoints as SAs arrive, the rest on demand.
     let hops = Arc::new(HopCache::default());
-    let (ev_tx, ev_rx) = std::sync::mpsc::channel::<DataplaneRecord>();
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel::<WorkerEvent>();
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -267,15 +293,21 @@ fn run(args: Args) -> Result<(), String> {
     let mut last_stats = Instant::now();
     let mut last_refresh = Instant::now();
     let mut last_housekeeping = Instant::now() - Duration::from_secs(1);
+    let mut last_export = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         if let Some(r) = ring.as_mut() {
             busy |= r.drain(&mut installer, &mut xdp);
         }
         while let Ok(ev) = ev_rx.try_recv() {
-            log_event(&ev);
-            if let Some(r) = ring.as_mut() {
-                r.queue(ev);
+            match ev {
+                WorkerEvent::LeaseLow { reqid, spi } => installer.extend_lease(reqid, spi),
+                WorkerEvent::Record(ev) => {
+                    log_event(&ev);
+                    if let Some(r) = ring.as_mut() {
+                        r.queue(ev);
+                    }
+                }
             }
         }
         if let Some(r) = ring.as_mut() {
@@ -333,6 +365,10 @@ fn run(args: Args) -> Result<(), String> {
                 last_stats = Instant::now();
             }
         }
+        if last_export.elapsed() >= Duration::from_millis(args.stats_interval_ms.min(1000)) {
+            installer.export(&worker_counters(&stats));
+            last_export = Instant::now();
+        }
     }
     info!("stopping");
     for t in threads {
@@ -341,8 +377,31 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(path) = &args.stats_file {
         write_stats(path, &stats, &installer, &xdp, nq, &table);
     }
+    installer.export(&worker_counters(&stats));
     print_summary(&stats, &installer);
     Ok(())
+}
+
+fn worker_counters(stats: &[Arc<WorkerStats>]) -> Vec<WorkerCounters> {
+    stats
+        .iter()
+        .map(|s| {
+            let mut fixed = [0u64; 10];
+            for (k, side) in [0usize, 1].into_iter().enumerate() {
+                fixed[k * 4] = ld(&s.rx_packets[side]);
+                fixed[k * 4 + 1] = ld(&s.rx_bytes[side]);
+                fixed[k * 4 + 2] = ld(&s.tx_packets[side]);
+                fixed[k * 4 + 3] = ld(&s.tx_bytes[side]);
+            }
+            fixed[8] = ld(&s.encapsulated);
+            fixed[9] = ld(&s.decapsulated);
+            WorkerCounters {
+                fixed,
+                esp_drops: s.esp_drops.iter().map(ld).collect(),
+                worker_drops: s.worker_drops.iter().map(ld).collect(),
+            }
+        })
+        .collect()
 }
 
 /// The dataplane's ends of the shared-memory ring.
@@ -355,12 +414,15 @@ struct RingEnd {
     lost: u64,
     buf: zeroize::Zeroizing<Vec<u8>>,
     out: Vec<DataplaneRecord>,
+    /// Held open: this process is the ring's one dataplane.
+    _claim: std::fs::File,
 }
 
 const MAX_QUEUED: usize = 1 << 20;
 
 impl RingEnd {
     fn open(name: &str, slots: u32, installer: &Installer) -> Result<RingEnd, String> {
+        let claim = ShmFile::claim(name, "dataplane").map_err(|e| e.to_string())?;
         let (shm, created) =
             ShmFile::open_or_create(name, slots, SLOT_SIZE).map_err(|e| e.to_string())?;
         info!(path = %shm.path().display(), created, "control ring {}", if created { "created" } else { "attached" });
@@ -371,6 +433,7 @@ impl RingEnd {
             lost: 0,
             buf: zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]),
             out: Vec::new(),
+            _claim: claim,
         };
         // Tell a controller that is already running to send what it wants installed.
         let (sas, policies) = installer.counts();

@@ -204,8 +204,8 @@ struct Row {
 
 fn run(shape: &Shape, cipher: &str, n: usize) -> Result<Row, String> {
     let t: EspTransform = cipher.parse().map_err(|e| format!("{e}"))?;
-    let mut out = OutboundSa::new(config(shape, t, false)).map_err(|e| e.to_string())?;
-    let mut inb = InboundSa::new(config(shape, t, true)).map_err(|e| e.to_string())?;
+    let out = OutboundSa::new(config(shape, t, false)).map_err(|e| e.to_string())?;
+    let inb = InboundSa::new(config(shape, t, true)).map_err(|e| e.to_string())?;
     if shape.esn {
         // Start just below 2^32 to show the extended sequence number crossing it.
         let start = (1u64 << 32) - (n as u64 / 2);
@@ -236,9 +236,9 @@ fn run(shape: &Shape, cipher: &str, n: usize) -> Result<Row, String> {
             originals.push(p);
         }
         let t0 = Instant::now();
-        esp::encap_batch(&mut out, &mut bufs, &mut verdicts);
+        esp::encap_batch(&out, &mut bufs, &mut verdicts);
         let wire: usize = bufs.iter().map(|f| f.len()).sum();
-        esp::decap_batch(&mut inb, &mut bufs, &mut verdicts);
+        esp::decap_batch(&inb, &mut bufs, &mut verdicts);
         busy += t0.elapsed();
         for (i, (f, v)) in bufs.iter().zip(&verdicts).enumerate() {
             match v {
@@ -267,7 +267,7 @@ fn run(shape: &Shape, cipher: &str, n: usize) -> Result<Row, String> {
     for k in 0..3 {
         let p = inner_packet(shape.inner_v6, 100, k);
         let mut f = Frame::with_packet(vec![0u8; 2048], HEADROOM, &p).ok_or("frame")?;
-        if !esp::encap(&mut out, &mut f).is_forward() {
+        if !esp::encap(&out, &mut f).is_forward() {
             return Err("encap failed".into());
         }
         wires.push(f.data().to_vec());
@@ -285,7 +285,7 @@ fn run(shape: &Shape, cipher: &str, n: usize) -> Result<Row, String> {
             _ => {}                 // 0: genuine, 1: replay of it
         }
         let mut g = Frame::with_packet(vec![0u8; 2048], HEADROOM, &w).ok_or("frame")?;
-        match esp::decap(&mut inb, &mut g) {
+        match esp::decap(&inb, &mut g) {
             Verdict::Forward if attack == 0 => {}
             Verdict::Drop(r) if attack > 0 => row.drops.add(r),
             v => return Err(format!("attack {attack}: unexpected verdict {v:?}")),

@@ -112,7 +112,7 @@ where
     ) -> Result<(), CryptoError> {
         let icv_at = esp.len() - self.icv_len;
         let payload_len = icv_at - ESP_HEADER_LEN - IV_LEN;
-        if payload_len == 0 || payload_len % BLOCK != 0 {
+        if payload_len == 0 || !payload_len.is_multiple_of(BLOCK) {
             return Err(CryptoError::BadLength);
         }
         // SP 800-38A App. C: IV = E_K(nonce). The nonce block is the sequence number
@@ -134,7 +134,7 @@ where
     pub(crate) fn open(&self, esp: &mut [u8], esn_high: Option<u32>) -> Result<(), CryptoError> {
         let icv_at = esp.len() - self.icv_len;
         let payload_len = icv_at - ESP_HEADER_LEN - IV_LEN;
-        if payload_len == 0 || payload_len % BLOCK != 0 {
+        if payload_len == 0 || !payload_len.is_multiple_of(BLOCK) {
             return Err(CryptoError::BadLength);
         }
         let (authed, icv) = esp.split_at_mut(icv_at);

@@ -57,6 +57,10 @@ drop_reasons! {
     /// RFC 4301 §4.4.2.1: the SA reached its hard lifetime (packets or bytes) and must no
     /// longer be used.
     SaExpired => "sa_expired",
+    /// The SA's persisted sequence-number lease is used up and the control thread has not
+    /// extended it yet (only under a burst faster than the control thread; see
+    /// `shm::counters`).
+    SeqLeaseWait => "seq_lease_wait",
 }
 
 /// Per-reason drop counters.

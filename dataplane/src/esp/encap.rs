@@ -127,12 +127,13 @@ pub(crate) fn encap_chunk<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
         }
     }
-    let mut seqs = sa.reserve_seq(ok).unwrap_or(1..=0);
+    let mut seqs = sa.reserve_seq(ok).into_iter().flatten();
     for (i, f) in frames.iter_mut().enumerate() {
         let Some(plan) = plans[i] else { continue };
         let r = match seqs.next() {
             Some(seq) => seal(sa, f, &plan, seq),
             None if sa.is_expired() => Err(DropReason::SaExpired),
+            None if sa.waiting_for_lease() => Err(DropReason::SeqLeaseWait),
             None => Err(DropReason::SeqExhausted),
         };
         verdicts[i] = match r {

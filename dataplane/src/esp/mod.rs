@@ -19,7 +19,7 @@ pub use frame::Frame;
 pub use replay::ReplayWindow;
 pub use sa::{
     DfPolicy, InboundSa, Lifetime, LifetimeKind, Mode, OutboundSa, SaConfig, SaCounters, SaError,
-    SaEvent, SaShape, SharedCounters, UdpEncap,
+    SaEvent, SaShape, SharedCounters, UdpEncap, LEASE_STEP,
 };
 pub use selector::{FlowKey, SelectorSet, TrafficSelector};
 

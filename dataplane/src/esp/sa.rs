@@ -315,7 +315,12 @@ pub struct OutboundSa {
     pub(crate) seq_soft_limit: u64,
     counters: SharedCounters,
     events: EventFlags,
+    lease_wanted: std::sync::atomic::AtomicBool,
 }
+
+/// Sequence numbers granted per lease extension: a control thread that wakes every few
+/// milliseconds stays ahead of any line rate this machine reaches.
+pub const LEASE_STEP: u64 = 1 << 22;
 
 /// Inbound SA: opens packets. Shared by every worker that receives it (`&self` only): the
 /// replay window sits behind a mutex taken twice per packet for a few nanoseconds — to
@@ -348,6 +353,7 @@ impl OutboundSa {
             seq_soft_limit: seq_limit - (seq_limit >> 4),
             counters: SharedCounters::default(),
             events: EventFlags::default(),
+            lease_wanted: std::sync::atomic::AtomicBool::new(false),
             cfg,
         })
     }
@@ -361,6 +367,28 @@ impl OutboundSa {
     /// A snapshot of the counters.
     pub fn counters(&self) -> SaCounters {
         self.counters.snapshot()
+    }
+
+    /// Let the SA use sequence numbers up to `lease` (persisted by the caller first).
+    pub fn set_lease(&self, lease: u64) {
+        self.seq.set_ceiling(lease);
+        self.lease_wanted.store(false, Ordering::Release);
+    }
+    pub fn lease(&self) -> u64 {
+        self.seq.ceiling()
+    }
+    /// True once per lease when half of the lease's headroom is used: the worker then asks
+    /// the control thread for more.
+    pub fn take_lease_request(&self) -> bool {
+        let lease = self.seq.ceiling();
+        lease != u64::MAX
+            && self.seq.last().saturating_add(LEASE_STEP / 2) >= lease
+            && !self.lease_wanted.swap(true, Ordering::AcqRel)
+    }
+    /// True if numbers are held back by the lease (not by the sequence limit).
+    pub(crate) fn waiting_for_lease(&self) -> bool {
+        let last = self.seq.last();
+        last >= self.seq.ceiling() && last < self.seq.limit()
     }
     /// The highest sequence number handed out.
     pub fn last_seq(&self) -> u64 {
@@ -376,7 +404,7 @@ impl OutboundSa {
     pub(crate) fn reserve_seq(&self, n: u64) -> Option<std::ops::RangeInclusive<u64>> {
         let r = self.seq.reserve(n);
         let got = r.as_ref().map_or(0, |r| r.end() - r.start() + 1);
-        if got < n {
+        if got < n && !self.waiting_for_lease() {
             if self.cfg.lifetime.hard_packets != 0
                 && self.seq.last() >= self.cfg.lifetime.hard_packets
             {

@@ -16,6 +16,9 @@ pub struct SeqCounter {
     /// Last number handed out (0: none yet).
     last: AtomicU64,
     limit: u64,
+    /// The lease: no number above it is handed out until the control thread has persisted
+    /// a higher one (`u64::MAX`: no lease). See `shm::counters`.
+    ceiling: AtomicU64,
 }
 
 impl SeqCounter {
@@ -28,6 +31,7 @@ impl SeqCounter {
         SeqCounter {
             last: AtomicU64::new(0),
             limit,
+            ceiling: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -35,11 +39,13 @@ impl SeqCounter {
     /// exhausted and must be rekeyed.
     pub fn reserve(&self, n: u64) -> Option<RangeInclusive<u64>> {
         let mut cur = self.last.load(Ordering::Relaxed);
+        // Acquire pairs with `set_ceiling`: the lease was persisted before it was raised.
+        let cap = self.limit.min(self.ceiling.load(Ordering::Acquire));
         loop {
-            if cur >= self.limit || n == 0 {
+            if cur >= cap || n == 0 {
                 return None;
             }
-            let end = cur.saturating_add(n).min(self.limit);
+            let end = cur.saturating_add(n).min(cap);
             // Relaxed is enough: the numbers are the only data, and the CAS makes each
             // reservation exclusive.
             match self
@@ -59,6 +65,15 @@ impl SeqCounter {
 
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Allow numbers up to `ceiling` (the persisted lease).
+    pub fn set_ceiling(&self, ceiling: u64) {
+        self.ceiling.store(ceiling, Ordering::Release);
+    }
+
+    pub fn ceiling(&self) -> u64 {
+        self.ceiling.load(Ordering::Relaxed)
     }
 
     /// The last number handed out.

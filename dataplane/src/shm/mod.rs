@@ -20,6 +20,7 @@
 //! This module is one of the few places with `unsafe` (raw access to the mapping); each block
 //! says why it is sound.
 
+pub mod counters;
 pub mod records;
 mod ring;
 

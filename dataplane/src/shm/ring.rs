@@ -67,6 +67,12 @@ pub enum ShmError {
     Timeout(Duration),
     #[error("ring name {0:?} must be a plain file name (letters, digits, '-', '_', '.')")]
     BadName(String),
+    #[error("another {role} (pid {pid}) is attached to ring {ring}: one per ring")]
+    Claimed {
+        ring: String,
+        role: String,
+        pid: String,
+    },
 }
 
 /// A mapped ring file. Shared by the producer and consumer handles of this process.
@@ -159,9 +165,48 @@ impl ShmFile {
         }
     }
 
-    /// Remove `/dev/shm/NAME` (mappings stay valid until dropped).
+    /// Claim one end of the ring `name` for this process: an SPSC ring has one producer and
+    /// one consumer per direction, so a second controller (or dataplane) attaching to the
+    /// same ring would corrupt it. The claim is an exclusive `flock` on
+    /// `/dev/shm/NAME.ROLE.lock`, which the kernel releases when the process dies however
+    /// it dies, so a successor can always take over. Keep the returned file open.
+    pub fn claim(name: &str, role: &str) -> Result<File, ShmError> {
+        let path = shm_path(&format!("{name}.{role}.lock"))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match f.try_lock() {
+            Ok(()) => {
+                let _ = f.set_len(0);
+                let _ = std::io::Write::write_all(
+                    &mut &f,
+                    format!("{}\n", std::process::id()).as_bytes(),
+                );
+                Ok(f)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(ShmError::Claimed {
+                    ring: name.to_string(),
+                    role: role.to_string(),
+                    pid: holder.trim().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Remove `/dev/shm/NAME` and its claim files (mappings stay valid until dropped).
     pub fn unlink(name: &str) -> Result<(), ShmError> {
         let path = shm_path(name)?;
+        for role in ["controller", "dataplane"] {
+            let _ = std::fs::remove_file(path.with_file_name(format!("{name}.{role}.lock")));
+        }
         std::fs::remove_file(&path).map_err(io_err(&path))
     }
 
@@ -534,6 +579,24 @@ mod tests {
             Err(ShmError::BadName(_))
         ));
         ShmFile::unlink(&n).unwrap();
+    }
+
+    #[test]
+    fn one_claim_per_role() {
+        let n = name("claim");
+        let a = ShmFile::claim(&n, "controller").unwrap();
+        let e = ShmFile::claim(&n, "controller").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        let _d = ShmFile::claim(&n, "dataplane").unwrap();
+        drop(a);
+        ShmFile::claim(&n, "controller").unwrap();
+        for role in ["controller", "dataplane"] {
+            let _ = std::fs::remove_file(format!("/dev/shm/{n}.{role}.lock"));
+        }
     }
 
     #[test]

@@ -1,0 +1,261 @@
+//! `vpnctl`: the operator CLI. For now it speaks to the dataplane's shared-memory ring
+//! directly: install a file of manually keyed SAs and policies, keep a dataplane in step
+//! with it across restarts of either side, and show what a dataplane holds.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use control::ring_client::{Desired, RingClient};
+use dataplane::shm::records::DataplaneRecord;
+use dataplane::static_sa::StaticConfig;
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(name = "vpnctl", version, about = "Operate the VPN concentrator")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Manually keyed SAs through the dataplane's ring.
+    #[command(subcommand)]
+    Ring(RingCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum RingCmd {
+    /// Bring the dataplane to the SAs and policies of a static file, then exit.
+    Install {
+        /// Ring name (/dev/shm/NAME), as given to `dataplane --ring`.
+        #[arg(long)]
+        ring: String,
+        #[arg(long)]
+        sa_file: PathBuf,
+        /// How long to wait for the dataplane.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
+    /// Like `install`, then stay: replay everything when the dataplane restarts, and log
+    /// the dataplane's events (acquires, unknown SPIs, lifetimes).
+    Serve {
+        #[arg(long)]
+        ring: String,
+        #[arg(long)]
+        sa_file: PathBuf,
+        /// Create this file once the dataplane holds the file's state.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Fault injection for tests: install and delete throwaway inbound SAs as fast as the
+    /// ring takes them, forever, without waiting for acks (kill it to test recovery).
+    #[command(hide = true)]
+    Churn {
+        #[arg(long)]
+        ring: String,
+    },
+    /// Print what the dataplane holds.
+    Status {
+        #[arg(long)]
+        ring: String,
+        #[arg(long, default_value_t = 5)]
+        timeout_s: u64,
+    },
+}
+
+const SLOTS: u32 = 4096;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vpnctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Desired, String> {
+    let cfg = StaticConfig::load(path).map_err(|e| e.to_string())?;
+    Desired::from_static(&cfg).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let Cmd::Ring(cmd) = args.cmd;
+    match cmd {
+        RingCmd::Install {
+            ring,
+            sa_file,
+            timeout_s,
+        } => {
+            let want = load(&sa_file)?;
+            let t = Duration::from_secs(timeout_s);
+            let mut c = RingClient::attach(&ring, SLOTS).map_err(|e| e.to_string())?;
+            let held = c.resync(t).map_err(|e| e.to_string())?;
+            let r = c.reconcile(&want, &held, t).map_err(|e| e.to_string())?;
+            println!(
+                "ring {ring}: {} added, {} removed, {} already installed",
+                r.added, r.removed, r.kept
+            );
+            Ok(())
+        }
+        RingCmd::Status { ring, timeout_s } => {
+            let mut c = RingClient::attach(&ring, SLOTS).map_err(|e| e.to_string())?;
+            let held = c
+                .resync(Duration::from_secs(timeout_s))
+                .map_err(|e| e.to_string())?;
+            println!("{} SAs, {} policies", held.sas.len(), held.policies.len());
+            for (k, (p, b)) in &held.sas {
+                println!(
+                    "  {} spi {:#010x} reqid {}: {p} packets, {b} bytes",
+                    if k.inbound { "in " } else { "out" },
+                    k.spi,
+                    k.reqid
+                );
+            }
+            for id in &held.policies {
+                println!("  policy {id}");
+            }
+            Ok(())
+        }
+        RingCmd::Serve {
+            ring,
+            sa_file,
+            ready_file,
+        } => serve(&ring, &sa_file, ready_file.as_deref()),
+        RingCmd::Churn { ring } => churn(&ring),
+    }
+}
+
+fn serve(ring: &str, sa_file: &std::path::Path, ready: Option<&std::path::Path>) -> Result<(), String> {
+    let want = load(sa_file)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let mut c = RingClient::attach(ring, SLOTS).map_err(|e| e.to_string())?;
+    let step = Duration::from_secs(2);
+    // First contact: reconcile with whatever a running dataplane holds (it kept forwarding
+    // while no controller was attached), waiting for a dataplane if there is none yet.
+    let held = loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match c.resync(step) {
+            Ok(h) => break h,
+            Err(e) => info!("waiting for a dataplane on ring {ring}: {e}"),
+        }
+    };
+    let r = c
+        .reconcile(&want, &held, step * 5)
+        .map_err(|e| e.to_string())?;
+    info!(
+        added = r.added,
+        removed = r.removed,
+        kept = r.kept,
+        "dataplane in step with {}",
+        sa_file.display()
+    );
+    if let Some(p) = ready {
+        std::fs::write(p, format!("{} {} {}\n", r.added, r.removed, r.kept))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let mut idle_since = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match c.poll() {
+            Some(DataplaneRecord::Hello { boot_id, .. }) => {
+                info!(
+                    boot_id,
+                    "the dataplane restarted: replaying its SAs and policies"
+                );
+                match c.replay(&want, step * 5) {
+                    Ok(n) => info!(records = n, "replayed"),
+                    Err(e) => warn!("replay failed: {e}"),
+                }
+            }
+            Some(DataplaneRecord::Acquire {
+                policy,
+                reqid,
+                flow,
+            }) => info!(
+                policy, reqid, src = %flow.src, dst = %flow.dst,
+                "acquire: traffic for a policy without an SA (static keying cannot negotiate one)"
+            ),
+            Some(DataplaneRecord::UnknownSpi { spi, src, dst }) => {
+                info!(spi = format_args!("{spi:#010x}"), %src, %dst, "ESP with an unknown SPI")
+            }
+            Some(DataplaneRecord::SaEvent {
+                direction,
+                reqid,
+                event,
+            }) => {
+                warn!(
+                    ?direction,
+                    reqid,
+                    ?event,
+                    "SA event (static SAs are not rekeyed)"
+                )
+            }
+            Some(_) => {}
+            None => {
+                if idle_since.elapsed() > Duration::from_millis(5) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                continue;
+            }
+        }
+        idle_since = Instant::now();
+    }
+    Ok(())
+}
+
+fn churn(ring: &str) -> Result<(), String> {
+    use dataplane::crypto::{EspTransform, SaKeys};
+    use dataplane::esp::SaConfig;
+    use dataplane::shm::records::{encode_add_sa, encode_delete_sa, SaInstall, MAX_RECORD};
+    use dataplane::static_sa::Direction;
+    let mut c = RingClient::attach(ring, SLOTS).map_err(|e| e.to_string())?;
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
+    let t = Duration::from_secs(3600);
+    println!("churning");
+    for i in 0u32.. {
+        let spi = 0x9000_0000 | (i & 0xff);
+        let cfg = SaConfig::tunnel(
+            spi,
+            EspTransform::AES_GCM_128,
+            SaKeys::new(&[0x5a; 20], &[]),
+            [192, 0, 2, 1].into(),
+            [192, 0, 2, 2].into(),
+        );
+        let inst = SaInstall {
+            direction: Direction::Inbound,
+            reqid: 0,
+            update: false,
+            config: cfg,
+        };
+        let n = encode_add_sa(&mut buf, 0, &inst).map_err(|e| e.to_string())?;
+        c.send(&buf[..n], t).map_err(|e| e.to_string())?;
+        if i >= 128 {
+            let old = 0x9000_0000 | ((i - 128) & 0xff);
+            let n = encode_delete_sa(&mut buf[..], 0, Direction::Inbound, old, 0);
+            c.send(&buf[..n], t).map_err(|e| e.to_string())?;
+        }
+        // Drain the acks so the return ring never fills.
+        while c.poll().is_some() {}
+    }
+    Ok(())
+}
