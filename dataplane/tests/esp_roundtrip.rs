@@ -24,7 +24,7 @@ fn all_combos() -> Vec<(Shape, &'static str, bool, bool)> {
 /// Encapsulate `pkt`, check the result is ESP on the wire, decapsulate, compare.
 fn round_trip(shape: Shape, t: &str, nat_t: bool, esn: bool, payload: &[u8], start_seq: u64) {
     let cfg = config(shape, t, nat_t, esn);
-    let (mut out, mut inb) = sa_pair(&cfg);
+    let (out, mut inb) = sa_pair(&cfg);
     out.set_last_seq(start_seq);
     let pkt = udp_packet(shape.inner_v6(), payload, 0xb8 | 2);
     let mut f = frame(&pkt);
@@ -120,7 +120,7 @@ proptest! {
     ) {
         let (shape, t, nat_t, esn) = all_combos()[combo];
         let cfg = config(shape, t, nat_t, esn);
-        let (mut out, mut inb) = sa_pair(&cfg);
+        let (out, inb) = sa_pair(&cfg);
         let pkt = udp_packet(shape.inner_v6(), &vec![7u8; len], 0);
         let mut f = frame(&pkt);
         prop_assert!(esp::encap(&out, &mut f).is_forward());
@@ -147,7 +147,7 @@ proptest! {
     ) {
         let (shape, t, nat_t, esn) = all_combos()[combo];
         let cfg = config(shape, t, nat_t, esn);
-        let (mut out, mut inb) = sa_pair(&cfg);
+        let (out, inb) = sa_pair(&cfg);
         let pkt = udp_packet(shape.inner_v6(), &vec![1u8; len], 0);
         let mut f = frame(&pkt);
         prop_assert!(esp::encap(&out, &mut f).is_forward());
@@ -165,7 +165,7 @@ proptest! {
         tailroom in 0usize..40,
     ) {
         let cfg = config(SHAPES[prefix % SHAPES.len()], TRANSFORMS[prefix % TRANSFORMS.len()], prefix & 1 == 1, prefix & 2 == 2);
-        let (mut out, mut inb) = sa_pair(&cfg);
+        let (out, inb) = sa_pair(&cfg);
         // Sometimes start with a plausible IP header so parsing gets further.
         let mut b = bytes.clone();
         if !b.is_empty() && prefix == 0 {
@@ -182,7 +182,7 @@ proptest! {
 fn esn_crosses_2_32_in_and_out_of_order() {
     for &t in &["aes128gcm16", "chacha20poly1305", "aes256-sha512"] {
         let cfg = config(SHAPES[0], t, false, true);
-        let (mut out, mut inb) = sa_pair(&cfg);
+        let (out, mut inb) = sa_pair(&cfg);
         out.set_last_seq((1 << 32) - 6);
         let mut wires = Vec::new();
         for i in 0..12u8 {
@@ -214,7 +214,7 @@ fn esn_crosses_2_32_in_and_out_of_order() {
 #[test]
 fn outbound_counter_never_wraps() {
     let cfg = config(SHAPES[0], "aes128gcm16", false, false);
-    let (mut out, _) = sa_pair(&cfg);
+    let (out, _) = sa_pair(&cfg);
     out.set_last_seq(u64::from(u32::MAX) - 1);
     let pkt = udp_packet(false, b"last", 0);
     let mut f = frame(&pkt);
@@ -243,7 +243,7 @@ fn outbound_counter_never_wraps() {
 #[test]
 fn oversized_and_roomless_frames_are_refused() {
     let cfg = config(SHAPES[0], "aes128gcm16", true, false);
-    let (mut out, _) = sa_pair(&cfg);
+    let (out, _) = sa_pair(&cfg);
     let big = udp_packet(false, &vec![0u8; 65_535 - 28], 0);
     let mut f = Frame::with_packet(vec![0u8; 70_000], 128, &big).unwrap();
     assert_eq!(esp::encap(&out, &mut f), Verdict::Drop(DropReason::TooBig));
@@ -262,7 +262,7 @@ fn max_inner_len_is_the_exact_mtu_limit() {
         for &t in TRANSFORMS {
             for nat_t in [false, true] {
                 let cfg = config(shape, t, nat_t, false);
-                let (mut out, _) = sa_pair(&cfg);
+                let (out, _) = sa_pair(&cfg);
                 let mtu = 1500;
                 let max = out.max_inner_len(mtu, shape.inner_v6());
                 let hdr = if shape.inner_v6() { 48 } else { 28 };

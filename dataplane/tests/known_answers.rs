@@ -216,7 +216,7 @@ fn rfc7634_esp_packet() {
         "203.0.113.153".parse().unwrap(),
     );
     cfg.selectors = SelectorSet::any();
-    let mut sa = InboundSa::new(cfg).unwrap();
+    let sa = InboundSa::new(cfg).unwrap();
     let mut f = Frame::with_packet(vec![0u8; 512], 64, &wire).unwrap();
     assert_eq!(esp::decap(&sa, &mut f), Verdict::Forward);
     assert_eq!(f.data(), &inner[..]);

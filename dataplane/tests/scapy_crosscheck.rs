@@ -303,7 +303,7 @@ fn first_diff(a: &[u8], b: &[u8]) -> String {
 
 /// Our engine seals `c.inner` with sequence number `c.seq`.
 fn our_encrypt(c: &Case) -> Result<Vec<u8>, String> {
-    let mut out = OutboundSa::new(c.cfg.clone()).map_err(|e| e.to_string())?;
+    let out = OutboundSa::new(c.cfg.clone()).map_err(|e| e.to_string())?;
     out.set_last_seq(c.seq - 1);
     let mut f = frame(&c.inner);
     match esp::encap(&out, &mut f) {
@@ -314,7 +314,7 @@ fn our_encrypt(c: &Case) -> Result<Vec<u8>, String> {
 
 /// Our engine opens `wire` on a receiver that has seen everything up to `c.seq - 1`.
 fn our_decrypt(c: &Case, wire: &[u8]) -> Result<Vec<u8>, String> {
-    let (_, mut inb): (OutboundSa, InboundSa) = sa_pair(&c.cfg);
+    let (_, inb): (OutboundSa, InboundSa) = sa_pair(&c.cfg);
     inb.restore_replay_top(c.seq - 1);
     let mut f = Frame::with_packet(vec![0u8; BUF], 64, wire).ok_or("frame too small")?;
     match esp::decap(&inb, &mut f) {

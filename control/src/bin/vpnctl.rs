@@ -139,7 +139,11 @@ fn run(args: Args) -> Result<(), String> {
     }
 }
 
-fn serve(ring: &str, sa_file: &std::path::Path, ready: Option<&std::path::Path>) -> Result<(), String> {
+fn serve(
+    ring: &str,
+    sa_file: &std::path::Path,
+    ready: Option<&std::path::Path>,
+) -> Result<(), String> {
     let want = load(sa_file)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
