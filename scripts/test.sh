@@ -24,5 +24,11 @@ LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$LOG"
 
+echo "== loom model checks (the ring protocol, sequence reservation, the replay window)"
+# The same sources built with loom's primitives (src/sync.rs); own target dir so the
+# normal build is not invalidated.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
+    cargo test --release -p dataplane --lib loom_ 2>&1 | tee -a "$LOG"
+
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"

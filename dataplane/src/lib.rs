@@ -25,6 +25,7 @@ pub mod sadb;
 pub mod satable;
 pub mod spd;
 pub mod static_sa;
+pub mod sync;
 pub mod wire;
 pub mod worker;
 pub mod xdp;

@@ -13,6 +13,9 @@ pub mod sa;
 pub mod selector;
 pub mod seq;
 
+#[cfg(all(test, loom))]
+mod loom_model;
+
 pub use decap::{peek_spi, InboundSaLookup, SpiMap};
 pub use drop_reason::{DropCounters, DropReason};
 pub use frame::Frame;

@@ -1,10 +1,10 @@
 //! Security associations as the ESP engine sees them: what was negotiated (or keyed by
 //! hand), plus the per-SA runtime state (sequence counter, replay window, counters).
 
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{Mutex, MutexGuard};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use super::drop_reason::{DropCounters, DropReason};
 use super::replay::{ReplayWindow, MAX_WINDOW, MIN_WINDOW};
@@ -315,7 +315,7 @@ pub struct OutboundSa {
     pub(crate) seq_soft_limit: u64,
     counters: SharedCounters,
     events: EventFlags,
-    lease_wanted: std::sync::atomic::AtomicBool,
+    lease_wanted: AtomicBool,
 }
 
 /// Sequence numbers granted per lease extension: a control thread that wakes every few
@@ -353,7 +353,7 @@ impl OutboundSa {
             seq_soft_limit: seq_limit - (seq_limit >> 4),
             counters: SharedCounters::default(),
             events: EventFlags::default(),
-            lease_wanted: std::sync::atomic::AtomicBool::new(false),
+            lease_wanted: AtomicBool::new(false),
             cfg,
         })
     }

@@ -7,8 +7,8 @@
 //! A CAS (not `fetch_add`) because the counter must stop at the limit: with ESN the limit is
 //! 2^64 − 1 and an unconditional add would wrap and repeat numbers.
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The shared counter of one outbound SA.
 #[derive(Debug)]

@@ -23,5 +23,6 @@
 pub mod counters;
 pub mod records;
 mod ring;
+mod spsc;
 
 pub use ring::{Consumer, Producer, RingDir, ShmError, ShmFile, ABI_VERSION, MAGIC};

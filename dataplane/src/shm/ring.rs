@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::spsc::{self, RingMem};
+
 /// "VPNRING\0" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VPNRING\0");
 /// Bumped on any incompatible change of the file layout or record formats.
@@ -415,35 +417,59 @@ pub struct Producer {
     next: u32,
 }
 
-impl Producer {
-    /// Append a record if there is room. `Ok(false)` when the ring is full.
-    pub fn try_push(&mut self, rec: &[u8]) -> Result<bool, ShmError> {
-        let max = self.shm.max_record();
-        if rec.len() > max {
-            return Err(ShmError::TooBig {
-                len: rec.len(),
-                max,
-            });
-        }
-        // Acquire: the consumer's copy-out and zeroing of freed slots happen-before our writes.
-        let cons = self.shm.index(self.ring, 1).load(Ordering::Acquire);
-        if self.next.wrapping_sub(cons) >= self.shm.capacity {
-            return Ok(false);
-        }
-        let p = self.shm.slot_ptr(self.ring, self.next);
-        // SAFETY: the slot is free (checked above) and owned by the producer until the index
-        // is published; `rec.len() + 8 ≤ slot_size`.
+/// One ring of the mapped file, as the SPSC protocol sees it.
+struct RingView<'a> {
+    shm: &'a ShmFile,
+    ring: RingDir,
+}
+
+impl RingMem for RingView<'_> {
+    fn capacity(&self) -> u32 {
+        self.shm.capacity
+    }
+    fn max_record(&self) -> usize {
+        self.shm.max_record()
+    }
+    fn load_index(&self, which: usize, o: Ordering) -> u32 {
+        self.shm.index(self.ring, which).load(o)
+    }
+    fn store_index(&self, which: usize, v: u32, o: Ordering) {
+        self.shm.index(self.ring, which).store(v, o)
+    }
+    fn write_slot(&self, i: u32, rec: &[u8]) {
+        let p = self.shm.slot_ptr(self.ring, i);
+        // SAFETY: the SPSC protocol gives the producer this slot until it publishes the
+        // index past it; `rec.len() + SLOT_HEADER ≤ slot_size` (checked by `try_push`).
         unsafe {
             std::ptr::copy_nonoverlapping((rec.len() as u32).to_le_bytes().as_ptr(), p, 4);
             std::ptr::copy_nonoverlapping(rec.as_ptr(), p.add(SLOT_HEADER), rec.len());
         }
-        self.next = self.next.wrapping_add(1);
-        // Release: the slot contents become visible before the index that covers them. A
-        // producer killed before this store leaves the record invisible.
-        self.shm
-            .index(self.ring, 0)
-            .store(self.next, Ordering::Release);
-        Ok(true)
+    }
+    fn take_slot(&self, i: u32, out: &mut [u8]) -> usize {
+        let p = self.shm.slot_ptr(self.ring, i);
+        let mut lenb = [0u8; 4];
+        // SAFETY: the slot is published and owned by the consumer until it advances the
+        // consumer index; reads and the zeroing stay within the slot.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, lenb.as_mut_ptr(), 4);
+            let len = (u32::from_le_bytes(lenb) as usize).min(self.shm.max_record());
+            let n = len.min(out.len());
+            std::ptr::copy_nonoverlapping(p.add(SLOT_HEADER), out.as_mut_ptr(), n);
+            // Key material must not linger in shared memory once taken.
+            std::ptr::write_bytes(p, 0, self.shm.slot_size);
+            n
+        }
+    }
+}
+
+impl Producer {
+    /// Append a record if there is room. `Ok(false)` when the ring is full.
+    pub fn try_push(&mut self, rec: &[u8]) -> Result<bool, ShmError> {
+        let view = RingView {
+            shm: &self.shm,
+            ring: self.ring,
+        };
+        spsc::try_push(&view, &mut self.next, rec)
     }
 
     /// Append a record, waiting while the ring is full (backpressure, nothing dropped).
@@ -478,32 +504,11 @@ impl Consumer {
     /// Copy the next record into `out` and release its slot (zeroed first). Returns its
     /// length, or `None` if the ring is empty. A record longer than `out` is truncated.
     pub fn pop(&mut self, out: &mut [u8]) -> Option<usize> {
-        // Acquire: pairs with the producer's release; the slot is fully written.
-        let prod = self.shm.index(self.ring, 0).load(Ordering::Acquire);
-        if prod == self.next {
-            return None;
-        }
-        let p = self.shm.slot_ptr(self.ring, self.next);
-        let slot = self.shm.slot_size;
-        let max = self.shm.max_record();
-        let mut lenb = [0u8; 4];
-        // SAFETY: the slot is published (index check above) and owned by the consumer until
-        // we advance the consumer index; reads and the zeroing stay within the slot.
-        let n = unsafe {
-            std::ptr::copy_nonoverlapping(p, lenb.as_mut_ptr(), 4);
-            let len = (u32::from_le_bytes(lenb) as usize).min(max);
-            let n = len.min(out.len());
-            std::ptr::copy_nonoverlapping(p.add(SLOT_HEADER), out.as_mut_ptr(), n);
-            // Key material must not linger in shared memory once taken.
-            std::ptr::write_bytes(p, 0, slot);
-            n
+        let view = RingView {
+            shm: &self.shm,
+            ring: self.ring,
         };
-        self.next = self.next.wrapping_add(1);
-        // Release: our reads and the zeroing happen-before the producer reuses the slot.
-        self.shm
-            .index(self.ring, 1)
-            .store(self.next, Ordering::Release);
-        Some(n)
+        spsc::pop(&view, &mut self.next, out)
     }
 
     /// Records published and not yet taken.
