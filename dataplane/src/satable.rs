@@ -42,10 +42,22 @@ pub enum TableError {
     NotFound(u32),
 }
 
+/// An installed SA with its SPI, in one allocation: a lookup that hits touches the slot
+/// array and this entry, nothing else.
 #[doc(hidden)]
 pub struct Entry<T> {
     spi: u32,
-    value: Arc<T>,
+    value: T,
+}
+
+/// An owned reference to an installed SA (keeps it alive past a batch).
+pub struct SaArc<T>(Arc<Entry<T>>);
+
+impl<T> std::ops::Deref for SaArc<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0.value
+    }
 }
 
 /// A borrowed SA from [`SpiTable::get`]; hold it for a batch, not longer.
@@ -53,7 +65,7 @@ pub enum SaRef<T> {
     #[doc(hidden)]
     Slot(arc_swap::Guard<Option<Arc<Entry<T>>>>),
     #[doc(hidden)]
-    Overflow(arc_swap::Guard<Arc<HashMap<u32, Arc<T>>>>, u32),
+    Overflow(arc_swap::Guard<Arc<HashMap<u32, Arc<Entry<T>>>>>, u32),
 }
 
 impl<T> std::ops::Deref for SaRef<T> {
@@ -61,7 +73,7 @@ impl<T> std::ops::Deref for SaRef<T> {
     fn deref(&self) -> &T {
         match self {
             SaRef::Slot(g) => &g.as_ref().expect("checked non-empty in get").value,
-            SaRef::Overflow(m, spi) => m.get(spi).expect("checked present in get"),
+            SaRef::Overflow(m, spi) => &m.get(spi).expect("checked present in get").value,
         }
     }
 }
@@ -70,7 +82,7 @@ impl<T> std::ops::Deref for SaRef<T> {
 /// Share it in an `Arc`: workers call `get`, the control thread the writer methods.
 pub struct SpiTable<T> {
     slots: Box<[ArcSwapOption<Entry<T>>]>,
-    overflow: ArcSwap<HashMap<u32, Arc<T>>>,
+    overflow: ArcSwap<HashMap<u32, Arc<Entry<T>>>>,
     /// Writer-side bookkeeping. Writers serialise on this mutex; readers never touch it.
     writer: Mutex<WriterState>,
 }
@@ -131,11 +143,11 @@ impl<T> SpiTable<T> {
         map.contains_key(&spi).then_some(SaRef::Overflow(map, spi))
     }
 
-    /// Reader: the SA for `spi` as an owned `Arc` (to keep it past the current batch).
-    pub fn get_arc(&self, spi: u32) -> Option<Arc<T>> {
+    /// Reader: the SA for `spi` as an owned reference (to keep it past the current batch).
+    pub fn get_arc(&self, spi: u32) -> Option<SaArc<T>> {
         match self.get(spi)? {
-            SaRef::Slot(g) => g.as_ref().map(|e| Arc::clone(&e.value)),
-            SaRef::Overflow(m, spi) => m.get(&spi).cloned(),
+            SaRef::Slot(g) => g.as_ref().map(|e| SaArc(Arc::clone(e))),
+            SaRef::Overflow(m, spi) => m.get(&spi).map(|e| SaArc(Arc::clone(e))),
         }
     }
 
@@ -152,7 +164,7 @@ impl<T> SpiTable<T> {
         let g = &mut w.generations[slot as usize];
         *g = (*g + 1) & ((1 << GEN_BITS) - 1);
         let spi = ALLOCATED | (u32::from(*g) << SLOT_BITS) | slot;
-        let value = Arc::new(make(spi));
+        let value = make(spi);
         self.slots[slot as usize].store(Some(Arc::new(Entry { spi, value })));
         w.len += 1;
         Ok(spi)
@@ -173,17 +185,14 @@ impl<T> SpiTable<T> {
                     // The slot stays in the free list; `allocate` skips used slots.
                     w.used[slot] = true;
                     w.generations[slot] = ((spi >> SLOT_BITS) & ((1 << GEN_BITS) - 1)) as u16;
-                    s.store(Some(Arc::new(Entry {
-                        spi,
-                        value: Arc::new(value),
-                    })));
+                    s.store(Some(Arc::new(Entry { spi, value })));
                     w.len += 1;
                     return Ok(());
                 }
             }
         }
         let mut m = HashMap::clone(&self.overflow.load());
-        m.insert(spi, Arc::new(value));
+        m.insert(spi, Arc::new(Entry { spi, value }));
         self.overflow.store(Arc::new(m));
         w.len += 1;
         Ok(())
@@ -196,10 +205,7 @@ impl<T> SpiTable<T> {
         if spi & ALLOCATED != 0 {
             if let Some(s) = self.slots.get((spi & SLOT_MASK) as usize) {
                 if s.load().as_ref().is_some_and(|e| e.spi == spi) {
-                    s.store(Some(Arc::new(Entry {
-                        spi,
-                        value: Arc::new(value),
-                    })));
+                    s.store(Some(Arc::new(Entry { spi, value })));
                     return Ok(());
                 }
             }
@@ -209,7 +215,7 @@ impl<T> SpiTable<T> {
             return Err(TableError::NotFound(spi));
         }
         let mut m = HashMap::clone(&cur);
-        m.insert(spi, Arc::new(value));
+        m.insert(spi, Arc::new(Entry { spi, value }));
         self.overflow.store(Arc::new(m));
         Ok(())
     }
