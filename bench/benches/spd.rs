@@ -67,6 +67,12 @@ fn probes(rules: &[PolicyRule], n: usize) -> Vec<FlowKey> {
             let IpAddr::V4(d) = r.dst.start else {
                 unreachable!()
             };
+            // Any host of a /24, the address itself for a /32.
+            let host = if r.dst.start != r.dst.end {
+                (x >> 48) as u32 & 0xff
+            } else {
+                0
+            };
             FlowKey {
                 src: IpAddr::V4(Ipv4Addr::new(10, 1, (x >> 32) as u8, (x >> 40) as u8)),
                 dst: IpAddr::V4(Ipv4Addr::from(u32::from(d) + host)),
