@@ -580,3 +580,261 @@ pub fn install_static(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{EspTransform, SaKeys};
+    use crate::esp::{SaConfig, TrafficSelector};
+    use crate::shm::records::{encode_add_policy, encode_add_sa, encode_delete_sa, encode_resync};
+    use crate::spd::PolicyRule;
+
+    #[derive(Default)]
+    struct Recorded(Vec<(bool, (IpAddr, u8))>);
+    impl Steering for Recorded {
+        fn add(&mut self, p: (IpAddr, u8)) -> Result<(), String> {
+            self.0.push((true, p));
+            Ok(())
+        }
+        fn remove(&mut self, p: (IpAddr, u8)) -> Result<(), String> {
+            self.0.push((false, p));
+            Ok(())
+        }
+    }
+
+    fn sa(direction: Direction, spi: u32, reqid: u32, update: bool) -> Vec<u8> {
+        let cfg = SaConfig::tunnel(
+            spi,
+            EspTransform::AES_GCM_128,
+            SaKeys::new(&[3; 20], &[]),
+            [192, 0, 2, 1].into(),
+            [192, 0, 2, 2].into(),
+        );
+        let mut b = vec![0u8; records::MAX_RECORD];
+        let n = encode_add_sa(
+            &mut b,
+            spi,
+            &SaInstall {
+                direction,
+                reqid,
+                update,
+                config: cfg,
+            },
+        )
+        .unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn policy(id: u32, dst: &str, reqid: u32) -> Vec<u8> {
+        let mut b = vec![0u8; records::MAX_RECORD];
+        let n = encode_add_policy(
+            &mut b,
+            id,
+            &PolicyRule {
+                id,
+                priority: 1,
+                src: TrafficSelector::prefix("10.1.0.0/16").unwrap(),
+                dst: TrafficSelector::prefix(dst).unwrap(),
+                action: SpdAction::Protect { reqid },
+            },
+        );
+        b.truncate(n);
+        b
+    }
+
+    fn status_of(out: &[DataplaneRecord]) -> (u16, String) {
+        match out.last() {
+            Some(DataplaneRecord::Ack {
+                status, message, ..
+            }) => (*status, message.clone()),
+            other => panic!("no ack: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn installs_refusals_and_steering() {
+        let db = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i = Installer::new(Arc::clone(&db));
+        let mut st = Recorded::default();
+        let mut out = Vec::new();
+        i.apply_bytes(
+            &sa(Direction::Inbound, 0x8000_0005, 0, false),
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(status_of(&out).0, status::OK);
+        assert!(db.inbound.get(0x8000_0005).is_some());
+        i.apply_bytes(
+            &sa(Direction::Inbound, 0x8000_0005, 0, false),
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(status_of(&out).0, status::DUPLICATE);
+        i.apply_bytes(
+            &sa(Direction::Outbound, 0x3000, 2, false),
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(status_of(&out).0, status::OK);
+        assert_eq!(db.outbound.get(2).unwrap().as_ref().unwrap().spi(), 0x3000);
+        // A reqid beyond the table is refused and says why.
+        i.apply_bytes(
+            &sa(Direction::Outbound, 0x3001, 99, false),
+            &mut st,
+            &mut out,
+        );
+        let (s, m) = status_of(&out);
+        assert_eq!(s, status::REFUSED);
+        assert!(m.contains("reqid 99"), "{m}");
+        // Two policies to one /16: the XDP map gets it once, loses it with the last.
+        i.apply_bytes(&policy(1, "10.2.0.0/16", 2), &mut st, &mut out);
+        i.apply_bytes(&policy(2, "10.2.0.0/16", 2), &mut st, &mut out);
+        assert_eq!(st.0, vec![(true, ("10.2.0.0".parse().unwrap(), 16))]);
+        let mut b = [0u8; 64];
+        let n = records::encode_delete_policy(&mut b, 7, 1);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(st.0.len(), 1);
+        let n = records::encode_delete_policy(&mut b, 8, 2);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(
+            st.0.last(),
+            Some(&(false, ("10.2.0.0".parse().unwrap(), 16)))
+        );
+        // Garbage is refused with the txid it carried.
+        i.apply_bytes(&[1, 0, 0, 0, 42, 0, 0, 0, 1], &mut st, &mut out);
+        assert!(matches!(
+            out.last(),
+            Some(DataplaneRecord::Ack {
+                txid: 42,
+                status: status::BAD_RECORD,
+                ..
+            })
+        ));
+        // Deleting the outbound SA empties its reqid.
+        let n = encode_delete_sa(&mut b, 9, Direction::Outbound, 0x3000, 2);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        assert!(db.outbound.get(2).is_none());
+    }
+
+    #[test]
+    fn rekey_keeps_the_newest_sa_and_resync_reports_everything() {
+        let db = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i = Installer::new(Arc::clone(&db));
+        let mut st = NoSteering;
+        let mut out = Vec::new();
+        i.apply_bytes(
+            &sa(Direction::Outbound, 0x3000, 1, false),
+            &mut st,
+            &mut out,
+        );
+        i.apply_bytes(
+            &sa(Direction::Outbound, 0x3001, 1, false),
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(db.outbound.get(1).unwrap().as_ref().unwrap().spi(), 0x3001);
+        // Deleting the old SA after the rekey leaves the new one carrying traffic.
+        let mut b = [0u8; 64];
+        let n = encode_delete_sa(&mut b, 0, Direction::Outbound, 0x3000, 1);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(db.outbound.get(1).unwrap().as_ref().unwrap().spi(), 0x3001);
+        i.apply_bytes(&sa(Direction::Inbound, 0x4000, 1, false), &mut st, &mut out);
+        i.apply_bytes(&policy(5, "10.9.0.0/16", 1), &mut st, &mut out);
+        out.clear();
+        let n = encode_resync(&mut b, 77);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert!(matches!(
+            out[0],
+            DataplaneRecord::ResyncBegin {
+                txid: 77,
+                sas: 2,
+                policies: 1
+            }
+        ));
+        assert!(out.iter().any(|r| matches!(
+            r,
+            DataplaneRecord::HeldSa {
+                spi: 0x3001,
+                reqid: 1,
+                direction: Direction::Outbound,
+                ..
+            }
+        )));
+        assert!(out.iter().any(|r| matches!(
+            r,
+            DataplaneRecord::HeldSa {
+                spi: 0x4000,
+                direction: Direction::Inbound,
+                ..
+            }
+        )));
+        assert!(out.iter().any(|r| matches!(
+            r,
+            DataplaneRecord::HeldPolicy {
+                id: 5,
+                reqid: 1,
+                ..
+            }
+        )));
+        assert!(matches!(
+            out.last(),
+            Some(DataplaneRecord::ResyncEnd { txid: 77 })
+        ));
+    }
+
+    /// A restarted dataplane resumes outbound numbering above the persisted lease, and the
+    /// lease is written to the counters file before the SA may use it.
+    #[test]
+    fn sequence_leases_survive_a_restart() {
+        let name = format!("vpncntr-install-{}", std::process::id());
+        let file = |name: &str| Arc::new(CountersFile::create(name, 1, 8, &["x"], &["y"]).unwrap());
+        let db = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i = Installer::new(Arc::clone(&db)).with_state(file(&name), Restore::default());
+        let mut out = Vec::new();
+        i.apply_bytes(
+            &sa(Direction::Outbound, 0x3000, 1, false),
+            &mut NoSteering,
+            &mut out,
+        );
+        let sa1 = db
+            .outbound
+            .get(1)
+            .unwrap()
+            .as_ref()
+            .map(Arc::clone)
+            .unwrap();
+        assert_eq!(sa1.lease(), LEASE_STEP);
+        sa1.set_last_seq(LEASE_STEP - 10);
+        assert!(sa1.take_lease_request());
+        assert!(!sa1.take_lease_request(), "asked once per lease");
+        i.extend_lease(1, 0x3000);
+        assert_eq!(sa1.lease(), 2 * LEASE_STEP);
+        i.export(&[]);
+        // "Crash": read the file as the next run would.
+        let snap = CountersFile::open(&name).unwrap().snapshot();
+        assert_eq!(snap.sas[0].lease, 2 * LEASE_STEP);
+        let restore = Restore::from_snapshot(&snap);
+        let db2 = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i2 = Installer::new(Arc::clone(&db2)).with_state(file(&name), restore);
+        i2.apply_bytes(
+            &sa(Direction::Outbound, 0x3000, 1, false),
+            &mut NoSteering,
+            &mut out,
+        );
+        let sa2 = db2
+            .outbound
+            .get(1)
+            .unwrap()
+            .as_ref()
+            .map(Arc::clone)
+            .unwrap();
+        assert_eq!(
+            sa2.last_seq(),
+            2 * LEASE_STEP,
+            "resumes above everything leased"
+        );
+        CountersFile::unlink(&name).unwrap();
+    }
+}

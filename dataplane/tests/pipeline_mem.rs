@@ -265,3 +265,96 @@ fn outside_policy_is_not_tunnelled_and_too_big_gets_icmp() {
     assert_eq!(wire.len(), 1);
     assert!(wire[0].len() - 14 <= 1500);
 }
+
+/// SAs and policies arrive through the installer while the worker runs: a packet before
+/// any policy is not ours; with a policy but no SA it raises one (rate-limited) acquire;
+/// once the SA is installed the same flow is encrypted; deleting the policy stops it.
+#[test]
+fn sas_installed_while_the_worker_runs() {
+    use dataplane::shm::records::{self, DataplaneRecord};
+    use dataplane::worker::WorkerEvent;
+    let (ga, gb) = gw_addrs(false);
+    let cfg = StaticConfig::parse(
+        Path::new("live.toml"),
+        &sa_file(
+            &ga.to_string(),
+            &gb.to_string(),
+            0x1001,
+            0x2001,
+            false,
+            false,
+        ),
+    )
+    .unwrap();
+    let recs = dataplane::static_sa::to_records(&cfg).unwrap();
+    // SA records come first (out, in), then the policy.
+    assert_eq!(recs.len(), 3);
+    let db = Arc::new(SaDb::with_capacity(1024, 64));
+    let mut inst = Installer::new(Arc::clone(&db));
+    let cache = Arc::new(HopCache::default());
+    let mut t = HopTable::default();
+    t.map.insert(
+        (Side::Outside, gb),
+        Hop {
+            src_mac: MAC_GA_OUT,
+            dst_mac: MAC_GB_OUT,
+            mtu: 1500,
+        },
+    );
+    cache.publish(t);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = Worker::new(
+        MemIo::new(256, 2048),
+        Arc::clone(&db),
+        cache,
+        Arc::new(WorkerStats::default()),
+        GatewayAddrs::default(),
+        64,
+    )
+    .with_events(tx);
+    let send = |w: &mut Worker<MemIo>, n: usize| {
+        for _ in 0..n {
+            let p = udp_packet(false, b"live", 0);
+            w.io.inject(Side::Inside, &eth(MAC_GA_IN, MAC_CA, &p));
+        }
+        while w.poll_once() > 0 {}
+        w.io.take_sent(Side::Outside).len()
+    };
+    let drops = |w: &Worker<MemIo>, d: WorkerDrop| {
+        w.stats().worker_drops[d as usize].load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(send(&mut w, 3), 0);
+    assert_eq!(drops(&w, WorkerDrop::NoPolicy), 3);
+
+    let mut acks = Vec::new();
+    inst.apply_bytes(&recs[2].bytes, &mut NoSteering, &mut acks);
+    assert_eq!(send(&mut w, 3), 0);
+    assert_eq!(drops(&w, WorkerDrop::NoSa), 3);
+    let events: Vec<_> = rx.try_iter().collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "one acquire per policy per second: {events:?}"
+    );
+    assert!(matches!(
+        &events[0],
+        WorkerEvent::Record(DataplaneRecord::Acquire { policy: 1, reqid: 1, flow })
+            if flow.dst == host_addrs(false).1
+    ));
+
+    inst.apply_bytes(&recs[0].bytes, &mut NoSteering, &mut acks);
+    assert_eq!(send(&mut w, 5), 5, "encrypted once the SA is installed");
+    assert!(acks.iter().all(|a| matches!(
+        a,
+        DataplaneRecord::Ack {
+            status: records::status::OK,
+            ..
+        }
+    )));
+
+    let mut b = [0u8; 64];
+    let n = records::encode_delete_policy(&mut b, 9, 1);
+    inst.apply_bytes(&b[..n], &mut NoSteering, &mut acks);
+    assert_eq!(send(&mut w, 2), 0);
+    assert_eq!(drops(&w, WorkerDrop::NoPolicy), 5);
+}
