@@ -9,7 +9,10 @@ drops by reason. Everything is torn down at the end, on Ctrl-C and on failure.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import re
+import subprocess
+import textwrap
 import signal
 import sys
 
@@ -44,12 +47,18 @@ def main() -> int:
         base = vpnlab.summary_bps(lab.iperf(seconds=a.seconds))
         print(f"   {base / 1e9:.2f} Gbit/s")
 
-        print("\n== starting our dataplane on gw-a and gw-b (AES-128-GCM, tunnel mode, static SAs)")
-        lab.start_dataplane("a")
-        lab.start_dataplane("b")
+        print("\n== starting our dataplane on gw-a and gw-b, each with a shared-memory ring to its controller")
+        lab.start_dataplane("a", ring=True)
+        lab.start_dataplane("b", ring=True)
         for side in "ab":
             line = next((ln for ln in lab.log(side).splitlines() if "sockets bound" in ln), "")
             print(f"   gw-{side}: " + re.sub(r"\x1b\[[0-9;]*m", "", line).split("dataplane:")[-1].strip())
+        print("\n== vpnctl installs manually keyed AES-128-GCM SAs and a policy through each ring")
+        for side in "ab":
+            added, removed, kept = lab.serve(side, "demo").split()
+            print(f"   gw-{side}: {added} records installed (ring {lab.ring(side)}, counters /dev/shm/{lab.ring(side)}.counters)")
+        lab.wait_next_hop("a")
+        lab.wait_next_hop("b")
         lab.warm_up()
 
         print("\n== ping client-a -> client-b through the tunnel")
@@ -69,10 +78,15 @@ def main() -> int:
             dec = sum(w["decapsulated"] for w in s["workers"])
             print(f"   {name}: {enc} packets encrypted, {dec} decrypted; XDP {s['xdp']}")
             for x in s["sas"]:
-                print(f"      SA {x['name']:<7} {x['direction']:<3} spi {x['spi']}: {x['packets']} packets, {x['bytes']} bytes")
+                name = x["name"] or f"reqid {x['reqid']}"
+                print(f"      SA {name:<7} {x['direction']:<3} spi {x['spi']}: {x['packets']} packets, {x['bytes']} bytes")
             for d in fmt_drops(s):
                 print(f"      drops: {d}")
         print("\n   (a few no_next_hop drops are the first packets to a new neighbour, while the kernel resolves it)")
+        print("\n== vpnctl ring status --ring", lab.ring("a"))
+        st = subprocess.run([lab.vpnctl or str(pathlib.Path(a.dataplane).with_name("vpnctl")), "ring", "status",
+                             "--ring", lab.ring("a")], capture_output=True, text=True, timeout=20)
+        print(textwrap.indent(st.stdout.strip() or st.stderr.strip(), "   "))
         print("\nDemo done.")
         return 0
     except KeyboardInterrupt:

@@ -126,25 +126,12 @@ def mtu_checks(lab: Lab) -> None:
     check(sent >= 1, "the dataplane counted the ICMP errors it sent", str(sent))
 
 
-def start_vpnctl(lab: Lab, side: str, tag: str, *args: str) -> tuple[subprocess.Popen, pathlib.Path]:
-    log = lab.workdir / f"vpnctl-{side}-{tag}.log"
-    p = subprocess.Popen([VPNCTL, "ring", *args, "--ring", lab.ring(side)],
-                         stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    lab.procs[f"vpnctl-{side}-{tag}"] = p
-    return p, log
+def start_vpnctl(lab: Lab, side: str, tag: str, *args: str):
+    return lab.start_vpnctl(side, tag, *args)
 
 
 def serve(lab: Lab, side: str, tag: str) -> str:
-    """Start a `vpnctl ring serve` controller for gw-`side`; wait until it reports the
-    dataplane in step with the static file; returns its ready line (added removed kept)."""
-    ready = lab.workdir / f"ready-{side}-{tag}"
-    p, log = start_vpnctl(lab, side, tag, "serve", "--sa-file", str(lab.sa_conf(side)), "--ready-file", str(ready))
-    deadline = time.time() + 20
-    while not ready.exists():
-        if p.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"vpnctl serve {side} not ready: {log.read_text()}")
-        time.sleep(0.05)
-    return ready.read_text().strip()
+    return lab.serve(side, tag)
 
 
 def background_ping(lab: Lab, count: int, interval: float) -> subprocess.Popen:
@@ -228,7 +215,7 @@ def ring_checks(lab: Lab) -> None:
 
 def run(case_name: str, dataplane: str) -> int:
     case = CASES[case_name]
-    lab = Lab(name=vpnlab.unique_name(case_name[:3]), case=case, dataplane=dataplane)
+    lab = Lab(name=vpnlab.unique_name(case_name[:3]), case=case, dataplane=dataplane, vpnctl=VPNCTL)
     try:
         lab.up()
         if case_name == "ring":

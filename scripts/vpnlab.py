@@ -107,6 +107,7 @@ class Lab:
     name: str
     case: Case
     dataplane: str
+    vpnctl: str = ""
     workdir: pathlib.Path = field(default_factory=lambda: pathlib.Path(tempfile.mkdtemp(prefix="vpnlab-")))
     procs: dict = field(default_factory=dict)
 
@@ -163,6 +164,29 @@ class Lab:
             # The ring file and the claim files of its two ends.
             for p in pathlib.Path("/dev/shm").glob(self.ring(side) + "*"):
                 p.unlink(missing_ok=True)
+
+    def start_vpnctl(self, side: str, tag: str, *args: str) -> tuple[subprocess.Popen, pathlib.Path]:
+        """`vpnctl ring ARGS --ring <gw-side's ring>`, logged to the lab's work dir."""
+        log = self.workdir / f"vpnctl-{side}-{tag}.log"
+        vpnctl = self.vpnctl or str(pathlib.Path(self.dataplane).with_name("vpnctl"))
+        p = subprocess.Popen([vpnctl, "ring", *args, "--ring", self.ring(side)],
+                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        self.procs[f"vpnctl-{side}-{tag}"] = p
+        return p, log
+
+    def serve(self, side: str, tag: str) -> str:
+        """Start a `vpnctl ring serve` controller for gw-`side` keeping its dataplane in step
+        with the static file; wait until it reports the dataplane in step; returns its ready
+        line (added removed kept)."""
+        ready = self.workdir / f"ready-{side}-{tag}"
+        p, log = self.start_vpnctl(side, tag, "serve", "--sa-file", str(self.sa_conf(side)),
+                                   "--ready-file", str(ready))
+        deadline = time.time() + 20
+        while not ready.exists():
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"vpnctl serve {side} not ready: {log.read_text()}")
+            time.sleep(0.05)
+        return ready.read_text().strip()
 
     def wait_next_hop(self, side: str, timeout: float = 10.0) -> None:
         """Readiness for traffic: the dataplane has resolved the peer gateway's MAC."""

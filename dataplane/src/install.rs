@@ -117,7 +117,7 @@ impl Restore {
 /// Applies control records to the SA database.
 pub struct Installer {
     db: Arc<SaDb>,
-    inbound: BTreeMap<u32, Installed>,
+    inbound: HashMap<u32, Installed>,
     /// Outbound SAs by (reqid, SPI), holding them so they can be listed and reported even
     /// after a rekey replaced them in the reqid slot.
     outbound: BTreeMap<(u32, u32), (Installed, Arc<OutboundSa>)>,
@@ -140,7 +140,7 @@ impl Installer {
     pub fn new(db: Arc<SaDb>) -> Installer {
         Installer {
             db,
-            inbound: BTreeMap::new(),
+            inbound: HashMap::new(),
             outbound: BTreeMap::new(),
             prefixes: PrefixRefs::default(),
             names: HashMap::new(),
@@ -296,7 +296,11 @@ impl Installer {
 
     fn add_sa(&mut self, sa: SaInstall) -> Result<(), InstallError> {
         let spi = sa.config.spi;
-        let name = self.names.get(&(dir_key(sa.direction), spi)).cloned();
+        let name = if self.names.is_empty() {
+            None
+        } else {
+            self.names.get(&(dir_key(sa.direction), spi)).cloned()
+        };
         let bad = |source| InstallError::Sa { spi, source };
         match sa.direction {
             Direction::Inbound => {
@@ -312,9 +316,6 @@ impl Installer {
                         }
                         return Ok(());
                     }
-                }
-                if self.db.inbound.get(spi).is_some() {
-                    return Err(TableError::Duplicate(spi).into());
                 }
                 // A previous run's window: do not accept again what it accepted.
                 if let Some(top) = self.restore.inbound.remove(&spi) {
@@ -481,7 +482,9 @@ impl Installer {
             sas: (self.inbound.len() + self.outbound.len()) as u32,
             policies: spd.len() as u32,
         });
-        for (&spi, inst) in &self.inbound {
+        let mut inbound: Vec<_> = self.inbound.iter().collect();
+        inbound.sort_by_key(|(spi, _)| **spi);
+        for (&spi, inst) in inbound {
             let c = self
                 .db
                 .inbound

@@ -60,12 +60,14 @@ enum RingCmd {
         #[arg(long)]
         ring: String,
     },
-    /// Print what the dataplane holds.
+    /// Print what the dataplane holds and has counted, from its counters file (read-only:
+    /// works while a controller is attached, and while the dataplane is down).
     Status {
         #[arg(long)]
         ring: String,
-        #[arg(long, default_value_t = 5)]
-        timeout_s: u64,
+        /// Counters file name, if not RING.counters.
+        #[arg(long)]
+        counters: Option<String>,
     },
 }
 
@@ -111,25 +113,7 @@ fn run(args: Args) -> Result<(), String> {
             );
             Ok(())
         }
-        RingCmd::Status { ring, timeout_s } => {
-            let mut c = RingClient::attach(&ring, SLOTS).map_err(|e| e.to_string())?;
-            let held = c
-                .resync(Duration::from_secs(timeout_s))
-                .map_err(|e| e.to_string())?;
-            println!("{} SAs, {} policies", held.sas.len(), held.policies.len());
-            for (k, (p, b)) in &held.sas {
-                println!(
-                    "  {} spi {:#010x} reqid {}: {p} packets, {b} bytes",
-                    if k.inbound { "in " } else { "out" },
-                    k.spi,
-                    k.reqid
-                );
-            }
-            for id in &held.policies {
-                println!("  policy {id}");
-            }
-            Ok(())
-        }
+        RingCmd::Status { ring, counters } => status(&ring, counters.as_deref()),
         RingCmd::Serve {
             ring,
             sa_file,
@@ -260,6 +244,67 @@ fn churn(ring: &str) -> Result<(), String> {
         }
         // Drain the acks so the return ring never fills.
         while c.poll().is_some() {}
+    }
+    Ok(())
+}
+
+fn status(ring: &str, counters: Option<&str>) -> Result<(), String> {
+    use dataplane::shm::counters::CountersFile;
+    let name = counters.map_or_else(|| format!("{ring}.counters"), str::to_string);
+    let f = CountersFile::open(&name)
+        .map_err(|e| format!("{e} (is a dataplane running with --ring {ring}?)"))?;
+    let s = f.snapshot();
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .saturating_sub(s.updated_unix_ns);
+    println!(
+        "dataplane counters /dev/shm/{name}, written {:.1} s ago",
+        age as f64 / 1e9
+    );
+    let reasons = |names: &[String], v: &[u64]| -> String {
+        names
+            .iter()
+            .zip(v)
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, w) in s.workers.iter().enumerate() {
+        let f = &w.fixed;
+        println!(
+            "  worker {i}: outside rx {} tx {}, inside rx {} tx {}, encrypted {}, decrypted {}",
+            f[0], f[2], f[4], f[6], f[8], f[9]
+        );
+        let d = [
+            reasons(&s.esp_reasons, &w.esp_drops),
+            reasons(&s.worker_reasons, &w.worker_drops),
+        ]
+        .into_iter()
+        .filter(|x| !x.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+        if !d.is_empty() {
+            println!("    drops: {d}");
+        }
+    }
+    println!("  {} SAs", s.sas.len());
+    for e in &s.sas {
+        let dir = if e.inbound { "in " } else { "out" };
+        let seq = if e.inbound {
+            format!("window top {}", e.seq)
+        } else {
+            format!("seq {} (leased to {})", e.seq, e.lease)
+        };
+        println!(
+            "  {dir} spi {:#010x} reqid {}: {} packets, {} bytes, {seq}",
+            e.spi, e.reqid, e.packets, e.bytes
+        );
+        let d = reasons(&s.esp_reasons, &e.drops);
+        if !d.is_empty() {
+            println!("    drops: {d}");
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Traffic selectors (RFC 4301 §4.4.1.1, in the IKEv2 form of RFC 7296 §3.13.1):
 //! an address range, an IP protocol (0 = any) and a port range.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::wire::ip::IpProtocol;
 use crate::wire::{ipv6, Ipv4Packet, Ipv6Packet};
@@ -57,12 +57,24 @@ impl TrafficSelector {
 
     /// All of IPv4, any protocol, any port.
     pub fn any_v4() -> Self {
-        Self::prefix("0.0.0.0/0").expect("valid")
+        TrafficSelector {
+            start: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            end: IpAddr::V4(Ipv4Addr::BROADCAST),
+            protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+        }
     }
 
     /// All of IPv6, any protocol, any port.
     pub fn any_v6() -> Self {
-        Self::prefix("::/0").expect("valid")
+        TrafficSelector {
+            start: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            end: IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+            protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+        }
     }
 
     /// A CIDR prefix (`10.1.0.0/16`, `2001:db8::/32`), any protocol and port.
