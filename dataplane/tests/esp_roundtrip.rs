@@ -289,3 +289,82 @@ fn max_inner_len_is_the_exact_mtu_limit() {
         }
     }
 }
+
+/// RFC 4301 §4.4.2.1: soft limits raise a rekey event once; hard limits raise another and
+/// stop the SA — exactly at the packet limit outbound, at the batch that crosses the byte
+/// limit inbound.
+#[test]
+fn lifetimes_raise_events_and_stop_the_sa() {
+    use dataplane::esp::{Lifetime, LifetimeKind};
+    let mut cfg = config(SHAPES[0], "aes128gcm16", false, false);
+    cfg.lifetime = Lifetime {
+        soft_packets: 3,
+        hard_packets: 5,
+        soft_bytes: 0,
+        hard_bytes: 0,
+    };
+    let mut in_cfg = cfg.clone();
+    in_cfg.lifetime = Lifetime {
+        soft_packets: 0,
+        hard_packets: 0,
+        soft_bytes: 100,
+        hard_bytes: 200,
+    };
+    let (out, _) = sa_pair(&cfg);
+    let (_, inb) = sa_pair(&in_cfg);
+    let pkt = udp_packet(false, &[1u8; 32], 0); // 60-byte inner packets
+    let mut wire = Vec::new();
+    for i in 0..7 {
+        let mut f = frame(&pkt);
+        let v = esp::encap(&out, &mut f);
+        if i < 5 {
+            assert!(v.is_forward(), "packet {i}");
+            wire.push(f.data().to_vec());
+        } else {
+            assert_eq!(v, Verdict::Drop(DropReason::SaExpired), "packet {i}");
+        }
+    }
+    let spi = out.spi();
+    assert_eq!(
+        out.poll_event(),
+        Some(SaEvent::SoftLifetime {
+            spi,
+            kind: LifetimeKind::Packets
+        })
+    );
+    assert_eq!(
+        out.poll_event(),
+        Some(SaEvent::HardLifetime {
+            spi,
+            kind: LifetimeKind::Packets
+        })
+    );
+    assert_eq!(out.poll_event(), None, "each raised once");
+    assert!(out.is_expired());
+    assert_eq!(out.last_seq(), 5, "no number past the hard limit");
+
+    let mut accepted = 0;
+    for w in &wire {
+        let mut f = frame(w);
+        if esp::decap(&inb, &mut f).is_forward() {
+            accepted += 1;
+        }
+    }
+    // 60 bytes each: soft at the 2nd (120 B), hard at the 4th (240 B); the 5th is refused.
+    assert_eq!(accepted, 4);
+    assert_eq!(inb.counters().drops.get(DropReason::SaExpired), 1);
+    let kinds: Vec<_> = std::iter::from_fn(|| inb.poll_event()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SaEvent::SoftLifetime {
+                spi,
+                kind: LifetimeKind::Bytes
+            },
+            SaEvent::HardLifetime {
+                spi,
+                kind: LifetimeKind::Bytes
+            }
+        ]
+    );
+}

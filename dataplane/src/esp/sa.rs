@@ -338,19 +338,21 @@ impl OutboundSa {
         let crypto = validate(&cfg)?;
         // RFC 4303 §3.3.3: never cycle: 2^32 - 1 or 2^64 - 1 packets at most. A hard packet
         // lifetime is enforced exactly through the same counter.
-        let mut seq_limit = if cfg.esn {
+        let space = if cfg.esn {
             u64::MAX
         } else {
             u64::from(u32::MAX)
         };
-        if cfg.lifetime.hard_packets != 0 {
-            seq_limit = seq_limit.min(cfg.lifetime.hard_packets);
-        }
+        let seq_limit = match cfg.lifetime.hard_packets {
+            0 => space,
+            hard => space.min(hard),
+        };
         Ok(OutboundSa {
             crypto,
             seq: SeqCounter::with_limit(seq_limit),
-            // Leave room for in-flight traffic while the rekey happens.
-            seq_soft_limit: seq_limit - (seq_limit >> 4),
+            // Leave room for in-flight traffic while the rekey happens. Measured against the
+            // sequence space: a packet lifetime has its own soft limit.
+            seq_soft_limit: space - (space >> 4),
             counters: SharedCounters::default(),
             events: EventFlags::default(),
             lease_wanted: AtomicBool::new(false),
