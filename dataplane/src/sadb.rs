@@ -15,7 +15,7 @@
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::{ArcSwapOption, Guard};
+use crate::sync::swap::{ArcSwapOption, Guard};
 
 use crate::esp::{InboundSa, OutboundSa};
 use crate::satable::SpiTable;

@@ -19,9 +19,11 @@
 //! `ZeroizeOnDrop` — when the last reader drops its `Arc`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use crate::sync::{Mutex, MutexGuard};
+
+use crate::sync::swap::{ArcSwap, ArcSwapOption, Guard};
 
 /// Slot bits in an allocated SPI: 2^20 slots (a million SAs).
 pub const SLOT_BITS: u32 = 20;
@@ -63,9 +65,9 @@ impl<T> std::ops::Deref for SaArc<T> {
 /// A borrowed SA from [`SpiTable::get`]; hold it for a batch, not longer.
 pub enum SaRef<T> {
     #[doc(hidden)]
-    Slot(arc_swap::Guard<Option<Arc<Entry<T>>>>),
+    Slot(Guard<Option<Arc<Entry<T>>>>),
     #[doc(hidden)]
-    Overflow(arc_swap::Guard<Arc<HashMap<u32, Arc<Entry<T>>>>>, u32),
+    Overflow(Guard<Arc<HashMap<u32, Arc<Entry<T>>>>>, u32),
 }
 
 impl<T> std::ops::Deref for SaRef<T> {
@@ -282,7 +284,100 @@ impl<T> Default for SpiTable<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An SA that counts its drops (where its keys would be zeroized).
+    struct Sa {
+        spi: u32,
+        drops: Arc<AtomicUsize>,
+    }
+    impl Drop for Sa {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A reader looks up an SPI while the writer deletes that SA and reuses its slot for a
+    /// new one: the reader finds the old SA or nothing — never the new SA under the old SPI —
+    /// and the old SA is freed exactly once, after the reader let go of it.
+    #[test]
+    fn loom_stale_spi_never_hits_the_reused_slot() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let t = Arc::new(SpiTable::<Sa>::with_slots(1));
+            let d = Arc::clone(&drops);
+            let old = t.allocate(|spi| Sa { spi, drops: d }).unwrap();
+            let reader = {
+                let (t, drops) = (Arc::clone(&t), Arc::clone(&drops));
+                loom::thread::spawn(move || {
+                    if let Some(sa) = t.get(old) {
+                        assert_eq!(sa.spi, old, "a stale SPI found another SA");
+                        // While we hold it, it is not freed.
+                        assert_eq!(drops.load(Ordering::SeqCst), 0);
+                    }
+                })
+            };
+            t.remove(old).unwrap();
+            let d = Arc::clone(&drops);
+            let new = t.allocate(|spi| Sa { spi, drops: d }).unwrap();
+            assert_ne!(new, old);
+            reader.join().unwrap();
+            assert_eq!(
+                drops.load(Ordering::SeqCst),
+                1,
+                "the removed SA was freed once"
+            );
+            assert_eq!(t.get(new).map(|s| s.spi), Some(new));
+        });
+    }
+
+    /// Manually keyed SAs (the copy-on-write overflow map): a reader sees an SA whole or not
+    /// at all while another is inserted and a third removed.
+    #[test]
+    fn loom_overflow_map_updates_are_atomic() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let t = Arc::new(SpiTable::<Sa>::with_slots(1));
+            let d = Arc::clone(&drops);
+            t.insert(
+                0x100,
+                Sa {
+                    spi: 0x100,
+                    drops: d,
+                },
+            )
+            .unwrap();
+            let reader = {
+                let t = Arc::clone(&t);
+                loom::thread::spawn(move || {
+                    for spi in [0x100, 0x200] {
+                        if let Some(sa) = t.get(spi) {
+                            assert_eq!(sa.spi, spi);
+                        }
+                    }
+                })
+            };
+            let d = Arc::clone(&drops);
+            t.insert(
+                0x200,
+                Sa {
+                    spi: 0x200,
+                    drops: d,
+                },
+            )
+            .unwrap();
+            t.remove(0x100).unwrap();
+            reader.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            assert!(t.get(0x100).is_none() && t.get(0x200).is_some());
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

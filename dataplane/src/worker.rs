@@ -596,7 +596,7 @@ impl<I: WorkerIo> Worker<I> {
     }
 }
 
-type OutboundGuard = arc_swap::Guard<Option<Arc<OutboundSa>>>;
+type OutboundGuard = crate::sync::swap::Guard<Option<Arc<OutboundSa>>>;
 
 fn sa_of(g: &OutboundGuard) -> &OutboundSa {
     g.as_ref()
