@@ -1,6 +1,7 @@
 //! Inbound SA lookup by SPI at 1k, 100k and 1M installed SAs (goal: ≤ 10 ns at 1M), random
-//! SPIs, one reader thread. The baseline in the same run is a `std::collections::HashMap`
-//! lookup of the same SPIs.
+//! SPIs, one reader thread: the worker's replica (what the dataplane uses), the lock-free
+//! master table (arc-swap), and a `std::collections::HashMap` of the same SPIs as the
+//! baseline in the same run.
 //!
 //! Run: `cargo bench -p bench --bench satable`.
 
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dataplane::satable::SpiTable;
+use dataplane::satable::{SpiReplica, SpiTable};
 
 const LOOKUPS: usize = 4096;
 
@@ -40,6 +41,19 @@ fn bench_lookup(c: &mut Criterion) {
                 let mut acc = 0u64;
                 for &spi in &probe {
                     if let Some(sa) = table.get(black_box(spi)) {
+                        acc = acc.wrapping_add(sa[0]);
+                    }
+                }
+                acc
+            })
+        });
+        // What the workers read: their own replica of the table.
+        let replica = SpiReplica::from_table(&table);
+        g.bench_function(format!("worker-replica/{n}"), |b| {
+            b.iter(|| {
+                let mut acc = 0u64;
+                for &spi in &probe {
+                    if let Some(sa) = replica.get(black_box(spi)) {
                         acc = acc.wrapping_add(sa[0]);
                     }
                 }

@@ -311,6 +311,7 @@ impl Installer {
                         new.restore_replay_top(old.replay_window().top());
                         drop(old);
                         self.db.inbound.replace(spi, new)?;
+                        self.db.publish_inbound(spi);
                         if let Some(i) = self.inbound.get_mut(&spi) {
                             i.reqid = sa.reqid;
                         }
@@ -326,6 +327,7 @@ impl Installer {
                     self.free_slot(slot);
                     return Err(e.into());
                 }
+                self.db.publish_inbound(spi);
                 if let (Some(f), Some(s)) = (&self.state, slot) {
                     f.set_sa(s, spi, true, sa.reqid, 0);
                 }
@@ -400,6 +402,7 @@ impl Installer {
         match direction {
             Direction::Inbound => {
                 self.db.inbound.remove(spi)?;
+                self.db.retract_inbound(spi);
                 let slot = self.inbound.remove(&spi).and_then(|i| i.slot);
                 self.free_slot(slot);
             }
@@ -462,7 +465,7 @@ impl Installer {
         for p in self.prefixes.clear() {
             steering.remove(p).map_err(InstallError::Steering)?;
         }
-        self.db.inbound.clear();
+        self.db.clear_inbound();
         for inst in std::mem::take(&mut self.inbound).into_values() {
             self.free_slot(inst.slot);
         }

@@ -1,10 +1,11 @@
 //! The SAs and policies a dataplane holds, shared by its workers.
 //!
-//! - Inbound SAs: the lock-free [`SpiTable`], by SPI.
+//! - Inbound SAs: the lock-free [`SpiTable`], by SPI (the master, for the control thread),
+//!   and one [`InboundReplica`] per worker, which the workers read.
 //! - Outbound SAs: a slot per request id (`reqid`, chosen by the control plane and named by
 //!   policies), each an `ArcSwapOption`: a rekey swaps in the new SA under the same reqid
 //!   while workers keep sending; readers never block.
-//! - Policies: one SPD replica per worker ([`SpdReplica`]), changed by messages from the
+//! - Policies: one SPD replica per worker (in its [`Replica`]), changed by messages from the
 //!   control thread that each worker applies between batches. A worker's lookups touch only
 //!   its own memory; a change reaches every worker within one batch.
 //!
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use crate::sync::swap::{ArcSwapOption, Guard};
 
 use crate::esp::{InboundSa, OutboundSa};
-use crate::satable::SpiTable;
+use crate::satable::{SaArc, SpiReplica, SpiTable};
 use crate::spd::{PolicyId, PolicyRule, Spd};
 
 /// Request ids the outbound table holds: 0 .. `REQIDS`.
@@ -32,33 +33,70 @@ pub enum SpdChange {
     Clear,
 }
 
-/// A worker's own copy of the SPD, kept in step by the control thread.
-pub struct SpdReplica {
-    spd: Spd,
-    changes: Receiver<SpdChange>,
+/// A change sent to every worker's replica, in the order the control thread made them.
+#[derive(Clone)]
+pub enum Change {
+    Spd(SpdChange),
+    /// Install or replace the inbound SA under this SPI.
+    InboundInsert(u32, SaArc<InboundSa>),
+    InboundRemove(u32),
+    InboundClear,
 }
 
-impl SpdReplica {
+/// A worker's own view of the inbound SAs (see [`SpiReplica`]).
+pub type InboundReplica = SpiReplica<InboundSa>;
+
+/// What a worker reads: its SPD and inbound SAs.
+#[derive(Default)]
+pub struct ReplicaData {
+    pub spd: Spd,
+    pub inbound: InboundReplica,
+}
+
+/// A worker's replica and the channel that keeps it in step with the control thread.
+pub struct Replica {
+    data: ReplicaData,
+    changes: Receiver<Change>,
+}
+
+impl Replica {
     /// Apply the changes sent since the last call (one atomic load when there are none).
     #[inline]
     pub fn sync(&mut self) {
         while let Ok(c) = self.changes.try_recv() {
+            let d = &mut self.data;
             match c {
                 // The control thread validated the change against its master copy, so
                 // these cannot fail here.
-                SpdChange::Insert(r) => {
-                    let _ = self.spd.insert(PolicyRule::clone(&r));
+                Change::Spd(SpdChange::Insert(r)) => {
+                    let _ = d.spd.insert(PolicyRule::clone(&r));
                 }
-                SpdChange::Remove(id) => {
-                    let _ = self.spd.remove(id);
+                Change::Spd(SpdChange::Remove(id)) => {
+                    let _ = d.spd.remove(id);
                 }
-                SpdChange::Clear => self.spd.clear(),
+                Change::Spd(SpdChange::Clear) => d.spd.clear(),
+                Change::InboundInsert(spi, sa) => d.inbound.insert(spi, sa),
+                Change::InboundRemove(spi) => d.inbound.remove(spi),
+                Change::InboundClear => d.inbound.clear(),
             }
         }
     }
 
+    pub fn data(&self) -> &ReplicaData {
+        &self.data
+    }
+
+    /// Move the data out for a batch (so the worker can borrow it while mutating itself);
+    /// give it back with [`Replica::put`].
+    pub fn take(&mut self) -> ReplicaData {
+        std::mem::take(&mut self.data)
+    }
+    pub fn put(&mut self, d: ReplicaData) {
+        self.data = d;
+    }
+
     pub fn spd(&self) -> &Spd {
-        &self.spd
+        &self.data.spd
     }
 }
 
@@ -97,7 +135,7 @@ pub struct SaDb {
     pub outbound: ReqidTable,
     /// The master SPD and the senders to every replica, under one lock so a new replica
     /// starts from the master and misses no change.
-    spd: Mutex<(Spd, Vec<Sender<SpdChange>>)>,
+    spd: Mutex<(Spd, Vec<Sender<Change>>)>,
 }
 
 impl Default for SaDb {
@@ -121,15 +159,25 @@ impl SaDb {
         }
     }
 
-    /// A replica of the SPD for a new worker.
-    pub fn spd_replica(&self) -> SpdReplica {
+    /// A replica for a new worker: a copy of the master SPD and inbound SAs, and the
+    /// channel that brings it every later change.
+    pub fn replica(&self) -> Replica {
         let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
         let (tx, rx) = channel();
         g.1.push(tx);
-        SpdReplica {
-            spd: g.0.clone(),
+        let inbound = SpiReplica::from_table(&self.inbound);
+        Replica {
+            data: ReplicaData {
+                spd: g.0.clone(),
+                inbound,
+            },
             changes: rx,
         }
+    }
+
+    fn broadcast(senders: &mut Vec<Sender<Change>>, c: Change) {
+        // A replica whose worker has gone is dropped from the list.
+        senders.retain(|tx| tx.send(c.clone()).is_ok());
     }
 
     /// Writer: change the master SPD and, if that worked, every replica.
@@ -149,9 +197,30 @@ impl SaDb {
                 None
             }
         };
-        // A replica whose worker has gone is dropped from the list.
-        g.1.retain(|tx| tx.send(c.clone()).is_ok());
+        Self::broadcast(&mut g.1, Change::Spd(c));
         Ok(old)
+    }
+
+    /// Writer: after installing (or replacing) `spi` in the master table, hand it to every
+    /// replica.
+    pub(crate) fn publish_inbound(&self, spi: u32) {
+        if let Some(sa) = self.inbound.get_arc(spi) {
+            let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
+            Self::broadcast(&mut g.1, Change::InboundInsert(spi, sa));
+        }
+    }
+
+    /// Writer: after removing `spi` from the master table, from every replica too.
+    pub(crate) fn retract_inbound(&self, spi: u32) {
+        let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
+        Self::broadcast(&mut g.1, Change::InboundRemove(spi));
+    }
+
+    /// Writer: every inbound SA is gone.
+    pub(crate) fn clear_inbound(&self) {
+        self.inbound.clear();
+        let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
+        Self::broadcast(&mut g.1, Change::InboundClear);
     }
 
     /// A copy of the master SPD (resync reports, the stats writer).

@@ -55,6 +55,30 @@ pub struct Entry<T> {
 /// An owned reference to an installed SA (keeps it alive past a batch).
 pub struct SaArc<T>(Arc<Entry<T>>);
 
+impl<T> Clone for SaArc<T> {
+    fn clone(&self) -> Self {
+        SaArc(Arc::clone(&self.0))
+    }
+}
+
+impl<T> SaArc<T> {
+    pub fn spi(&self) -> u32 {
+        self.0.spi
+    }
+}
+
+/// Whether `spi` has the allocated form (its slot encoded in it).
+#[inline]
+pub fn is_allocated_form(spi: u32) -> bool {
+    spi & ALLOCATED != 0
+}
+
+/// The slot an allocated-form SPI names.
+#[inline]
+pub fn slot_of(spi: u32) -> usize {
+    (spi & SLOT_MASK) as usize
+}
+
 impl<T> std::ops::Deref for SaArc<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -124,6 +148,10 @@ impl<T> SpiTable<T> {
 
     pub fn len(&self) -> usize {
         self.writer().len
+    }
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -275,6 +303,84 @@ impl<T> SpiTable<T> {
         self.overflow.store(Arc::new(m));
         w.len -= 1;
         Ok(())
+    }
+}
+
+/// A reader's own copy of a table: plain memory, no atomic operation on a lookup, so the
+/// cache misses of independent lookups overlap (an `arc_swap` load is a locked instruction,
+/// which serialises them). Each worker keeps one, updated between batches from the control
+/// thread's changes. It holds a reference on each SA: a removed SA is freed — its keys
+/// zeroized — once every replica has applied the removal and the table has let go.
+pub struct SpiReplica<T> {
+    slots: Vec<Option<SaArc<T>>>,
+    overflow: HashMap<u32, SaArc<T>>,
+}
+
+impl<T> Default for SpiReplica<T> {
+    fn default() -> Self {
+        SpiReplica {
+            slots: Vec::new(),
+            overflow: HashMap::new(),
+        }
+    }
+}
+
+impl<T> SpiReplica<T> {
+    /// A copy of everything in `table` now.
+    pub fn from_table(table: &SpiTable<T>) -> Self {
+        let mut r = SpiReplica {
+            slots: (0..table.slots()).map(|_| None).collect(),
+            overflow: HashMap::new(),
+        };
+        for spi in table.spis() {
+            if let Some(sa) = table.get_arc(spi) {
+                r.insert(spi, sa);
+            }
+        }
+        r
+    }
+
+    /// The SA for `spi`.
+    #[inline]
+    pub fn get(&self, spi: u32) -> Option<&T> {
+        if is_allocated_form(spi) {
+            if let Some(Some(e)) = self.slots.get(slot_of(spi)) {
+                if e.spi() == spi {
+                    return Some(e);
+                }
+            }
+        }
+        self.overflow.get(&spi).map(|e| &**e)
+    }
+
+    /// Install or replace.
+    pub fn insert(&mut self, spi: u32, sa: SaArc<T>) {
+        if is_allocated_form(spi) {
+            if let Some(slot) = self.slots.get_mut(slot_of(spi)) {
+                if slot.as_ref().is_none_or(|e| e.spi() == spi) {
+                    *slot = Some(sa);
+                    return;
+                }
+            }
+        }
+        self.overflow.insert(spi, sa);
+    }
+
+    pub fn remove(&mut self, spi: u32) {
+        if is_allocated_form(spi) {
+            if let Some(slot) = self.slots.get_mut(slot_of(spi)) {
+                if slot.as_ref().is_some_and(|e| e.spi() == spi) {
+                    *slot = None;
+                    return;
+                }
+            }
+        }
+        self.overflow.remove(&spi);
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+        self.overflow.clear();
     }
 }
 
@@ -431,6 +537,36 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.clear();
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn replicas_follow_the_table_and_hold_sas_until_they_let_go() {
+        struct Sa(Arc<AtomicUsize>);
+        impl Drop for Sa {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let t: SpiTable<Sa> = SpiTable::with_slots(4);
+        let a = t.allocate(|_| Sa(Arc::clone(&drops))).unwrap();
+        t.insert(0x1234, Sa(Arc::clone(&drops))).unwrap();
+        let mut r = SpiReplica::from_table(&t);
+        assert!(r.get(a).is_some() && r.get(0x1234).is_some());
+        assert!(r.get(a ^ (1 << SLOT_BITS)).is_none(), "another generation misses");
+        let b = t.allocate(|_| Sa(Arc::clone(&drops))).unwrap();
+        assert!(r.get(b).is_none(), "not until the change arrives");
+        r.insert(b, t.get_arc(b).unwrap());
+        assert!(r.get(b).is_some());
+        // Removed from the table: still alive while the replica holds it.
+        t.remove(a).unwrap();
+        assert_eq!(drops.load(Ordering::Relaxed), 0);
+        r.remove(a);
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+        t.remove(0x1234).unwrap();
+        r.clear();
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+        assert!(r.get(b).is_none());
     }
 
     /// Readers hammer lookups while the writer installs and removes; a reader never sees an

@@ -18,7 +18,7 @@ use crate::esp::{self, DropReason, FlowKey, Frame, Mode, OutboundSa, SaShape, Ve
 use crate::hops::{HopCache, HopTable};
 use crate::icmp;
 use crate::io::WorkerIo;
-use crate::sadb::{SaDb, SpdReplica};
+use crate::sadb::{Replica, ReplicaData, SaDb};
 use crate::shm::records::{DataplaneRecord, FlowRecord};
 use crate::spd::SpdAction;
 use crate::static_sa::Direction;
@@ -153,7 +153,7 @@ pub struct GatewayAddrs {
 pub struct Worker<I: WorkerIo> {
     pub io: I,
     db: Arc<SaDb>,
-    spd: SpdReplica,
+    replica: Replica,
     events: Option<Sender<WorkerEvent>>,
     limiter: EventLimiter,
     hops: Arc<HopCache>,
@@ -203,7 +203,7 @@ impl<I: WorkerIo> Worker<I> {
     ) -> Self {
         Worker {
             io,
-            spd: db.spd_replica(),
+            replica: db.replica(),
             db,
             events: None,
             limiter: EventLimiter::default(),
@@ -275,7 +275,7 @@ impl<I: WorkerIo> Worker<I> {
 
     /// One batch from each side; returns the packets received.
     pub fn poll_once(&mut self) -> usize {
-        self.spd.sync();
+        self.replica.sync();
         let table = self.hops.snapshot();
         let n = self.inside_batch(&table) + self.outside_batch(&table);
         self.io.flush();
@@ -344,7 +344,7 @@ impl<I: WorkerIo> Worker<I> {
                 self.io.recycle(f.into_buffer());
                 continue;
             };
-            let Some(m) = self.spd.spd().lookup(&flow) else {
+            let Some(m) = self.replica.spd().lookup(&flow) else {
                 self.drop_frame(f, WorkerDrop::NoPolicy);
                 continue;
             };
@@ -510,6 +510,9 @@ impl<I: WorkerIo> Worker<I> {
 
     /// Outside → inside: decapsulation.
     fn outside_batch(&mut self, table: &HopTable) -> usize {
+        // The replica is moved out for the batch, so its SAs can be borrowed while the
+        // worker counts and transmits.
+        let replica = self.replica.take();
         let mut rx = std::mem::take(&mut self.rx);
         self.io.recv(Side::Outside, &mut rx, self.batch);
         let n = rx.len();
@@ -522,29 +525,30 @@ impl<I: WorkerIo> Worker<I> {
             let spi = esp::peek_spi(f.data()).unwrap_or(0);
             if current != Some(spi) {
                 if let Some(prev) = current {
-                    self.open_run(prev, table);
+                    self.open_run(&replica, prev, table);
                 }
                 current = Some(spi);
             }
             self.run.push(f);
         }
         if let Some(prev) = current {
-            self.open_run(prev, table);
+            self.open_run(&replica, prev, table);
         }
         self.rx = rx;
+        self.replica.put(replica);
         n
     }
 
-    fn open_run(&mut self, spi: u32, table: &HopTable) {
+    fn open_run(&mut self, replica: &ReplicaData, spi: u32, table: &HopTable) {
         if self.run.is_empty() {
             return;
         }
         let mut run = std::mem::take(&mut self.run);
         let mut verdicts = std::mem::take(&mut self.verdicts);
         let k = run.len();
-        match self.db.inbound.get(spi) {
+        match replica.inbound.get(spi) {
             Some(sa) => {
-                esp::decap_batch(&*sa, &mut run, &mut verdicts[..k]);
+                esp::decap_batch(sa, &mut run, &mut verdicts[..k]);
                 self.emit_sa_events(
                     Direction::Inbound,
                     0,
