@@ -22,6 +22,9 @@ export VPN_REQUIRE_SCAPY=1
 export VPN_REQUIRE_ROOT=1
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
+# The e2e scenarios run our binaries: dataplane, and vpnctl from the control package (a test
+# of one package does not build another package's binaries).
+cargo build --workspace --bins --quiet
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$LOG"
 
 echo "== loom model checks (the ring protocol, sequence reservation, the replay window)"
