@@ -5,4 +5,5 @@
 //! [`ring_client`] is the control end of that ring, shared by both.
 #![forbid(unsafe_code)]
 
+pub mod ike;
 pub mod ring_client;

@@ -553,7 +553,10 @@ mod tests {
         t.insert(0x1234, Sa(Arc::clone(&drops))).unwrap();
         let mut r = SpiReplica::from_table(&t);
         assert!(r.get(a).is_some() && r.get(0x1234).is_some());
-        assert!(r.get(a ^ (1 << SLOT_BITS)).is_none(), "another generation misses");
+        assert!(
+            r.get(a ^ (1 << SLOT_BITS)).is_none(),
+            "another generation misses"
+        );
         let b = t.allocate(|_| Sa(Arc::clone(&drops))).unwrap();
         assert!(r.get(b).is_none(), "not until the change arrives");
         r.insert(b, t.get_arc(b).unwrap());
