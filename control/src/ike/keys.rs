@@ -1,0 +1,235 @@
+//! IKEv2 key derivation (RFC 7296 §2.13, §2.14, §2.17): the PRF, prf+, SKEYSEED, the seven
+//! IKE SA keys and Child SA key material. Every secret lives in `Zeroizing` buffers, and
+//! `Debug` never prints one.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Sha256, Sha384, Sha512};
+use zeroize::Zeroizing;
+
+/// Secret bytes, wiped on drop.
+pub type Secret = Zeroizing<Vec<u8>>;
+
+/// The pseudorandom functions we negotiate (IANA "Transform Type 2").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prf {
+    /// PRF_HMAC_SHA2_256 (RFC 4868), IANA 5.
+    HmacSha256,
+    /// PRF_HMAC_SHA2_384, IANA 6.
+    HmacSha384,
+    /// PRF_HMAC_SHA2_512, IANA 7.
+    HmacSha512,
+}
+
+fn hmac<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Secret {
+    let mut m = <M as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+    }
+    Zeroizing::new(m.finalize().into_bytes().to_vec())
+}
+
+impl Prf {
+    pub fn from_iana(id: u16) -> Option<Prf> {
+        match id {
+            5 => Some(Prf::HmacSha256),
+            6 => Some(Prf::HmacSha384),
+            7 => Some(Prf::HmacSha512),
+            _ => None,
+        }
+    }
+    pub fn iana(self) -> u16 {
+        match self {
+            Prf::HmacSha256 => 5,
+            Prf::HmacSha384 => 6,
+            Prf::HmacSha512 => 7,
+        }
+    }
+    /// Output length, which is also the length of SK_d, SK_pi and SK_pr (§2.14).
+    pub fn output_len(self) -> usize {
+        match self {
+            Prf::HmacSha256 => 32,
+            Prf::HmacSha384 => 48,
+            Prf::HmacSha512 => 64,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Prf::HmacSha256 => "prfsha256",
+            Prf::HmacSha384 => "prfsha384",
+            Prf::HmacSha512 => "prfsha512",
+        }
+    }
+
+    /// prf(key, parts concatenated).
+    pub fn prf(self, key: &[u8], parts: &[&[u8]]) -> Secret {
+        match self {
+            Prf::HmacSha256 => hmac::<Hmac<Sha256>>(key, parts),
+            Prf::HmacSha384 => hmac::<Hmac<Sha384>>(key, parts),
+            Prf::HmacSha512 => hmac::<Hmac<Sha512>>(key, parts),
+        }
+    }
+
+    /// RFC 7296 §2.13: prf+(K, S) = T1 | T2 | ..., T1 = prf(K, S | 0x01),
+    /// Tn = prf(K, Tn-1 | S | n), truncated to `len` (at most 255 blocks).
+    pub fn prf_plus(self, key: &[u8], seed: &[u8], len: usize) -> Secret {
+        assert!(
+            len <= 255 * self.output_len(),
+            "prf+ yields at most 255 blocks"
+        );
+        let mut out = Zeroizing::new(Vec::with_capacity(len + self.output_len()));
+        let mut t: Secret = Zeroizing::new(Vec::new());
+        let mut n = 1u8;
+        while out.len() < len {
+            t = self.prf(key, &[&t, seed, &[n]]);
+            out.extend_from_slice(&t);
+            n = n.wrapping_add(1);
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// Key lengths of the negotiated IKE SA transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLengths {
+    /// Encryption key, including the salt of an AEAD (RFC 5282 §7.1).
+    pub enc: usize,
+    /// Integrity key; 0 for an AEAD.
+    pub integ: usize,
+}
+
+/// The seven keys of an IKE SA (RFC 7296 §2.14).
+pub struct IkeKeys {
+    pub sk_d: Secret,
+    pub sk_ai: Secret,
+    pub sk_ar: Secret,
+    pub sk_ei: Secret,
+    pub sk_er: Secret,
+    pub sk_pi: Secret,
+    pub sk_pr: Secret,
+}
+
+impl std::fmt::Debug for IkeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IkeKeys { <redacted> }")
+    }
+}
+
+/// RFC 7296 §2.14: SKEYSEED = prf(Ni | Nr, g^ir), then
+/// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
+pub fn derive_ike_keys(
+    prf: Prf,
+    ni: &[u8],
+    nr: &[u8],
+    shared: &[u8],
+    (spi_i, spi_r): (u64, u64),
+    lens: KeyLengths,
+) -> IkeKeys {
+    let (enc_len, integ_len) = (lens.enc, lens.integ);
+    let nonces = [ni, nr].concat();
+    let skeyseed = prf.prf(&nonces, &[shared]);
+    let seed = [ni, nr, &spi_i.to_be_bytes()[..], &spi_r.to_be_bytes()[..]].concat();
+    let p = prf.output_len();
+    let total = p + 2 * integ_len + 2 * enc_len + 2 * p;
+    let km = prf.prf_plus(&skeyseed, &seed, total);
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let s = Zeroizing::new(km[at..at + n].to_vec());
+        at += n;
+        s
+    };
+    IkeKeys {
+        sk_d: take(p),
+        sk_ai: take(integ_len),
+        sk_ar: take(integ_len),
+        sk_ei: take(enc_len),
+        sk_er: take(enc_len),
+        sk_pi: take(p),
+        sk_pr: take(p),
+    }
+}
+
+/// RFC 7296 §2.17: KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr). Keys are taken in the
+/// order: initiator-to-responder encryption, integrity; then responder-to-initiator.
+pub fn child_keymat(
+    prf: Prf,
+    sk_d: &[u8],
+    pfs_shared: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    len: usize,
+) -> Secret {
+    let seed = [pfs_shared.unwrap_or(&[]), ni, nr].concat();
+    prf.prf_plus(sk_d, &seed, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 4231 test case 2 ("Jefe"), the PRF itself.
+    #[test]
+    fn prf_matches_rfc4231() {
+        let out = Prf::HmacSha256.prf(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            &out[..],
+            &hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")[..]
+        );
+        let out = Prf::HmacSha512.prf(b"Jefe", &[b"what do ya want for nothing?"]);
+        assert_eq!(
+            &out[..],
+            &hex("164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737")[..]
+        );
+    }
+
+    /// prf+ is the chain §2.13 defines, whatever the length asked.
+    #[test]
+    fn prf_plus_chains_blocks() {
+        let (k, s) = (b"key".as_slice(), b"seed".as_slice());
+        for prf in [Prf::HmacSha256, Prf::HmacSha384, Prf::HmacSha512] {
+            let t1 = prf.prf(k, &[s, &[1]]);
+            let t2 = prf.prf(k, &[&t1, s, &[2]]);
+            let t3 = prf.prf(k, &[&t2, s, &[3]]);
+            let want = [&t1[..], &t2[..], &t3[..]].concat();
+            let out = prf.prf_plus(k, s, 3 * prf.output_len() - 5);
+            assert_eq!(&out[..], &want[..3 * prf.output_len() - 5]);
+        }
+    }
+
+    #[test]
+    fn ike_keys_are_split_in_rfc_order() {
+        let prf = Prf::HmacSha256;
+        let (ni, nr, g) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let k = derive_ike_keys(
+            prf,
+            &ni,
+            &nr,
+            &g,
+            (0x1111, 0x2222),
+            KeyLengths { enc: 20, integ: 0 },
+        );
+        let skeyseed = prf.prf(&[ni, nr].concat(), &[&g]);
+        let seed = [
+            &ni[..],
+            &nr[..],
+            &0x1111u64.to_be_bytes(),
+            &0x2222u64.to_be_bytes(),
+        ]
+        .concat();
+        let km = prf.prf_plus(&skeyseed, &seed, 32 + 40 + 64);
+        assert_eq!(&k.sk_d[..], &km[..32]);
+        assert!(k.sk_ai.is_empty() && k.sk_ar.is_empty());
+        assert_eq!(&k.sk_ei[..], &km[32..52]);
+        assert_eq!(&k.sk_er[..], &km[52..72]);
+        assert_eq!(&k.sk_pi[..], &km[72..104]);
+        assert_eq!(&k.sk_pr[..], &km[104..136]);
+        assert_eq!(format!("{k:?}"), "IkeKeys { <redacted> }");
+    }
+}
