@@ -3,4 +3,5 @@
 
 pub mod dh;
 pub mod keys;
+pub mod proposal;
 pub mod wire;

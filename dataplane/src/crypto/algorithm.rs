@@ -210,7 +210,10 @@ fn deprecated(name: &str, why: &'static str) -> AlgorithmError {
     }
 }
 
-fn parse_encryption(tok: &str) -> Result<Option<Encryption>, AlgorithmError> {
+/// One strongSwan encryption token (`aes128gcm16`, `chacha20poly1305`, `aes256`...):
+/// `Ok(None)` if it is not an encryption algorithm, an error if it is a refused one. Shared
+/// with the IKE proposal parser.
+pub fn parse_encryption(tok: &str) -> Result<Option<Encryption>, AlgorithmError> {
     Ok(Some(match tok {
         "aes128gcm16" | "aes128gcm128" => Encryption::AesGcm128,
         "aes256gcm16" | "aes256gcm128" => Encryption::AesGcm256,
@@ -245,7 +248,8 @@ fn parse_encryption(tok: &str) -> Result<Option<Encryption>, AlgorithmError> {
     }))
 }
 
-fn parse_integrity(tok: &str) -> Result<Option<Integrity>, AlgorithmError> {
+/// One strongSwan integrity token (`sha256`...), as [`parse_encryption`].
+pub fn parse_integrity(tok: &str) -> Result<Option<Integrity>, AlgorithmError> {
     Ok(Some(match tok {
         "sha256" | "sha2_256" => Integrity::HmacSha256_128,
         "sha384" | "sha2_384" => Integrity::HmacSha384_192,
