@@ -4,4 +4,5 @@
 pub mod dh;
 pub mod keys;
 pub mod proposal;
+pub mod sk;
 pub mod wire;

@@ -104,6 +104,28 @@ where
         }
     }
 
+    /// Raw AES-CBC with an explicit IV over whole blocks (IKEv2's encrypted payload, whose
+    /// IV is random: RFC 7296 §3.14).
+    pub(crate) fn cbc_encrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
+        if !buf.len().is_multiple_of(BLOCK) {
+            return Err(CryptoError::BadLength);
+        }
+        let iv = Block::from(*iv);
+        let (blocks, _) = InOutBuf::from(buf).into_chunks();
+        cbc::Encryptor::<C>::inner_iv_init(self.cipher.clone(), &iv).encrypt_blocks_inout(blocks);
+        Ok(())
+    }
+
+    pub(crate) fn cbc_decrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
+        if !buf.len().is_multiple_of(BLOCK) {
+            return Err(CryptoError::BadLength);
+        }
+        let iv = Block::from(*iv);
+        let (blocks, _) = InOutBuf::from(buf).into_chunks();
+        cbc::Decryptor::<C>::inner_iv_init(self.cipher.clone(), &iv).decrypt_blocks_inout(blocks);
+        Ok(())
+    }
+
     pub(crate) fn seal(
         &self,
         esp: &mut [u8],

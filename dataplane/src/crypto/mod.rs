@@ -212,6 +212,24 @@ impl SaCrypto {
         true
     }
 
+    /// CBC+HMAC transforms: AES-CBC encryption of whole blocks with the caller's IV.
+    pub fn cbc_encrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
+        match &self.state {
+            CipherState::AesCbc128(k) => k.cbc_encrypt(iv, buf),
+            CipherState::AesCbc256(k) => k.cbc_encrypt(iv, buf),
+            _ => Err(CryptoError::BadLength),
+        }
+    }
+
+    /// CBC+HMAC transforms: AES-CBC decryption of whole blocks.
+    pub fn cbc_decrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
+        match &self.state {
+            CipherState::AesCbc128(k) => k.cbc_decrypt(iv, buf),
+            CipherState::AesCbc256(k) => k.cbc_decrypt(iv, buf),
+            _ => Err(CryptoError::BadLength),
+        }
+    }
+
     /// CBC+HMAC transforms: constant-time verification of a truncated HMAC.
     pub fn integrity_verify(&self, data: &[u8], icv: &[u8]) -> bool {
         match &self.state {
