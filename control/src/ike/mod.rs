@@ -1,6 +1,7 @@
 //! IKEv2 (RFC 7296), sans-IO: the message codec first; the key derivation, the IKE and
 //! Child SA state machines and the daemon shell build on it.
 
+pub mod auth;
 pub mod dh;
 pub mod keys;
 pub mod proposal;
