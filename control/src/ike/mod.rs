@@ -2,6 +2,7 @@
 //! Child SA state machines and the daemon shell build on it.
 
 pub mod auth;
+pub mod child;
 pub mod dh;
 pub mod keys;
 pub mod proposal;
