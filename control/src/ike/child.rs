@@ -211,9 +211,7 @@ pub fn show_ts(t: &Ts) -> String {
     let (s, e) = (bits(t.start), bits(t.end));
     let width = if v4 { 32 } else { 128 };
     let span = e - s;
-    let range = if (span == u128::MAX || (span + 1).is_power_of_two())
-        && (span == u128::MAX || s & span == 0)
-    {
+    let range = if span == u128::MAX || ((span + 1).is_power_of_two() && s & span == 0) {
         let len = if span == u128::MAX {
             0
         } else {
