@@ -6,5 +6,6 @@ pub mod child;
 pub mod dh;
 pub mod keys;
 pub mod proposal;
+pub mod sa;
 pub mod sk;
 pub mod wire;
