@@ -5,5 +5,6 @@
 //! [`ring_client`] is the control end of that ring, shared by both.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod ike;
 pub mod ring_client;

@@ -172,10 +172,38 @@ struct RawPolicy {
     priority: Option<Spanned<i64>>,
 }
 
-/// Maps byte offsets to line numbers.
-struct Lines<'a> {
-    file: &'a Path,
-    text: &'a str,
+/// Maps byte offsets to line numbers, for errors that name file, line and field. Shared
+/// with the other TOML configurations (iked's).
+pub struct Lines<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+}
+
+/// Deserialize `text` (TOML) into `T`, with errors that name the file, line and field.
+pub fn deserialize_toml<T: serde::de::DeserializeOwned>(
+    lines: &Lines<'_>,
+) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(lines.text).map_err(|e| {
+        lines.err(
+            e.span().unwrap_or(0..0),
+            String::new(),
+            e.message().to_string(),
+        )
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // `Spanned` wrappers show up in the path as a private field name: drop them.
+        let path = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "")
+            .replace("$__serde_spanned_private_value.", "");
+        let inner = e.into_inner();
+        lines.err(
+            inner.span().unwrap_or(0..0),
+            path,
+            inner.message().to_string(),
+        )
+    })
 }
 
 impl Lines<'_> {
@@ -185,7 +213,12 @@ impl Lines<'_> {
             .count()
             + 1
     }
-    fn err(&self, span: Range<usize>, field: String, message: impl Into<String>) -> ConfigError {
+    pub fn err(
+        &self,
+        span: Range<usize>,
+        field: String,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             line: self.line_of(span.start),
@@ -210,22 +243,7 @@ impl StaticConfig {
     /// Validate `text`, naming `file` in errors.
     pub fn parse(file: &Path, text: &str) -> Result<StaticConfig, ConfigError> {
         let lines = Lines { file, text };
-        let de = toml::Deserializer::parse(text).map_err(|e| {
-            lines.err(
-                e.span().unwrap_or(0..0),
-                String::new(),
-                e.message().to_string(),
-            )
-        })?;
-        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            lines.err(
-                inner.span().unwrap_or(0..0),
-                path,
-                inner.message().to_string(),
-            )
-        })?;
+        let raw: RawFile = deserialize_toml(&lines)?;
 
         let mut cfg = StaticConfig::default();
         let mut names: HashMap<String, (Direction, usize)> = HashMap::new();
