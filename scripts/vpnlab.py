@@ -101,6 +101,36 @@ sa = "{out_name}"
 '''
 
 
+def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
+              ike: str = "aes128gcm16-prfsha256-x25519") -> str:
+    """iked's configuration for gateway `side`: a initiates, b responds."""
+    other = "b" if side == "a" else "a"
+    start = "start" if side == "a" else "none"
+    return f'''[connections.gw-{other}]
+local_addrs = ["{case.outer(side)}"]
+remote_addrs = ["{case.outer(other)}"]
+proposals = ["{ike}"]
+encap = {"true" if case.nat_t else "false"}
+retransmit_ms = 500
+
+[connections.gw-{other}.local]
+id = "gw-{side}.example"
+
+[connections.gw-{other}.remote]
+id = "gw-{other}.example"
+
+[connections.gw-{other}.children.net]
+local_ts = ["{case.inside_net(side)}"]
+remote_ts = ["{case.inside_net(other)}"]
+esp_proposals = ["{case.proposal}"]
+start_action = "{start}"
+
+[secrets.psk]
+id = ["gw-a.example", "gw-b.example"]
+secret = "{psk}"
+'''
+
+
 @dataclass
 class Lab:
     """A running topology with (optionally) our dataplane on both gateways."""
@@ -187,6 +217,19 @@ class Lab:
                 raise RuntimeError(f"vpnctl serve {side} not ready: {log.read_text()}")
             time.sleep(0.05)
         return ready.read_text().strip()
+
+    def start_iked(self, side: str, tag: str, conf: str) -> tuple[subprocess.Popen, pathlib.Path]:
+        """iked on gw-`side`, talking to that gateway's dataplane ring."""
+        path = self.workdir / f"iked-{side}-{tag}.toml"
+        path.write_text(conf)
+        log = self.workdir / f"iked-{side}-{tag}.log"
+        iked = str(pathlib.Path(self.dataplane).with_name("iked"))
+        ready = self.workdir / f"iked-ready-{side}-{tag}"
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(f"gw-{side}"), iked, "--config", str(path),
+                              "--ring", self.ring(side), "--ready-file", str(ready)],
+                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        self.procs[f"iked-{side}-{tag}"] = p
+        return p, ready
 
     def wait_next_hop(self, side: str, timeout: float = 10.0) -> None:
         """Readiness for traffic: the dataplane has resolved the peer gateway's MAC."""

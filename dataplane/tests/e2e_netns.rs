@@ -43,11 +43,14 @@ fn scenario(case: &str) {
     let dataplane = PathBuf::from(env!("CARGO_BIN_EXE_dataplane"));
     // vpnctl (package `control`) is built next to the dataplane by a workspace build.
     let vpnctl = dataplane.with_file_name("vpnctl");
-    if case == "ring" && !vpnctl.exists() {
-        panic!(
-            "e2e ring: {} is missing: build the workspace (cargo test --workspace)",
-            vpnctl.display()
-        );
+    for (needs, bin) in [("ring", "vpnctl"), ("iked", "iked")] {
+        let path = dataplane.with_file_name(bin);
+        if case.starts_with(needs) && !path.exists() {
+            panic!(
+                "e2e {case}: {} is missing: build the workspace (cargo build --workspace --bins)",
+                path.display()
+            );
+        }
     }
     let out = Command::new(py.unwrap())
         .arg(root().join("scripts/e2e.py"))
@@ -101,4 +104,17 @@ fn two_workers_share_the_load() {
 #[test]
 fn sas_through_the_ring() {
     scenario("ring");
+}
+
+/// Our iked on both gateways negotiates the SAs (IKEv2, PSK, x25519) and installs them
+/// into our dataplanes through their rings: raw ESP.
+#[test]
+fn iked_keys_the_tunnel() {
+    scenario("iked");
+}
+
+/// The same with NAT-T forced: IKE moves to 4500 and ESP is UDP-encapsulated.
+#[test]
+fn iked_keys_the_tunnel_with_nat_t() {
+    scenario("iked-nat-t");
 }
