@@ -24,6 +24,11 @@ want ethtool /usr/sbin/ethtool             # tx checksum offload off on test vet
 want iputils-ping /usr/bin/ping
 want iperf3 /usr/bin/iperf3
 want tcpdump /usr/bin/tcpdump
+# strongSwan, the interop peer (charon with kernel-libipsec, swanctl, chapoly/curve25519).
+want strongswan-charon /usr/lib/ipsec/charon
+want strongswan-swanctl /usr/sbin/swanctl
+want libcharon-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so
+want libstrongswan-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-curve25519.so
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     apt-get update -qq

@@ -131,6 +131,50 @@ secret = "{psk}"
 '''
 
 
+def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: bool) -> str:
+    """strongSwan's swanctl.conf for gateway `side` (the peer of our gateway)."""
+    other = "b" if side == "a" else "a"
+    return f"""connections {{
+  gw-{other} {{
+    version = 2
+    local_addrs = {case.outer(side)}
+    remote_addrs = {case.outer(other)}
+    proposals = {ike}
+    encap = yes
+    rekey_time = 0
+    local {{
+      auth = psk
+      id = gw-{side}.example
+    }}
+    remote {{
+      auth = psk
+      id = gw-{other}.example
+    }}
+    children {{
+      net {{
+        local_ts = {case.inside_net(side)}
+        remote_ts = {case.inside_net(other)}
+        esp_proposals = {esp}
+        rekey_time = 0
+        start_action = {"start" if start else "none"}
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw-a.example
+    id-2 = gw-b.example
+    secret = "{psk}"
+  }}
+}}
+"""
+
+
+STRONGSWAN_LOAD = ("random nonce openssl aes sha1 sha2 hmac gcm chapoly curve25519 gmp kdf pem pkcs1 x509 "
+                   "pubkey kernel-libipsec kernel-netlink socket-default vici")
+
+
 @dataclass
 class Lab:
     """A running topology with (optionally) our dataplane on both gateways."""
@@ -230,6 +274,54 @@ class Lab:
                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
         self.procs[f"iked-{side}-{tag}"] = p
         return p, ready
+
+    def start_charon(self, side: str, swanctl: str) -> pathlib.Path:
+        """strongSwan's charon (kernel-libipsec) in gw-`side`, configured with `swanctl`;
+        returns its log. Waits until the connections are loaded."""
+        d = self.workdir / f"strongswan-{side}"
+        run = d / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        vici = d / "charon.vici"
+        log = d / "charon.log"
+        (d / "strongswan.conf").write_text(f"""charon {{
+  load = {STRONGSWAN_LOAD}
+  install_routes = yes
+  plugins {{
+    vici {{
+      socket = unix://{vici}
+    }}
+  }}
+  filelog {{
+    log {{
+      path = {log}
+      flush_line = yes
+      default = 1
+      ike = 2
+      cfg = 2
+    }}
+  }}
+}}
+""")
+        (d / "swanctl.conf").write_text(swanctl)
+        env = dict(os.environ, STRONGSWAN_CONF=str(d / "strongswan.conf"))
+        # charon's pid file path is compiled in (/run): give this one a private /run.
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(f"gw-{side}"), "unshare", "-m", "sh", "-c",
+                              f"mount --bind {run} /run && exec /usr/lib/ipsec/charon"],
+                             env=env, stdout=open(d / "stdout.log", "w"), stderr=subprocess.STDOUT)
+        self.procs[f"charon-{side}"] = p
+        uri = f"unix://{vici}"
+        deadline = time.time() + 20
+        while True:
+            r = sh("swanctl", "--stats", "--uri", uri, check=False)
+            if r.returncode == 0:
+                break
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"charon did not start: {(d / 'stdout.log').read_text()} {log.read_text() if log.exists() else ''}")
+            time.sleep(0.05)
+        r = sh("swanctl", "--load-all", "--file", str(d / "swanctl.conf"), "--uri", uri, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"swanctl --load-all: {r.stdout}")
+        return log
 
     def wait_next_hop(self, side: str, timeout: float = 10.0) -> None:
         """Readiness for traffic: the dataplane has resolved the peer gateway's MAC."""
