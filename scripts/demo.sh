@@ -15,5 +15,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 "$ROOT/scripts/install-deps.sh"
 echo "[demo] building the dataplane (release)" >&2
-cargo build --release --quiet -p dataplane --bin dataplane --bin esp-demo -p control --bin vpnctl
+cargo build --release --quiet -p dataplane --bin dataplane --bin esp-demo -p control --bin vpnctl --bin iked
 exec "$ROOT/.venv/bin/python" "$ROOT/scripts/demo.py" --dataplane "$ROOT/target/release/dataplane" "$@"

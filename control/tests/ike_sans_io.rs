@@ -239,6 +239,11 @@ fn every_algorithm_combination_establishes_a_child_sa() {
                 cr.proposal.transform.to_string()
             );
             assert_eq!(o.sent, 4, "{p}: two exchanges, no retransmission");
+            assert_eq!(
+                (ci.udp_encap, cr.udp_encap),
+                (None, None),
+                "no NAT, no UDP encapsulation"
+            );
         }
     }
 }
@@ -304,6 +309,25 @@ fn invalid_ke_makes_the_initiator_retry_with_the_responders_group() {
         .unwrap()
         .contains("INVALID_KE_PAYLOAD"));
     assert_eq!(o.sent, 6);
+}
+
+#[test]
+fn forced_nat_t_moves_both_sides_to_udp_encapsulation() {
+    let p = "aes128gcm16-prfsha256-x25519";
+    let mut i = conn(true, p, "aes128gcm16", b"k");
+    i.force_encap = true;
+    let (o, init, _) = run(i, conn(false, p, "aes128gcm16", b"k"), None, |_| false);
+    assert_eq!(init.state(), State::Established);
+    let (ci, cr) = (
+        Outcome::child(&o.i_events).unwrap(),
+        Outcome::child(&o.r_events).unwrap(),
+    );
+    assert_eq!(ci.udp_encap, Some((4500, 4500)));
+    assert_eq!(
+        cr.udp_encap,
+        Some((4500, 4500)),
+        "the responder sees the NAT too"
+    );
 }
 
 #[test]

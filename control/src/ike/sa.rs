@@ -406,13 +406,14 @@ impl IkeSa {
         ]
     }
 
-    /// Compare the peer's NAT detection hashes with what we see (RFC 7296 §2.23).
-    fn detect_nat(&mut self, p: &[Payload]) {
+    /// Compare the peer's NAT detection hashes with what we see (RFC 7296 §2.23). The
+    /// hashes cover the SPIs of the message they came in: `spi_r` is 0 in the request.
+    fn detect_nat(&mut self, p: &[Payload], spi_r: u64) {
         let src = find_notify(p, notify::NAT_DETECTION_SOURCE_IP);
         let dst = find_notify(p, notify::NAT_DETECTION_DESTINATION_IP);
         if let (Some(s), Some(d)) = (src, dst) {
-            let peer_behind = s.data != nat_hash(self.spi_i, self.spi_r, self.cfg.remote);
-            let we_behind = d.data != nat_hash(self.spi_i, self.spi_r, self.cfg.local);
+            let peer_behind = s.data != nat_hash(self.spi_i, spi_r, self.cfg.remote);
+            let we_behind = d.data != nat_hash(self.spi_i, spi_r, self.cfg.local);
             self.nat = peer_behind || we_behind || self.cfg.force_encap;
         } else {
             self.nat = self.cfg.force_encap;
@@ -559,7 +560,7 @@ impl IkeSa {
             self.fail(format!("key exchange with the responder failed: {e}"));
             return;
         }
-        self.detect_nat(p);
+        self.detect_nat(p, self.spi_r);
         tracing::info!(conn = %self.cfg.name, %suite, nat = self.nat, "IKE_SA_INIT done");
         self.send_auth(now, rng);
     }
@@ -905,7 +906,7 @@ impl IkeSa {
                 format!("key exchange failed: {e}"),
             ));
         }
-        sa.detect_nat(p);
+        sa.detect_nat(p, 0);
         let mut payloads = vec![
             Payload::Sa(vec![suite.to_wire(number)]),
             Payload::Ke {
