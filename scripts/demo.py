@@ -58,6 +58,8 @@ def main() -> int:
         print("   and installs the SAs into each dataplane through its ring")
         t0 = time.time()
         lab.start_iked("b", "demo", vpnlab.iked_conf(case, "b"))
+        while not (lab.workdir / "iked-b.sock").exists() and time.time() - t0 < 10:
+            time.sleep(0.02)
         pa, ready = lab.start_iked("a", "demo", vpnlab.iked_conf(case, "a"))
         while not ready.exists():
             if pa.poll() is not None or time.time() - t0 > 20:

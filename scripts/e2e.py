@@ -236,6 +236,10 @@ def iked_checks(lab: Lab) -> None:
     lab.start_dataplane("a", ring=True)
     lab.start_dataplane("b", ring=True)
     pb, _ = lab.start_iked("b", "1", vpnlab.iked_conf(lab.case, "b"))
+    # Readiness: the responder's control socket exists once its IKE sockets are bound.
+    deadline = time.time() + 10
+    while not (lab.workdir / "iked-b.sock").exists() and time.time() < deadline and pb.poll() is None:
+        time.sleep(0.02)
     pa, ready = lab.start_iked("a", "1", vpnlab.iked_conf(lab.case, "a"))
     t0 = time.time()
     while not ready.exists():
@@ -258,6 +262,29 @@ def iked_checks(lab: Lab) -> None:
     check(bool(encap) and encap[0]["packets"] > 0, "the negotiated outbound SA carried the traffic",
           f"{encap[0]['packets'] if encap else 0} packets")
     del t1
+    # The operator's view and controls (vpnctl over iked's unix socket).
+    r = lab.vpnctl_iked("a", "list")
+    check(r.returncode == 0 and "gw-b: 192.0.2.1 === 192.0.2.2" in r.stdout and "established" in r.stdout
+          and "child net: in spi" in r.stdout, "vpnctl list shows the connection, its IKE SA and Child SA",
+          r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stdout)
+    r = lab.vpnctl_iked("a", "down", "gw-b")
+    s = lab.wait_stats("a", lambda s: s["sa_count"] == 0)
+    sb = lab.wait_stats("b", lambda s: s["sa_count"] == 0)
+    check(r.returncode == 0 and s["sa_count"] == 0 and sb["sa_count"] == 0,
+          "vpnctl down deletes the IKE SA; both dataplanes drop the SAs", r.stdout.strip())
+    r = lab.vpnctl_iked("a", "up", "gw-b")
+    s = lab.wait_stats("a", lambda s: s["sa_count"] == 2, timeout=10)
+    check(r.returncode == 0 and s["sa_count"] == 2, "vpnctl up negotiates it again", r.stdout.strip())
+    lab.warm_up()
+    conf = next(lab.workdir.glob("iked-a-1.toml"))
+    good = conf.read_text()
+    conf.write_text(good.replace('proposals = ["', 'proposals = ["3des-md5-modp1024", "'))
+    r = lab.vpnctl_iked("a", "reload")
+    check(r.returncode != 0 and "RFC 8247" in r.stdout and "keeping the running configuration" in r.stdout,
+          "a bad reload is refused with file, line and field; the running configuration stays", r.stdout.strip()[-160:])
+    conf.write_text(good)
+    r = lab.vpnctl_iked("a", "list")
+    check("established" in r.stdout, "after the refused reload the tunnel is still up")
 
 
 def strongswan_checks(lab: Lab) -> None:

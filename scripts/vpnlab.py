@@ -269,11 +269,17 @@ class Lab:
         log = self.workdir / f"iked-{side}-{tag}.log"
         iked = str(pathlib.Path(self.dataplane).with_name("iked"))
         ready = self.workdir / f"iked-ready-{side}-{tag}"
+        sock = self.workdir / f"iked-{side}.sock"
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(f"gw-{side}"), iked, "--config", str(path),
-                              "--ring", self.ring(side), "--ready-file", str(ready)],
+                              "--ring", self.ring(side), "--ready-file", str(ready), "--control", str(sock)],
                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
         self.procs[f"iked-{side}-{tag}"] = p
         return p, ready
+
+    def vpnctl_iked(self, side: str, *args: str) -> subprocess.CompletedProcess:
+        """`vpnctl ARGS` against gw-`side`'s iked control socket."""
+        vpnctl = self.vpnctl or str(pathlib.Path(self.dataplane).with_name("vpnctl"))
+        return sh(vpnctl, *args, "--socket", str(self.workdir / f"iked-{side}.sock"), check=False)
 
     def start_charon(self, side: str, swanctl: str) -> pathlib.Path:
         """strongSwan's charon (kernel-libipsec) in gw-`side`, configured with `swanctl`;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use control::ike::child::{parse_ts, EspProposal};
+use control::ike::sa::invalid_major_version;
 use control::ike::sa::{
     is_init_request, peek, ChildSa, Connection, CookieJar, Event, IkeSa, Random, State,
 };
@@ -494,4 +495,18 @@ fn delete_closes_both_sides_and_their_child_sas() {
         .iter()
         .any(|e| matches!(e, Event::Closed)));
     assert_eq!(init.state(), State::Dead);
+}
+
+#[test]
+fn a_higher_major_version_gets_invalid_major_version() {
+    let mut rng = Seeded(7);
+    let p = "aes128gcm16-prfsha256-x25519";
+    let init = IkeSa::initiate(conn(true, p, "aes128gcm16", b"k"), 0, &mut rng, 1);
+    let mut req = init.first_message().to_vec();
+    assert!(invalid_major_version(&req).is_none(), "version 2 is ours");
+    req[17] = 0x30; // IKE version 3.0
+    let resp = control::ike::wire::Message::parse(&invalid_major_version(&req).unwrap()).unwrap();
+    assert_eq!((resp.header.major, resp.header.is_response()), (2, true));
+    let n = resp.notify(5).expect("INVALID_MAJOR_VERSION");
+    assert_eq!(n.data, vec![0x20]);
 }

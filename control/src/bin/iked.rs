@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use control::config::{IkedConfig, StartAction};
-use control::ike::sa::{is_init_request, peek, ChildSa, Event, IkeSa, Random, NAT_T_PORT};
+use control::ike::sa::{
+    invalid_major_version, is_init_request, peek, ChildSa, Event, IkeSa, Random, State, NAT_T_PORT,
+};
 use control::ike::wire::Ts;
 use control::ring_client::RingClient;
 use dataplane::esp::{SaConfig, SelectorSet, TrafficSelector, UdpEncap};
@@ -48,6 +50,9 @@ struct Args {
     /// installed (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Unix control socket for `vpnctl` (list, up, down, reload).
+    #[arg(long, default_value = "/run/iked.sock")]
+    control: PathBuf,
 }
 
 /// The OS random source.
@@ -311,6 +316,19 @@ impl Daemon {
             warn!(%from, "dropping an IKEv1 message: IKEv1 is deprecated (RFC 9395) and not spoken here; configure the peer for IKEv2");
             return;
         }
+        if let Some(reply) = invalid_major_version(data) {
+            warn!(%from, major = h.major, "IKE version {}.{} request: answering INVALID_MAJOR_VERSION (we speak 2.0)", h.major, h.minor);
+            if let Some(local) = self
+                .cfg
+                .connections
+                .iter()
+                .find(|c| c.connection.remote.ip() == from.ip())
+                .map(|c| c.connection.local)
+            {
+                self.send(local, if natt { NAT_T_PORT } else { 500 }, from, &reply);
+            }
+            return;
+        }
         let now = self.now();
         if let Some(k) = self
             .sas
@@ -362,6 +380,98 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// One control-socket command (a line), answered with text.
+    fn command(&mut self, line: &str, config_path: &std::path::Path) -> String {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("list"), _) => {
+                let mut out = String::new();
+                for (ci, c) in self.cfg.connections.iter().enumerate() {
+                    let cc = &c.connection;
+                    let sa = self.sas.iter().find(|s| s.connection().name == cc.name);
+                    let state = sa.map_or("down".to_string(), |s| {
+                        format!("{:?}", s.state()).to_lowercase()
+                    });
+                    out.push_str(&format!(
+                        "{}: {} === {} ({} → {}), {}{}\n",
+                        cc.name,
+                        cc.local.ip(),
+                        cc.remote.ip(),
+                        cc.local_id,
+                        cc.remote_id,
+                        state,
+                        sa.and_then(|s| s.suite())
+                            .map_or(String::new(), |s| format!(", {s}"))
+                    ));
+                    if let Some((inb, outb)) = self.installed.get(&ci) {
+                        out.push_str(&format!(
+                            "  child {}: in spi {inb:#010x}, out spi {outb:#010x}, {} === {}\n",
+                            c.child,
+                            cc.local_ts
+                                .iter()
+                                .map(control::ike::child::show_ts)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            cc.remote_ts
+                                .iter()
+                                .map(control::ike::child::show_ts)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ));
+                    }
+                }
+                out
+            }
+            (Some("up"), Some(name)) => match self.conn_index(name) {
+                None => format!("error: no connection {name:?}\n"),
+                Some(ci) => {
+                    if self.sas.iter().any(|s| s.connection().name == name) {
+                        format!("{name}: already up or being negotiated\n")
+                    } else {
+                        self.initiate(ci);
+                        format!("{name}: initiating\n")
+                    }
+                }
+            },
+            (Some("down"), Some(name)) => {
+                let now = self.now();
+                let mut n = 0;
+                for k in 0..self.sas.len() {
+                    if self.sas[k].connection().name == name {
+                        self.sas[k].delete(now, &mut self.rng);
+                        self.events(k);
+                        n += 1;
+                    }
+                }
+                if let Some(ci) = self.conn_index(name) {
+                    self.retry_at.remove(&ci);
+                    self.uninstall(ci);
+                }
+                format!("{name}: {n} IKE SA(s) deleted\n")
+            }
+            (Some("reload"), _) => match IkedConfig::load(config_path) {
+                // A bad file changes nothing: the running configuration stays.
+                Err(e) => format!("error: {e}; keeping the running configuration\n"),
+                Ok(new) => {
+                    let names: Vec<String> = new
+                        .connections
+                        .iter()
+                        .map(|c| c.connection.name.clone())
+                        .collect();
+                    self.cfg = new;
+                    format!(
+                        "reloaded: {} connection(s): {}\n",
+                        names.len(),
+                        names.join(", ")
+                    )
+                }
+            },
+            _ => "error: commands are list, up NAME, down NAME, reload\n".into(),
+        }
+    }
+}
+
 fn run(args: Args) -> Result<(), String> {
     let cfg = IkedConfig::load(&args.config).map_err(|e| e.to_string())?;
     let mut ring = RingClient::attach(&args.ring, 4096).map_err(|e| e.to_string())?;
@@ -396,7 +506,12 @@ fn run(args: Args) -> Result<(), String> {
         next_slot: 0,
         start: Instant::now(),
     };
-    info!(connections = d.cfg.connections.len(), "iked running");
+    let _ = std::fs::remove_file(&args.control);
+    let control = std::os::unix::net::UnixListener::bind(&args.control)
+        .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
+    control.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut keepalive_at: HashMap<u64, Instant> = HashMap::new();
+    info!(connections = d.cfg.connections.len(), control = %args.control.display(), "iked running");
     for ci in 0..d.cfg.connections.len() {
         if d.cfg.connections[ci].start_action == StartAction::Start {
             d.initiate(ci);
@@ -438,7 +553,7 @@ fn run(args: Args) -> Result<(), String> {
                 d.events(k);
             }
         }
-        d.sas.retain(|s| s.state() != control::ike::sa::State::Dead);
+        d.sas.retain(|s| s.state() != State::Dead);
         let due: Vec<usize> = d
             .retry_at
             .iter()
@@ -479,10 +594,46 @@ fn run(args: Args) -> Result<(), String> {
                 }
             }
         }
+        // RFC 3948 §2.3: keep the NAT mapping alive while behind one (a lone 0xff on 4500).
+        for k in 0..d.sas.len() {
+            if d.sas[k].behind_nat() {
+                let spi = d.sas[k].spis().0;
+                let due = keepalive_at
+                    .entry(spi)
+                    .or_insert_with(|| Instant::now() + Duration::from_secs(20));
+                if *due <= Instant::now() {
+                    *due = Instant::now() + Duration::from_secs(20);
+                    let (local, mut to) =
+                        (d.sas[k].connection().local, d.sas[k].connection().remote);
+                    to.set_port(NAT_T_PORT);
+                    if let Some(s) = d.sockets.get(&local.ip()) {
+                        let _ = s.natt.send_to(&[0xff], to);
+                    }
+                }
+            }
+        }
+        keepalive_at.retain(|spi, _| {
+            d.sas
+                .iter()
+                .any(|s| s.spis().0 == *spi && s.state() != State::Dead)
+        });
+        // vpnctl.
+        if let Ok((mut conn, _)) = control.accept() {
+            use std::io::{BufRead, Write};
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            if std::io::BufReader::new(&conn).read_line(&mut line).is_ok() {
+                let reply = d.command(line.trim(), &args.config);
+                let _ = conn.write_all(reply.as_bytes());
+            }
+            busy = true;
+        }
         if !busy {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    let _ = std::fs::remove_file(&args.control);
     info!("stopping: deleting IKE SAs");
     let now = d.now();
     for k in 0..d.sas.len() {

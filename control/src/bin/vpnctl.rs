@@ -1,6 +1,7 @@
-//! `vpnctl`: the operator CLI. For now it speaks to the dataplane's shared-memory ring
-//! directly: install a file of manually keyed SAs and policies, keep a dataplane in step
-//! with it across restarts of either side, and show what a dataplane holds.
+//! `vpnctl`: the operator CLI. `list`, `up`, `down` and `reload` talk to iked over its unix
+//! socket; `ring ...` speaks to the dataplane's shared-memory ring directly: install a file
+//! of manually keyed SAs and policies, keep a dataplane in step with it across restarts of
+//! either side, and show what a dataplane holds and has counted.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -27,6 +28,51 @@ enum Cmd {
     /// Manually keyed SAs through the dataplane's ring.
     #[command(subcommand)]
     Ring(RingCmd),
+    /// iked: connections, their IKE and Child SAs.
+    List {
+        #[arg(long, default_value = "/run/iked.sock")]
+        socket: PathBuf,
+    },
+    /// iked: bring a connection up (initiate).
+    Up {
+        name: String,
+        #[arg(long, default_value = "/run/iked.sock")]
+        socket: PathBuf,
+    },
+    /// iked: bring a connection down (delete its IKE SA and Child SA).
+    Down {
+        name: String,
+        #[arg(long, default_value = "/run/iked.sock")]
+        socket: PathBuf,
+    },
+    /// iked: reload its configuration file (a bad file leaves the running one in place).
+    Reload {
+        #[arg(long, default_value = "/run/iked.sock")]
+        socket: PathBuf,
+    },
+}
+
+/// One request to iked's control socket; its answer is printed.
+fn iked(socket: &std::path::Path, line: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "{}: {e} (is iked running with --control {}?)",
+            socket.display(),
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    print!("{out}");
+    if out.starts_with("error:") {
+        return Err(out.trim().trim_start_matches("error: ").to_string());
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,7 +141,13 @@ fn load(path: &std::path::Path) -> Result<Desired, String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let Cmd::Ring(cmd) = args.cmd;
+    let cmd = match args.cmd {
+        Cmd::Ring(cmd) => cmd,
+        Cmd::List { socket } => return iked(&socket, "list"),
+        Cmd::Up { name, socket } => return iked(&socket, &format!("up {name}")),
+        Cmd::Down { name, socket } => return iked(&socket, &format!("down {name}")),
+        Cmd::Reload { socket } => return iked(&socket, "reload"),
+    };
     match cmd {
         RingCmd::Install {
             ring,

@@ -1324,6 +1324,45 @@ impl CookieJar {
     }
 }
 
+/// RFC 7296 §2.5: a request with a higher major version gets INVALID_MAJOR_VERSION, in a
+/// version-2 header, naming the highest version we speak. `None` for anything else
+/// (responses are never answered; IKEv1, major 1, is dropped by the caller).
+pub fn invalid_major_version(raw: &[u8]) -> Option<Vec<u8>> {
+    let h = Header::parse(raw).ok()?;
+    if h.major <= 2 || h.is_response() {
+        return None;
+    }
+    Some(
+        Message {
+            header: Header {
+                major: 2,
+                minor: 0,
+                flags: flags::RESPONSE,
+                next_payload: 0,
+                length: 0,
+                ..h
+            },
+            payloads: vec![n(notify::INVALID_MAJOR_VERSION, vec![0x20])],
+        }
+        .emit(),
+    )
+}
+
+impl IkeSa {
+    /// Whether a NAT was found (or forced): the shell sends NAT keepalives (RFC 3948 §2.3).
+    pub fn behind_nat(&self) -> bool {
+        self.nat && self.state == State::Established
+    }
+    /// The negotiated suite, once IKE_SA_INIT is done.
+    pub fn suite(&self) -> Option<IkeSuite> {
+        self.suite
+    }
+    /// (our inbound SPI, outbound SPI) of the Child SA, when up.
+    pub fn child_spis(&self) -> Option<(u32, u32)> {
+        self.child
+    }
+}
+
 /// The exchange type and whether it is a response, without parsing further (dispatch).
 pub fn peek(raw: &[u8]) -> Option<Header> {
     (raw.len() >= HEADER_LEN)
