@@ -795,6 +795,14 @@ mod tests {
     #[test]
     fn sequence_leases_survive_a_restart() {
         let name = format!("vpncntr-install-{}", std::process::id());
+        /// Removes the counters file however the test ends.
+        struct Cleanup(String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = CountersFile::unlink(&self.0);
+            }
+        }
+        let _cleanup = Cleanup(name.clone());
         let file = |name: &str| Arc::new(CountersFile::create(name, 1, 8, &["x"], &["y"]).unwrap());
         let db = Arc::new(SaDb::with_capacity(64, 16));
         let mut i = Installer::new(Arc::clone(&db)).with_state(file(&name), Restore::default());
@@ -841,6 +849,5 @@ mod tests {
             2 * LEASE_STEP,
             "resumes above everything leased"
         );
-        CountersFile::unlink(&name).unwrap();
     }
 }
