@@ -128,3 +128,9 @@ fn iked_keys_the_tunnel_with_nat_t() {
 fn strongswan_interop() {
     scenario("strongswan");
 }
+
+/// start_action = "trap": the first packet's acquire makes iked negotiate the tunnel.
+#[test]
+fn iked_trap_initiates_on_acquire() {
+    scenario("iked-trap");
+}

@@ -118,6 +118,9 @@ struct Daemon {
     /// Connection index → time to (re)initiate.
     retry_at: HashMap<usize, Instant>,
     installed: HashMap<usize, (u32, u32)>,
+    /// Connections whose policies stay installed without an SA (`start_action = "trap"`),
+    /// so the dataplane reports matching traffic (an acquire) and iked initiates.
+    trapped: std::collections::HashSet<usize>,
     next_slot: u32,
     start: Instant,
 }
@@ -200,25 +203,41 @@ impl Daemon {
         self.ring
             .call("outbound SA", &buf[..n], t)
             .map_err(|e| e.to_string())?;
+        let name = (cc.connection.name.clone(), cc.child.clone());
+        if !self.trapped.contains(&ci) {
+            self.add_policies(ci)?;
+        }
+        info!(conn = %name.0, child = %name.1, "Child SA installed in the dataplane");
+        self.installed.insert(ci, (c.inbound_spi, c.outbound_spi));
+        Ok(())
+    }
+
+    /// One protect policy per selector pair, pointing at the connection's reqid.
+    fn add_policies(&mut self, ci: usize) -> Result<(), String> {
+        let cc = &self.cfg.connections[ci].connection;
+        let reqid = ci as u32 + 1;
+        let t = Duration::from_secs(5);
+        let mut buf = Zeroizing::new(vec![0u8; MAX_RECORD]);
+        let mut rules = Vec::new();
         let mut id = reqid << 8;
-        for l in &c.local_ts {
-            for r in &c.remote_ts {
-                let rule = PolicyRule {
+        for l in &cc.local_ts {
+            for r in &cc.remote_ts {
+                rules.push(PolicyRule {
                     id,
                     priority: 100,
                     src: ts_sel(l),
                     dst: ts_sel(r),
                     action: SpdAction::Protect { reqid },
-                };
-                let n = encode_add_policy(&mut buf, 0, &rule);
-                self.ring
-                    .call("policy", &buf[..n], t)
-                    .map_err(|e| e.to_string())?;
+                });
                 id += 1;
             }
         }
-        info!(conn = %cc.connection.name, child = %cc.child, "Child SA installed in the dataplane");
-        self.installed.insert(ci, (c.inbound_spi, c.outbound_spi));
+        for rule in rules {
+            let n = encode_add_policy(&mut buf, 0, &rule);
+            self.ring
+                .call("policy", &buf[..n], t)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
@@ -230,7 +249,11 @@ impl Daemon {
         let t = Duration::from_secs(5);
         let mut b = [0u8; 64];
         let cc = &self.cfg.connections[ci].connection;
-        let pairs = cc.local_ts.len() * cc.remote_ts.len();
+        let pairs = if self.trapped.contains(&ci) {
+            0 // a trap's policies stay, to catch the next packet
+        } else {
+            cc.local_ts.len() * cc.remote_ts.len()
+        };
         for k in 0..pairs as u32 {
             let n = encode_delete_policy(&mut b, 0, (reqid << 8) + k);
             let _ = self.ring.call("policy delete", &b[..n], t);
@@ -503,6 +526,7 @@ fn run(args: Args) -> Result<(), String> {
         sas: Vec::new(),
         retry_at: HashMap::new(),
         installed: HashMap::new(),
+        trapped: Default::default(),
         next_slot: 0,
         start: Instant::now(),
     };
@@ -513,8 +537,14 @@ fn run(args: Args) -> Result<(), String> {
     let mut keepalive_at: HashMap<u64, Instant> = HashMap::new();
     info!(connections = d.cfg.connections.len(), control = %args.control.display(), "iked running");
     for ci in 0..d.cfg.connections.len() {
-        if d.cfg.connections[ci].start_action == StartAction::Start {
-            d.initiate(ci);
+        match d.cfg.connections[ci].start_action {
+            StartAction::Start => d.initiate(ci),
+            StartAction::Trap => {
+                d.add_policies(ci)?;
+                d.trapped.insert(ci);
+                info!(conn = %d.cfg.connections[ci].connection.name, "trap installed: the first matching packet starts the negotiation");
+            }
+            StartAction::None => {}
         }
     }
     let mut ready_written = false;
@@ -566,15 +596,15 @@ fn run(args: Args) -> Result<(), String> {
         }
         // Drain the dataplane's events (acquires for trap connections, lifetimes).
         while let Some(ev) = d.ring.poll() {
-            if let dataplane::shm::records::DataplaneRecord::Acquire { reqid, .. } = ev {
-                let ci = reqid as usize - 1;
-                if ci < d.cfg.connections.len()
-                    && d.cfg.connections[ci].start_action == StartAction::Trap
-                    && !d
-                        .sas
+            if let dataplane::shm::records::DataplaneRecord::Acquire { reqid, flow, .. } = ev {
+                let ci = (reqid as usize).wrapping_sub(1);
+                let busy_already = ci < d.cfg.connections.len()
+                    && d.sas
                         .iter()
-                        .any(|s| s.connection().name == d.cfg.connections[ci].connection.name)
-                {
+                        .any(|s| s.connection().name == d.cfg.connections[ci].connection.name);
+                if ci < d.cfg.connections.len() && d.trapped.contains(&ci) && !busy_already {
+                    info!(conn = %d.cfg.connections[ci].connection.name, src = %flow.src, dst = %flow.dst,
+                        "acquire: traffic for a trapped connection; initiating");
                     d.initiate(ci);
                 }
             }
