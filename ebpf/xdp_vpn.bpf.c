@@ -152,8 +152,11 @@ int xdp_outside(struct xdp_md *ctx)
         }
         if (udp->dest == bpf_htons(NAT_T_PORT)) {
             __u32 *marker = (void *)(udp + 1);
-            /* RFC 3948 §2.2: four zero bytes mean IKE; one 0xff byte is a keepalive. */
-            if ((void *)(marker + 1) > end || *marker == 0) {
+            /* RFC 3948 §2.2: four zero bytes mean IKE; one 0xff byte is a keepalive. The UDP
+             * length decides, not the frame: Ethernet pads a keepalive to 60 bytes, and the
+             * padding must not read as an SPI. Less than an ESP header is not ESP. */
+            if (bpf_ntohs(udp->len) < sizeof(*udp) + 8 || (void *)(marker + 1) > end ||
+                *marker == 0) {
                 count(0, q, V_IKE);
                 return XDP_PASS;
             }

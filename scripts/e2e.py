@@ -33,6 +33,7 @@ CASES = {
     "iked-nat-t": Case(nat_t=True),
     "strongswan": Case(nat_t=True),
     "iked-trap": Case(),
+    "iked-v6": Case(outer_v6=True),
 }
 
 # Interop matrix: (IKE proposal, ESP proposal, we initiate?): every key exchange group and
@@ -293,8 +294,15 @@ def iked_checks(lab: Lab) -> None:
           f"{encap[0]['packets'] if encap else 0} packets")
     del t1
     # The operator's view and controls (vpnctl over iked's unix socket).
+    if lab.case.nat_t:
+        # RFC 3948 §2.3 keepalives (every second here): gw-b's XDP passes them to the kernel.
+        before = lab.stats("b")["xdp"]["outside"].get("ike_to_kernel", 0)
+        s = lab.wait_stats("b", lambda s: s["xdp"]["outside"].get("ike_to_kernel", 0) >= before + 2, timeout=5)
+        after = s["xdp"]["outside"].get("ike_to_kernel", 0)
+        check(after >= before + 2, "NAT keepalives reach the peer while the tunnel idles", f"{before} -> {after}")
     r = lab.vpnctl_iked("a", "list")
-    check(r.returncode == 0 and "gw-b: 192.0.2.1 === 192.0.2.2" in r.stdout and "established" in r.stdout
+    want = f"gw-b: {lab.case.outer('a')} === {lab.case.outer('b')}"
+    check(r.returncode == 0 and want in r.stdout and "established" in r.stdout
           and "child net: in spi" in r.stdout, "vpnctl list shows the connection, its IKE SA and Child SA",
           r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stdout)
     r = lab.vpnctl_iked("a", "down", "gw-b")

@@ -271,7 +271,8 @@ class Lab:
         ready = self.workdir / f"iked-ready-{side}-{tag}"
         sock = self.workdir / f"iked-{side}.sock"
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(f"gw-{side}"), iked, "--config", str(path),
-                              "--ring", self.ring(side), "--ready-file", str(ready), "--control", str(sock)],
+                              "--ring", self.ring(side), "--ready-file", str(ready), "--control", str(sock),
+                              "--nat-keepalive-s", "1"],
                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
         self.procs[f"iked-{side}-{tag}"] = p
         return p, ready

@@ -134,3 +134,9 @@ fn strongswan_interop() {
 fn iked_trap_initiates_on_acquire() {
     scenario("iked-trap");
 }
+
+/// iked over IPv6 outer addresses (IKE and ESP on IPv6).
+#[test]
+fn iked_over_ipv6() {
+    scenario("iked-v6");
+}

@@ -50,6 +50,9 @@ struct Args {
     /// installed (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Seconds between NAT keepalives while behind a NAT (RFC 3948 §2.3).
+    #[arg(long, default_value_t = 20)]
+    nat_keepalive_s: u64,
     /// Unix control socket for `vpnctl` (list, up, down, reload).
     #[arg(long, default_value = "/run/iked.sock")]
     control: PathBuf,
@@ -628,11 +631,12 @@ fn run(args: Args) -> Result<(), String> {
         for k in 0..d.sas.len() {
             if d.sas[k].behind_nat() {
                 let spi = d.sas[k].spis().0;
+                let every = Duration::from_secs(args.nat_keepalive_s.max(1));
                 let due = keepalive_at
                     .entry(spi)
-                    .or_insert_with(|| Instant::now() + Duration::from_secs(20));
+                    .or_insert_with(|| Instant::now() + every);
                 if *due <= Instant::now() {
-                    *due = Instant::now() + Duration::from_secs(20);
+                    *due = Instant::now() + every;
                     let (local, mut to) =
                         (d.sas[k].connection().local, d.sas[k].connection().remote);
                     to.set_port(NAT_T_PORT);
