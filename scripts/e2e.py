@@ -36,16 +36,12 @@ CASES = {
     "iked-v6": Case(outer_v6=True),
 }
 
-# Interop matrix: (IKE proposal, ESP proposal, we initiate?): every key exchange group and
-# ESP cipher the issue names, each combination in both roles.
+# Interop matrix: (IKE proposal, ESP proposal, we initiate?): each key exchange group the
+# issue names with each ESP cipher it names, in both roles (24 tunnels).
 STRONGSWAN_MATRIX = [
     (ike, esp, we_init)
-    for ike, esp in [
-        ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
-        ("aes256gcm16-prfsha384-ecp256", "aes256gcm16"),
-        ("aes256-sha256-modp2048", "aes256-sha256"),
-        ("chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
-    ]
+    for ike in ("aes128gcm16-prfsha256-x25519", "aes256gcm16-prfsha384-ecp256", "aes256-sha256-modp2048")
+    for esp in ("aes128gcm16", "aes256gcm16", "aes256-sha256", "chacha20poly1305")
     for we_init in (True, False)
 ]
 
