@@ -58,6 +58,16 @@ pub mod notify {
     }
 }
 
+/// The first payload of a kind in a list, destructured: `first!(p, Payload::Nonce(n) => n)`.
+macro_rules! first {
+    ($p:expr, $pat:pat => $out:expr) => {
+        $p.iter().find_map(|x| match x {
+            $pat => Some($out),
+            _ => None,
+        })
+    };
+}
+
 /// IKE's ports (RFC 7296 §2.23, RFC 3948).
 pub const IKE_PORT: u16 = 500;
 pub const NAT_T_PORT: u16 = 4500;
@@ -515,18 +525,9 @@ impl IkeSa {
             self.fail(why);
             return;
         }
-        let sa = p.iter().find_map(|x| match x {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let ke = p.iter().find_map(|x| match x {
-            Payload::Ke { group, data } => Some((*group, data)),
-            _ => None,
-        });
-        let nr = p.iter().find_map(|x| match x {
-            Payload::Nonce(d) => Some(d),
-            _ => None,
-        });
+        let sa = first!(p, Payload::Sa(props) => props);
+        let ke = first!(p, Payload::Ke { group, data } => (*group, data));
+        let nr = first!(p, Payload::Nonce(d) => d);
         let (Some(props), Some((group, kex)), Some(nr)) = (sa, ke, nr) else {
             self.fail("IKE_SA_INIT response lacks SA, KE or nonce".into());
             return;
@@ -656,14 +657,8 @@ impl IkeSa {
             self.fail(why);
             return;
         }
-        let idr = p.iter().find_map(|x| match x {
-            Payload::IdR(i) => Some(i),
-            _ => None,
-        });
-        let auth = p.iter().find_map(|x| match x {
-            Payload::Auth { method, data } => Some((*method, data)),
-            _ => None,
-        });
+        let idr = first!(p, Payload::IdR(i) => i);
+        let auth = first!(p, Payload::Auth { method, data } => (*method, data));
         let (Some(idr), Some((method, auth))) = (idr, auth) else {
             self.fail("IKE_AUTH response lacks IDr or AUTH".into());
             return;
@@ -692,18 +687,9 @@ impl IkeSa {
         });
         tracing::info!(conn = %self.cfg.name, peer = %show_id(idr), "IKE SA established");
         // The first Child SA (or why there is none: the IKE SA stays up, §1.2).
-        let sa = p.iter().find_map(|x| match x {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let tsi = p.iter().find_map(|x| match x {
-            Payload::TsI(t) => Some(t),
-            _ => None,
-        });
-        let tsr = p.iter().find_map(|x| match x {
-            Payload::TsR(t) => Some(t),
-            _ => None,
-        });
+        let sa = first!(p, Payload::Sa(props) => props);
+        let tsi = first!(p, Payload::TsI(t) => t);
+        let tsr = first!(p, Payload::TsR(t) => t);
         let (Some(props), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             let reason = match error_notify(p) {
                 Some(e @ notify::NO_PROPOSAL_CHOSEN) => format!(
@@ -834,18 +820,9 @@ impl IkeSa {
         };
         let hdr = msg.header;
         let p = &msg.payloads;
-        let sa_p = p.iter().find_map(|x| match x {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let ke = p.iter().find_map(|x| match x {
-            Payload::Ke { group, data } => Some((*group, data)),
-            _ => None,
-        });
-        let ni = p.iter().find_map(|x| match x {
-            Payload::Nonce(d) => Some(d),
-            _ => None,
-        });
+        let sa_p = first!(p, Payload::Sa(props) => props);
+        let ke = first!(p, Payload::Ke { group, data } => (*group, data));
+        let ni = first!(p, Payload::Nonce(d) => d);
         let (Some(props), Some((group, kex)), Some(ni)) = (sa_p, ke, ni) else {
             return Err(reject(
                 &mut sa,
@@ -946,14 +923,8 @@ impl IkeSa {
     }
 
     fn on_auth_request(&mut self, mid: u32, p: &[Payload], rng: &mut dyn Random) {
-        let idi = p.iter().find_map(|x| match x {
-            Payload::IdI(i) => Some(i),
-            _ => None,
-        });
-        let auth = p.iter().find_map(|x| match x {
-            Payload::Auth { method, data } => Some((*method, data)),
-            _ => None,
-        });
+        let idi = first!(p, Payload::IdI(i) => i);
+        let auth = first!(p, Payload::Auth { method, data } => (*method, data));
         let respond = |sa: &mut IkeSa, payloads: Vec<Payload>, rng: &mut dyn Random| {
             let h = sa.header(exchange::IKE_AUTH, mid, true);
             let msg = sa.seal(h, &payloads, rng);
@@ -998,18 +969,9 @@ impl IkeSa {
         });
         tracing::info!(conn = %self.cfg.name, peer = %show_id(idi), "IKE SA established");
         // The first Child SA.
-        let sa_p = p.iter().find_map(|x| match x {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let tsi = p.iter().find_map(|x| match x {
-            Payload::TsI(t) => Some(t),
-            _ => None,
-        });
-        let tsr = p.iter().find_map(|x| match x {
-            Payload::TsR(t) => Some(t),
-            _ => None,
-        });
+        let sa_p = first!(p, Payload::Sa(props) => props);
+        let tsi = first!(p, Payload::TsI(t) => t);
+        let tsr = first!(p, Payload::TsR(t) => t);
         if let (Some(props), Some(tsi), Some(tsr)) = (sa_p, tsi, tsr) {
             let transport = find_notify(p, notify::USE_TRANSPORT_MODE).is_some();
             match EspProposal::choose(&self.cfg.esp, props) {
@@ -1300,10 +1262,7 @@ impl CookieJar {
     /// keep no state.
     pub fn check(&self, raw: &[u8], from: IpAddr) -> Option<Vec<u8>> {
         let m = Message::parse(raw).ok()?;
-        let ni = m.payloads.iter().find_map(|x| match x {
-            Payload::Nonce(d) => Some(d),
-            _ => None,
-        })?;
+        let ni = first!(m.payloads, Payload::Nonce(d) => d)?;
         let want = self.cookie(ni, from, m.header.spi_i);
         if find_notify(&m.payloads, notify::COOKIE).is_some_and(|c| c.data == want) {
             return None;
