@@ -6,10 +6,10 @@
 //! and RFC 7634 §2 require, and it needs no random source on the hot path.
 
 use aes_gcm::aead::array::Array;
-use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use zeroize::Zeroizing;
 
+use super::gcm::GcmKey;
 use super::{aead_aad, CryptoError};
 use crate::wire::esp::HEADER_LEN as ESP_HEADER_LEN;
 
@@ -17,26 +17,82 @@ const IV_LEN: usize = 8;
 const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 4;
 
+/// An AEAD with a 96-bit nonce and a 16-byte tag, keyed once per SA.
+pub(crate) trait Aead96: Sized {
+    /// `key` has the length the transform needs (checked by `SaCrypto::new`).
+    fn from_key(key: &[u8]) -> Self;
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN];
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError>;
+}
+
+/// AES-GCM: our engine, on the fastest path the CPU has.
+impl Aead96 for GcmKey {
+    fn from_key(key: &[u8]) -> Self {
+        GcmKey::new(key).expect("key length checked by SaCrypto::new")
+    }
+
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        GcmKey::seal(self, nonce, aad, buf).expect("ESP packets are far below GCM's limit")
+    }
+
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        GcmKey::open(self, nonce, aad, buf, tag).map_err(|_| CryptoError::IcvMismatch)
+    }
+}
+
+/// ChaCha20-Poly1305: RustCrypto (its `chacha20` picks AVX2 at run time by itself).
+impl Aead96 for chacha20poly1305::ChaCha20Poly1305 {
+    fn from_key(key: &[u8]) -> Self {
+        <Self as KeyInit>::new_from_slice(key).expect("key length checked by SaCrypto::new")
+    }
+
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        self.encrypt_inout_detached(&Array::from(*nonce), aad, buf.into())
+            .expect("RustCrypto AEADs only fail above 2^36 bytes")
+            .into()
+    }
+
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        self.decrypt_inout_detached(&Array::from(*nonce), aad, buf.into(), &Array::from(*tag))
+            .map_err(|_| CryptoError::IcvMismatch)
+    }
+}
+
 pub(crate) struct AeadKey<A> {
     aead: A,
     salt: Zeroizing<[u8; SALT_LEN]>,
 }
 
-impl<A> AeadKey<A>
-where
-    A: AeadInOut<NonceSize = U12, TagSize = U16> + KeyInit,
-{
+impl<A: Aead96> AeadKey<A> {
     /// `material` = key ‖ salt; its length was checked by the caller.
     pub(crate) fn new(material: &[u8]) -> Self {
         let (key, salt) = material.split_at(material.len() - SALT_LEN);
-        let aead = A::new_from_slice(key).expect("key length checked by SaCrypto::new");
+        let aead = A::from_key(key);
         let mut s = Zeroizing::new([0u8; SALT_LEN]);
         s.copy_from_slice(salt);
         AeadKey { aead, salt: s }
     }
 
-    fn nonce(&self, iv: &[u8]) -> Array<u8, U12> {
-        let mut n = Array::<u8, U12>::default();
+    fn nonce(&self, iv: &[u8]) -> [u8; 12] {
+        let mut n = [0u8; 12];
         n[..SALT_LEN].copy_from_slice(&self.salt[..]);
         n[SALT_LEN..].copy_from_slice(iv);
         n
@@ -49,12 +105,7 @@ where
         aad: &[u8],
         buf: &mut [u8],
     ) -> [u8; TAG_LEN] {
-        let nonce = self.nonce(iv);
-        let tag = self
-            .aead
-            .encrypt_inout_detached(&nonce, aad, buf.into())
-            .expect("RustCrypto AEADs only fail above 2^36 bytes");
-        tag.into()
+        self.aead.seal(&self.nonce(iv), aad, buf)
     }
 
     /// Verify `tag` and decrypt `buf` in place; nothing is decrypted if the tag fails.
@@ -65,11 +116,7 @@ where
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        let nonce = self.nonce(iv);
-        let tag = Array::<u8, U16>::from(*tag);
-        self.aead
-            .decrypt_inout_detached(&nonce, aad, buf.into(), &tag)
-            .map_err(|_| CryptoError::IcvMismatch)
+        self.aead.open(&self.nonce(iv), aad, buf, tag)
     }
 
     /// ESP (RFC 4106 §3, RFC 7634 §2): `esp` = SPI ‖ Seq ‖ IV ‖ payload ‖ ICV.

@@ -9,6 +9,7 @@
 mod aead;
 pub mod algorithm;
 mod cbc_hmac;
+pub mod gcm;
 
 use std::fmt;
 
@@ -67,8 +68,7 @@ pub struct SaCrypto {
 
 /// One variant per backend; each holds its precomputed key schedule.
 enum CipherState {
-    AesGcm128(aead::AeadKey<aes_gcm::Aes128Gcm>),
-    AesGcm256(aead::AeadKey<aes_gcm::Aes256Gcm>),
+    AesGcm(aead::AeadKey<gcm::GcmKey>),
     ChaCha20Poly1305(aead::AeadKey<chacha20poly1305::ChaCha20Poly1305>),
     AesCbc128(cbc_hmac::CbcHmacKey<aes::Aes128>),
     AesCbc256(cbc_hmac::CbcHmacKey<aes::Aes256>),
@@ -96,8 +96,9 @@ impl SaCrypto {
             });
         }
         let state = match transform.encryption {
-            Encryption::AesGcm128 => CipherState::AesGcm128(aead::AeadKey::new(enc)),
-            Encryption::AesGcm256 => CipherState::AesGcm256(aead::AeadKey::new(enc)),
+            Encryption::AesGcm128 | Encryption::AesGcm256 => {
+                CipherState::AesGcm(aead::AeadKey::new(enc))
+            }
             Encryption::ChaCha20Poly1305 => CipherState::ChaCha20Poly1305(aead::AeadKey::new(enc)),
             Encryption::AesCbc128 => {
                 CipherState::AesCbc128(cbc_hmac::CbcHmacKey::new(enc, transform.integrity, integ))
@@ -144,8 +145,7 @@ impl SaCrypto {
             return Err(CryptoError::BadLength);
         }
         match &self.state {
-            CipherState::AesGcm128(k) => k.seal(esp, iv_seed, esn_high),
-            CipherState::AesGcm256(k) => k.seal(esp, iv_seed, esn_high),
+            CipherState::AesGcm(k) => k.seal(esp, iv_seed, esn_high),
             CipherState::ChaCha20Poly1305(k) => k.seal(esp, iv_seed, esn_high),
             CipherState::AesCbc128(k) => k.seal(esp, iv_seed, esn_high),
             CipherState::AesCbc256(k) => k.seal(esp, iv_seed, esn_high),
@@ -159,8 +159,7 @@ impl SaCrypto {
             return Err(CryptoError::BadLength);
         }
         match &self.state {
-            CipherState::AesGcm128(k) => k.open(esp, esn_high),
-            CipherState::AesGcm256(k) => k.open(esp, esn_high),
+            CipherState::AesGcm(k) => k.open(esp, esn_high),
             CipherState::ChaCha20Poly1305(k) => k.open(esp, esn_high),
             CipherState::AesCbc128(k) => k.open(esp, esn_high),
             CipherState::AesCbc256(k) => k.open(esp, esn_high),
@@ -175,8 +174,7 @@ impl SaCrypto {
     /// the 16-byte tag. `None` for a non-AEAD transform.
     pub fn aead_seal(&self, iv: &[u8; 8], aad: &[u8], buf: &mut [u8]) -> Option<[u8; 16]> {
         match &self.state {
-            CipherState::AesGcm128(k) => Some(k.seal_detached(iv, aad, buf)),
-            CipherState::AesGcm256(k) => Some(k.seal_detached(iv, aad, buf)),
+            CipherState::AesGcm(k) => Some(k.seal_detached(iv, aad, buf)),
             CipherState::ChaCha20Poly1305(k) => Some(k.seal_detached(iv, aad, buf)),
             _ => None,
         }
@@ -191,8 +189,7 @@ impl SaCrypto {
         tag: &[u8; 16],
     ) -> Result<(), CryptoError> {
         match &self.state {
-            CipherState::AesGcm128(k) => k.open_detached(iv, aad, buf, tag),
-            CipherState::AesGcm256(k) => k.open_detached(iv, aad, buf, tag),
+            CipherState::AesGcm(k) => k.open_detached(iv, aad, buf, tag),
             CipherState::ChaCha20Poly1305(k) => k.open_detached(iv, aad, buf, tag),
             _ => Err(CryptoError::BadLength),
         }

@@ -1,0 +1,466 @@
+//! AES-GCM: our engine on every dispatch path against Intel ipsec-mb (Debian's
+//! libipsec-mb, through `ipsecmb/shim.c`), in the same process, at 64, 256, 512, 1420 and
+//! 8192 bytes; and the full ESP encap at 1420 bytes against ipsec-mb's raw seal.
+//!
+//! Run: `cargo bench -p bench --bench gcm`. It prints a table and writes
+//! `target/bench/gcm.json`. The machine is shared and noisy, so every figure is the median
+//! of interleaved rounds (ours, theirs, ours, ...) and every ratio is the median of the
+//! per-round ratios, not a ratio of medians taken at different times.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use dataplane::crypto::gcm::{GcmKey, GcmPath};
+use dataplane::crypto::{EspTransform, SaKeys};
+use dataplane::esp::{self, Frame, OutboundSa, SaConfig, Verdict};
+
+const SIZES: &[usize] = &[64, 256, 512, 1420, 8192];
+const ROUNDS: usize = 21;
+/// Target time per measurement.
+const SLICE_NS: f64 = 2e6;
+const AAD: [u8; 8] = [0x12, 0x34, 0x56, 0x78, 0, 0, 0, 1];
+const BATCH: usize = 32;
+
+#[cfg(ipsecmb)]
+mod imb {
+    use std::ffi::c_void;
+
+    // The shim first: it needs ipsec-mb's symbols. (Two `link` attributes are not a
+    // duplicate, whatever clippy thinks.)
+    #[allow(clippy::duplicated_attributes)]
+    #[link(name = "vpn_imb_shim", kind = "static")]
+    #[link(name = "IPSec_MB", kind = "static")]
+    extern "C" {
+        fn vpn_imb_new(key: *const u8, key_len: i32) -> *mut c_void;
+        fn vpn_imb_arch(s: *const c_void) -> i32;
+        fn vpn_imb_seal(
+            s: *mut c_void,
+            iv: *const u8,
+            aad: *const u8,
+            aad_len: u64,
+            buf: *mut u8,
+            len: u64,
+            tag: *mut u8,
+        );
+        fn vpn_imb_open(
+            s: *mut c_void,
+            iv: *const u8,
+            aad: *const u8,
+            aad_len: u64,
+            buf: *mut u8,
+            len: u64,
+            tag: *mut u8,
+        );
+        fn vpn_imb_free(s: *mut c_void);
+    }
+
+    /// One ipsec-mb manager and 64-byte-aligned expanded GCM key.
+    pub struct Imb(*mut c_void);
+
+    impl Imb {
+        pub fn new(key: &[u8]) -> Imb {
+            // SAFETY: `key` is valid for `key.len()` bytes; the shim copies what it needs.
+            let p = unsafe { vpn_imb_new(key.as_ptr(), key.len() as i32) };
+            assert!(!p.is_null(), "ipsec-mb manager allocation failed");
+            Imb(p)
+        }
+
+        pub fn arch(&self) -> &'static str {
+            // SAFETY: `self.0` is a live shim from `vpn_imb_new`.
+            match unsafe { vpn_imb_arch(self.0) } {
+                2 => "sse",
+                3 => "avx",
+                4 => "avx2",
+                5 => "avx512",
+                _ => "none",
+            }
+        }
+
+        pub fn seal(&mut self, iv: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
+            let mut tag = [0u8; 16];
+            // SAFETY: every pointer is valid for the length passed with it; the shim
+            // encrypts `buf` in place and writes 16 tag bytes.
+            unsafe {
+                vpn_imb_seal(
+                    self.0,
+                    iv.as_ptr(),
+                    aad.as_ptr(),
+                    aad.len() as u64,
+                    buf.as_mut_ptr(),
+                    buf.len() as u64,
+                    tag.as_mut_ptr(),
+                )
+            };
+            tag
+        }
+
+        /// Decrypt in place; returns the computed tag (the caller compares).
+        pub fn open(&mut self, iv: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
+            let mut tag = [0u8; 16];
+            // SAFETY: as for `seal`.
+            unsafe {
+                vpn_imb_open(
+                    self.0,
+                    iv.as_ptr(),
+                    aad.as_ptr(),
+                    aad.len() as u64,
+                    buf.as_mut_ptr(),
+                    buf.len() as u64,
+                    tag.as_mut_ptr(),
+                )
+            };
+            tag
+        }
+    }
+
+    impl Drop for Imb {
+        fn drop(&mut self) {
+            // SAFETY: `self.0` came from `vpn_imb_new` and is freed once.
+            unsafe { vpn_imb_free(self.0) }
+        }
+    }
+}
+
+/// A named operation at one size, run `iters` times per measurement.
+struct Case<'a> {
+    name: String,
+    op: Box<dyn FnMut() + 'a>,
+    iters: u64,
+    ns: Vec<f64>,
+}
+
+impl<'a> Case<'a> {
+    fn new(name: impl Into<String>, mut op: Box<dyn FnMut() + 'a>) -> Case<'a> {
+        // Calibrate to about SLICE_NS per measurement.
+        for _ in 0..200 {
+            op();
+        }
+        let t = Instant::now();
+        for _ in 0..1000 {
+            op();
+        }
+        let per = t.elapsed().as_nanos() as f64 / 1000.0;
+        let iters = ((SLICE_NS / per.max(1.0)) as u64).max(10);
+        Case {
+            name: name.into(),
+            op,
+            iters,
+            ns: Vec::new(),
+        }
+    }
+
+    fn measure(&mut self) {
+        let t = Instant::now();
+        for _ in 0..self.iters {
+            (self.op)();
+        }
+        self.ns
+            .push(t.elapsed().as_nanos() as f64 / self.iters as f64);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median over rounds of `a[i] / b[i]`.
+fn paired_ratio(a: &Case, b: &Case) -> f64 {
+    median(a.ns.iter().zip(&b.ns).map(|(x, y)| x / y).collect())
+}
+
+fn run_rounds(cases: &mut [Case]) {
+    for _ in 0..ROUNDS {
+        for c in cases.iter_mut() {
+            c.measure();
+        }
+    }
+}
+
+fn cpu_flags() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let wanted = [
+        "aes",
+        "pclmulqdq",
+        "avx",
+        "avx2",
+        "vaes",
+        "vpclmulqdq",
+        "avx512f",
+        "avx512bw",
+    ];
+    let have: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| flags.contains(w))
+        .collect();
+    format!("{model}; {}", have.join(" "))
+}
+
+fn inner_packet(len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    dataplane::wire::Ipv4Repr {
+        src: [10, 1, 0, 10].into(),
+        dst: [10, 2, 0, 20].into(),
+        protocol: 17,
+        payload_len: len - 20,
+        ttl: 64,
+        tos: 0,
+        ident: 1,
+        dont_frag: true,
+    }
+    .emit(&mut p)
+    .unwrap();
+    p
+}
+
+fn main() {
+    // `cargo test --all-targets` runs benches once as tests with `--bench` absent: keep
+    // that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let flags = cpu_flags();
+    println!("CPU: {flags}");
+    println!("our best path: {}", GcmPath::best());
+    let mut json = Vec::new();
+
+    for key_len in [16usize, 32] {
+        let key: Vec<u8> = (0..key_len as u8).collect();
+        let bits = key_len * 8;
+        #[cfg(ipsecmb)]
+        println!(
+            "\nAES-{bits}-GCM seal, ns per message (median of {ROUNDS} interleaved rounds); ipsec-mb arch: {}",
+            imb::Imb::new(&key).arch()
+        );
+        #[cfg(not(ipsecmb))]
+        println!(
+            "\nAES-{bits}-GCM seal, ns per message; ipsec-mb not built (libipsec-mb-dev missing)"
+        );
+        let paths = GcmPath::available_paths();
+        print!("{:>6}", "bytes");
+        #[cfg(ipsecmb)]
+        print!(" {:>10} {:>10}", "ipsec-mb", "(open)");
+        for p in &paths {
+            print!(" {:>12}", p.name());
+        }
+        print!(" {:>10}", "(open)");
+        #[cfg(ipsecmb)]
+        print!(" {:>13} {:>12}", "ours/imb seal", "ours/imb open");
+        println!();
+
+        for &size in SIZES {
+            if quick && size > 512 {
+                break;
+            }
+            let mut cases: Vec<Case> = Vec::new();
+            #[cfg(ipsecmb)]
+            {
+                let mut m = imb::Imb::new(&key);
+                let mut buf = vec![0u8; size];
+                let mut n = 0u64;
+                cases.push(Case::new(
+                    "imb-seal",
+                    Box::new(move || {
+                        n += 1;
+                        let mut iv = [0u8; 12];
+                        iv[4..].copy_from_slice(&n.to_be_bytes());
+                        black_box(m.seal(&iv, &AAD, &mut buf));
+                    }),
+                ));
+                let mut m = imb::Imb::new(&key);
+                let mut buf = vec![0u8; size];
+                cases.push(Case::new(
+                    "imb-open",
+                    Box::new(move || {
+                        black_box(m.open(&[1; 12], &AAD, &mut buf));
+                    }),
+                ));
+            }
+            for &p in &paths {
+                let k = GcmKey::with_path(&key, p).unwrap();
+                let mut buf = vec![0u8; size];
+                let mut n = 0u64;
+                cases.push(Case::new(
+                    format!("ours-seal-{}", p.name()),
+                    Box::new(move || {
+                        n += 1;
+                        let mut iv = [0u8; 12];
+                        iv[4..].copy_from_slice(&n.to_be_bytes());
+                        black_box(k.seal(&iv, &AAD, &mut buf).unwrap());
+                    }),
+                ));
+            }
+            {
+                // Open of a valid message, so the tag check passes and nothing is zeroed.
+                let k = GcmKey::new(&key).unwrap();
+                let mut wire = vec![0u8; size];
+                let tag = k.seal(&[1; 12], &AAD, &mut wire).unwrap();
+                let mut buf = wire.clone();
+                cases.push(Case::new(
+                    "ours-open",
+                    Box::new(move || {
+                        // Open in place, then seal back: the pair costs two passes, so
+                        // the figure is halved below.
+                        k.open(&[1; 12], &AAD, &mut buf, &tag).unwrap();
+                        black_box(k.seal(&[1; 12], &AAD, &mut buf).unwrap());
+                    }),
+                ));
+            }
+            run_rounds(&mut cases);
+
+            let get = |name: &str| cases.iter().find(|c| c.name == name).unwrap();
+            let best = format!("ours-seal-{}", GcmPath::best().name());
+            print!("{size:>6}");
+            let mut row = serde_json_row(bits, size);
+            #[cfg(ipsecmb)]
+            {
+                let s = median(get("imb-seal").ns.clone());
+                let o = median(get("imb-open").ns.clone());
+                print!(" {s:>10.1} {o:>10.1}");
+                row.push(("ipsec_mb_seal_ns".into(), s));
+                row.push(("ipsec_mb_open_ns".into(), o));
+            }
+            for p in &paths {
+                let c = get(&format!("ours-seal-{}", p.name()));
+                let v = median(c.ns.clone());
+                print!(" {v:>12.1}");
+                row.push((format!("ours_seal_{}_ns", p.name()), v));
+            }
+            // The open case runs open + seal; subtract the seal in the same rounds.
+            let seal_best: Vec<f64> = get(&best).ns.clone();
+            let open_only: Vec<f64> = get("ours-open")
+                .ns
+                .iter()
+                .zip(&seal_best)
+                .map(|(both, seal)| both - seal)
+                .collect();
+            let open_med = median(open_only.clone());
+            print!(" {open_med:>10.1}");
+            row.push(("ours_open_ns".into(), open_med));
+            #[cfg(ipsecmb)]
+            {
+                let r = paired_ratio(get(&best), get("imb-seal"));
+                let imb_open = &get("imb-open").ns;
+                let ro = median(open_only.iter().zip(imb_open).map(|(a, b)| a / b).collect());
+                print!(" {r:>13.2} {ro:>12.2}");
+                row.push(("ratio_seal_ours_over_ipsec_mb".into(), r));
+                row.push(("ratio_open_ours_over_ipsec_mb".into(), ro));
+            }
+            println!();
+            json.push(row);
+        }
+    }
+
+    // The full ESP encap (tunnel mode over IPv4: outer header, ESP header, IV, padding,
+    // trailer, ICV) at 1420 bytes of inner packet, against ipsec-mb's raw seal of 1420.
+    if !quick {
+        println!("\nESP encap at 1420 B inner packet, batch of {BATCH}, ns per packet:");
+        for t in ["aes128gcm16", "aes256gcm16"] {
+            let transform: EspTransform = t.parse().unwrap();
+            let keys = SaKeys::new(&vec![0x11; transform.encryption.key_material_len()], &[]);
+            let cfg = SaConfig::tunnel(
+                0x1234_5678,
+                transform,
+                keys,
+                [192, 0, 2, 1].into(),
+                [192, 0, 2, 2].into(),
+            );
+            let sa = OutboundSa::new(cfg).unwrap();
+            let pkt = inner_packet(1420);
+            let mut frames: Vec<Frame<Vec<u8>>> = (0..BATCH)
+                .map(|_| Frame::with_packet(vec![0u8; 2048], 256, &pkt).unwrap())
+                .collect();
+            let mut verdicts = [Verdict::Forward; BATCH];
+            let mut cases = vec![Case::new(
+                "esp-encap",
+                Box::new(|| {
+                    for f in frames.iter_mut() {
+                        // Back to the inner packet: only the header is read before sealing.
+                        f.set_bounds(256, pkt.len());
+                        f.data_mut()[..20].copy_from_slice(&pkt[..20]);
+                    }
+                    esp::encap_batch(&sa, &mut frames, &mut verdicts);
+                    debug_assert!(verdicts.iter().all(|v| v.is_forward()));
+                    black_box(&verdicts);
+                }),
+            )];
+            #[cfg(ipsecmb)]
+            {
+                let key_len = transform.encryption.key_material_len() - 4;
+                let mut m = imb::Imb::new(&vec![0x11; key_len]);
+                let mut bufs = vec![vec![0u8; 1420]; BATCH];
+                let mut n = 0u64;
+                cases.push(Case::new(
+                    "imb-seal",
+                    Box::new(move || {
+                        for b in bufs.iter_mut() {
+                            n += 1;
+                            let mut iv = [0u8; 12];
+                            iv[4..].copy_from_slice(&n.to_be_bytes());
+                            black_box(m.seal(&iv, &AAD, b));
+                        }
+                    }),
+                ));
+            }
+            run_rounds(&mut cases);
+            let encap = median(cases[0].ns.clone()) / BATCH as f64;
+            let mut row = serde_json_row(t.len(), 1420);
+            row[0] = ("esp_encap".into(), 1.0);
+            row.push(("esp_encap_ns".into(), encap));
+            print!("  {t}: encap {encap:.1}");
+            #[cfg(ipsecmb)]
+            {
+                let raw = median(cases[1].ns.clone()) / BATCH as f64;
+                let r = paired_ratio(&cases[0], &cases[1]);
+                print!(", ipsec-mb raw seal {raw:.1}, encap/ipsec-mb = {r:.2}");
+                row.push(("ipsec_mb_seal_ns".into(), raw));
+                row.push(("ratio_encap_over_ipsec_mb_seal".into(), r));
+            }
+            println!();
+            json.push(row);
+        }
+    }
+
+    if quick {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: Vec<String> = json
+        .iter()
+        .map(|row| {
+            let fields: Vec<String> = row
+                .iter()
+                .map(|(k, v)| format!("\"{k}\": {v:.3}"))
+                .collect();
+            format!("    {{{}}}", fields.join(", "))
+        })
+        .collect();
+    let out = format!(
+        "{{\n  \"cpu\": \"{}\",\n  \"best_path\": \"{}\",\n  \"rows\": [\n{}\n  ]\n}}\n",
+        flags.replace('"', "'"),
+        GcmPath::best(),
+        body.join(",\n")
+    );
+    let path = dir.join("gcm.json");
+    std::fs::write(&path, out).unwrap();
+    println!("\nwrote {}", path.display());
+}
+
+fn serde_json_row(bits: usize, size: usize) -> Vec<(String, f64)> {
+    vec![
+        ("key_bits".into(), bits as f64),
+        ("bytes".into(), size as f64),
+    ]
+}
