@@ -29,12 +29,20 @@ want strongswan-charon /usr/lib/ipsec/charon
 want strongswan-swanctl /usr/sbin/swanctl
 want libcharon-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so
 want libstrongswan-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-curve25519.so
+# Intel ipsec-mb, the baseline of the AES-GCM benchmark (bench/ipsecmb/shim.c links it).
+want libipsec-mb-dev /usr/include/intel-ipsec-mb.h
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     apt-get update -qq
     # iperf3 asks whether to start a daemon; the answer is no.
     echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# cargo-fuzz for scripts/fuzz.sh; libFuzzer builds need a nightly toolchain, so only then.
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo fuzz --version >/dev/null 2>&1; then
+    log "cargo install cargo-fuzz (a nightly toolchain is present)"
+    cargo install --locked --quiet cargo-fuzz
 fi
 
 scapy_ok() {

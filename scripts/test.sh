@@ -33,5 +33,8 @@ echo "== loom model checks (the ring protocol, sequence reservation, the replay 
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
     cargo test --release -p dataplane --lib loom_ 2>&1 | tee -a "$LOG"
 
+echo "== fuzz (cargo-fuzz, libFuzzer): our AES-GCM on every path against RustCrypto"
+"$ROOT/scripts/fuzz.sh" 45
+
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"

@@ -280,7 +280,11 @@ fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| format!("spawn worker {w}: {e}"))?,
         );
     }
-    info!(workers, "forwarding; Ctrl-C or SIGTERM to stop");
+    info!(
+        workers,
+        aes_gcm = %dataplane::crypto::gcm::GcmPath::best(),
+        "forwarding; Ctrl-C or SIGTERM to stop"
+    );
 
     // The control thread: install records, relay events, resolve next hops, write stats.
     let mut known: Vec<(Side, IpAddr)> = Vec::new();

@@ -32,8 +32,10 @@ use core::arch::x86_64::*;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// Powers of H kept per key: one group of the widest path (16 blocks of 512-bit code).
-pub(super) const HPOW: usize = 16;
+/// Powers of H kept per key: one group of the widest path (16 blocks of 512-bit code) plus
+/// the lengths block, so a tail and the lengths block always fit one run; and a whole
+/// 288-byte message with its AAD block and lengths block (the short path, 18 blocks).
+pub(super) const HPOW: usize = 20;
 /// Zero entries after H^1, so a vector load that starts on the last powers and runs past
 /// H^1 reads zeros instead of out of bounds (lanes beyond the data are zero as well).
 const HPAD: usize = 3;
@@ -109,6 +111,42 @@ const BSWAP: [u8; 16] = [15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
 /// x^128 + x^7 + x^2 + x + 1, reflected, as the reduction constant: (0xc2 << 120) | 1.
 const GFPOLY: u128 = 0xc200_0000_0000_0000_0000_0000_0000_0001;
 
+/// Copy a short run (a message tail, at most a vector) in fixed-size pieces. A call to
+/// `memcpy` would cost more than the copy: its `vzeroupper` forces every vector register the
+/// kernel keeps live to be spilled and reloaded.
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    let mut i = 0;
+    while n - i >= 16 {
+        dst[i..i + 16].copy_from_slice(&src[i..i + 16]);
+        i += 16;
+    }
+    for piece in [8, 4, 2, 1] {
+        if n - i >= piece {
+            dst[i..i + piece].copy_from_slice(&src[i..i + piece]);
+            i += piece;
+        }
+    }
+}
+
+/// Up to 16 bytes as a little-endian integer, zero-padded, without going through memory
+/// (a wide load of narrow stores stalls store-to-load forwarding).
+#[inline(always)]
+fn read_u128(b: &[u8]) -> u128 {
+    let mut v = 0u128;
+    let mut i = 0;
+    for piece in [8usize, 8, 4, 2, 1] {
+        if b.len() - i >= piece {
+            let mut w = [0u8; 8];
+            w[..piece].copy_from_slice(&b[i..i + piece]);
+            v |= u128::from(u64::from_le_bytes(w)) << (8 * i);
+            i += piece;
+        }
+    }
+    v
+}
+
 /// 128-bit helpers shared by every width: AES-NI key schedule, one-block AES, GHASH of
 /// single blocks. Feature set: what every x86 path has.
 mod x128 {
@@ -153,6 +191,19 @@ mod x128 {
         _mm_xor_si128(_mm_xor_si128(hi, _mm_shuffle_epi32::<0x4e>(mi)), t)
     }
 
+    /// The three partial products of a·b, unreduced: (lo, mid, hi).
+    #[inline]
+    #[target_feature(enable = "sse2,ssse3,aes,pclmulqdq")]
+    pub(super) fn mul_parts(a: __m128i, b: __m128i) -> (__m128i, __m128i, __m128i) {
+        let lo = _mm_clmulepi64_si128::<0x00>(a, b);
+        let hi = _mm_clmulepi64_si128::<0x11>(a, b);
+        let mi = _mm_xor_si128(
+            _mm_clmulepi64_si128::<0x01>(a, b),
+            _mm_clmulepi64_si128::<0x10>(a, b),
+        );
+        (lo, mi, hi)
+    }
+
     /// a·b in GF(2^128), `b` in the shifted form (H·x); the result is in `a`'s form.
     #[inline]
     #[target_feature(enable = "sse2,ssse3,aes,pclmulqdq")]
@@ -189,9 +240,10 @@ mod x128 {
         }
         let rest = blocks.remainder();
         if !rest.is_empty() {
-            let mut tmp = [0u8; 16];
-            tmp[..rest.len()].copy_from_slice(rest);
-            acc = gmul(_mm_xor_si128(acc, bswap(load(&tmp))), h1);
+            acc = gmul(
+                _mm_xor_si128(acc, bswap(from_u128(super::read_u128(rest)))),
+                h1,
+            );
         }
         acc
     }
@@ -282,6 +334,31 @@ mod x128 {
     }
 }
 
+/// Two messages under `k` (the batch entry point): short ones are interleaved.
+pub(super) fn crypt2<const DECRYPT: bool>(
+    k: &Keys,
+    a: (&[u8; 12], &[u8], &mut [u8]),
+    b: (&[u8; 12], &[u8], &mut [u8]),
+) -> [[u8; 16]; 2] {
+    macro_rules! on {
+        ($width:ident) => {
+            // SAFETY: as in `crypt`: `k` exists only if the CPU runs `$width`.
+            unsafe {
+                if k.rounds == 10 {
+                    $width::crypt2::<10, DECRYPT>(k, a, b)
+                } else {
+                    $width::crypt2::<14, DECRYPT>(k, a, b)
+                }
+            }
+        };
+    }
+    match k.width {
+        Width::Zmm => on!(zmm),
+        Width::Ymm => on!(ymm),
+        Width::Xmm => on!(xmm),
+    }
+}
+
 impl Keys {
     /// Expand a 16- or 32-byte AES key for `width`. `None` for other key lengths, or if
     /// the CPU cannot run `width`.
@@ -328,6 +405,13 @@ macro_rules! width_kernel {
         const G: usize = W * N;
         /// Bytes per vector.
         const VB: usize = 16 * W;
+        /// Vectors of the longest short message (`HPOW` − 2 blocks: AAD and lengths).
+        const SV: usize = (HPOW - 2).div_ceil(W);
+        /// Keystream vectors per message per step of the short path (8 blocks): enough
+        /// chains in flight to cover the AES latency, and most packets need one step.
+        const C: usize = 8 / W;
+        /// `SV` rounded up to whole steps.
+        const SVC: usize = SV.div_ceil(C) * C;
 
         /// A vector whose lane `l` holds `first + step·l` in its low 32-bit word: counter
         /// offsets in the reflected form, where inc32 (SP 800-38D §6.2) is a 32-bit add.
@@ -399,22 +483,227 @@ macro_rules! width_kernel {
             h
         }
 
-        /// Seal (`DECRYPT` false) or open `buf` in place; returns the full 16-byte tag
-        /// (of the ciphertext, which is the input when opening).
+        /// The last GHASH run of a message, as one sum of products and one reduction:
+        /// `[pre] d (m blocks) post`, with powers descending to H^1 on `post` (the lengths
+        /// block). `acc` (the hash so far) is added to the first block of the run. `pre` is
+        /// the AAD of a short message (at most one block), already byte-reflected.
+        #[inline]
         #[target_feature(enable = $feat)]
-        pub(in super::super) unsafe fn crypt<const NR: usize, const DECRYPT: bool>(
+        fn ghash_final(
             k: &Keys,
-            nonce: &[u8; 12],
-            aad: &[u8],
-            buf: &mut [u8],
-        ) -> [u8; 16] {
+            acc: __m128i,
+            pre: Option<__m128i>,
+            d: &[$V],
+            m: usize,
+            post: __m128i,
+            bswap: $V,
+        ) -> __m128i {
+            let hp = k.hp.as_flattened();
+            let total = m + 1 + usize::from(pre.is_some());
+            let (mut lo, mut mi, mut hi) = (zero(), zero(), zero());
+            let (mut xlo, mut xmi, mut xhi) =
+                x128::mul_parts(_mm_setzero_si128(), _mm_setzero_si128());
+            let mut carry = acc;
+            if let Some(pre) = pre {
+                let (l, mm, h) =
+                    x128::mul_parts(_mm_xor_si128(pre, carry), x128::load(&k.hp[HPOW - total]));
+                (xlo, xmi, xhi) = (
+                    _mm_xor_si128(xlo, l),
+                    _mm_xor_si128(xmi, mm),
+                    _mm_xor_si128(xhi, h),
+                );
+                carry = _mm_setzero_si128();
+            }
+            let first = HPOW - (m + 1);
+            for (i, d) in d.iter().enumerate() {
+                let mut x = shuf(*d, bswap);
+                if i == 0 {
+                    x = xor(x, zext(carry));
+                }
+                let at = (first + i * W) * 16;
+                let h = load(hp[at..at + VB].try_into().expect("padded table"));
+                lo = xor(lo, clmul::<0x00>(x, h));
+                hi = xor(hi, clmul::<0x11>(x, h));
+                mi = xor(mi, xor(clmul::<0x01>(x, h), clmul::<0x10>(x, h)));
+            }
+            if !d.is_empty() {
+                carry = _mm_setzero_si128();
+            }
+            let (l, mm, h) =
+                x128::mul_parts(_mm_xor_si128(post, carry), x128::load(&k.hp[HPOW - 1]));
+            x128::reduce(
+                _mm_xor_si128(fold(lo), _mm_xor_si128(xlo, l)),
+                _mm_xor_si128(fold(mi), _mm_xor_si128(xmi, mm)),
+                _mm_xor_si128(fold(hi), _mm_xor_si128(xhi, h)),
+            )
+        }
+
+        /// SP 800-38D §7.1 step 5: the lengths block, len(A) ‖ len(C) in bits, reflected.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn lengths(aad: usize, text: usize) -> __m128i {
+            x128::from_u128(((aad as u128 * 8) << 64) | (text as u128 * 8))
+        }
+
+        /// Encrypt (or decrypt) whole and partial vectors of a message shorter than a group;
+        /// returns the ciphertext vectors (zero-padded) for GHASH.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn xor_tail<const DECRYPT: bool>(buf: &mut [u8], ks: &[$V], ct: &mut [$V]) -> usize {
+            let mut n = 0;
+            for ((chunk, ks), ct) in buf.chunks_mut(VB).zip(ks).zip(ct.iter_mut()) {
+                n += 1;
+                if let Ok(chunk) = <&mut [u8; VB]>::try_from(&mut *chunk) {
+                    let input = load(chunk);
+                    let output = xor(input, *ks);
+                    store(chunk, output);
+                    *ct = if DECRYPT { input } else { output };
+                } else {
+                    *ct = xor_partial::<DECRYPT>(chunk, *ks);
+                }
+            }
+            n
+        }
+
+        /// The last, partial vector of a message (`chunk` shorter than a vector), built and
+        /// written block by block in registers: going through a stack buffer would make
+        /// the wide load wait on narrow stores. Returns the ciphertext, zero-padded for
+        /// GHASH (SP 800-38D §6.4).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn xor_partial<const DECRYPT: bool>(chunk: &mut [u8], ks: $V) -> $V {
+            let len = chunk.len();
+            let mut blocks = [_mm_setzero_si128(); W];
+            let mut keep = [_mm_setzero_si128(); W];
+            for (j, (b, keep)) in blocks.iter_mut().zip(&mut keep).enumerate() {
+                let at = 16 * j;
+                if at >= len {
+                    break;
+                }
+                let r = (len - at).min(16);
+                *b = x128::from_u128(super::read_u128(&chunk[at..at + r]));
+                *keep = x128::from_u128(if r == 16 {
+                    u128::MAX
+                } else {
+                    (1u128 << (8 * r)) - 1
+                });
+            }
+            let input = from_blocks(blocks);
+            let output = xor(input, ks);
+            for (j, b) in to_blocks(output).iter().enumerate() {
+                let at = 16 * j;
+                if at >= len {
+                    break;
+                }
+                let r = (len - at).min(16);
+                let mut t = [0u8; 16];
+                x128::store(&mut t, *b);
+                super::copy_small(&mut chunk[at..at + r], &t[..r]);
+            }
+            if DECRYPT {
+                input
+            } else {
+                and(output, from_blocks(keep))
+            }
+        }
+
+        /// A message short enough for one GHASH run: AAD of at most one block and
+        /// AAD + text + lengths within the powers kept.
+        #[inline]
+        fn is_short(aad: &[u8], buf: &[u8]) -> bool {
+            aad.len() <= 16 && buf.len().div_ceil(16) + 2 <= HPOW
+        }
+
+        /// `K` short messages at once: the AES rounds of all of them interleave, so their
+        /// latencies overlap (the batch entry point for 64–256-byte packets), then each
+        /// message's GHASH is a single sum of products with one reduction.
+        #[target_feature(enable = $feat)]
+        fn short<const NR: usize, const DECRYPT: bool, const K: usize>(
+            k: &Keys,
+            rk: &[$V; 15],
+            bswap: $V,
+            jobs: [(&[u8; 12], &[u8], &mut [u8]); K],
+        ) -> [[u8; 16]; K] {
+            let mut j0 = [_mm_setzero_si128(); K];
+            let mut base = [zero(); K];
+            let mut nv = [0usize; K];
+            for (p, (nonce, _, buf)) in jobs.iter().enumerate() {
+                let mut b = [0u8; 16];
+                b[..12].copy_from_slice(*nonce);
+                b[15] = 1;
+                j0[p] = x128::load(&b);
+                base[p] = bcast(x128::bswap(j0[p]));
+                nv[p] = buf.len().div_ceil(VB);
+            }
+            // E(K, J0) for every message: independent chains the core overlaps with the
+            // keystream below.
+            let mut mask = [_mm_setzero_si128(); K];
+            for (m, j) in mask.iter_mut().zip(&j0) {
+                *m = x128::aes::<NR>(&k.rk, *j);
+            }
+            // The keystream, `C` vectors of every message per step, rounds outermost:
+            // K·C independent chains in registers hide the AES latency.
+            let steps = nv.iter().max().copied().unwrap_or(0).div_ceil(C);
+            let mut ks = [[zero(); SVC]; K];
+            for step in 0..steps {
+                let mut x = [[zero(); C]; K];
+                for (p, x) in x.iter_mut().enumerate() {
+                    for (c, v) in x.iter_mut().enumerate() {
+                        // Vector i, lane l: J0 + 1 + W·i + l (§7.1 step 3).
+                        let i = step * C + c;
+                        let ctr = add32(base[p], counters((1 + W * i) as u32, 1));
+                        *v = xor(shuf(ctr, bswap), rk[0]);
+                    }
+                }
+                for r in rk.iter().take(NR).skip(1) {
+                    for x in x.iter_mut() {
+                        for v in x.iter_mut() {
+                            *v = enc(*v, *r);
+                        }
+                    }
+                }
+                for (x, ks) in x.iter().zip(ks.iter_mut()) {
+                    for (c, v) in x.iter().enumerate() {
+                        ks[step * C + c] = enclast(*v, rk[NR]);
+                    }
+                }
+            }
+            let mut tags = [[0u8; 16]; K];
+            for (p, (_, aad, buf)) in jobs.into_iter().enumerate() {
+                let mut ct = [zero(); SV];
+                let n = xor_tail::<DECRYPT>(buf, &ks[p][..SV], &mut ct);
+                let pre =
+                    (!aad.is_empty()).then(|| x128::bswap(x128::from_u128(super::read_u128(aad))));
+                let m = buf.len().div_ceil(16);
+                let post = lengths(aad.len(), buf.len());
+                let acc = ghash_final(k, _mm_setzero_si128(), pre, &ct[..n], m, post, bswap);
+                x128::store(&mut tags[p], _mm_xor_si128(x128::bswap(acc), mask[p]));
+            }
+            tags
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn round_keys(k: &Keys) -> [$V; 15] {
             let mut rk = [zero(); 15];
             for (v, r) in rk.iter_mut().zip(&k.rk) {
                 *v = bcast(x128::load(r));
             }
-            let bswap = bcast(x128::load(&BSWAP));
-            let h1 = x128::load(&k.hp[HPOW - 1]);
+            rk
+        }
 
+        /// A message of any length: whole groups with one reduction each (Horner over
+        /// groups), then the tail and the lengths block in one final run.
+        #[target_feature(enable = $feat)]
+        fn long<const NR: usize, const DECRYPT: bool>(
+            k: &Keys,
+            rk: &[$V; 15],
+            bswap: $V,
+            nonce: &[u8; 12],
+            aad: &[u8],
+            buf: &mut [u8],
+        ) -> [u8; 16] {
+            let h1 = x128::load(&k.hp[HPOW - 1]);
             let mut j0 = [0u8; 16];
             j0[..12].copy_from_slice(nonce);
             j0[15] = 1;
@@ -424,13 +713,13 @@ macro_rules! width_kernel {
             let mut ctr = add32(bcast(x128::bswap(j0)), counters(1, 1));
             let inc = counters(W as u32, 0);
 
+            // Independent of the AES below, so it runs in its shadow.
             let mut acc = x128::ghash_bytes(_mm_setzero_si128(), aad, h1);
 
-            // Whole groups.
             let full = powers(k, G);
             let mut groups = buf.chunks_exact_mut(G * 16);
             for group in &mut groups {
-                let ks = keystream::<NR, N>(&rk, &mut ctr, inc, bswap);
+                let ks = keystream::<NR, N>(rk, &mut ctr, inc, bswap);
                 let mut ct = [zero(); N];
                 for ((chunk, ks), ct) in group.chunks_exact_mut(VB).zip(ks).zip(&mut ct) {
                     let chunk: &mut [u8; VB] = chunk.try_into().expect("chunks_exact(VB)");
@@ -442,41 +731,66 @@ macro_rules! width_kernel {
                 acc = ghash_run(acc, &ct, &full, bswap);
             }
 
-            // The tail: whole vectors in place, the last partial one through a buffer.
             let tail = groups.into_remainder();
-            if !tail.is_empty() {
-                let m = tail.len().div_ceil(16);
-                let mut ct = [zero(); N];
-                let mut n = 0;
-                for (chunk, ct) in tail.chunks_mut(VB).zip(&mut ct) {
-                    n += 1;
-                    let [ks] = keystream::<NR, 1>(&rk, &mut ctr, inc, bswap);
-                    if let Ok(chunk) = <&mut [u8; VB]>::try_from(&mut *chunk) {
-                        let input = load(chunk);
-                        let output = xor(input, ks);
-                        store(chunk, output);
-                        *ct = if DECRYPT { input } else { output };
-                    } else {
-                        let len = chunk.len();
-                        let mut tmp = [0u8; VB];
-                        tmp[..len].copy_from_slice(chunk);
-                        let input = load(&tmp);
-                        store(&mut tmp, xor(input, ks));
-                        chunk.copy_from_slice(&tmp[..len]);
-                        // GHASH pads the ciphertext with zeros (SP 800-38D §6.4).
-                        tmp[len..].fill(0);
-                        *ct = if DECRYPT { input } else { load(&tmp) };
-                    }
-                }
-                acc = ghash_run(acc, &ct[..n], &powers(k, m), bswap);
+            let m = tail.len().div_ceil(16);
+            let mut ks = [zero(); N];
+            for v in ks.iter_mut().take(tail.len().div_ceil(VB)) {
+                let [one] = keystream::<NR, 1>(rk, &mut ctr, inc, bswap);
+                *v = one;
             }
-
-            // SP 800-38D §7.1 step 5: the lengths block, len(A) ‖ len(C) in bits.
-            let lens = x128::from_u128(((aad.len() as u128 * 8) << 64) | (buf.len() as u128 * 8));
-            acc = x128::gmul(_mm_xor_si128(acc, lens), h1);
+            let mut ct = [zero(); N];
+            let n = xor_tail::<DECRYPT>(tail, &ks, &mut ct);
+            let text_len = buf.len();
+            acc = ghash_final(
+                k,
+                acc,
+                None,
+                &ct[..n],
+                m,
+                lengths(aad.len(), text_len),
+                bswap,
+            );
             let mut tag = [0u8; 16];
             x128::store(&mut tag, _mm_xor_si128(x128::bswap(acc), tag_mask));
             tag
+        }
+
+        /// Seal (`DECRYPT` false) or open `buf` in place; returns the full 16-byte tag
+        /// (of the ciphertext, which is the input when opening).
+        #[target_feature(enable = $feat)]
+        pub(in super::super) unsafe fn crypt<const NR: usize, const DECRYPT: bool>(
+            k: &Keys,
+            nonce: &[u8; 12],
+            aad: &[u8],
+            buf: &mut [u8],
+        ) -> [u8; 16] {
+            let rk = round_keys(k);
+            let bswap = bcast(x128::load(&BSWAP));
+            if is_short(aad, buf) {
+                let [tag] = short::<NR, DECRYPT, 1>(k, &rk, bswap, [(nonce, aad, buf)]);
+                tag
+            } else {
+                long::<NR, DECRYPT>(k, &rk, bswap, nonce, aad, buf)
+            }
+        }
+
+        /// Two messages under the same key; short ones are interleaved.
+        #[target_feature(enable = $feat)]
+        pub(in super::super) unsafe fn crypt2<const NR: usize, const DECRYPT: bool>(
+            k: &Keys,
+            a: (&[u8; 12], &[u8], &mut [u8]),
+            b: (&[u8; 12], &[u8], &mut [u8]),
+        ) -> [[u8; 16]; 2] {
+            let rk = round_keys(k);
+            let bswap = bcast(x128::load(&BSWAP));
+            if is_short(a.1, a.2) && is_short(b.1, b.2) {
+                short::<NR, DECRYPT, 2>(k, &rk, bswap, [a, b])
+            } else {
+                [
+                    long::<NR, DECRYPT>(k, &rk, bswap, a.0, a.1, a.2),
+                    long::<NR, DECRYPT>(k, &rk, bswap, b.0, b.1, b.2),
+                ]
+            }
         }
     };
 }
@@ -557,6 +871,29 @@ pub(super) mod zmm {
             fn zext(x: __m128i) -> __m512i {
                 _mm512_zextsi128_si512(x)
             }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn and(a: __m512i, b: __m512i) -> __m512i {
+                _mm512_and_si512(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn from_blocks(b: [__m128i; 4]) -> __m512i {
+                let v = _mm512_zextsi128_si512(b[0]);
+                let v = _mm512_inserti32x4::<1>(v, b[1]);
+                let v = _mm512_inserti32x4::<2>(v, b[2]);
+                _mm512_inserti32x4::<3>(v, b[3])
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn to_blocks(v: __m512i) -> [__m128i; 4] {
+                [
+                    _mm512_extracti32x4_epi32::<0>(v),
+                    _mm512_extracti32x4_epi32::<1>(v),
+                    _mm512_extracti32x4_epi32::<2>(v),
+                    _mm512_extracti32x4_epi32::<3>(v),
+                ]
+            }
         };
     }
     prims!("avx512f,avx512bw,vaes,vpclmulqdq,aes,pclmulqdq,sse2,ssse3");
@@ -636,6 +973,21 @@ pub(super) mod ymm {
             fn zext(x: __m128i) -> __m256i {
                 _mm256_zextsi128_si256(x)
             }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn and(a: __m256i, b: __m256i) -> __m256i {
+                _mm256_and_si256(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn from_blocks(b: [__m128i; 2]) -> __m256i {
+                _mm256_set_m128i(b[1], b[0])
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn to_blocks(v: __m256i) -> [__m128i; 2] {
+                [_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)]
+            }
         };
     }
     prims!("avx2,vaes,vpclmulqdq,aes,pclmulqdq,sse2,ssse3");
@@ -712,6 +1064,21 @@ pub(super) mod xmm {
             #[target_feature(enable = $f)]
             fn zext(x: __m128i) -> __m128i {
                 x
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn and(a: __m128i, b: __m128i) -> __m128i {
+                _mm_and_si128(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn from_blocks(b: [__m128i; 1]) -> __m128i {
+                b[0]
+            }
+            #[inline]
+            #[target_feature(enable = $f)]
+            fn to_blocks(v: __m128i) -> [__m128i; 1] {
+                [v]
             }
         };
     }
