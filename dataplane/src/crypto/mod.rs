@@ -69,7 +69,7 @@ pub struct SaCrypto {
 /// One variant per backend; each holds its precomputed key schedule.
 enum CipherState {
     AesGcm(aead::AeadKey<gcm::GcmKey>),
-    ChaCha20Poly1305(aead::AeadKey<chacha20poly1305::ChaCha20Poly1305>),
+    ChaCha20Poly1305(aead::AeadKey<aead::RingChaCha>),
     AesCbc128(cbc_hmac::CbcHmacKey<aes::Aes128>),
     AesCbc256(cbc_hmac::CbcHmacKey<aes::Aes256>),
 }
