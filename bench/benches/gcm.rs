@@ -2,7 +2,8 @@
 //! libipsec-mb, through `ipsecmb/shim.c`), in the same process, at 64, 256, 512, 1420 and
 //! 8192 bytes; and the full ESP encap at 1420 bytes against ipsec-mb's raw seal.
 //!
-//! Run: `cargo bench -p bench --bench gcm`. It prints a table and writes
+//! Run: `cargo bench -p bench --bench gcm` (`GCM_BENCH_SIZES=64,68` for other sizes). It
+//! prints a table and writes
 //! `target/bench/gcm.json`. The machine is shared and noisy, so every figure is the median
 //! of interleaved rounds (ours, theirs, ours, ...) and every ratio is the median of the
 //! per-round ratios, not a ratio of medians taken at different times.
@@ -236,6 +237,11 @@ fn main() {
     // `cargo test --all-targets` runs benches once as tests with `--bench` absent: keep
     // that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
+    // `GCM_BENCH_SIZES=64,68,256` measures other sizes.
+    let sizes: Vec<usize> = std::env::var("GCM_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| SIZES.to_vec());
     let flags = cpu_flags();
     println!("CPU: {flags}");
     println!("our best path: {}", GcmPath::best());
@@ -268,7 +274,7 @@ fn main() {
         print!(" {:>9} {:>9}", "x32 imb", "batch/imb");
         println!();
 
-        for &size in SIZES {
+        for &size in &sizes {
             if quick && size > 512 {
                 break;
             }

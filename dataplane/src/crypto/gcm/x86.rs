@@ -169,7 +169,9 @@ mod x128 {
     #[inline]
     #[target_feature(enable = "sse2,ssse3,aes,pclmulqdq")]
     pub(super) fn from_u128(x: u128) -> __m128i {
-        load(&x.to_le_bytes())
+        // From general registers (movq + pinsrq), not through memory: a 16-byte load of
+        // two 8-byte stores would stall store-to-load forwarding.
+        _mm_set_epi64x((x >> 64) as u64 as i64, x as u64 as i64)
     }
 
     #[inline]
@@ -405,14 +407,9 @@ macro_rules! width_kernel {
         const G: usize = W * N;
         /// Bytes per vector.
         const VB: usize = 16 * W;
-        /// Vectors of the longest short message (`HPOW` − 2 blocks: AAD and lengths).
-        const SV: usize = (HPOW - 2).div_ceil(W);
-        /// Keystream vectors per message per step of the short path (8 blocks): enough
-        /// chains in flight to cover the AES latency, and most packets need one step.
-        const C: usize = 8 / W;
-        /// `SV` rounded up to whole steps.
-        const SVC: usize = SV.div_ceil(C) * C;
-
+        /// Most keystream vectors per message per step of the short path (8 blocks, or 4
+        /// vectors): enough chains in flight to cover the AES latency.
+        const CMAX: usize = if W >= 2 { 4 } else { 8 };
         /// A vector whose lane `l` holds `first + step·l` in its low 32-bit word: counter
         /// offsets in the reflected form, where inc32 (SP 800-38D §6.2) is a 32-bit add.
         #[inline]
@@ -622,7 +619,7 @@ macro_rules! width_kernel {
             k: &Keys,
             rk: &[$V; 15],
             bswap: $V,
-            jobs: [(&[u8; 12], &[u8], &mut [u8]); K],
+            mut jobs: [(&[u8; 12], &[u8], &mut [u8]); K],
         ) -> [[u8; 16]; K] {
             let mut j0 = [_mm_setzero_si128(); K];
             let mut base = [zero(); K];
@@ -641,17 +638,66 @@ macro_rules! width_kernel {
             for (m, j) in mask.iter_mut().zip(&j0) {
                 *m = x128::aes::<NR>(&k.rk, *j);
             }
-            // The keystream, `C` vectors of every message per step, rounds outermost:
-            // K·C independent chains in registers hide the AES latency.
-            let steps = nv.iter().max().copied().unwrap_or(0).div_ceil(C);
-            let mut ks = [[zero(); SVC]; K];
-            for step in 0..steps {
+            // Per message: the unreduced GHASH products (lo, mid, hi) of its text.
+            let mut acc = [[zero(); 3]; K];
+            let most = nv.iter().max().copied().unwrap_or(0);
+            match most {
+                0 => {}
+                1 => steps::<NR, DECRYPT, K, 1>(k, rk, bswap, &base, &mut jobs, most, &mut acc),
+                2 => steps::<NR, DECRYPT, K, 2>(k, rk, bswap, &base, &mut jobs, most, &mut acc),
+                3 | 4 => steps::<NR, DECRYPT, K, 4>(k, rk, bswap, &base, &mut jobs, most, &mut acc),
+                _ => steps::<NR, DECRYPT, K, CMAX>(k, rk, bswap, &base, &mut jobs, most, &mut acc),
+            }
+            let mut tags = [[0u8; 16]; K];
+            for (p, (_, aad, buf)) in jobs.iter().enumerate() {
+                // AAD block (H^(m+2)) and lengths block (H^1) join the text's products.
+                let m = buf.len().div_ceil(16);
+                let (mut lo, mut mi, mut hi) = (fold(acc[p][0]), fold(acc[p][1]), fold(acc[p][2]));
+                if !aad.is_empty() {
+                    let pre = x128::bswap(x128::from_u128(super::read_u128(aad)));
+                    let (l, mm, h) = x128::mul_parts(pre, x128::load(&k.hp[HPOW - (m + 2)]));
+                    (lo, mi, hi) = (
+                        _mm_xor_si128(lo, l),
+                        _mm_xor_si128(mi, mm),
+                        _mm_xor_si128(hi, h),
+                    );
+                }
+                let post = lengths(aad.len(), buf.len());
+                let (l, mm, h) = x128::mul_parts(post, x128::load(&k.hp[HPOW - 1]));
+                let sum = x128::reduce(
+                    _mm_xor_si128(lo, l),
+                    _mm_xor_si128(mi, mm),
+                    _mm_xor_si128(hi, h),
+                );
+                x128::store(&mut tags[p], _mm_xor_si128(x128::bswap(sum), mask[p]));
+            }
+            tags
+        }
+
+        /// The short path's body: `C` vectors of every message per step, rounds outermost
+        /// (K·C independent AES chains in registers hide the latency, and no chain is
+        /// computed for a vector no message has), each vector XORed into its message and
+        /// multiplied into the message's GHASH products as soon as it is out.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        fn steps<const NR: usize, const DECRYPT: bool, const K: usize, const C: usize>(
+            k: &Keys,
+            rk: &[$V; 15],
+            bswap: $V,
+            base: &[$V; K],
+            jobs: &mut [(&[u8; 12], &[u8], &mut [u8]); K],
+            most: usize,
+            acc: &mut [[$V; 3]; K],
+        ) {
+            let hp = k.hp.as_flattened();
+            for step in 0..most.div_ceil(C) {
                 let mut x = [[zero(); C]; K];
-                for (p, x) in x.iter_mut().enumerate() {
+                for (x, base) in x.iter_mut().zip(base) {
                     for (c, v) in x.iter_mut().enumerate() {
                         // Vector i, lane l: J0 + 1 + W·i + l (§7.1 step 3).
                         let i = step * C + c;
-                        let ctr = add32(base[p], counters((1 + W * i) as u32, 1));
+                        let ctr = add32(*base, counters((1 + W * i) as u32, 1));
                         *v = xor(shuf(ctr, bswap), rk[0]);
                     }
                 }
@@ -662,24 +708,48 @@ macro_rules! width_kernel {
                         }
                     }
                 }
-                for (x, ks) in x.iter().zip(ks.iter_mut()) {
+                for x in x.iter_mut() {
+                    for v in x.iter_mut() {
+                        *v = enclast(*v, rk[NR]);
+                    }
+                }
+                // Without this, the compiler sinks each AES chain into the branch below that
+                // uses it, one after the other, and the chains no longer overlap.
+                let x = core::hint::black_box(x);
+                for ((x, job), acc) in x.iter().zip(jobs.iter_mut()).zip(acc.iter_mut()) {
+                    let buf = &mut *job.2;
+                    let len = buf.len();
+                    // Text block j takes H^(m + 1 − j): the lengths block takes H^1.
+                    let first = HPOW - (len.div_ceil(16) + 1);
                     for (c, v) in x.iter().enumerate() {
-                        ks[step * C + c] = enclast(*v, rk[NR]);
+                        let i = step * C + c;
+                        if i * VB >= len {
+                            break;
+                        }
+                        let ks = *v;
+                        let end = (i * VB + VB).min(len);
+                        let ct = if let Ok(chunk) = <&mut [u8; VB]>::try_from(&mut buf[i * VB..end])
+                        {
+                            let input = load(chunk);
+                            let output = xor(input, ks);
+                            store(chunk, output);
+                            if DECRYPT {
+                                input
+                            } else {
+                                output
+                            }
+                        } else {
+                            xor_partial::<DECRYPT>(&mut buf[i * VB..end], ks)
+                        };
+                        let at = (first + i * W) * 16;
+                        let h = load(hp[at..at + VB].try_into().expect("padded table"));
+                        let d = shuf(ct, bswap);
+                        acc[0] = xor(acc[0], clmul::<0x00>(d, h));
+                        acc[2] = xor(acc[2], clmul::<0x11>(d, h));
+                        acc[1] = xor(acc[1], xor(clmul::<0x01>(d, h), clmul::<0x10>(d, h)));
                     }
                 }
             }
-            let mut tags = [[0u8; 16]; K];
-            for (p, (_, aad, buf)) in jobs.into_iter().enumerate() {
-                let mut ct = [zero(); SV];
-                let n = xor_tail::<DECRYPT>(buf, &ks[p][..SV], &mut ct);
-                let pre =
-                    (!aad.is_empty()).then(|| x128::bswap(x128::from_u128(super::read_u128(aad))));
-                let m = buf.len().div_ceil(16);
-                let post = lengths(aad.len(), buf.len());
-                let acc = ghash_final(k, _mm_setzero_si128(), pre, &ct[..n], m, post, bswap);
-                x128::store(&mut tags[p], _mm_xor_si128(x128::bswap(acc), mask[p]));
-            }
-            tags
         }
 
         #[inline]
