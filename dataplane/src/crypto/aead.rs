@@ -7,7 +7,7 @@
 
 use zeroize::Zeroizing;
 
-use super::gcm::GcmKey;
+use super::gcm::{GcmKey, GcmMessage};
 use super::{aead_aad, CryptoError};
 use crate::wire::esp::HEADER_LEN as ESP_HEADER_LEN;
 
@@ -15,11 +15,18 @@ const IV_LEN: usize = 8;
 const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 4;
 
+/// One message for [`Aead96::seal2`]: nonce, AAD, text sealed in place.
+pub(crate) type Msg<'a> = (&'a [u8; 12], &'a [u8], &'a mut [u8]);
+
 /// An AEAD with a 96-bit nonce and a 16-byte tag, keyed once per SA.
 pub(crate) trait Aead96: Sized {
     /// `key` has the length the transform needs (checked by `SaCrypto::new`).
     fn from_key(key: &[u8]) -> Self;
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN];
+    /// Two messages at once; an AEAD that can interleave them overrides this.
+    fn seal2(&self, a: Msg<'_>, b: Msg<'_>) -> [[u8; TAG_LEN]; 2] {
+        [self.seal(a.0, a.1, a.2), self.seal(b.0, b.1, b.2)]
+    }
     fn open(
         &self,
         nonce: &[u8; 12],
@@ -37,6 +44,26 @@ impl Aead96 for GcmKey {
 
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         GcmKey::seal(self, nonce, aad, buf).expect("ESP packets are far below GCM's limit")
+    }
+
+    fn seal2(&self, a: Msg<'_>, b: Msg<'_>) -> [[u8; TAG_LEN]; 2] {
+        let mut msgs = [
+            GcmMessage {
+                nonce: *a.0,
+                aad: a.1,
+                buf: a.2,
+                tag: [0; TAG_LEN],
+            },
+            GcmMessage {
+                nonce: *b.0,
+                aad: b.1,
+                buf: b.2,
+                tag: [0; TAG_LEN],
+            },
+        ];
+        self.seal_batch(&mut msgs)
+            .expect("ESP packets are far below GCM's limit");
+        [msgs[0].tag, msgs[1].tag]
     }
 
     fn open(
@@ -102,6 +129,18 @@ pub(crate) struct AeadKey<A> {
     salt: Zeroizing<[u8; SALT_LEN]>,
 }
 
+/// One ESP packet to seal: `SPI | Seq | IV | payload | ICV`, the IV seed (the 64-bit
+/// sequence number) and the ESN high half.
+pub(crate) type EspMsg<'a> = (&'a mut [u8], u64, Option<u32>);
+
+/// Write the IV; split off the payload and the ICV (the caller checked the length).
+fn split_for_seal<'a>(esp: &'a mut [u8], iv: &[u8; IV_LEN]) -> (&'a mut [u8], &'a mut [u8]) {
+    let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + IV_LEN);
+    head[ESP_HEADER_LEN..].copy_from_slice(iv);
+    let split = rest.len() - TAG_LEN;
+    rest.split_at_mut(split)
+}
+
 impl<A: Aead96> AeadKey<A> {
     /// `material` = key ‖ salt; its length was checked by the caller.
     pub(crate) fn new(material: &[u8]) -> Self {
@@ -150,13 +189,26 @@ impl<A: Aead96> AeadKey<A> {
         let mut aad = [0u8; 12];
         let aad_len = aead_aad(esp, esn_high, &mut aad);
         let iv = iv_seed.to_be_bytes();
-        let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + IV_LEN);
-        head[ESP_HEADER_LEN..].copy_from_slice(&iv);
-        let split = rest.len() - TAG_LEN;
-        let (payload, icv) = rest.split_at_mut(split);
+        let (payload, icv) = split_for_seal(esp, &iv);
         let tag = self.seal_detached(&iv, &aad[..aad_len], payload);
         icv.copy_from_slice(&tag);
         Ok(())
+    }
+
+    /// Two ESP packets of this SA, sealed together (see [`Aead96::seal2`]).
+    pub(crate) fn seal_pair(&self, a: EspMsg<'_>, b: EspMsg<'_>) {
+        let (mut aad_a, mut aad_b) = ([0u8; 12], [0u8; 12]);
+        let la = aead_aad(a.0, a.2, &mut aad_a);
+        let lb = aead_aad(b.0, b.2, &mut aad_b);
+        let (iv_a, iv_b) = (a.1.to_be_bytes(), b.1.to_be_bytes());
+        let (nonce_a, nonce_b) = (self.nonce(&iv_a), self.nonce(&iv_b));
+        let (pa, icv_a) = split_for_seal(a.0, &iv_a);
+        let (pb, icv_b) = split_for_seal(b.0, &iv_b);
+        let [ta, tb] = self
+            .aead
+            .seal2((&nonce_a, &aad_a[..la], pa), (&nonce_b, &aad_b[..lb], pb));
+        icv_a.copy_from_slice(&ta);
+        icv_b.copy_from_slice(&tb);
     }
 
     pub(crate) fn open(&self, esp: &mut [u8], esn_high: Option<u32>) -> Result<(), CryptoError> {

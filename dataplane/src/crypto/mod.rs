@@ -152,6 +152,24 @@ impl SaCrypto {
         }
     }
 
+    /// Seal two ESP packets of this SA, each as [`SaCrypto::seal`] would: AES-GCM interleaves
+    /// short ones (`GcmKey::seal_batch`); other ciphers seal one after the other.
+    pub fn seal_pair(
+        &self,
+        a: (&mut [u8], u64, Option<u32>),
+        b: (&mut [u8], u64, Option<u32>),
+    ) -> [Result<(), CryptoError>; 2] {
+        match &self.state {
+            CipherState::AesGcm(k)
+                if a.0.len() >= self.overhead() && b.0.len() >= self.overhead() =>
+            {
+                k.seal_pair(a, b);
+                [Ok(()), Ok(())]
+            }
+            _ => [self.seal(a.0, a.1, a.2), self.seal(b.0, b.1, b.2)],
+        }
+    }
+
     /// Verify the ICV of `esp` (laid out as for `seal`) and decrypt the payload in place.
     /// Nothing is decrypted unless the ICV verifies (RFC 4303 §3.4.4).
     pub fn open(&self, esp: &mut [u8], esn_high: Option<u32>) -> Result<(), CryptoError> {

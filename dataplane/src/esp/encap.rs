@@ -128,25 +128,94 @@ pub(crate) fn encap_chunk<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     }
     let mut seqs = sa.reserve_seq(ok).into_iter().flatten();
+    let mut built: [Option<Built>; CHUNK] = [None; CHUNK];
     for (i, f) in frames.iter_mut().enumerate() {
         let Some(plan) = plans[i] else { continue };
         let r = match seqs.next() {
-            Some(seq) => seal(sa, f, &plan, seq),
+            Some(seq) => build(sa, f, &plan, seq),
             None if sa.is_expired() => Err(DropReason::SaExpired),
             None if sa.waiting_for_lease() => Err(DropReason::SeqLeaseWait),
             None => Err(DropReason::SeqExhausted),
         };
-        verdicts[i] = match r {
-            Ok(()) => {
-                counts.pass(plan.inner_len);
-                Verdict::Forward
-            }
+        match r {
+            Ok(b) => built[i] = Some(b),
             Err(r) => {
                 counts.drop(r);
-                Verdict::Drop(r)
+                verdicts[i] = Verdict::Drop(r);
             }
-        };
+        }
     }
+    // Encrypt two packets at a time: the AES-GCM engine interleaves short ones, so one
+    // packet's AES latency hides behind the other's (other ciphers go one by one).
+    let mut pending: Option<(usize, &mut Frame<B>)> = None;
+    for (i, f) in frames.iter_mut().enumerate() {
+        let Some(b) = built[i] else { continue };
+        let Some((j, g)) = pending.take() else {
+            pending = Some((i, f));
+            continue;
+        };
+        let a = built[j].expect("pending frames were built");
+        let esn = |seq: u64| sa.cfg.esn.then_some((seq >> 32) as u32);
+        let [ra, rb] = sa.crypto.seal_pair(
+            (&mut g.data_mut()[a.esp_at..], a.seq, esn(a.seq)),
+            (&mut f.data_mut()[b.esp_at..], b.seq, esn(b.seq)),
+        );
+        verdicts[j] = finish(g, &a, ra, plans[j], counts);
+        verdicts[i] = finish(f, &b, rb, plans[i], counts);
+    }
+    if let Some((j, g)) = pending {
+        let a = built[j].expect("pending frames were built");
+        let r = sa.crypto.seal(
+            &mut g.data_mut()[a.esp_at..],
+            a.seq,
+            sa.cfg.esn.then_some((a.seq >> 32) as u32),
+        );
+        verdicts[j] = finish(g, &a, r, plans[j], counts);
+    }
+}
+
+/// After encryption: the UDP checksum of NAT-T over IPv6 (it covers the ciphertext), the
+/// verdict and the counters.
+fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
+    f: &mut Frame<B>,
+    b: &Built,
+    sealed: Result<(), crate::crypto::CryptoError>,
+    plan: Option<Plan>,
+    counts: &mut SaCounters,
+) -> Verdict {
+    if sealed.is_err() {
+        counts.drop(DropReason::Malformed);
+        return Verdict::Drop(DropReason::Malformed);
+    }
+    if let Some((s, t)) = b.udp6 {
+        // RFC 3948 §2.1: over IPv4 the checksum is zero. IPv6 forbids a zero UDP checksum
+        // (RFC 8200 §8.1), so there we compute it.
+        let d = f.data_mut();
+        let seg = &d[b.udp_at..];
+        let acc = checksum::combine(
+            checksum::pseudo_v6(s, t, IpProtocol::UDP, seg.len() as u32),
+            checksum::sum(seg),
+        );
+        let c = match checksum::finish(acc) {
+            0 => 0xffff,
+            c => c,
+        };
+        d[b.udp_at + 6..b.udp_at + 8].copy_from_slice(&c.to_be_bytes());
+    }
+    counts.pass(plan.expect("built frames were planned").inner_len);
+    Verdict::Forward
+}
+
+/// A packet whose headers and trailer are in place, waiting for its encryption.
+#[derive(Clone, Copy)]
+struct Built {
+    seq: u64,
+    /// Where ESP starts in the frame.
+    esp_at: usize,
+    /// Where the UDP header of NAT-T starts.
+    udp_at: usize,
+    /// NAT-T over IPv6: the addresses of the checksum's pseudo-header.
+    udp6: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
 }
 
 /// The checks and sizes, before a sequence number is spent.
@@ -201,13 +270,14 @@ fn prepare<B: AsRef<[u8]> + AsMut<[u8]>>(
     })
 }
 
-/// Build the ESP packet around a prepared packet with sequence number `seq`.
-fn seal<B: AsRef<[u8]> + AsMut<[u8]>>(
+/// Build the ESP packet around a prepared packet with sequence number `seq`: everything
+/// but the encryption (and the IPv6 NAT-T checksum that covers it).
+fn build<B: AsRef<[u8]> + AsMut<[u8]>>(
     sa: &OutboundSa,
     f: &mut Frame<B>,
     plan: &Plan,
     seq: u64,
-) -> Result<(), DropReason> {
+) -> Result<Built, DropReason> {
     let Plan {
         inner,
         inner_len,
@@ -250,10 +320,6 @@ fn seal<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     .emit(&mut d[esp_at..])
     .map_err(|_| DropReason::NoRoom)?;
-    let esn_high = sa.cfg.esn.then_some((seq >> 32) as u32);
-    sa.crypto
-        .seal(&mut d[esp_at..], seq, esn_high)
-        .map_err(|_| DropReason::Malformed)?;
 
     let ip_proto = if udp_len != 0 {
         IpProtocol::UDP
@@ -324,6 +390,7 @@ fn seal<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     };
 
+    let mut udp6 = None;
     if let Some(encap) = sa.cfg.udp_encap {
         let udp_payload = total_len - hdr_len - udp::HEADER_LEN;
         UdpRepr {
@@ -333,21 +400,16 @@ fn seal<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         .emit(&mut d[hdr_len..])
         .map_err(|_| DropReason::TooBig)?;
-        // RFC 3948 §2.1: over IPv4 the checksum is zero. IPv6 forbids a zero UDP checksum
-        // (RFC 8200 §8.1), so there we compute it.
+        // The IPv6 checksum covers the ciphertext: `finish` computes it after sealing.
         if let (IpAddr::V6(s), IpAddr::V6(t)) = (src, dst) {
-            let seg = &d[hdr_len..];
-            let acc = checksum::combine(
-                checksum::pseudo_v6(s, t, IpProtocol::UDP, seg.len() as u32),
-                checksum::sum(seg),
-            );
-            let c = match checksum::finish(acc) {
-                0 => 0xffff,
-                c => c,
-            };
-            d[hdr_len + 6..hdr_len + 8].copy_from_slice(&c.to_be_bytes());
+            udp6 = Some((s, t));
         }
     }
 
-    Ok(())
+    Ok(Built {
+        seq,
+        esp_at,
+        udp_at: hdr_len,
+        udp6,
+    })
 }
