@@ -14,10 +14,10 @@
 //! machine without AVX-512 still checks the other three against Wycheproof and RustCrypto.
 //!
 //! Why our own: RustCrypto's `aes-gcm` only reaches VAES with `-C target-cpu` set at build
-//! time and runs GHASH a block at a time; `ring` and `aws-lc-rs` are faster but still
-//! 1.7–1.8× slower than Intel's ipsec-mb at MTU-sized packets on these machines (see
-//! `cargo bench -p bench --bench gcm`), and neither exposes per-SA precomputed state
-//! without their own allocation and nonce discipline.
+//! time and runs GHASH a block at a time (about half our speed here from a default build:
+//! the `portable` column of `cargo bench -p bench --bench gcm`); `ring` and `aws-lc-rs` have
+//! assembly but their own key types and nonce rules, and issue 6's survey of this hardware
+//! put them 1.7–1.8× behind Intel's ipsec-mb at 1420 bytes, the figure we measure against.
 
 use std::fmt;
 

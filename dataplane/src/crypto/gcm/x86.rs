@@ -8,12 +8,18 @@
 //! | [`ymm`] | `__m256i` | 2 | 8 | AVX2 + VAES + VPCLMULQDQ |
 //! | [`xmm`] | `__m128i` | 1 | 8 | AES-NI + PCLMULQDQ |
 //!
-//! Per group of blocks, AES-CTR runs on all counters at once (independent dependency chains
-//! hide the AES latency) and GHASH multiplies each block by its own power of H, accumulating
-//! the three partial products unreduced, so there is one reduction per group rather than
-//! one per block (the "aggregated reduction" of Gueron and Kounavis). The out-of-order core
-//! overlaps the GHASH of one group with the AES of the next: they do not depend on each
-//! other. Only the tail is copied through a stack buffer.
+//! Long messages: per group of blocks, AES-CTR runs on all counters at once (independent
+//! dependency chains hide the AES latency) and GHASH multiplies each block by its own power
+//! of H, accumulating the three partial products unreduced, so there is one reduction per
+//! group rather than one per block (aggregated reduction). The out-of-order core overlaps
+//! the GHASH of one group with the AES of the next: they do not depend on each other. The
+//! tail and the lengths block share the last reduction.
+//!
+//! Short messages (up to 18 blocks with at most one block of AAD: ESP packets up to 256
+//! bytes inside): AAD, text and lengths are one sum of products with one reduction, so the
+//! serial chain is AES, one multiply, one reduction. `crypt2` runs two of them with their
+//! AES rounds interleaved (the batch entry point). Partial blocks are built and written in
+//! registers from fixed-size pieces, never through `memcpy` or a wide load of narrow stores.
 //!
 //! GHASH works in the byte-reflected representation with the one-bit offset of
 //! carry-less multiplication folded into the key (H·x, as in Intel's white paper), and a
@@ -394,8 +400,9 @@ impl Keys {
 }
 
 /// The GCM algorithm over vectors of `W` blocks, `N` vectors per group. Expects the module
-/// to define the width primitives (`load`, `store`, `bcast`, `xor`, `shuf`, `add32`, `enc`,
-/// `enclast`, `clmul`, `fold`, `zext`, `zero`) with the same `$feat` features.
+/// to define the width primitives (`load`, `store`, `bcast`, `zero`, `xor`, `and`, `shuf`,
+/// `add32`, `enc`, `enclast`, `clmul`, `fold`, `zext`, `from_blocks`, `to_blocks`) with the
+/// same `$feat` features.
 macro_rules! width_kernel {
     ($feat:literal, $V:ty, $W:literal, $N:literal) => {
         use super::x128;
@@ -480,37 +487,22 @@ macro_rules! width_kernel {
             h
         }
 
-        /// The last GHASH run of a message, as one sum of products and one reduction:
-        /// `[pre] d (m blocks) post`, with powers descending to H^1 on `post` (the lengths
-        /// block). `acc` (the hash so far) is added to the first block of the run. `pre` is
-        /// the AAD of a short message (at most one block), already byte-reflected.
+        /// The last GHASH run of a long message, as one sum of products and one reduction:
+        /// `d` (`m` blocks) then `post` (the lengths block, H^1). `acc`, the hash so far, is
+        /// added to the first block of the run.
         #[inline]
         #[target_feature(enable = $feat)]
         fn ghash_final(
             k: &Keys,
             acc: __m128i,
-            pre: Option<__m128i>,
             d: &[$V],
             m: usize,
             post: __m128i,
             bswap: $V,
         ) -> __m128i {
             let hp = k.hp.as_flattened();
-            let total = m + 1 + usize::from(pre.is_some());
             let (mut lo, mut mi, mut hi) = (zero(), zero(), zero());
-            let (mut xlo, mut xmi, mut xhi) =
-                x128::mul_parts(_mm_setzero_si128(), _mm_setzero_si128());
             let mut carry = acc;
-            if let Some(pre) = pre {
-                let (l, mm, h) =
-                    x128::mul_parts(_mm_xor_si128(pre, carry), x128::load(&k.hp[HPOW - total]));
-                (xlo, xmi, xhi) = (
-                    _mm_xor_si128(xlo, l),
-                    _mm_xor_si128(xmi, mm),
-                    _mm_xor_si128(xhi, h),
-                );
-                carry = _mm_setzero_si128();
-            }
             let first = HPOW - (m + 1);
             for (i, d) in d.iter().enumerate() {
                 let mut x = shuf(*d, bswap);
@@ -529,9 +521,9 @@ macro_rules! width_kernel {
             let (l, mm, h) =
                 x128::mul_parts(_mm_xor_si128(post, carry), x128::load(&k.hp[HPOW - 1]));
             x128::reduce(
-                _mm_xor_si128(fold(lo), _mm_xor_si128(xlo, l)),
-                _mm_xor_si128(fold(mi), _mm_xor_si128(xmi, mm)),
-                _mm_xor_si128(fold(hi), _mm_xor_si128(xhi, h)),
+                _mm_xor_si128(fold(lo), l),
+                _mm_xor_si128(fold(mi), mm),
+                _mm_xor_si128(fold(hi), h),
             )
         }
 
@@ -811,15 +803,7 @@ macro_rules! width_kernel {
             let mut ct = [zero(); N];
             let n = xor_tail::<DECRYPT>(tail, &ks, &mut ct);
             let text_len = buf.len();
-            acc = ghash_final(
-                k,
-                acc,
-                None,
-                &ct[..n],
-                m,
-                lengths(aad.len(), text_len),
-                bswap,
-            );
+            acc = ghash_final(k, acc, &ct[..n], m, lengths(aad.len(), text_len), bswap);
             let mut tag = [0u8; 16];
             x128::store(&mut tag, _mm_xor_si128(x128::bswap(acc), tag_mask));
             tag
