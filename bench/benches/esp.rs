@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 
+use bench::inner_packet;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::crypto::{EspTransform, SaKeys};
 use dataplane::esp::{self, Frame, InboundSa, OutboundSa, SaConfig, Verdict};
@@ -18,23 +19,6 @@ const CIPHERS: &[&str] = &[
     "aes128-sha256",
 ];
 const BATCH: usize = 32;
-
-fn inner_packet(len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    dataplane::wire::Ipv4Repr {
-        src: [10, 1, 0, 10].into(),
-        dst: [10, 2, 0, 20].into(),
-        protocol: 17,
-        payload_len: len - 20,
-        ttl: 64,
-        tos: 0,
-        ident: 1,
-        dont_frag: true,
-    }
-    .emit(&mut p)
-    .unwrap();
-    p
-}
 
 fn sa_pair(t: &str) -> (OutboundSa, InboundSa) {
     let t: EspTransform = t.parse().unwrap();

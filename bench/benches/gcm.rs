@@ -11,6 +11,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use bench::inner_packet;
 use dataplane::crypto::gcm::{GcmKey, GcmMessage, GcmPath};
 use dataplane::crypto::{EspTransform, SaKeys};
 use dataplane::esp::{self, Frame, OutboundSa, SaConfig, Verdict};
@@ -214,23 +215,6 @@ fn cpu_flags() -> String {
         .filter(|w| flags.contains(w))
         .collect();
     format!("{model}; {}", have.join(" "))
-}
-
-fn inner_packet(len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    dataplane::wire::Ipv4Repr {
-        src: [10, 1, 0, 10].into(),
-        dst: [10, 2, 0, 20].into(),
-        protocol: 17,
-        payload_len: len - 20,
-        ttl: 64,
-        tos: 0,
-        ident: 1,
-        dont_frag: true,
-    }
-    .emit(&mut p)
-    .unwrap();
-    p
 }
 
 fn main() {
