@@ -6,5 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod ike;
 pub mod ring_client;
+pub mod ring_pump;

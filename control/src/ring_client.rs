@@ -156,6 +156,21 @@ impl RingClient {
         Ok(txid)
     }
 
+    /// Send without waiting: `Ok(None)` when the ring is full (try again later).
+    pub fn try_send(&mut self, rec: &[u8]) -> Result<Option<u32>, ClientError> {
+        let txid = self.next_txid;
+        let mut b = Zeroizing::new(rec.to_vec());
+        if b.len() >= 8 {
+            b[4..8].copy_from_slice(&txid.to_le_bytes());
+        }
+        if self.tx.try_push(&b)? {
+            self.next_txid = self.next_txid.wrapping_add(1);
+            Ok(Some(txid))
+        } else {
+            Ok(None)
+        }
+    }
+
     fn read(&mut self) -> Option<DataplaneRecord> {
         let n = self.rx.pop(&mut self.buf)?;
         match DataplaneRecord::decode(&self.buf[..n]) {
@@ -228,14 +243,12 @@ impl RingClient {
                     packets,
                     bytes,
                 }) if t == txid && begun => {
+                    // The raw reqid (inbound too: the daemon maps inherited SAs to
+                    // children by it); `reconcile` compares inbound SAs without it.
                     let key = SaKey {
                         inbound: direction == Direction::Inbound,
                         spi,
-                        reqid: if direction == Direction::Inbound {
-                            0
-                        } else {
-                            reqid
-                        },
+                        reqid,
                     };
                     held.sas.insert(key, (packets, bytes));
                 }
@@ -286,7 +299,7 @@ impl RingClient {
             self.call(&format!("delete of policy {id}"), &b[..n], timeout)?;
             r.removed += 1;
         }
-        for k in held.sas.keys().filter(|k| !wanted_sas.contains(k)) {
+        for k in held.sas.keys().filter(|k| !wanted_sas.contains(&norm(**k))) {
             let dir = if k.inbound {
                 Direction::Inbound
             } else {
@@ -298,7 +311,7 @@ impl RingClient {
         }
         for d in &want.records {
             let have = match (d.sa, d.policy) {
-                (Some(k), _) => held.sas.contains_key(&norm(k)),
+                (Some(k), _) => held.sas.keys().any(|h| norm(*h) == norm(k)),
                 (None, Some(id)) => held.policies.contains(&id),
                 _ => false,
             };

@@ -1,0 +1,117 @@
+//! What the daemon keeps per configured connection and child, between IKE SAs.
+
+use dataplane::shm::records::SaInstall;
+use dataplane::spd::PolicyRule;
+
+use crate::config::{ChildConfig, ConnConfig};
+use crate::ike::wire::Ts;
+
+use super::dataplane::base_policies;
+
+/// A Child SA installed in the dataplane.
+pub struct InstalledChild {
+    /// The IKE SA it belongs to (our IKE SPI).
+    pub ike_spi: u64,
+    pub inbound_spi: u32,
+    pub outbound_spi: u32,
+    pub local_ts: Vec<Ts>,
+    pub remote_ts: Vec<Ts>,
+    /// The records as installed, kept to replay them into a restarted dataplane (the
+    /// keys are zeroized when this is dropped).
+    pub inbound: SaInstall,
+    pub outbound: SaInstall,
+    pub since: u64,
+}
+
+/// An SA the dataplane held when the daemon started (keys unknown to us): it keeps
+/// forwarding until its child is up again, then goes (make-before-break).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleSa {
+    pub inbound: bool,
+    pub spi: u32,
+}
+
+pub struct ChildState {
+    pub cfg: ChildConfig,
+    /// It should be up: `start_action = start`, an acquire on a trap, `vpnctl up`,
+    /// `dpd_action`/`close_action = restart|start`.
+    pub wanted: bool,
+    /// Traffic for it raises an acquire that we answer by initiating.
+    pub trapped: bool,
+    /// The IKE SA negotiating it, and the inbound SPI we offered.
+    pub negotiating: Option<(u64, u32)>,
+    pub installed: Vec<InstalledChild>,
+    /// The narrowed policies in the dataplane (those of the newest installed Child SA).
+    pub narrowed: Vec<PolicyRule>,
+    /// Inherited from a previous daemon.
+    pub stale: Vec<StaleSa>,
+    pub stale_policies: Vec<u32>,
+    /// Delete the stale SAs at this time (a grace period after the child came up again).
+    pub stale_until: Option<u64>,
+    pub last_failure: Option<(u64, String)>,
+}
+
+impl ChildState {
+    pub fn new(cfg: ChildConfig) -> ChildState {
+        ChildState {
+            cfg,
+            wanted: false,
+            trapped: false,
+            negotiating: None,
+            installed: Vec::new(),
+            narrowed: Vec::new(),
+            stale: Vec::new(),
+            stale_policies: Vec::new(),
+            stale_until: None,
+            last_failure: None,
+        }
+    }
+}
+
+pub struct ConnState {
+    pub cfg: ConnConfig,
+    pub children: Vec<ChildState>,
+    /// Which `remote_addrs` entry the next initiation tries (in order, wrapping).
+    pub remote_index: usize,
+    /// Consecutive failures (exponential backoff) and when to try again.
+    pub failures: u32,
+    pub retry_at: Option<u64>,
+    pub last_failure: Option<(u64, String)>,
+}
+
+impl ConnState {
+    pub fn new(cfg: ConnConfig) -> ConnState {
+        let children = cfg.children.iter().cloned().map(ChildState::new).collect();
+        ConnState {
+            cfg,
+            children,
+            remote_index: 0,
+            failures: 0,
+            retry_at: None,
+            last_failure: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.connection.name
+    }
+
+    /// The base (fail-closed) policies of every child.
+    pub fn base_policies(&self) -> Vec<PolicyRule> {
+        self.cfg
+            .connection
+            .children
+            .iter()
+            .zip(&self.cfg.children)
+            .flat_map(|(c, cc)| base_policies(cc.reqid, &c.local_ts, &c.remote_ts))
+            .collect()
+    }
+
+    pub fn child_by_name(&self, name: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.cfg.name == name)
+    }
+
+    pub fn child_by_reqid(&self, reqid: u32) -> Option<usize> {
+        self.children.iter().position(|c| c.cfg.reqid == reqid)
+    }
+}

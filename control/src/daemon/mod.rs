@@ -1,0 +1,827 @@
+//! The IKE daemon's logic, sans-IO (the quinn-proto `Endpoint` shape): datagrams, timer
+//! ticks, dataplane records and operator commands in; datagrams to send and dataplane
+//! changes out ([`Action`]). The `iked` binary owns the sockets, the ring, signals and the
+//! clock; everything it decides is decided here, where tests drive it with a virtual clock.
+//!
+//! What it owns:
+//! - the IKE SAs, routed to by our SPI (a map), with cookies (RFC 7296 §2.6) and half-open
+//!   limits in front of them;
+//! - per configured child: whether it should be up, its installed Child SAs, their
+//!   policies, inherited (stale) SAs, retries with backoff, DPD and close actions;
+//! - the dataplane's desired state, replayed whole when a dataplane says Hello.
+//!
+//! Fault semantics are tabled in docs/ARCHITECTURE.md ("Faults and restarts").
+
+pub mod command;
+pub mod conn;
+mod install;
+mod timers;
+pub mod dataplane;
+pub mod endpoint;
+pub mod ratelimit;
+pub mod spi;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use dataplane::shm::records::{DataplaneRecord, SaEvent};
+use dataplane::static_sa::Direction;
+use tracing::{debug, info, warn};
+
+use crate::config::{CloseAction, DpdAction, IkedConfig, StartAction};
+use crate::ike::sa::{
+    ChildRequest, ChildSa, CookieJar, Event, IkeError, IkeSa, Phase, Random, Role, IKE_PORT,
+    NAT_T_PORT,
+};
+
+use conn::{ConnState, InstalledChild, StaleSa};
+use dataplane::{acquire_reqid, narrowed_policies, policy_owner, sa_installs, DpOp};
+use endpoint::{classify, IkeDrop, Verdict};
+use ratelimit::LogLimiter;
+use spi::SpiPool;
+
+/// Tunables; the defaults are what `iked` runs with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// RFC 3948 §2.3 keepalives while a NAT is in the path.
+    pub nat_keepalive_ms: u64,
+    /// Half-open responder SAs (in all) from which an IKE_SA_INIT must carry a COOKIE.
+    pub cookie_threshold: usize,
+    /// Half-open responder SAs allowed per source address, and in all.
+    pub half_open_per_source: usize,
+    pub half_open_max: usize,
+    /// A responder SA that has not seen IKE_AUTH after this long is forgotten.
+    pub half_open_timeout_ms: u64,
+    /// Retries of a failed initiation: first delay, doubling up to the cap, ±25 % jitter.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Inherited SAs stay this long after their child is up again (packets in flight).
+    pub stale_grace_ms: u64,
+    /// Inherited SAs whose child does not come back go after this long.
+    pub stale_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nat_keepalive_ms: 20_000,
+            cookie_threshold: 32,
+            half_open_per_source: 8,
+            half_open_max: 2048,
+            half_open_timeout_ms: 30_000,
+            retry_base_ms: 2_000,
+            retry_max_ms: 120_000,
+            stale_grace_ms: 5_000,
+            stale_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// Half-open SAs from one address beyond which a COOKIE is asked for.
+const COOKIE_PER_SOURCE: usize = 2;
+
+/// What the shell must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send exactly these bytes (the non-ESP marker is already in front of IKE on 4500).
+    Send {
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// Apply this change to the dataplane (through the ring).
+    Dataplane(DpOp),
+}
+
+/// What the dataplane held when we attached (from a resync), to adopt or clean up.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    /// (inbound?, SPI, reqid)
+    pub sas: Vec<(bool, u32, u32)>,
+    pub policies: Vec<u32>,
+}
+
+/// Counters of what the daemon dropped or did on its own, for `vpnctl` and tests.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonCounters {
+    pub drops: HashMap<&'static str, u64>,
+    pub cookies_sent: u64,
+    pub dpd_probes: u64,
+    pub peers_dead: u64,
+}
+
+struct SaEntry {
+    sa: IkeSa,
+    /// Index into `conns` (by name at creation; re-resolved on reload).
+    conn: String,
+    /// Responder SAs still half-open count against the limits.
+    half_open_from: Option<IpAddr>,
+    created: u64,
+    next_keepalive: Option<u64>,
+}
+
+/// The daemon core.
+pub struct Daemon {
+    opts: Options,
+    rng: Box<dyn Random + Send>,
+    conns: Vec<ConnState>,
+    sas: HashMap<u64, SaEntry>,
+    /// (SPIi, peer address) → our SPI, for retransmitted IKE_SA_INIT requests.
+    init_index: HashMap<(u64, IpAddr), u64>,
+    half_open: HashMap<IpAddr, usize>,
+    half_open_total: usize,
+    cookies: CookieJar,
+    spis: SpiPool,
+    /// Last packet count and when it last grew, per inbound SPI (DPD: §2.4, probe only
+    /// when nothing came in).
+    activity: HashMap<u32, (u64, u64)>,
+    stale_deadline: Option<u64>,
+    /// Connections to bring up once the current event is handled.
+    pending_ensure: Vec<usize>,
+    actions: VecDeque<Action>,
+    limiter: LogLimiter,
+    pub counters: DaemonCounters,
+}
+
+/// `base ± 25 %`, from the daemon's random source.
+fn jitter(base: u64, rng: &mut dyn Random) -> u64 {
+    let mut b = [0u8; 2];
+    rng.fill(&mut b);
+    let r = u64::from(u16::from_be_bytes(b)); // 0 ..= 65535
+    base - base / 4 + base * r / (2 * 65536)
+}
+
+fn ts_list(ts: &[crate::ike::wire::Ts]) -> String {
+    ts.iter()
+        .map(crate::ike::child::show_ts)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Daemon {
+    pub fn new(cfg: IkedConfig, opts: Options, mut rng: Box<dyn Random + Send>) -> Daemon {
+        let mut secret = [0u8; 32];
+        rng.fill(&mut secret);
+        Daemon {
+            opts,
+            rng,
+            conns: cfg.connections.into_iter().map(ConnState::new).collect(),
+            sas: HashMap::new(),
+            init_index: HashMap::new(),
+            half_open: HashMap::new(),
+            half_open_total: 0,
+            cookies: CookieJar::new(secret),
+            spis: SpiPool::default(),
+            activity: HashMap::new(),
+            stale_deadline: None,
+            pending_ensure: Vec::new(),
+            actions: VecDeque::new(),
+            limiter: LogLimiter::default(),
+            counters: DaemonCounters::default(),
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn dp(&mut self, op: DpOp) {
+        self.actions.push_back(Action::Dataplane(op));
+    }
+
+    fn drop_datagram(&mut self, now: u64, why: IkeDrop, from: SocketAddr) {
+        *self.counters.drops.entry(why.name()).or_default() += 1;
+        if self.limiter.allow(now, why.name()) {
+            debug!(%from, reason = why.name(), "IKE datagram dropped");
+        }
+    }
+
+    // ---- start-up ---------------------------------------------------------------------
+
+    /// Start: install every child's fail-closed policies, adopt what a previous daemon
+    /// left in the dataplane (`held`, if it answered), and start what should start.
+    pub fn start(&mut self, now: u64, held: Option<Held>) {
+        for ci in 0..self.conns.len() {
+            for p in self.conns[ci].base_policies() {
+                self.dp(DpOp::AddPolicy(p));
+            }
+        }
+        let mut reinitiate = Vec::new();
+        if let Some(held) = held {
+            for &(inbound, spi, reqid) in &held.sas {
+                match self.child_of_reqid(reqid) {
+                    Some((ci, k)) => {
+                        self.spis.reserve(spi);
+                        self.conns[ci].children[k].stale.push(StaleSa { inbound, spi });
+                        reinitiate.push((ci, k));
+                    }
+                    None => self.dp(DpOp::DeleteSa {
+                        direction: if inbound {
+                            Direction::Inbound
+                        } else {
+                            Direction::Outbound
+                        },
+                        spi,
+                        reqid,
+                    }),
+                }
+            }
+            let base: Vec<u32> = self
+                .conns
+                .iter()
+                .flat_map(|c| c.base_policies())
+                .map(|p| p.id)
+                .collect();
+            for &id in &held.policies {
+                let (reqid, narrowed) = policy_owner(id);
+                match (self.child_of_reqid(reqid), narrowed) {
+                    (Some(_), false) if base.contains(&id) => {}
+                    (Some((ci, k)), true) => self.conns[ci].children[k].stale_policies.push(id),
+                    _ => self.dp(DpOp::DeletePolicy(id)),
+                }
+            }
+            let stale: usize = self
+                .conns
+                .iter()
+                .flat_map(|c| &c.children)
+                .map(|c| c.stale.len())
+                .sum();
+            if stale > 0 {
+                info!(
+                    stale,
+                    "the dataplane holds SAs of a previous iked: they keep forwarding until their children are negotiated again (at most {} s)",
+                    self.opts.stale_timeout_ms / 1000
+                );
+                self.stale_deadline = Some(now + self.opts.stale_timeout_ms);
+            }
+        }
+        for ci in 0..self.conns.len() {
+            for k in 0..self.conns[ci].children.len() {
+                let c = &mut self.conns[ci].children[k];
+                match c.cfg.start_action {
+                    StartAction::Start => c.wanted = true,
+                    StartAction::Trap => c.trapped = true,
+                    StartAction::None => {}
+                }
+                // A child the previous daemon had up is renegotiated whatever its start
+                // action: its peer may still think the old SAs are current.
+                if reinitiate.contains(&(ci, k)) {
+                    c.wanted = true;
+                }
+            }
+            if self.conns[ci].children.iter().any(|c| c.wanted) {
+                self.ensure_up(now, ci);
+            }
+        }
+    }
+
+    fn child_of_reqid(&self, reqid: u32) -> Option<(usize, usize)> {
+        self.conns
+            .iter()
+            .enumerate()
+            .find_map(|(ci, c)| c.child_by_reqid(reqid).map(|k| (ci, k)))
+    }
+
+    fn conn_index(&self, name: &str) -> Option<usize> {
+        self.conns.iter().position(|c| c.name() == name)
+    }
+
+    /// Responder IKE SAs waiting for IKE_AUTH.
+    pub fn half_open(&self) -> usize {
+        self.half_open_total
+    }
+
+    /// IKE SAs held, in any state.
+    pub fn ike_sas(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Every `start_action = start` child has a Child SA in the dataplane.
+    pub fn ready(&self) -> bool {
+        self.conns.iter().all(|c| {
+            c.children
+                .iter()
+                .filter(|k| k.cfg.start_action == StartAction::Start)
+                .all(|k| !k.installed.is_empty())
+        })
+    }
+
+    // ---- initiating ---------------------------------------------------------------------
+
+    /// Bring up the wanted children of a connection: through its established IKE SA, or a
+    /// new one (unless one is being negotiated or a retry is pending).
+    fn ensure_up(&mut self, now: u64, ci: usize) {
+        let name = self.conns[ci].name().to_string();
+        let established = self
+            .sas
+            .iter()
+            .filter(|(_, e)| e.conn == name && e.sa.phase() == Phase::Established)
+            .map(|(s, _)| *s)
+            .max();
+        let connecting = self
+            .sas
+            .values()
+            .any(|e| e.conn == name && e.sa.phase() == Phase::Connecting);
+        let missing: Vec<usize> = (0..self.conns[ci].children.len())
+            .filter(|&k| {
+                let c = &self.conns[ci].children[k];
+                c.wanted && c.installed.is_empty() && c.negotiating.is_none()
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        if let Some(spi) = established {
+            for k in missing {
+                let inbound_spi = self.spis.alloc(&mut *self.rng);
+                let req = ChildRequest {
+                    child: k,
+                    inbound_spi,
+                };
+                let entry = self.sas.get_mut(&spi).expect("listed above");
+                match entry.sa.create_child(now, req, &mut *self.rng) {
+                    Ok(()) => self.conns[ci].children[k].negotiating = Some((spi, inbound_spi)),
+                    Err(e) => {
+                        self.spis.release(inbound_spi);
+                        warn!(conn = %name, "cannot create child {}: {e}", self.conns[ci].children[k].cfg.name);
+                    }
+                }
+            }
+            self.settle(now, spi);
+            return;
+        }
+        if connecting || self.conns[ci].retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        self.initiate(now, ci, missing[0]);
+    }
+
+    fn initiate(&mut self, now: u64, ci: usize, k: usize) {
+        self.conns[ci].retry_at = None;
+        let c = &self.conns[ci];
+        let remotes = &c.cfg.remote_addrs;
+        let remote_ip = remotes[c.remote_index % remotes.len()];
+        let local_ip = c
+            .cfg
+            .local_addrs
+            .iter()
+            .copied()
+            .find(|l| l.is_ipv4() == remote_ip.is_ipv4())
+            .unwrap_or(c.cfg.local_addrs[0]);
+        let mut cfg = c.cfg.connection.clone();
+        cfg.local = SocketAddr::new(local_ip, IKE_PORT);
+        cfg.remote = SocketAddr::new(remote_ip, IKE_PORT);
+        let name = cfg.name.clone();
+        // RFC 7296 §2.4: INITIAL_CONTACT when we hold no other IKE SA with this peer, so
+        // it drops what it still holds from our previous life.
+        let initial_contact = !self
+            .sas
+            .values()
+            .any(|e| e.conn == name && e.sa.phase() == Phase::Established);
+        let inbound_spi = self.spis.alloc(&mut *self.rng);
+        info!(conn = %name, peer = %remote_ip, child = %self.conns[ci].children[k].cfg.name, initial_contact, "initiating");
+        let sa = IkeSa::initiate(
+            cfg,
+            SocketAddr::new(local_ip, IKE_PORT),
+            SocketAddr::new(remote_ip, IKE_PORT),
+            ChildRequest {
+                child: k,
+                inbound_spi,
+            },
+            initial_contact,
+            now,
+            &mut *self.rng,
+        );
+        let spi = sa.our_spi();
+        self.conns[ci].children[k].negotiating = Some((spi, inbound_spi));
+        self.sas.insert(
+            spi,
+            SaEntry {
+                sa,
+                conn: name,
+                half_open_from: None,
+                created: now,
+                next_keepalive: None,
+            },
+        );
+        self.settle(now, spi);
+    }
+
+    /// Schedule a retry of a connection's wanted children after a failure.
+    fn backoff(&mut self, now: u64, ci: usize) {
+        let c = &mut self.conns[ci];
+        c.failures = c.failures.saturating_add(1);
+        let base = self
+            .opts
+            .retry_base_ms
+            .saturating_mul(1u64 << (c.failures - 1).min(16))
+            .min(self.opts.retry_max_ms);
+        let delay = jitter(base, &mut *self.rng);
+        let c = &mut self.conns[ci];
+        c.retry_at = Some(now + delay);
+        info!(conn = %c.name(), attempt = c.failures, "retrying in {:.1} s", delay as f64 / 1000.0);
+    }
+
+    // ---- datagrams --------------------------------------------------------------------
+
+    /// A datagram arrived on `local` (our address and port) from `remote`.
+    pub fn handle_datagram(&mut self, now: u64, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        match classify(local, data) {
+            Verdict::Drop(why) => {
+                if why == IkeDrop::IkeV1 && self.limiter.allow(now, "ikev1-warn") {
+                    warn!(%remote, "dropping an IKEv1 message: IKEv1 is deprecated (RFC 9395) and not spoken here; configure the peer for IKEv2");
+                }
+                self.drop_datagram(now, why, remote)
+            }
+            Verdict::Keepalive => {}
+            Verdict::Answer(reply) => {
+                if self.limiter.allow(now, "invalid major version") {
+                    warn!(%remote, "IKE request of a higher major version: answering INVALID_MAJOR_VERSION (we speak 2.0)");
+                }
+                self.send(local, remote, reply);
+            }
+            Verdict::InitRequest { spi_i, msg } => {
+                if let Some(&spi) = self.init_index.get(&(spi_i, remote.ip())) {
+                    return self.to_sa(now, spi, local, remote, msg);
+                }
+                let msg = msg.to_vec();
+                self.new_responder(now, local, remote, &msg);
+            }
+            Verdict::ToSa { spi, msg } => {
+                if self.sas.contains_key(&spi) {
+                    let msg = msg.to_vec();
+                    self.to_sa(now, spi, local, remote, &msg);
+                } else {
+                    self.drop_datagram(now, IkeDrop::UnknownSpi, remote);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        let data = if from.port() == NAT_T_PORT {
+            // RFC 3948 §2.2: IKE on 4500 behind the non-ESP marker.
+            let mut b = vec![0u8; 4];
+            b.extend_from_slice(&data);
+            b
+        } else {
+            data
+        };
+        self.actions.push_back(Action::Send { from, to, data });
+    }
+
+    fn to_sa(&mut self, now: u64, spi: u64, local: SocketAddr, remote: SocketAddr, msg: &[u8]) {
+        let Some(e) = self.sas.get_mut(&spi) else {
+            return;
+        };
+        self.spis.refill(&mut *self.rng);
+        e.sa.handle(now, local, remote, msg, &mut *self.rng, &mut self.spis);
+        self.settle(now, spi);
+    }
+
+    /// An IKE_SA_INIT request: cookies and half-open limits first (RFC 7296 §2.6, RFC
+    /// 8019), then a responder SA for the connection that names the peer.
+    fn new_responder(&mut self, now: u64, local: SocketAddr, remote: SocketAddr, msg: &[u8]) {
+        let Some(ci) = self.conns.iter().position(|c| {
+            c.cfg.remote_addrs.contains(&remote.ip()) && c.cfg.local_addrs.contains(&local.ip())
+        }) else {
+            if self.limiter.allow(now, "no connection") {
+                warn!(%remote, %local, "IKE_SA_INIT from a peer no connection is configured for: dropped (add its address to a connection's remote_addrs)");
+            }
+            return self.drop_datagram(now, IkeDrop::NoConnection, remote);
+        };
+        let from_source = self.half_open.get(&remote.ip()).copied().unwrap_or(0);
+        // RFC 7296 §2.6, RFC 8019: under load — many half-open SAs in all, or a few from
+        // one address — keep state only for initiators that prove they receive our
+        // answers (a COOKIE). Spoofed floods then cost a hash each, and a real peer whose
+        // address is being spoofed still gets through.
+        if self.half_open_total >= self.opts.cookie_threshold || from_source >= COOKIE_PER_SOURCE
+        {
+            if let Some(reply) = self.cookies.check(msg, remote.ip()) {
+                self.counters.cookies_sent += 1;
+                self.drop_datagram(now, IkeDrop::CookieRequired, remote);
+                self.send(local, remote, reply);
+                return;
+            }
+        }
+        if from_source >= self.opts.half_open_per_source
+            || self.half_open_total >= self.opts.half_open_max
+        {
+            return self.drop_datagram(now, IkeDrop::HalfOpenLimit, remote);
+        }
+        let cfg = self.conns[ci].cfg.connection.clone();
+        let name = cfg.name.clone();
+        match IkeSa::respond(cfg, local, remote, msg, now, &mut *self.rng) {
+            Ok(sa) => {
+                let spi = sa.our_spi();
+                self.init_index.insert((sa.spis().0, remote.ip()), spi);
+                *self.half_open.entry(remote.ip()).or_default() += 1;
+                self.half_open_total += 1;
+                self.sas.insert(
+                    spi,
+                    SaEntry {
+                        sa,
+                        conn: name,
+                        half_open_from: Some(remote.ip()),
+                        created: now,
+                        next_keepalive: None,
+                    },
+                );
+                self.settle(now, spi);
+            }
+            Err(events) => {
+                for ev in events {
+                    match ev {
+                        Event::Send { from, to, data } => self.send(from, to, data),
+                        Event::Failed(e) => {
+                            if self.limiter.allow(now, "init refused") {
+                                warn!(conn = %name, %remote, "IKE_SA_INIT refused: {e}");
+                            }
+                        }
+                        other => debug!(conn = %name, "stateless answer event: {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- what an IKE SA said ----------------------------------------------------------
+
+    /// Act on an SA's events, keep the half-open accounting, forget it once closed.
+    fn settle(&mut self, now: u64, spi: u64) {
+        let mut abandon = Vec::new();
+        loop {
+            let Some(e) = self.sas.get_mut(&spi) else {
+                return;
+            };
+            let Some(ev) = e.sa.poll_event() else { break };
+            let conn = e.conn.clone();
+            let ci = self.conn_index(&conn);
+            match ev {
+                Event::Send { from, to, data } => self.send(from, to, data),
+                Event::Established {
+                    suite,
+                    nat,
+                    peer_id,
+                    peer_initial_contact,
+                } => {
+                    info!(conn = %conn, %suite, nat, peer = %peer_id, "IKE SA established");
+                    if let Some(ci) = ci {
+                        self.conns[ci].failures = 0;
+                        self.conns[ci].last_failure = None;
+                    }
+                    if peer_initial_contact {
+                        // RFC 7296 §2.4: the peer has forgotten every other IKE SA with us.
+                        abandon.extend(self.sas.iter().filter_map(|(s, o)| {
+                            (*s != spi && o.sa.peer_id().as_deref() == Some(peer_id.as_str()))
+                                .then_some(*s)
+                        }));
+                    }
+                }
+                Event::ChildUp(child) => {
+                    if let Some(ci) = ci {
+                        self.install(now, ci, spi, child);
+                    }
+                }
+                Event::ChildDown {
+                    name,
+                    inbound_spi,
+                    by_peer,
+                    ..
+                } => {
+                    if let Some(ci) = ci {
+                        info!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} down");
+                        self.uninstall(ci, spi, inbound_spi);
+                        if by_peer {
+                            self.close_action(now, ci, &name);
+                        }
+                    }
+                }
+                Event::ChildFailed { name, error } => {
+                    warn!(conn = %conn, child = %name, "Child SA not created: {error}");
+                    if let Some(ci) = ci {
+                        if let Some(k) = self.conns[ci].child_by_name(&name) {
+                            let c = &mut self.conns[ci].children[k];
+                            c.last_failure = Some((now, error.to_string()));
+                            if let Some((_, inb)) = c.negotiating.take() {
+                                self.spis.release(inb);
+                            }
+                            // A configuration mismatch: retried on `vpnctl up` or a reload,
+                            // not in a loop against the same answer.
+                            c.wanted = false;
+                        }
+                    }
+                }
+                Event::PeerMoved { remote } => {
+                    info!(conn = %conn, %remote, "the peer's NAT mapping changed (RFC 7296 §2.23): ESP follows");
+                    if let Some(ci) = ci {
+                        self.follow_peer(ci, spi);
+                    }
+                }
+                Event::Failed(error) => self.failed(now, spi, ci, error),
+                Event::Closed { by_peer } => {
+                    info!(conn = %conn, by_peer, "IKE SA closed");
+                }
+                Event::Ignored { what } => {
+                    if self.limiter.allow(now, "ignored") {
+                        debug!(conn = %conn, "not acted on: {what}");
+                    }
+                }
+            }
+        }
+        self.after_events(now, spi);
+        for other in abandon {
+            if let Some(e) = self.sas.get_mut(&other) {
+                info!(conn = %e.conn, "the peer sent INITIAL_CONTACT: dropping the IKE SA it forgot");
+                e.sa.abandon();
+                self.settle(now, other);
+            }
+        }
+        for ci in std::mem::take(&mut self.pending_ensure) {
+            if ci < self.conns.len() {
+                self.ensure_up(now, ci);
+            }
+        }
+    }
+
+    fn after_events(&mut self, now: u64, spi: u64) {
+        let Some(e) = self.sas.get_mut(&spi) else {
+            return;
+        };
+        let phase = e.sa.phase();
+        if phase != Phase::Connecting {
+            if let Some(ip) = e.half_open_from.take() {
+                self.release_half_open(ip);
+            }
+        }
+        if phase == Phase::Established && e.next_keepalive.is_none() && e.sa.nat() {
+            e.next_keepalive = Some(now + self.opts.nat_keepalive_ms);
+        }
+        if phase == Phase::Closed {
+            self.forget(spi);
+        } else if phase == Phase::Established {
+            // Children that should be up and are not: ask this IKE SA for them.
+            let conn = e.conn.clone();
+            if let Some(ci) = self.conn_index(&conn) {
+                let wants = self.conns[ci]
+                    .children
+                    .iter()
+                    .any(|c| c.wanted && c.installed.is_empty() && c.negotiating.is_none());
+                if wants {
+                    self.ensure_up(now, ci);
+                }
+            }
+        }
+    }
+
+    fn release_half_open(&mut self, ip: IpAddr) {
+        if let Some(n) = self.half_open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.half_open.remove(&ip);
+            }
+        }
+        self.half_open_total = self.half_open_total.saturating_sub(1);
+    }
+
+    /// Drop an SA from every index; uninstall whatever of it is still installed.
+    fn forget(&mut self, spi: u64) {
+        let Some(e) = self.sas.remove(&spi) else {
+            return;
+        };
+        if let Some(ip) = e.half_open_from {
+            self.release_half_open(ip);
+        }
+        self.init_index.remove(&(e.sa.spis().0, e.sa.remote().ip()));
+        if let Some(ci) = self.conn_index(&e.conn) {
+            let left: Vec<u32> = self.conns[ci]
+                .children
+                .iter()
+                .flat_map(|c| c.installed.iter())
+                .filter(|i| i.ike_spi == spi)
+                .map(|i| i.inbound_spi)
+                .collect();
+            for inb in left {
+                self.uninstall(ci, spi, inb);
+            }
+            for c in &mut self.conns[ci].children {
+                if let Some((s, inb)) = c.negotiating {
+                    if s == spi {
+                        c.negotiating = None;
+                        self.spis.release(inb);
+                    }
+                }
+            }
+        }
+        // Free the memory of a flood once it has passed.
+        if self.sas.capacity() > 64 && self.sas.len() < self.sas.capacity() / 4 {
+            self.sas.shrink_to_fit();
+            self.init_index.shrink_to_fit();
+            self.half_open.shrink_to_fit();
+        }
+    }
+
+    fn failed(&mut self, now: u64, spi: u64, ci: Option<usize>, error: IkeError) {
+        let Some(e) = self.sas.get(&spi) else { return };
+        let role = e.sa.role();
+        let conn = e.conn.clone();
+        let Some(ci) = ci else {
+            warn!(conn = %conn, "{error}");
+            return;
+        };
+        if let IkeError::PeerDead { .. } = error {
+            self.counters.peers_dead += 1;
+            self.dpd_action(now, ci, &error);
+            return;
+        }
+        warn!(conn = %conn, "{error}");
+        self.conns[ci].last_failure = Some((now, error.to_string()));
+        if let IkeError::Timeout { .. } = error {
+            // The next attempt tries the next remote address.
+            self.conns[ci].remote_index += 1;
+        }
+        let wanted = self.conns[ci].children.iter().any(|c| c.wanted);
+        if role == Role::Initiator && wanted {
+            self.backoff(now, ci);
+        }
+    }
+
+    /// RFC 7296 §2.4: the peer did not answer our liveness checks.
+    fn dpd_action(&mut self, now: u64, ci: usize, error: &IkeError) {
+        let conn = self.conns[ci].name().to_string();
+        let mut restart = false;
+        let mut what = Vec::new();
+        for c in &mut self.conns[ci].children {
+            match c.cfg.dpd_action {
+                DpdAction::Clear => {
+                    c.wanted = false;
+                    what.push(format!("{}: cleared (traffic dropped)", c.cfg.name));
+                }
+                DpdAction::Trap => {
+                    c.wanted = false;
+                    c.trapped = true;
+                    what.push(format!("{}: trapped (the next packet renegotiates)", c.cfg.name));
+                }
+                DpdAction::Restart => {
+                    c.wanted = true;
+                    restart = true;
+                    what.push(format!("{}: restarting", c.cfg.name));
+                }
+            }
+        }
+        warn!(conn = %conn, "{error}; dpd_action: {}", what.join("; "));
+        self.conns[ci].last_failure = Some((now, error.to_string()));
+        if restart {
+            // The peer may come back at another address (tried in order).
+            self.conns[ci].remote_index += 1;
+            self.conns[ci].retry_at = None;
+            self.pending_ensure.push(ci);
+        }
+    }
+
+    /// swanctl's close_action, when the peer deleted a child or the IKE SA.
+    fn close_action(&mut self, now: u64, ci: usize, child: &str) {
+        let Some(k) = self.conns[ci].child_by_name(child) else {
+            return;
+        };
+        let c = &mut self.conns[ci].children[k];
+        match c.cfg.close_action {
+            CloseAction::None => c.wanted = false,
+            CloseAction::Trap => {
+                c.wanted = false;
+                c.trapped = true;
+            }
+            CloseAction::Start => {
+                c.wanted = true;
+                let _ = now;
+                self.pending_ensure.push(ci);
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Seq(u64);
+    impl Random for Seq {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *b = (self.0 >> 56) as u8;
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        let mut r = Seq(1);
+        for _ in 0..1000 {
+            let j = jitter(4000, &mut r);
+            assert!((3000..=5000).contains(&j), "{j}");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Rate-limited logging: a flood of bad datagrams must not become a flood of log lines
+//! (100k garbage datagrams once gave 65k WARN lines). Each kind of message may log a burst,
+//! then is counted silently, and the count is reported in a summary line once per period.
+
+use std::collections::BTreeMap;
+
+/// Lines allowed per kind and period before counting silently.
+const BURST: u32 = 5;
+/// The period, in milliseconds.
+const PERIOD_MS: u64 = 10_000;
+
+#[derive(Debug, Default)]
+struct Bucket {
+    window_start: u64,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Per-kind limiter. Kinds are static strings ("not IKE", "unknown SPI", ...).
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    buckets: BTreeMap<&'static str, Bucket>,
+}
+
+impl LogLimiter {
+    /// Whether a line of `kind` may be logged now. When it may not, it is counted.
+    pub fn allow(&mut self, now: u64, kind: &'static str) -> bool {
+        let b = self.buckets.entry(kind).or_default();
+        if now.saturating_sub(b.window_start) >= PERIOD_MS && b.suppressed == 0 {
+            b.window_start = now;
+            b.logged = 0;
+        }
+        if b.logged < BURST {
+            b.logged += 1;
+            true
+        } else {
+            b.suppressed += 1;
+            false
+        }
+    }
+
+    /// Summaries of what was suppressed in periods that have ended: (kind, count). The
+    /// caller logs one line for each.
+    pub fn summaries(&mut self, now: u64) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        for (kind, b) in &mut self.buckets {
+            if now.saturating_sub(b.window_start) >= PERIOD_MS {
+                if b.suppressed > 0 {
+                    out.push((*kind, b.suppressed));
+                }
+                *b = Bucket {
+                    window_start: now,
+                    ..Bucket::default()
+                };
+            }
+        }
+        self.buckets.retain(|_, b| b.logged > 0 || b.suppressed > 0);
+        out
+    }
+
+    /// When the next summary may be due.
+    pub fn next_summary(&self) -> Option<u64> {
+        self.buckets
+            .values()
+            .filter(|b| b.suppressed > 0)
+            .map(|b| b.window_start + PERIOD_MS)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_silence_then_one_summary() {
+        let mut l = LogLimiter::default();
+        let allowed = (0..100_000).filter(|_| l.allow(1, "not IKE")).count();
+        assert_eq!(allowed, BURST as usize);
+        assert!(l.summaries(PERIOD_MS / 2).is_empty(), "not before the period ends");
+        assert_eq!(l.next_summary(), Some(PERIOD_MS));
+        assert_eq!(l.summaries(PERIOD_MS + 1), vec![("not IKE", 100_000 - 5)]);
+        assert!(l.allow(PERIOD_MS + 2, "not IKE"), "a new period logs again");
+        assert_eq!(l.next_summary(), None);
+    }
+
+    #[test]
+    fn kinds_are_independent() {
+        let mut l = LogLimiter::default();
+        for _ in 0..10 {
+            l.allow(0, "a");
+        }
+        assert!(l.allow(0, "b"));
+    }
+}
