@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use control::config::{IkedConfig, StartAction};
 use control::ike::sa::{
-    invalid_major_version, is_init_request, peek, ChildSa, Event, IkeSa, Random, State, NAT_T_PORT,
+    invalid_major_version, is_init_request, peek, ChildRequest, ChildSa, Event, IkeSa, Phase,
+    Random, SpiAllocator, NAT_T_PORT,
 };
 use control::ike::wire::Ts;
 use control::ring_client::RingClient;
@@ -56,6 +57,15 @@ struct Args {
     /// Unix control socket for `vpnctl` (list, up, down, reload).
     #[arg(long, default_value = "/run/iked.sock")]
     control: PathBuf,
+}
+
+/// Our inbound SPIs, in the dataplane's slot form (RFC 4303 §2.1: ≥ 256).
+struct SlotSpis<'a>(&'a mut u32);
+impl SpiAllocator for SlotSpis<'_> {
+    fn alloc_spi(&mut self) -> u32 {
+        *self.0 = (*self.0 + 1) & 0xfffff;
+        0x8000_0000 | (1 << 20) | *self.0
+    }
 }
 
 /// The OS random source.
@@ -135,8 +145,7 @@ impl Daemon {
 
     /// Our inbound SPIs, in the dataplane's slot form (RFC 4303 §2.1: ≥ 256).
     fn alloc_spi(&mut self) -> u32 {
-        self.next_slot = (self.next_slot + 1) & 0xfffff;
-        0x8000_0000 | (1 << 20) | self.next_slot
+        SlotSpis(&mut self.next_slot).alloc_spi()
     }
 
     fn conn_index(&self, name: &str) -> Option<usize> {
@@ -146,11 +155,11 @@ impl Daemon {
             .position(|c| c.connection.name == name)
     }
 
-    fn send(&self, from: SocketAddr, from_port: u16, to: SocketAddr, data: &[u8]) {
+    fn send(&self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
         let Some(s) = self.sockets.get(&from.ip()) else {
             return;
         };
-        let r = if from_port == NAT_T_PORT {
+        let r = if from.port() == NAT_T_PORT {
             // RFC 3948 §2.2: IKE on 4500 carries a four-byte non-ESP marker.
             let mut b = vec![0u8; 4];
             b.extend_from_slice(data);
@@ -217,7 +226,9 @@ impl Daemon {
 
     /// One protect policy per selector pair, pointing at the connection's reqid.
     fn add_policies(&mut self, ci: usize) -> Result<(), String> {
-        let cc = &self.cfg.connections[ci].connection;
+        // This shell installs the first child's configured selectors (the daemon core
+        // replacing it installs the narrowed ones of every child).
+        let cc = &self.cfg.connections[ci].connection.children[0];
         let reqid = ci as u32 + 1;
         let t = Duration::from_secs(5);
         let mut buf = Zeroizing::new(vec![0u8; MAX_RECORD]);
@@ -251,7 +262,7 @@ impl Daemon {
         let reqid = ci as u32 + 1;
         let t = Duration::from_secs(5);
         let mut b = [0u8; 64];
-        let cc = &self.cfg.connections[ci].connection;
+        let cc = &self.cfg.connections[ci].connection.children[0];
         let pairs = if self.trapped.contains(&ci) {
             0 // a trap's policies stay, to catch the next packet
         } else {
@@ -268,21 +279,14 @@ impl Daemon {
     }
 
     fn events(&mut self, k: usize) {
-        let evs = self.sas[k].take_events();
+        let evs: Vec<Event> = std::iter::from_fn(|| self.sas[k].poll_event()).collect();
         let name = self.sas[k].connection().name.clone();
         let ci = self.conn_index(&name);
-        let (local, initiator) = (
-            self.sas[k].connection().local,
-            self.sas[k].role() == control::ike::sa::Role::Initiator,
-        );
+        let initiator = self.sas[k].role() == control::ike::sa::Role::Initiator;
         for e in evs {
             match e {
-                Event::Send {
-                    to,
-                    from_port,
-                    data,
-                } => self.send(local, from_port, to, &data),
-                Event::Established { suite, nat } => {
+                Event::Send { from, to, data } => self.send(from, to, &data),
+                Event::Established { suite, nat, .. } => {
                     info!(conn = %name, %suite, nat, "IKE SA established")
                 }
                 Event::ChildUp(c) => {
@@ -298,7 +302,12 @@ impl Daemon {
                         self.uninstall(ci);
                     }
                 }
-                Event::Failed { reason } => {
+                Event::ChildFailed { name: child, error } => {
+                    warn!(conn = %name, %child, "{error}")
+                }
+                Event::PeerMoved { remote } => info!(conn = %name, %remote, "peer moved"),
+                Event::Ignored { what } => tracing::debug!(conn = %name, "ignored: {what}"),
+                Event::Failed(reason) => {
                     warn!(conn = %name, "{reason}");
                     if let (Some(ci), true) = (ci, initiator) {
                         if self.cfg.connections[ci].start_action == StartAction::Start {
@@ -307,7 +316,7 @@ impl Daemon {
                         }
                     }
                 }
-                Event::Closed => info!(conn = %name, "IKE SA closed"),
+                Event::Closed { .. } => info!(conn = %name, "IKE SA closed"),
             }
         }
     }
@@ -317,13 +326,18 @@ impl Daemon {
         info!(conn = %cfg.name, peer = %cfg.remote, "initiating");
         let spi = self.alloc_spi();
         let now = self.now();
-        let sa = IkeSa::initiate(cfg, now, &mut self.rng, spi);
+        let (local, remote) = (cfg.local, cfg.remote);
+        let first = ChildRequest {
+            child: 0,
+            inbound_spi: spi,
+        };
+        let sa = IkeSa::initiate(cfg, local, remote, first, true, now, &mut self.rng);
         self.sas.push(sa);
         let k = self.sas.len() - 1;
         self.events(k);
     }
 
-    fn on_datagram(&mut self, data: &[u8], from: SocketAddr, natt: bool) {
+    fn on_datagram(&mut self, data: &[u8], local: SocketAddr, from: SocketAddr, natt: bool) {
         let data = if natt {
             // RFC 3948 §2.2: IKE behind the non-ESP marker; anything else on 4500 is ESP
             // for the dataplane (or a keepalive), not ours.
@@ -351,7 +365,11 @@ impl Daemon {
                 .find(|c| c.connection.remote.ip() == from.ip())
                 .map(|c| c.connection.local)
             {
-                self.send(local, if natt { NAT_T_PORT } else { 500 }, from, &reply);
+                self.send(
+                    SocketAddr::new(local.ip(), if natt { NAT_T_PORT } else { 500 }),
+                    from,
+                    &reply,
+                );
             }
             return;
         }
@@ -359,9 +377,10 @@ impl Daemon {
         if let Some(k) = self
             .sas
             .iter()
-            .position(|s| s.spis().0 == h.spi_i && s.connection().remote.ip() == from.ip())
+            .position(|s| s.spis().0 == h.spi_i && s.remote().ip() == from.ip())
         {
-            self.sas[k].handle(now, data, &mut self.rng);
+            let mut spis = SlotSpis(&mut self.next_slot);
+            self.sas[k].handle(now, local, from, data, &mut self.rng, &mut spis);
             self.events(k);
             return;
         }
@@ -379,23 +398,17 @@ impl Daemon {
         };
         let mut cfg = self.cfg.connections[ci].connection.clone();
         cfg.remote = SocketAddr::new(from.ip(), cfg.remote.port());
-        let spi = self.alloc_spi();
-        match IkeSa::respond(cfg, now, data, &mut self.rng, spi) {
+        match IkeSa::respond(cfg, local, from, data, now, &mut self.rng) {
             Ok(sa) => {
                 self.sas.push(sa);
                 let k = self.sas.len() - 1;
                 self.events(k);
             }
             Err(evs) => {
-                let local = self.cfg.connections[ci].connection.local;
                 for e in evs {
                     match e {
-                        Event::Send {
-                            to,
-                            from_port,
-                            data,
-                        } => self.send(local, from_port, to, &data),
-                        Event::Failed { reason } => {
+                        Event::Send { from, to, data } => self.send(from, to, &data),
+                        Event::Failed(reason) => {
                             warn!(conn = %self.cfg.connections[ci].connection.name, "{reason}")
                         }
                         _ => {}
@@ -417,7 +430,7 @@ impl Daemon {
                     let cc = &c.connection;
                     let sa = self.sas.iter().find(|s| s.connection().name == cc.name);
                     let state = sa.map_or("down".to_string(), |s| {
-                        format!("{:?}", s.state()).to_lowercase()
+                        format!("{:?}", s.phase()).to_lowercase()
                     });
                     out.push_str(&format!(
                         "{}: {} === {} ({} → {}), {}{}\n",
@@ -434,12 +447,14 @@ impl Daemon {
                         out.push_str(&format!(
                             "  child {}: in spi {inb:#010x}, out spi {outb:#010x}, {} === {}\n",
                             c.child,
-                            cc.local_ts
+                            cc.children[0]
+                                .local_ts
                                 .iter()
                                 .map(control::ike::child::show_ts)
                                 .collect::<Vec<_>>()
                                 .join(","),
-                            cc.remote_ts
+                            cc.children[0]
+                                .remote_ts
                                 .iter()
                                 .map(control::ike::child::show_ts)
                                 .collect::<Vec<_>>()
@@ -568,7 +583,8 @@ fn run(args: Args) -> Result<(), String> {
                         Ok((n, from)) => {
                             busy = true;
                             let data = buf[..n].to_vec();
-                            d.on_datagram(&data, from, natt);
+                            let local = SocketAddr::new(ip, if natt { NAT_T_PORT } else { 500 });
+                            d.on_datagram(&data, local, from, natt);
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => {
@@ -581,12 +597,12 @@ fn run(args: Args) -> Result<(), String> {
         }
         let now = d.now();
         for k in 0..d.sas.len() {
-            if d.sas[k].next_timeout().is_some_and(|t| t <= now) {
-                d.sas[k].on_timeout(now);
+            if d.sas[k].poll_timeout().is_some_and(|t| t <= now) {
+                d.sas[k].handle_timeout(now, &mut d.rng);
                 d.events(k);
             }
         }
-        d.sas.retain(|s| s.state() != State::Dead);
+        d.sas.retain(|s| s.phase() != Phase::Closed);
         let due: Vec<usize> = d
             .retry_at
             .iter()
@@ -629,7 +645,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         // RFC 3948 §2.3: keep the NAT mapping alive while behind one (a lone 0xff on 4500).
         for k in 0..d.sas.len() {
-            if d.sas[k].behind_nat() {
+            if d.sas[k].nat() && d.sas[k].phase() == Phase::Established {
                 let spi = d.sas[k].spis().0;
                 let every = Duration::from_secs(args.nat_keepalive_s.max(1));
                 let due = keepalive_at
@@ -637,9 +653,7 @@ fn run(args: Args) -> Result<(), String> {
                     .or_insert_with(|| Instant::now() + every);
                 if *due <= Instant::now() {
                     *due = Instant::now() + every;
-                    let (local, mut to) =
-                        (d.sas[k].connection().local, d.sas[k].connection().remote);
-                    to.set_port(NAT_T_PORT);
+                    let (local, to) = (d.sas[k].local(), d.sas[k].remote());
                     if let Some(s) = d.sockets.get(&local.ip()) {
                         let _ = s.natt.send_to(&[0xff], to);
                     }
@@ -649,7 +663,7 @@ fn run(args: Args) -> Result<(), String> {
         keepalive_at.retain(|spi, _| {
             d.sas
                 .iter()
-                .any(|s| s.spis().0 == *spi && s.state() != State::Dead)
+                .any(|s| s.spis().0 == *spi && s.phase() != Phase::Closed)
         });
         // vpnctl.
         if let Ok((mut conn, _)) = control.accept() {
