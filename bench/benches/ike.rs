@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use control::ike::child::{parse_ts, EspProposal};
-use control::ike::sa::{Connection, Event, IkeSa, Random, State};
+use control::ike::child::{parse_ts, ChildCfg, EspProposal};
+use control::ike::sa::{ChildRequest, Connection, Event, IkeSa, Phase, Random, SpiAllocator};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use zeroize::Zeroizing;
 
@@ -43,18 +43,28 @@ fn conn(initiator: bool, ike: &str) -> Connection {
         remote_id: rid.into(),
         psk: Zeroizing::new(b"a benchmark pre-shared key".to_vec()),
         ike: vec![ike.parse().unwrap()],
-        esp: vec!["aes128gcm16".parse::<EspProposal>().unwrap()],
-        local_ts: vec![parse_ts(lts).unwrap()],
-        remote_ts: vec![parse_ts(rts).unwrap()],
-        transport: false,
+        children: vec![ChildCfg {
+            name: "net".into(),
+            esp: vec!["aes128gcm16".parse::<EspProposal>().unwrap()],
+            local_ts: vec![parse_ts(lts).unwrap()],
+            remote_ts: vec![parse_ts(rts).unwrap()],
+            transport: false,
+        }],
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
     }
 }
 
-fn sends(evs: Vec<Event>) -> Vec<Vec<u8>> {
-    evs.into_iter()
+struct OneSpi;
+impl SpiAllocator for OneSpi {
+    fn alloc_spi(&mut self) -> u32 {
+        0x8000_0002
+    }
+}
+
+fn sends(sa: &mut IkeSa) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| sa.poll_event())
         .filter_map(|e| match e {
             Event::Send { data, .. } => Some(data),
             _ => None,
@@ -64,21 +74,25 @@ fn sends(evs: Vec<Event>) -> Vec<Vec<u8>> {
 
 /// One whole setup; returns true when both sides are up.
 fn setup(i: &Connection, r: &Connection, rng: &mut Xorshift) -> bool {
-    let mut init = IkeSa::initiate(i.clone(), 0, rng, 0x8000_0001);
-    let m1 = sends(init.take_events());
-    let Ok(mut resp) = IkeSa::respond(r.clone(), 0, &m1[0], rng, 0x8000_0002) else {
+    let first = ChildRequest {
+        child: 0,
+        inbound_spi: 0x8000_0001,
+    };
+    let mut init = IkeSa::initiate(i.clone(), i.local, i.remote, first, true, 0, rng);
+    let m1 = sends(&mut init);
+    let Ok(mut resp) = IkeSa::respond(r.clone(), r.local, r.remote, &m1[0], 0, rng) else {
         return false;
     };
-    for m in sends(resp.take_events()) {
-        init.handle(0, &m, rng);
+    for m in sends(&mut resp) {
+        init.handle(0, i.local, i.remote, &m, rng, &mut OneSpi);
     }
-    for m in sends(init.take_events()) {
-        resp.handle(0, &m, rng);
+    for m in sends(&mut init) {
+        resp.handle(0, r.local, r.remote, &m, rng, &mut OneSpi);
     }
-    for m in sends(resp.take_events()) {
-        init.handle(0, &m, rng);
+    for m in sends(&mut resp) {
+        init.handle(0, i.local, i.remote, &m, rng, &mut OneSpi);
     }
-    init.state() == State::Established && resp.state() == State::Established
+    init.phase() == Phase::Established && resp.phase() == Phase::Established
 }
 
 fn bench_ike(c: &mut Criterion) {

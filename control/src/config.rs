@@ -37,7 +37,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use crate::ike::child::{parse_ts, EspProposal};
+use crate::ike::child::{parse_ts, ChildCfg, EspProposal};
 use crate::ike::proposal::IkeProposal;
 use crate::ike::sa::{Connection, IKE_PORT};
 
@@ -284,10 +284,13 @@ impl IkedConfig {
                     remote_id,
                     psk: Zeroizing::new(secret.secret.get_ref().as_bytes().to_vec()),
                     ike,
-                    esp,
-                    local_ts,
-                    remote_ts,
-                    transport,
+                    children: vec![ChildCfg {
+                        name: child_name.clone(),
+                        esp,
+                        local_ts,
+                        remote_ts,
+                        transport,
+                    }],
                     force_encap: c.encap,
                     retransmit_ms: c.retransmit_ms.unwrap_or(1000),
                     retransmit_tries: c.retransmit_tries.unwrap_or(5),
@@ -334,7 +337,7 @@ secret = "correct horse battery staple"
         let cc = &c.connections[0];
         assert_eq!(cc.connection.name, "gw-b");
         assert_eq!(cc.connection.ike.len(), 2);
-        assert_eq!(cc.connection.esp.len(), 2);
+        assert_eq!(cc.connection.children[0].esp.len(), 2);
         assert_eq!(cc.start_action, StartAction::Trap);
         assert_eq!(cc.child, "net");
         assert_eq!(&cc.connection.psk[..], b"correct horse battery staple");

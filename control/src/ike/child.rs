@@ -8,6 +8,18 @@ use dataplane::crypto::{AlgorithmError, EspTransform, Integrity, SaKeys};
 use super::keys::{child_keymat, Prf};
 use super::wire::{transform, Proposal, Transform, Ts};
 
+/// One Child SA of a connection, as configured (swanctl's `children` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildCfg {
+    pub name: String,
+    /// ESP proposals, in our order of preference.
+    pub esp: Vec<EspProposal>,
+    /// The configured (widest) selectors; the negotiated ones may be narrower (§2.9).
+    pub local_ts: Vec<Ts>,
+    pub remote_ts: Vec<Ts>,
+    pub transport: bool,
+}
+
 /// ESP protocol id in proposals.
 pub const PROTO_ESP: u8 = 3;
 

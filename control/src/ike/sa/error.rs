@@ -1,0 +1,130 @@
+//! Why an IKE SA or one of its Child SAs failed, in plain words saying which side wanted
+//! what. Tests and the daemon match the variants; operators read the `Display`.
+
+use std::net::SocketAddr;
+
+use super::notify;
+
+/// Which peer a message is about, for the plain-words reasons.
+fn side(peer_is_initiator: &bool) -> &'static str {
+    if *peer_is_initiator {
+        "the initiator"
+    } else {
+        "the responder"
+    }
+}
+
+fn notify_name(t: &u16) -> String {
+    notify::name(*t)
+}
+
+fn mode(transport: &bool) -> &'static str {
+    if *transport {
+        "transport"
+    } else {
+        "tunnel"
+    }
+}
+
+/// A failure of the IKE SA ([`super::Event::Failed`]) or of one Child SA
+/// ([`super::Event::ChildFailed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IkeError {
+    /// Responder: none of the initiator's IKE proposals is acceptable (§2.7).
+    #[error("no IKE proposal in common: the initiator offered {theirs}; we accept {ours}")]
+    NoIkeProposal { ours: String, theirs: String },
+    /// Initiator: the responder answered NO_PROPOSAL_CHOSEN to IKE_SA_INIT.
+    #[error("responder accepted none of our IKE proposals (we offered {ours})")]
+    PeerRefusedIkeProposals { ours: String },
+    /// Responder: the initiator's KE is for another group than the one we chose; we asked it
+    /// to retry with ours (INVALID_KE_PAYLOAD, §1.2).
+    #[error("the initiator's KE is for group {theirs}; we chose {ours}: asking it to retry (INVALID_KE_PAYLOAD)")]
+    KeGroupMismatch { theirs: u16, ours: String },
+    /// Initiator: the responder wants a key exchange group we did not offer.
+    #[error("responder wants key exchange group {wanted}, which we do not offer (we offered {ours})")]
+    KeGroupNotOffered { wanted: String, ours: String },
+    /// The peer chose a proposal we did not offer (§2.7: it must pick one of ours, whole).
+    #[error("the responder chose an {what} proposal we did not offer ({chosen})")]
+    PeerChoseUnoffered { what: &'static str, chosen: String },
+    /// A message lacked something it must carry, or carried it badly.
+    #[error("malformed message from the peer: {what}")]
+    Malformed { what: String },
+    /// The Diffie-Hellman exchange or the key derivation failed.
+    #[error("key exchange with the peer failed: {why}")]
+    KeyExchange { why: String },
+    /// Initiator: the responder refused our AUTH (AUTHENTICATION_FAILED, in IKE_AUTH or in a
+    /// separate INFORMATIONAL, §2.21.2).
+    #[error("{} rejected our authentication (AUTHENTICATION_FAILED): check the pre-shared key and that it expects our ID {our_id}", side(.peer_is_initiator))]
+    PeerRejectedAuth {
+        our_id: String,
+        peer_is_initiator: bool,
+    },
+    /// The peer's AUTH payload did not verify with our pre-shared key.
+    #[error("{}'s AUTH did not verify: the pre-shared key for {peer_id} differs from ours", side(.peer_is_initiator))]
+    PeerAuthInvalid {
+        peer_id: String,
+        peer_is_initiator: bool,
+    },
+    /// The peer identified as someone this connection does not expect.
+    #[error("{} identified as {got}, but this connection expects {want}", side(.peer_is_initiator))]
+    PeerIdMismatch {
+        got: String,
+        want: String,
+        peer_is_initiator: bool,
+    },
+    /// Responder: no ESP proposal of the chosen child is acceptable.
+    #[error("no ESP proposal in common: the initiator offered {theirs}; we accept {ours}")]
+    NoEspProposal { ours: String, theirs: String },
+    /// Initiator: the responder answered NO_PROPOSAL_CHOSEN for the Child SA.
+    #[error("the responder refused the Child SA with NO_PROPOSAL_CHOSEN: it accepts none of our ESP proposals ({ours})")]
+    PeerRefusedEsp { ours: String },
+    /// Responder: the initiator's traffic selectors narrow to nothing in every child (§2.9).
+    #[error("traffic selectors unacceptable: the initiator proposed {proposed}; we allow {allowed}")]
+    TsUnacceptable { proposed: String, allowed: String },
+    /// Initiator: the responder answered TS_UNACCEPTABLE.
+    #[error("the responder refused the Child SA with TS_UNACCEPTABLE: our traffic selectors {ours} are outside its policy")]
+    PeerRefusedTs { ours: String },
+    /// Initiator: the responder's narrowed selectors are not within the ones we proposed.
+    #[error("the responder's traffic selectors {got} are not within ours ({ours})")]
+    TsNotWithin { got: String, ours: String },
+    /// The initiator wants another mode than the matching child is configured for.
+    #[error("the initiator wants {} mode, this connection is {} mode", mode(.peer_wants_transport), mode(.ours_transport))]
+    ModeMismatch {
+        peer_wants_transport: bool,
+        ours_transport: bool,
+    },
+    /// Initiator: the IKE_AUTH response carried neither a Child SA nor an error notify.
+    #[error("the responder created no Child SA")]
+    NoChildSa,
+    /// Responder: the initiator asked for a Child SA with a KE payload (PFS); not yet done.
+    #[error("the initiator wants a new Child SA with its own key exchange (PFS); not implemented yet")]
+    PfsNotImplemented,
+    /// The peer refused an exchange with an error notify, or sent one in an INFORMATIONAL
+    /// request (§2.21.2).
+    #[error("the peer sent {} in {exchange}", notify_name(.notify))]
+    PeerNotify { exchange: &'static str, notify: u16 },
+    /// Our request went unanswered through every retransmission (§2.1, §2.4).
+    #[error("no answer from {peer} to {what} after {tries} tries: is the peer up, and does it listen on UDP {}?", .peer.port())]
+    Timeout {
+        what: &'static str,
+        tries: u32,
+        peer: SocketAddr,
+    },
+    /// DPD (§2.4): the liveness probe went unanswered.
+    #[error("peer {peer} is dead: no answer to {probes} DPD probe(s) in {waited_ms} ms")]
+    PeerDead {
+        probes: u32,
+        waited_ms: u64,
+        peer: SocketAddr,
+    },
+    /// Responder: IKE_SA_INIT answered, but no IKE_AUTH came (a half-open SA, §2.6).
+    #[error("half-open IKE SA with {peer} expired: no IKE_AUTH within {waited_ms} ms of our IKE_SA_INIT answer")]
+    HalfOpenExpired { peer: SocketAddr, waited_ms: u64 },
+    /// A Child SA was asked for while the IKE SA is not established.
+    #[error("the IKE SA is not established: no Child SA can be negotiated on it")]
+    NotEstablished,
+    /// A Child SA was asked for by an index the connection does not have.
+    #[error("the connection has no child number {index} (it has {count})")]
+    NoSuchChild { index: usize, count: usize },
+}

@@ -1,0 +1,1013 @@
+//! The IKE SA state machine (RFC 7296), sans-IO: fed datagrams (with the addresses and
+//! ports they came from and to), the current time and random bytes; returns datagrams to
+//! send, the next timer and events (SA up, Child SA keys, failures in plain words). No
+//! sockets, clocks or randomness inside.
+//!
+//! The state is an enum whose variants carry what that state needs ([`IkeState`]): no
+//! `Option` to `.expect()`. One request of ours is in flight at a time (window size 1,
+//! §2.3); further ones wait in a queue and go out in order.
+//!
+//! Modules: `init` (IKE_SA_INIT, NAT detection, COOKIE and INVALID_KE retries), `auth`
+//! (IKE_AUTH with PSK and the first Child SA), `create_child` (Child SA negotiation, in
+//! IKE_AUTH and CREATE_CHILD_SA), `informational` (Delete, DPD, error notifies), `stateless`
+//! (cookies and version answers for the endpoint), `error` ([`IkeError`]).
+
+mod auth;
+mod create_child;
+mod error;
+mod informational;
+mod init;
+pub mod notify;
+mod stateless;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use dataplane::crypto::SaKeys;
+use zeroize::Zeroizing;
+
+use super::child::{ChildCfg, EspProposal};
+use super::dh::KeyPair;
+use super::keys::Secret;
+use super::proposal::{IkeProposal, IkeSuite};
+use super::sk::{SkCrypto, SkError};
+use super::wire::{exchange, flags, Header, Message, Notify, Payload, Ts, WireError};
+
+pub use error::IkeError;
+pub use stateless::{invalid_major_version, is_init_request, peek, CookieJar};
+
+/// IKE's ports (RFC 7296 §2.23, RFC 3948).
+pub const IKE_PORT: u16 = 500;
+pub const NAT_T_PORT: u16 = 4500;
+
+/// One connection, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub name: String,
+    /// First local address, port 500.
+    pub local: SocketAddr,
+    /// First remote address, port 500.
+    pub remote: SocketAddr,
+    pub local_id: String,
+    pub remote_id: String,
+    pub psk: Zeroizing<Vec<u8>>,
+    pub ike: Vec<IkeProposal>,
+    /// Never empty.
+    pub children: Vec<ChildCfg>,
+    /// Pretend a NAT is there: UDP-encapsulate ESP regardless (strongSwan `encap = yes`).
+    pub force_encap: bool,
+    /// First retransmission after this many milliseconds, then doubling.
+    pub retransmit_ms: u64,
+    pub retransmit_tries: u32,
+}
+
+/// Random bytes, supplied by the caller (a CSPRNG in the daemon, a seeded one in tests).
+pub trait Random {
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+/// Inbound SPIs in the dataplane's table form; the daemon core implements it.
+pub trait SpiAllocator {
+    fn alloc_spi(&mut self) -> u32;
+}
+
+/// A Child SA to negotiate: `child` indexes [`Connection::children`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildRequest {
+    pub child: usize,
+    pub inbound_spi: u32,
+}
+
+/// A negotiated Child SA, ready to install.
+pub struct ChildSa {
+    /// The child's name in the configuration.
+    pub name: String,
+    /// Our SPI: ESP arriving with it is ours.
+    pub inbound_spi: u32,
+    pub outbound_spi: u32,
+    pub proposal: EspProposal,
+    pub keys_in: SaKeys,
+    pub keys_out: SaKeys,
+    /// The narrowed selectors that were negotiated (§2.9), not the configured ones.
+    pub local_ts: Vec<Ts>,
+    pub remote_ts: Vec<Ts>,
+    pub transport: bool,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// UDP encapsulation (local port, remote port) when a NAT was found or forced; the
+    /// remote port is the peer's NAT-mapped one.
+    pub udp_encap: Option<(u16, u16)>,
+}
+
+impl std::fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSa")
+            .field("name", &self.name)
+            .field("inbound_spi", &format_args!("{:#010x}", self.inbound_spi))
+            .field("outbound_spi", &format_args!("{:#010x}", self.outbound_spi))
+            .field("proposal", &self.proposal)
+            .field("keys", &"<redacted>")
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("udp_encap", &self.udp_encap)
+            .finish()
+    }
+}
+
+/// A Child SA of this IKE SA, as listed (no keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildInfo {
+    pub name: String,
+    pub inbound_spi: u32,
+    pub outbound_spi: u32,
+    pub local_ts: Vec<Ts>,
+    pub remote_ts: Vec<Ts>,
+    pub transport: bool,
+    pub proposal: EspProposal,
+}
+
+/// What the state machine wants done, or wants known.
+#[derive(Debug)]
+pub enum Event {
+    /// Send from `from` (our address and port: 500, or 4500 with the non-ESP marker added
+    /// by the shell) to `to`.
+    Send {
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// The IKE SA is authenticated.
+    Established {
+        suite: IkeSuite,
+        nat: bool,
+        peer_id: String,
+        /// The peer sent INITIAL_CONTACT (§2.4): its other IKE SAs with us are stale.
+        peer_initial_contact: bool,
+    },
+    ChildUp(ChildSa),
+    ChildDown {
+        name: String,
+        inbound_spi: u32,
+        outbound_spi: u32,
+        by_peer: bool,
+    },
+    /// The Child SA could not be made; the IKE SA stays up (§1.2, §2.21.3).
+    ChildFailed { name: String, error: IkeError },
+    /// The peer's NAT-mapped address or port changed (§2.23); ESP-in-UDP must follow.
+    PeerMoved { remote: SocketAddr },
+    /// The IKE SA is dead (negotiation failed, peer dead, peer's error notify).
+    Failed(IkeError),
+    /// The IKE SA is gone (deleted by either side).
+    Closed { by_peer: bool },
+    /// A message, payload or notify we did not act on, and why (for a debug line / counter).
+    Ignored { what: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Initiator,
+    Responder,
+}
+
+/// The IKE SA's life, coarsely (for the daemon and `vpnctl list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Established,
+    /// Our Delete (or our AUTHENTICATION_FAILED notice) is out, awaiting its answer.
+    Deleting,
+    Closed,
+}
+
+/// The keys of an IKE SA once IKE_SA_INIT is done: what every later message needs.
+struct SkKeys {
+    suite: IkeSuite,
+    sk_d: Secret,
+    sk_in: SkCrypto,
+    sk_out: SkCrypto,
+}
+
+/// What IKE_AUTH needs beyond the keys (§2.15: the AUTH payload signs the first messages
+/// and the peer's nonce).
+struct Handshake {
+    keys: SkKeys,
+    sk_pi: Secret,
+    sk_pr: Secret,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+}
+
+/// Initiator: IKE_SA_INIT sent.
+struct InitSent {
+    ni: Vec<u8>,
+    dh: KeyPair,
+    cookie: Option<Vec<u8>>,
+    request: Vec<u8>,
+    first: ChildRequest,
+    initial_contact: bool,
+}
+
+enum IkeState {
+    InitSent(Box<InitSent>),
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH until `expires`.
+    InitDone { hs: Box<Handshake>, expires: u64 },
+    /// Initiator: IKE_AUTH sent.
+    AuthSent {
+        hs: Box<Handshake>,
+        first: ChildRequest,
+    },
+    Established { keys: Box<SkKeys> },
+    /// Our Delete or AUTHENTICATION_FAILED notice is queued or out.
+    Deleting { keys: Box<SkKeys> },
+    Closed,
+}
+
+/// A request of ours, by what its answer means.
+#[derive(Debug, Clone)]
+enum Req {
+    Init,
+    Auth,
+    CreateChild { req: ChildRequest, ni: Vec<u8> },
+    DeleteChild { inbound_spi: u32 },
+    DeleteIke,
+    Dpd { started: u64, deadline: u64 },
+    /// §2.21.2: we rejected the responder's AUTH and say so.
+    AuthFailedNotice,
+}
+
+impl Req {
+    fn exchange(&self) -> u8 {
+        match self {
+            Req::Init => exchange::IKE_SA_INIT,
+            Req::Auth => exchange::IKE_AUTH,
+            Req::CreateChild { .. } => exchange::CREATE_CHILD_SA,
+            _ => exchange::INFORMATIONAL,
+        }
+    }
+    fn what(&self) -> &'static str {
+        match self {
+            Req::Init => "IKE_SA_INIT",
+            Req::Auth => "IKE_AUTH",
+            Req::CreateChild { .. } => "CREATE_CHILD_SA",
+            Req::DeleteChild { .. } => "the Child SA delete",
+            Req::DeleteIke => "the delete",
+            Req::Dpd { .. } => "the DPD probe",
+            Req::AuthFailedNotice => "the AUTHENTICATION_FAILED notice",
+        }
+    }
+}
+
+/// Our request on the wire, retransmitted until answered (§2.1).
+struct Outstanding {
+    mid: u32,
+    data: Vec<u8>,
+    next_at: u64,
+    tries: u32,
+    req: Req,
+}
+
+/// A request waiting for the window (§2.3: one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    CreateChild(ChildRequest),
+    DeleteChild(u32),
+    Dpd { started: u64, deadline: u64 },
+    DeleteIke,
+    AuthFailedNotice,
+}
+
+/// One IKE SA.
+pub struct IkeSa {
+    cfg: Connection,
+    role: Role,
+    state: IkeState,
+    spi_i: u64,
+    spi_r: u64,
+    suite: Option<IkeSuite>,
+    /// Current addresses: port 4500 after NAT-T; `remote` follows NAT mapping changes.
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// NAT found or forced: ESP goes in UDP.
+    nat: bool,
+    /// What NAT detection found (§2.23): whether to follow the peer's address changes.
+    peer_behind_nat: bool,
+    we_behind_nat: bool,
+    children: Vec<ChildInfo>,
+    next_mid: u32,
+    out: Option<Outstanding>,
+    queue: VecDeque<Queued>,
+    /// The message ID of the next request we expect from the peer.
+    peer_mid: u32,
+    /// §2.1: the answer to the peer's last request, for its retransmissions.
+    last_response: Option<(u32, Vec<u8>)>,
+    events: VecDeque<Event>,
+    established_at: Option<u64>,
+    last_heard: u64,
+    peer_id: Option<String>,
+}
+
+fn random_spi(rng: &mut dyn Random) -> u64 {
+    loop {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b);
+        let v = u64::from_be_bytes(b);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify {
+        protocol: 0,
+        spi: vec![],
+        kind,
+        data,
+    })
+}
+
+fn find_notify(p: &[Payload], kind: u16) -> Option<&Notify> {
+    p.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.kind == kind => Some(n),
+        _ => None,
+    })
+}
+
+/// The first error notify (types below 16384) in a message.
+fn error_notify(p: &[Payload]) -> Option<u16> {
+    p.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.kind < notify::FIRST_STATUS => Some(n.kind),
+        _ => None,
+    })
+}
+
+fn exchange_name(e: u8) -> &'static str {
+    match e {
+        exchange::IKE_SA_INIT => "IKE_SA_INIT",
+        exchange::IKE_AUTH => "IKE_AUTH",
+        exchange::CREATE_CHILD_SA => "CREATE_CHILD_SA",
+        exchange::INFORMATIONAL => "INFORMATIONAL",
+        _ => "an unknown exchange",
+    }
+}
+
+/// The first payload of a kind in a list, destructured: `first!(p, Payload::Nonce(n) => n)`.
+macro_rules! first {
+    ($p:expr, $pat:pat => $out:expr) => {
+        $p.iter().find_map(|x| match x {
+            $pat => Some($out),
+            _ => None,
+        })
+    };
+}
+pub(crate) use first;
+
+impl IkeSa {
+    fn new(cfg: Connection, role: Role, local: SocketAddr, remote: SocketAddr) -> IkeSa {
+        IkeSa {
+            cfg,
+            role,
+            state: IkeState::Closed,
+            spi_i: 0,
+            spi_r: 0,
+            suite: None,
+            local,
+            remote,
+            nat: false,
+            peer_behind_nat: false,
+            we_behind_nat: false,
+            children: Vec::new(),
+            next_mid: 0,
+            out: None,
+            queue: VecDeque::new(),
+            peer_mid: 0,
+            last_response: None,
+            events: VecDeque::new(),
+            established_at: None,
+            last_heard: 0,
+            peer_id: None,
+        }
+    }
+
+    // ---- what the daemon reads -----------------------------------------------------
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// (SPIi, SPIr); SPIr is 0 until known.
+    pub fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+    /// SPIi as initiator, SPIr as responder: the SPI the endpoint routes by.
+    pub fn our_spi(&self) -> u64 {
+        match self.role {
+            Role::Initiator => self.spi_i,
+            Role::Responder => self.spi_r,
+        }
+    }
+    pub fn connection(&self) -> &Connection {
+        &self.cfg
+    }
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            IkeState::InitSent(_) | IkeState::InitDone { .. } | IkeState::AuthSent { .. } => {
+                Phase::Connecting
+            }
+            IkeState::Established { .. } => Phase::Established,
+            IkeState::Deleting { .. } => Phase::Deleting,
+            IkeState::Closed => Phase::Closed,
+        }
+    }
+    /// The negotiated suite, once IKE_SA_INIT is done.
+    pub fn suite(&self) -> Option<IkeSuite> {
+        self.suite
+    }
+    /// Whether a NAT was found (or forced): ESP in UDP, NAT keepalives (RFC 3948 §2.3).
+    pub fn nat(&self) -> bool {
+        self.nat
+    }
+    /// Our current address and port (4500 after NAT-T).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+    /// The peer's current address and port; follows NAT mapping changes (§2.23).
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+    /// The peer's identity, once authenticated.
+    pub fn peer_id(&self) -> Option<String> {
+        self.peer_id.clone()
+    }
+    pub fn children(&self) -> &[ChildInfo] {
+        &self.children
+    }
+    pub fn established_at(&self) -> Option<u64> {
+        self.established_at
+    }
+    /// Last time an authenticated message from the peer arrived (DPD decisions).
+    pub fn last_heard(&self) -> u64 {
+        self.last_heard
+    }
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- plumbing ------------------------------------------------------------------
+
+    fn ignored(&mut self, what: String) {
+        tracing::debug!(conn = %self.cfg.name, "ignored: {what}");
+        self.events.push_back(Event::Ignored { what });
+    }
+
+    fn send_to(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        self.events.push_back(Event::Send { from, to, data });
+    }
+
+    fn send(&mut self, data: Vec<u8>) {
+        self.send_to(self.local, self.remote, data);
+    }
+
+    fn header(&self, exch: u8, mid: u32, response: bool) -> Header {
+        let mut f = 0;
+        if self.role == Role::Initiator {
+            f |= flags::INITIATOR;
+        }
+        if response {
+            f |= flags::RESPONSE;
+        }
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: 0,
+            major: 2,
+            minor: 0,
+            exchange: exch,
+            flags: f,
+            message_id: mid,
+            length: 0,
+        }
+    }
+
+    /// The SK keys, in every state that has them.
+    fn keys(&self) -> Option<&SkKeys> {
+        match &self.state {
+            IkeState::InitDone { hs, .. } | IkeState::AuthSent { hs, .. } => Some(&hs.keys),
+            IkeState::Established { keys } | IkeState::Deleting { keys } => Some(keys),
+            IkeState::InitSent(_) | IkeState::Closed => None,
+        }
+    }
+
+    fn seal_with(
+        keys: &SkKeys,
+        header: Header,
+        payloads: &[Payload],
+        rng: &mut dyn Random,
+    ) -> Vec<u8> {
+        let mut iv = vec![0u8; keys.sk_out.iv_len()];
+        rng.fill(&mut iv);
+        // The IV length is the one the cipher asked for: sealing cannot fail on lengths.
+        keys.sk_out
+            .seal(header, payloads, &iv)
+            .expect("IV of the cipher's own length")
+    }
+
+    /// Seal our payloads in the current keys; `None` in a state without keys.
+    fn seal(&self, header: Header, payloads: &[Payload], rng: &mut dyn Random) -> Option<Vec<u8>> {
+        self.keys()
+            .map(|k| Self::seal_with(k, header, payloads, rng))
+    }
+
+    /// Put a request of ours on the wire (the window must be free).
+    fn request(&mut self, now: u64, mid: u32, data: Vec<u8>, req: Req) {
+        self.out = Some(Outstanding {
+            mid,
+            data: data.clone(),
+            next_at: now + self.cfg.retransmit_ms,
+            tries: 1,
+            req,
+        });
+        self.send(data);
+    }
+
+    /// Answer the peer's request `mid` (§2.1: to where it came from, §2.11), keeping the
+    /// answer for its retransmissions.
+    fn answer(
+        &mut self,
+        exch: u8,
+        mid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        payloads: &[Payload],
+        rng: &mut dyn Random,
+    ) {
+        let h = self.header(exch, mid, true);
+        let Some(msg) = self.seal(h, payloads, rng) else {
+            return;
+        };
+        self.last_response = Some((mid, msg.clone()));
+        self.send_to(local, remote, msg);
+    }
+
+    /// The IKE SA is dead: its children go, the daemon hears why.
+    fn fail(&mut self, error: IkeError) {
+        tracing::warn!(conn = %self.cfg.name, peer = %self.remote, "{error}");
+        self.children_down(false);
+        self.state = IkeState::Closed;
+        self.out = None;
+        self.queue.clear();
+        self.events.push_back(Event::Failed(error));
+    }
+
+    fn children_down(&mut self, by_peer: bool) {
+        for c in std::mem::take(&mut self.children) {
+            self.events.push_back(Event::ChildDown {
+                name: c.name,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+                by_peer,
+            });
+        }
+    }
+
+    /// Send the next queued request if the window is free (§2.3: window size 1).
+    fn pump(&mut self, now: u64, rng: &mut dyn Random) {
+        while self.out.is_none() {
+            let Some(q) = self.queue.pop_front() else {
+                return;
+            };
+            let mid = self.next_mid;
+            let (payloads, req, exch) = match q {
+                Queued::CreateChild(req) => {
+                    if !matches!(self.state, IkeState::Established { .. }) {
+                        continue;
+                    }
+                    let mut ni = vec![0u8; 32];
+                    rng.fill(&mut ni);
+                    let p = self.create_child_payloads(req, &ni);
+                    (
+                        p,
+                        Req::CreateChild { req, ni },
+                        exchange::CREATE_CHILD_SA,
+                    )
+                }
+                Queued::DeleteChild(inbound_spi) => (
+                    vec![Payload::Delete(super::wire::Delete {
+                        protocol: super::child::PROTO_ESP,
+                        spi_size: 4,
+                        spis: vec![inbound_spi.to_be_bytes().to_vec()],
+                    })],
+                    Req::DeleteChild { inbound_spi },
+                    exchange::INFORMATIONAL,
+                ),
+                Queued::Dpd { started, deadline } => {
+                    (vec![], Req::Dpd { started, deadline }, exchange::INFORMATIONAL)
+                }
+                Queued::DeleteIke => (
+                    vec![Payload::Delete(super::wire::Delete {
+                        protocol: super::proposal::PROTO_IKE,
+                        spi_size: 0,
+                        spis: vec![],
+                    })],
+                    Req::DeleteIke,
+                    exchange::INFORMATIONAL,
+                ),
+                Queued::AuthFailedNotice => (
+                    vec![notify_payload(notify::AUTHENTICATION_FAILED, vec![])],
+                    Req::AuthFailedNotice,
+                    exchange::INFORMATIONAL,
+                ),
+            };
+            let h = self.header(exch, mid, false);
+            let Some(msg) = self.seal(h, &payloads, rng) else {
+                self.queue.clear();
+                return;
+            };
+            self.next_mid += 1;
+            self.request(now, mid, msg, req);
+        }
+    }
+
+    // ---- input -----------------------------------------------------------------------
+
+    /// A datagram for this SA (already routed by SPI; the non-ESP marker already removed),
+    /// arrived on `local` from `remote`.
+    pub fn handle(
+        &mut self,
+        now: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        raw: &[u8],
+        rng: &mut dyn Random,
+        spis: &mut dyn SpiAllocator,
+    ) {
+        if matches!(self.state, IkeState::Closed) {
+            self.ignored(format!("a message from {remote} for a closed IKE SA"));
+            return;
+        }
+        let hdr = match Header::parse(raw) {
+            Ok(h) if h.major == 2 => h,
+            Ok(h) => {
+                self.ignored(format!("a message of IKE version {} from {remote}", h.major));
+                return;
+            }
+            Err(e) => {
+                self.ignored(format!("a datagram from {remote} that is no IKE message: {e}"));
+                return;
+            }
+        };
+        if hdr.spi_i != self.spi_i {
+            self.ignored(format!(
+                "a message from {remote} for IKE SPI {:#018x}, not ours",
+                hdr.spi_i
+            ));
+            return;
+        }
+        // §3.1: the I flag marks the original initiator's messages.
+        if hdr.from_initiator() != (self.role == Role::Responder) {
+            self.ignored(format!(
+                "a message from {remote} with the Initiator flag the wrong way round"
+            ));
+            return;
+        }
+        if hdr.is_response() {
+            self.on_response(now, local, remote, hdr, raw, rng);
+        } else {
+            self.on_request(now, local, remote, hdr, raw, rng, spis);
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        hdr: Header,
+        raw: &[u8],
+        rng: &mut dyn Random,
+    ) {
+        let Some(out) = &self.out else {
+            self.ignored(format!(
+                "a {} response (message ID {}) with no request of ours outstanding",
+                exchange_name(hdr.exchange),
+                hdr.message_id
+            ));
+            return;
+        };
+        // §2.3: a response must answer the request in flight.
+        if hdr.message_id != out.mid || hdr.exchange != out.req.exchange() {
+            let want = out.mid;
+            self.ignored(format!(
+                "a {} response with message ID {}, but our request in flight is {want}",
+                exchange_name(hdr.exchange),
+                hdr.message_id
+            ));
+            return;
+        }
+        if hdr.exchange == exchange::IKE_SA_INIT {
+            match Message::parse(raw) {
+                Ok(m) => {
+                    self.out = None;
+                    self.on_init_response(now, local, remote, &m, raw, rng);
+                }
+                Err(e) => self.ignored(format!("a malformed IKE_SA_INIT response: {e}")),
+            }
+            return;
+        }
+        let Some(keys) = self.keys() else {
+            self.ignored("an encrypted response before the keys exist".into());
+            return;
+        };
+        let p = match keys.sk_in.open(raw) {
+            Ok((_, p)) => p,
+            Err(e) => {
+                // §2.21: a response that does not verify is dropped; retransmissions go on.
+                self.ignored(format!(
+                    "a {} response from {remote} that does not open: {e}",
+                    exchange_name(hdr.exchange)
+                ));
+                return;
+            }
+        };
+        self.last_heard = now;
+        self.follow_peer(remote);
+        let Some(out) = self.out.take() else {
+            return;
+        };
+        match out.req {
+            Req::Init => {}
+            Req::Auth => self.on_auth_response(now, &p, rng),
+            Req::CreateChild { req, ni } => self.on_create_child_response(req, &ni, &p),
+            Req::DeleteChild { inbound_spi } => {
+                tracing::debug!(conn = %self.cfg.name, inbound_spi = format_args!("{inbound_spi:#010x}"), "the peer confirmed the Child SA delete");
+            }
+            Req::DeleteIke => {
+                tracing::info!(conn = %self.cfg.name, "IKE SA deleted");
+                self.state = IkeState::Closed;
+                self.queue.clear();
+                self.events.push_back(Event::Closed { by_peer: false });
+            }
+            Req::Dpd { .. } => {
+                tracing::debug!(conn = %self.cfg.name, "the peer answered our DPD probe");
+            }
+            Req::AuthFailedNotice => {
+                // The Failed event went out when we rejected the AUTH; now the peer knows.
+                self.state = IkeState::Closed;
+                self.queue.clear();
+            }
+        }
+        self.pump(now, rng);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_request(
+        &mut self,
+        now: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        hdr: Header,
+        raw: &[u8],
+        rng: &mut dyn Random,
+        spis: &mut dyn SpiAllocator,
+    ) {
+        if let Some((mid, resp)) = &self.last_response {
+            if hdr.message_id == *mid {
+                // §2.1: a retransmitted request gets the same response again, to where this
+                // copy came from (§2.11).
+                let r = resp.clone();
+                self.send_to(local, remote, r);
+                return;
+            }
+        }
+        if hdr.message_id != self.peer_mid {
+            // §2.3: outside the window of one.
+            self.ignored(format!(
+                "a {} request from {remote} with message ID {}, expecting {}",
+                exchange_name(hdr.exchange),
+                hdr.message_id,
+                self.peer_mid
+            ));
+            return;
+        }
+        if hdr.exchange == exchange::IKE_SA_INIT {
+            self.ignored(format!(
+                "an IKE_SA_INIT request from {remote} inside an existing IKE SA"
+            ));
+            return;
+        }
+        let Some(keys) = self.keys() else {
+            self.ignored(format!(
+                "a {} request from {remote} before IKE_SA_INIT is done",
+                exchange_name(hdr.exchange)
+            ));
+            return;
+        };
+        let p = match keys.sk_in.open(raw) {
+            Ok((_, p)) => p,
+            Err(SkError::Wire(WireError::UnsupportedCritical(t))) => {
+                // §2.5: refuse it, naming the payload; the message ID is used up.
+                self.peer_mid += 1;
+                self.answer(
+                    hdr.exchange,
+                    hdr.message_id,
+                    local,
+                    remote,
+                    &[notify_payload(notify::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t])],
+                    rng,
+                );
+                self.ignored(format!(
+                    "a request with the unsupported critical payload {t}: answered UNSUPPORTED_CRITICAL_PAYLOAD"
+                ));
+                return;
+            }
+            Err(e) => {
+                // §2.21: a request that does not verify is dropped without an answer.
+                self.ignored(format!(
+                    "a {} request from {remote} that does not open: {e}",
+                    exchange_name(hdr.exchange)
+                ));
+                return;
+            }
+        };
+        self.peer_mid += 1;
+        self.last_heard = now;
+        let mid = hdr.message_id;
+        match (hdr.exchange, &self.state) {
+            (exchange::IKE_AUTH, IkeState::InitDone { .. }) => {
+                // §2.23: the initiator moved to port 4500 after a NAT; the IKE SA lives
+                // where this authenticated request came from.
+                self.local = local;
+                self.remote = remote;
+                self.on_auth_request(now, mid, &p, rng, spis);
+            }
+            (exchange::INFORMATIONAL, IkeState::Established { .. } | IkeState::Deleting { .. }) => {
+                self.follow_peer(remote);
+                self.on_informational(mid, local, remote, &p, rng);
+            }
+            (exchange::CREATE_CHILD_SA, IkeState::Established { .. }) => {
+                self.follow_peer(remote);
+                self.on_create_child_request(mid, local, remote, &p, rng, spis);
+            }
+            (exchange::CREATE_CHILD_SA, IkeState::Deleting { .. }) => {
+                // §2.21: answer, so the peer is not left waiting; nothing new on a dying SA.
+                self.answer(
+                    hdr.exchange,
+                    mid,
+                    local,
+                    remote,
+                    &[notify_payload(notify::TEMPORARY_FAILURE, vec![])],
+                    rng,
+                );
+                self.ignored("a CREATE_CHILD_SA request while we delete the IKE SA: answered TEMPORARY_FAILURE".into());
+            }
+            (e, _) => {
+                // §2.21: a request we cannot serve here still gets an answer.
+                let phase = self.phase();
+                self.answer(
+                    e,
+                    mid,
+                    local,
+                    remote,
+                    &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+                    rng,
+                );
+                self.ignored(format!(
+                    "a {} request (exchange type {e}) while {phase:?}: answered INVALID_SYNTAX",
+                    exchange_name(e)
+                ));
+            }
+        }
+    }
+
+    /// RFC 7296 §2.23: with a NAT in front of the peer (and none in front of us), an
+    /// authenticated new message from another address or port means the NAT mapping
+    /// changed: follow it, and so must ESP-in-UDP.
+    fn follow_peer(&mut self, remote: SocketAddr) {
+        if remote == self.remote || !matches!(self.state, IkeState::Established { .. }) {
+            return;
+        }
+        if self.peer_behind_nat && !self.we_behind_nat {
+            tracing::info!(conn = %self.cfg.name, from = %self.remote, to = %remote, "the peer's NAT mapping changed; following it");
+            self.remote = remote;
+            self.events.push_back(Event::PeerMoved { remote });
+        } else {
+            // §2.23: a host behind a NAT (or with no NAT) must not follow: one forged
+            // packet would break the connection.
+            let what = format!(
+                "an authenticated message from {remote}, not {}: not following it (no NAT in front of the peer, or one in front of us)",
+                self.remote
+            );
+            self.ignored(what);
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------
+
+    /// When [`IkeSa::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = match &self.out {
+            Some(o) => match o.req {
+                Req::Dpd { deadline, .. } => Some(o.next_at.min(deadline)),
+                _ => Some(o.next_at),
+            },
+            None => None,
+        };
+        if let IkeState::InitDone { expires, .. } = self.state {
+            t = Some(t.map_or(expires, |x| x.min(expires)));
+        }
+        t
+    }
+
+    /// Retransmit with exponential backoff (§2.1), or give up; expire a half-open SA; fail
+    /// a DPD probe that was not answered in time.
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn Random) {
+        let _ = rng;
+        if let IkeState::InitDone { expires, .. } = self.state {
+            if now >= expires {
+                let waited_ms = self.half_open_ms();
+                self.fail(IkeError::HalfOpenExpired {
+                    peer: self.remote,
+                    waited_ms,
+                });
+                return;
+            }
+        }
+        let Some(o) = self.out.as_ref() else {
+            return;
+        };
+        if let Req::Dpd { started, deadline } = o.req {
+            if now >= deadline {
+                let probes = o.tries;
+                self.fail(IkeError::PeerDead {
+                    probes,
+                    waited_ms: now - started,
+                    peer: self.remote,
+                });
+                return;
+            }
+        }
+        if now < o.next_at {
+            return;
+        }
+        let tries = o.tries;
+        let is_dpd = matches!(o.req, Req::Dpd { .. });
+        if tries >= self.cfg.retransmit_tries && !is_dpd {
+            let req = o.req.clone();
+            self.out = None;
+            match req {
+                Req::DeleteIke => {
+                    tracing::info!(conn = %self.cfg.name, "no answer to our delete; the IKE SA is gone anyway");
+                    self.state = IkeState::Closed;
+                    self.queue.clear();
+                    self.events.push_back(Event::Closed { by_peer: false });
+                }
+                Req::AuthFailedNotice => {
+                    self.state = IkeState::Closed;
+                    self.queue.clear();
+                }
+                r => {
+                    // §2.4: an unanswered request means the peer is gone.
+                    self.fail(IkeError::Timeout {
+                        what: r.what(),
+                        tries,
+                        peer: self.remote,
+                    });
+                }
+            }
+            return;
+        }
+        let base = self.cfg.retransmit_ms;
+        let Some(o) = self.out.as_mut() else {
+            return;
+        };
+        o.tries += 1;
+        o.next_at = now + (base << (o.tries - 1).min(10));
+        let data = o.data.clone();
+        self.send(data);
+    }
+
+    /// How long a responder waits for IKE_AUTH: the initiator's whole retransmission
+    /// budget (it gives up after that too).
+    fn half_open_ms(&self) -> u64 {
+        (0..self.cfg.retransmit_tries.max(1))
+            .map(|k| self.cfg.retransmit_ms << k.min(10))
+            .sum()
+    }
+
+    // ---- commands --------------------------------------------------------------------
+
+    /// Forget the SA without a word to the peer (INITIAL_CONTACT from the peer, §2.4):
+    /// ChildDown for each child and Closed { by_peer: true }.
+    pub fn abandon(&mut self) {
+        if matches!(self.state, IkeState::Closed) {
+            return;
+        }
+        self.children_down(true);
+        self.state = IkeState::Closed;
+        self.out = None;
+        self.queue.clear();
+        self.events.push_back(Event::Closed { by_peer: true });
+    }
+}
