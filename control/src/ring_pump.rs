@@ -16,7 +16,7 @@ use dataplane::shm::records::{
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use crate::daemon::dataplane::DpOp;
+use crate::daemon::dataplane_ops::DpOp;
 use crate::ring_client::{ClientError, RingClient};
 
 /// How long an ack may take before the record is reported lost.

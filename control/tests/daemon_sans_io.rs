@@ -9,7 +9,7 @@ use std::path::Path;
 
 use control::config::IkedConfig;
 use control::daemon::command::Request;
-use control::daemon::dataplane::{DpOp, ACQUIRE_BIT};
+use control::daemon::dataplane_ops::{DpOp, ACQUIRE_BIT};
 use control::daemon::{Action, Daemon, Held, Options};
 use control::ike::sa::Random;
 use dataplane::shm::records::{DataplaneRecord, FlowRecord, SaInstall};

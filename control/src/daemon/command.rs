@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use tracing::info;
 
 use super::conn::ConnState;
-use super::dataplane::DpOp;
+use super::dataplane_ops::DpOp;
 use super::{ts_list, Daemon};
 use crate::config::{IkedConfig, StartAction};
 use crate::ike::sa::Phase;

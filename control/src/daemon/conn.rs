@@ -6,7 +6,7 @@ use dataplane::spd::PolicyRule;
 use crate::config::{ChildConfig, ConnConfig};
 use crate::ike::wire::Ts;
 
-use super::dataplane::base_policies;
+use super::dataplane_ops::base_policies;
 
 /// A Child SA installed in the dataplane.
 pub struct InstalledChild {

@@ -1,12 +1,13 @@
 //! The dataplane side of the daemon core: installing and removing Child SAs and their
 //! policies, following a NAT-mapped peer, records from the dataplane, and replay.
 
-use dataplane::shm::records::{DataplaneRecord, SaEvent};
+use dataplane::esp::sa::SaEvent;
+use dataplane::shm::records::DataplaneRecord;
 use dataplane::static_sa::Direction;
 use tracing::{debug, info, warn};
 
 use super::conn::InstalledChild;
-use super::dataplane::{acquire_reqid, narrowed_policies, sa_installs, DpOp};
+use super::dataplane_ops::{acquire_reqid, narrowed_policies, sa_installs, DpOp};
 use super::{ts_list, Daemon};
 use crate::ike::sa::ChildSa;
 

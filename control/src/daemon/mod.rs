@@ -16,7 +16,7 @@ pub mod command;
 pub mod conn;
 mod install;
 mod timers;
-pub mod dataplane;
+pub mod dataplane_ops;
 pub mod endpoint;
 pub mod ratelimit;
 pub mod spi;
@@ -24,7 +24,6 @@ pub mod spi;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use dataplane::shm::records::{DataplaneRecord, SaEvent};
 use dataplane::static_sa::Direction;
 use tracing::{debug, info, warn};
 
@@ -34,8 +33,8 @@ use crate::ike::sa::{
     NAT_T_PORT,
 };
 
-use conn::{ConnState, InstalledChild, StaleSa};
-use dataplane::{acquire_reqid, narrowed_policies, policy_owner, sa_installs, DpOp};
+use conn::{ConnState, StaleSa};
+use dataplane_ops::{policy_owner, DpOp};
 use endpoint::{classify, IkeDrop, Verdict};
 use ratelimit::LogLimiter;
 use spi::SpiPool;
@@ -650,13 +649,16 @@ impl Daemon {
             return;
         };
         let phase = e.sa.phase();
-        if phase != Phase::Connecting {
-            if let Some(ip) = e.half_open_from.take() {
-                self.release_half_open(ip);
-            }
-        }
         if phase == Phase::Established && e.next_keepalive.is_none() && e.sa.nat() {
             e.next_keepalive = Some(now + self.opts.nat_keepalive_ms);
+        }
+        let no_longer_half_open = if phase != Phase::Connecting {
+            e.half_open_from.take()
+        } else {
+            None
+        };
+        if let Some(ip) = no_longer_half_open {
+            self.release_half_open(ip);
         }
         if phase == Phase::Closed {
             self.forget(spi);

@@ -4,7 +4,7 @@
 use dataplane::static_sa::Direction;
 use tracing::{debug, info, warn};
 
-use super::dataplane::DpOp;
+use super::dataplane_ops::DpOp;
 use super::endpoint::IkeDrop;
 use super::{Action, Daemon};
 use crate::ike::sa::Phase;
