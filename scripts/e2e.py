@@ -3,7 +3,8 @@
 
     e2e.py --dataplane PATH CASE
 
-CASE is one of: tunnel-v4, outer-v6, inner-v6, nat-t, mtu, two-workers, ring, iked, iked-nat-t, iked-trap, strongswan.
+CASE is one of: tunnel-v4, outer-v6, inner-v6, nat-t, mtu, two-workers, ring, iked, iked-nat-t, iked-trap, strongswan,
+dataplane-kill-failclosed, ipv6-destopts.
 Each builds its own
 topology (unique names), checks what the issue asks for, prints PASS/FAIL lines, and always
 tears everything down. Exit status 0 only if every check passed.
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 import pathlib
 import re
+import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import vpnlab
@@ -34,6 +37,8 @@ CASES = {
     "strongswan": Case(nat_t=True),
     "iked-trap": Case(),
     "iked-v6": Case(outer_v6=True),
+    "dataplane-kill-failclosed": Case(),
+    "ipv6-destopts": Case(outer_v6=True),
 }
 
 # Interop matrix: (IKE proposal, ESP proposal, we initiate?): each key exchange group the
@@ -228,6 +233,201 @@ def ring_checks(lab: Lab) -> None:
     check("5 received" in r.stdout, "ping through the tunnel after the dataplane restart")
 
 
+class PingMonitor:
+    """`ping -i INTERVAL` from client-a to client-b in the background, with the time of
+    each reply, so a test can wait for "pings are lost" and "pings pass again"."""
+
+    def __init__(self, lab: Lab, interval: float):
+        self.p = subprocess.Popen(["ip", "netns", "exec", lab.ns("client-a"), "ping", "-n", "-i", str(interval),
+                                   "-W", "1", lab.case.client("b")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.replies: list[tuple[float, int]] = []  # (arrival time, icmp_seq)
+        self.lines: list[str] = []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            self.lines.append(line)
+            m = re.search(r"icmp_seq=(\d+) ttl=", line)
+            if m:
+                self.replies.append((time.time(), int(m.group(1))))
+
+    def last_reply(self) -> float:
+        return self.replies[-1][0] if self.replies else 0.0
+
+    def wait(self, pred, timeout: float) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if pred():
+                return True
+            time.sleep(0.01)
+        return pred()
+
+    def stop(self) -> tuple[int, int]:
+        """(transmitted, received) from ping's own summary."""
+        self.p.send_signal(signal.SIGINT)
+        self.p.wait(timeout=10)
+        self.t.join(timeout=5)
+        text = "".join(self.lines)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+        return (int(m.group(1)), int(m.group(2))) if m else (0, len(self.replies))
+
+
+def xdp_count(s: dict, side: str, verdict: str) -> int:
+    return s["xdp"][side].get(verdict, 0)
+
+
+def kill_failclosed_checks(lab: Lab) -> None:
+    """dataplane-kill-failclosed: the tunnel under a 0.02 s ping; gw-a's dataplane is
+    SIGKILLed and restarted. The pinned XDP program must drop (and count) what it cannot
+    protect, so no packet between the protected networks crosses the WAN in clear."""
+    from scapy.all import IP  # noqa: PLC0415
+
+    c = lab.case
+    lab.start_dataplane("a", ring=True)
+    lab.start_dataplane("b", ring=True)
+    check(serve(lab, "a", "1") == "3 0 0", "gw-a keyed through its ring (vpnctl ring serve)")
+    check(serve(lab, "b", "1") == "3 0 0", "gw-b keyed through its ring (vpnctl ring serve)")
+    lab.wait_next_hop("a")
+    lab.wait_next_hop("b")
+    lab.warm_up()
+    with lab.wan_capture("kill") as cap:
+        # Control: traffic outside the policy is forwarded by the kernel, and the capture
+        # must see it (else "no clear text" would prove nothing).
+        plain = lab.ping("client-a", c.outer("b"), count=2, interval=0.1)
+        check(plain.returncode == 0, "control: a ping to gw-b's WAN address is routed in clear")
+        mon = PingMonitor(lab, 0.02)
+        check(mon.wait(lambda: len(mon.replies) >= 20, 5), "the 0.02 s ping flows through the tunnel",
+              f"{len(mon.replies)} replies")
+        t_kill = time.time()
+        lab.procs["a"].kill()
+        lab.procs["a"].wait()
+        check(lab.xdp_attached("a", "in") and lab.xdp_attached("a", "out"),
+              "after SIGKILL gw-a's XDP programs stay attached (pinned links)")
+        lost = mon.wait(lambda: time.time() - mon.last_reply() > 0.3, 5)
+        check(lost, "pings are lost while gw-a's dataplane is down",
+              f"last reply {mon.last_reply() - t_kill:+.2f} s after the kill")
+        time.sleep(1.0)  # an outage long enough to count: ~50 echo requests
+        t_restart = time.time()
+        lab.start_dataplane("a", ring=True)
+        back = mon.wait(lambda: mon.last_reply() > t_restart, 20)
+        t_back = mon.last_reply()
+        check(back, "pings pass again once gw-a's dataplane is back",
+              f"{t_back - t_restart:.2f} s after the restart began" if back else "no reply")
+        time.sleep(0.5)
+        sent, got = mon.stop()
+    lost_n = sent - got
+    gap = (t_back - max(r for r, _ in mon.replies if r <= t_restart)) if back else float("nan")
+    print(f"  loss: {lost_n} of {sent} echo requests at 0.02 s; no reply for {gap:.2f} s "
+          f"(down {t_restart - t_kill:.2f} s by design, then restart and SA replay)", flush=True)
+    check(0 < lost_n < sent, "loss is bounded to the outage", f"{lost_n} lost of {sent}")
+    leaks = cap.clear_text()
+    check(not leaks, "no clear-text packet between the protected networks crossed the WAN",
+          f"{len(leaks)} leaked" + (f", first: {leaks[0]}" if leaks else ""))
+    seen = cap.count(lambda p: IP in p and p[IP].dst == c.outer("b") and p[IP].proto == 1)
+    check(seen >= 2, "control: the WAN capture saw the clear ping to gw-b's WAN address", f"{seen} packets")
+    # The pinned counters survived the restart and counted the drops.
+    s = lab.wait_stats("a", lambda s: xdp_count(s, "inside", "no_socket_dropped") > 0)
+    dropped = xdp_count(s, "inside", "no_socket_dropped")
+    esp_in = xdp_count(s, "outside", "no_socket_to_kernel")
+    check(dropped >= 20 and dropped <= lost_n + 5,
+          "gw-a's inside XDP program dropped and counted the protected packets while no socket took them",
+          f"no_socket_dropped {dropped}, pings lost {lost_n}; outside ESP with no socket {esp_in}")
+    check("XDP program swapped into the pinned link" in lab.log("a"),
+          "the restarted dataplane swapped its program into the pinned links (no gap)")
+
+
+SEND_ESP_V6 = r"""
+import json, sys
+from scapy.all import (ESP, ICMP, IP, Ether, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop,
+                       IPv6ExtHdrRouting, Raw, SecurityAssociation, sendp)
+a = json.loads(sys.argv[1])
+sa = SecurityAssociation(ESP, spi=a["spi"], crypt_algo="AES-GCM", crypt_key=bytes.fromhex(a["key"]),
+                         tunnel_header=IPv6(src=a["src"], dst=a["dst"]))
+EXT = {"hbh": (0, IPv6ExtHdrHopByHop), "rt": (43, lambda **k: IPv6ExtHdrRouting(segleft=0, **k)),
+       "dest": (60, IPv6ExtHdrDestOpt)}
+frames = []
+for i, chain in enumerate(a["chains"]):
+    inner = IP(src=a["inner_src"], dst=a["inner_dst"], ttl=64) / ICMP(type=8, id=a["icmp_id"], seq=a["seq0"] + i) / Raw(b"esp behind IPv6 extension headers")
+    esp = sa.encrypt(inner, seq_num=a["seq0"] + i)[ESP]
+    # RFC 8200 §4: each header names the next; the last names ESP (50).
+    nhs = [EXT[h][0] for h in chain] + [50]
+    pkt = IPv6(src=a["src"], dst=a["dst"], nh=nhs[0], hlim=64)
+    for k, h in enumerate(chain):
+        pkt = pkt / EXT[h][1](nh=nhs[k + 1])
+    frames.append(Ether(src=a["src_mac"], dst=a["dst_mac"]) / pkt / esp)
+sendp(frames, iface=a["iface"], verbose=False, inter=0.005)
+"""
+
+
+def destopts_checks(lab: Lab) -> None:
+    """ipv6-destopts: ESP over IPv6 behind extension headers (destination options, and
+    hop-by-hop + routing + destination options), crafted with scapy on gw-b with the static
+    SA's key, is steered by gw-a's XDP program, decapsulated and delivered to client-a; a
+    chain longer than the program walks goes to the kernel, counted."""
+    from scapy.all import ICMP, rdpcap  # noqa: PLC0415
+
+    c = lab.case
+    lab.start_dataplane("a")  # gw-b runs no dataplane: scapy speaks for it
+    # gw-a's kernel learns client-a's MAC, so the dataplane's inside next hop resolves.
+    lab.ping("client-a", "10.1.0.1", count=1)
+    mac = {s: ns_exec(lab.ns(f"gw-{s}"), "cat", f"/sys/class/net/g{s}-out/address").stdout.strip() for s in "ab"}
+    seq = [1]
+    icmp_id = 0x6e7
+
+    def send(chains: list[list[str]]) -> None:
+        args = {"spi": vpnlab.SPI_BA, "key": vpnlab.KEY_BA.hex(), "src": c.outer("b"), "dst": c.outer("a"),
+                "inner_src": c.client("b"), "inner_dst": c.client("a"), "icmp_id": icmp_id, "seq0": seq[0],
+                "chains": chains, "src_mac": mac["b"], "dst_mac": mac["a"], "iface": "gb-out"}
+        r = ns_exec(lab.ns("gw-b"), sys.executable, "-c", SEND_ESP_V6, json.dumps(args), check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"scapy sender: {r.stdout[-1500:]}")
+        seq[0] += len(chains)
+
+    # Warm up until the inside next hop (client-a) is resolved.
+    want = f"inside {c.client('a')} via"
+    for _ in range(20):
+        send([["dest"]])
+        if any(h.startswith(want) for h in lab.wait_stats("a", lambda s: any(h.startswith(want) for h in s["next_hops"]), 0.5)["next_hops"]):
+            break
+    before = lab.stats("a")
+    dec0 = sum(w["decapsulated"] for w in before["workers"])
+    esp0 = xdp_count(before, "outside", "esp_to_socket")
+    lim0 = xdp_count(before, "outside", "ipv6_ext_headers_beyond_limit_to_kernel")
+    pcap = lab.workdir / "client-a.pcap"
+    td = subprocess.Popen(["ip", "netns", "exec", lab.ns("client-a"), "tcpdump", "-n", "-i", "ca0", "-U", "--immediate-mode",
+                           "-w", str(pcap), "icmp and src host " + c.client("b")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = td.stderr.readline() if td.stderr else ""
+    check("listening" in line, "tcpdump on client-a ready", line.strip())
+    first = seq[0]
+    chains = [["dest"]] * 4 + [["hbh", "dest"]] * 3 + [["hbh", "rt", "dest"]] * 3
+    send(chains)
+    # Seven destination-options headers: beyond the program's bound of six.
+    send([["dest"] * 7])
+    s = lab.wait_stats("a", lambda s: sum(w["decapsulated"] for w in s["workers"]) >= dec0 + len(chains)
+                       and xdp_count(s, "outside", "ipv6_ext_headers_beyond_limit_to_kernel") > lim0)
+    time.sleep(0.3)  # the last deliveries reach the capture
+    td.send_signal(signal.SIGINT)
+    td.wait(timeout=10)
+    got = sorted(p[ICMP].seq for p in rdpcap(str(pcap))
+                 if ICMP in p and p[ICMP].type == 8 and p[ICMP].id == icmp_id) if pcap.exists() else []
+    want_seqs = list(range(first, first + len(chains)))
+    check(got == want_seqs, "ESP behind IPv6 destination options (and hop-by-hop + routing) is delivered to client-a",
+          f"echo requests {got}, sent {want_seqs}")
+    dec = sum(w["decapsulated"] for w in s["workers"]) - dec0
+    esp = xdp_count(s, "outside", "esp_to_socket") - esp0
+    lim = xdp_count(s, "outside", "ipv6_ext_headers_beyond_limit_to_kernel") - lim0
+    check(dec == len(chains) and esp == len(chains),
+          "gw-a's XDP program steered them to the dataplane, which decapsulated each",
+          f"esp_to_socket +{esp}, decapsulated +{dec} of {len(chains)}")
+    check(lim == 1, "a chain of seven extension headers goes to the kernel, counted", f"+{lim}")
+    drops = {k: v for w in s["workers"] for k, v in w["esp_drops"].items()}
+    check(not drops, "no ESP drops on gw-a", str(drops))
+
+
 def trap_checks(lab: Lab) -> None:
     """start_action = "trap": the policy is in place, no SA; the first packet makes the
     dataplane report an acquire, iked negotiates, and traffic flows."""
@@ -407,6 +607,12 @@ def run(case_name: str, dataplane: str) -> int:
         if case_name == "ring":
             ring_checks(lab)
             return finish(lab, case_name)
+        if case_name == "dataplane-kill-failclosed":
+            kill_failclosed_checks(lab)
+            return finish(lab, case_name)
+        if case_name == "ipv6-destopts":
+            destopts_checks(lab)
+            return finish(lab, case_name, dataplanes="a")
         if case_name == "strongswan":
             strongswan_checks(lab)
             return finish(lab, case_name, dataplanes="a")
@@ -436,16 +642,22 @@ def run(case_name: str, dataplane: str) -> int:
 
 def finish(lab: Lab, case_name: str, dataplanes: str = "ab") -> int:
     try:
-        # SIGKILL: the XDP program must go with the process (bpf_link).
+        # SIGKILL: the XDP programs stay (pinned links: fail-closed while no dataplane
+        # runs); `dataplane --detach` removes them on purpose.
         check(lab.xdp_attached("a"), "XDP attached while the dataplane runs")
         lab.stop_dataplane("a", signal.SIGKILL)
+        check(lab.xdp_attached("a") and lab.xdp_attached("a", "in"),
+              "after SIGKILL the XDP programs stay attached (pinned)")
+        r = lab.detach("a")
         gone = False
         for _ in range(50):
-            if not lab.xdp_attached("a"):
+            if not lab.xdp_attached("a") and not lab.xdp_attached("a", "in"):
                 gone = True
                 break
             time.sleep(0.05)
-        check(gone, "after SIGKILL the XDP program is gone")
+        check(r is not None and r.returncode == 0 and gone and not lab.pin_dir("a").exists(),
+              "dataplane --detach removes the pins and the XDP programs go",
+              (r.stdout.strip().splitlines() or [""])[-1][-160:] if r else "no pins")
         # A clean stop exits 0 and prints counters.
         if "b" in dataplanes:
             rc = lab.stop_dataplane("b", signal.SIGTERM)

@@ -6,6 +6,8 @@ Only addresses inside our own namespaces are used.
 """
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import pathlib
@@ -196,8 +198,42 @@ class Lab:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        # The XDP links and maps are pinned (fail-closed across restarts): remove them on
+        # purpose, then the lab's bpffs, which releases whatever is left.
+        for side in ("a", "b"):
+            self.detach(side)
+        self.unmount_bpffs()
         sh(str(TOPOLOGY), "down", self.name, check=False)
         self.remove_rings()
+
+    @property
+    def bpffs(self) -> pathlib.Path:
+        """The lab's own bpffs, mounted in the host's mount namespace: `ip netns exec`
+        remounts /sys, so pins under its /sys/fs/bpf would die with each process."""
+        return self.workdir / "bpffs"
+
+    def pin_dir(self, side: str) -> pathlib.Path:
+        return self.bpffs / f"gw-{side}"
+
+    def mount_bpffs(self) -> None:
+        if not os.path.ismount(self.bpffs):
+            self.bpffs.mkdir(parents=True, exist_ok=True)
+            sh("mount", "-t", "bpf", "bpf", str(self.bpffs))
+
+    def unmount_bpffs(self) -> None:
+        if os.path.ismount(self.bpffs):
+            sh("umount", "-l", str(self.bpffs), check=False)
+        with contextlib.suppress(OSError):
+            self.bpffs.rmdir()
+
+    def detach(self, side: str) -> subprocess.CompletedProcess | None:
+        """`dataplane --detach`: remove gw-`side`'s pinned XDP links and maps (the programs
+        leave its interfaces). None if it has no pins."""
+        if not self.pin_dir(side).exists():
+            return None
+        gw = "ga" if side == "a" else "gb"
+        return ns_exec(self.ns(f"gw-{side}"), self.dataplane, "--detach", "--outside", f"{gw}-out",
+                       "--inside", f"{gw}-in", "--pin-dir", str(self.pin_dir(side)), check=False)
 
     def sa_conf(self, side: str) -> pathlib.Path:
         conf = self.workdir / f"{side}.toml"
@@ -216,9 +252,10 @@ class Lab:
         if stats.exists():
             stats.unlink()
         gw = "ga" if side == "a" else "gb"
-        log = open(self.workdir / f"{side}.log", "w")
+        self.mount_bpffs()
+        log = open(self.workdir / f"{side}.log", "a")
         cmd = ["ip", "netns", "exec", self.ns(f"gw-{side}"), self.dataplane,
-               "--outside", f"{gw}-out", "--inside", f"{gw}-in", *keys,
+               "--outside", f"{gw}-out", "--inside", f"{gw}-in", *keys, "--pin-dir", str(self.pin_dir(side)),
                "--workers", str(self.case.workers), "--xdp-mode", self.case.xdp_mode,
                "--stats-file", str(stats), "--stats-interval-ms", "200"] + (extra or [])
         self.procs[side] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -402,10 +439,102 @@ class Lab:
                 srv.kill()
             srv.wait()
 
-    def xdp_attached(self, side: str) -> bool:
+    def xdp_attached(self, side: str, which: str = "out") -> bool:
         gw = "ga" if side == "a" else "gb"
-        out = ns_exec(self.ns(f"gw-{side}"), "ip", "-d", "link", "show", f"{gw}-out").stdout
+        out = ns_exec(self.ns(f"gw-{side}"), "ip", "-d", "link", "show", f"{gw}-{which}").stdout
         return bool(re.search(r"\bprog/xdp\b|\bxdp\b", out))
+
+    @contextlib.contextmanager
+    def wan_capture(self, tag: str = "wan"):
+        """Capture both gateways' WAN interfaces for the duration of the block; yields a
+        `WanCapture` whose `clear_text()` (after the block) lists every packet between the
+        two protected networks that crossed the WAN in clear.
+
+            with lab.wan_capture() as cap:
+                ...  # kill things, ping
+            leaks = cap.clear_text()
+        """
+        cap = WanCapture(self, tag)
+        cap.start()
+        try:
+            yield cap
+        finally:
+            cap.stop()
+
+
+class WanCapture:
+    """tcpdump on ga-out (gw-a's namespace) and gb-out (gw-b's). What the kernel forwards
+    or receives on either WAN interface is seen there; ESP that our XDP programs steer to
+    AF_XDP sockets, or that AF_XDP sends, may not be (tcpdump hooks the kernel's path), which
+    is fine for this check: a clear-text leak is always the kernel's doing."""
+
+    def __init__(self, lab: Lab, tag: str):
+        self.lab = lab
+        self.files = {side: lab.workdir / f"{tag}-gw-{side}.pcap" for side in ("a", "b")}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        for side, path in self.files.items():
+            gw = "ga" if side == "a" else "gb"
+            p = subprocess.Popen(["ip", "netns", "exec", self.lab.ns(f"gw-{side}"), "tcpdump", "-n", "-i", f"{gw}-out",
+                                  "-U", "--immediate-mode", "-w", str(path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.procs[side] = p
+            # Readiness: tcpdump says it is listening.
+            line = p.stderr.readline() if p.stderr else ""
+            if "listening" not in line:
+                raise RuntimeError(f"tcpdump on {gw}-out did not start: {line.strip()}")
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def packets(self, side: str) -> list:
+        from scapy.all import rdpcap  # noqa: PLC0415
+
+        path = self.files[side]
+        return list(rdpcap(str(path))) if path.exists() and path.stat().st_size > 24 else []
+
+    def clear_text(self) -> list[str]:
+        """Every IP packet whose source is in one protected network and destination in the
+        other, and that is not ESP (IP protocol 50) or ESP-in-UDP (port 4500): one line each,
+        with the interface it was seen on."""
+        from scapy.all import IP, UDP, IPv6  # noqa: PLC0415
+
+        c = self.lab.case
+        nets = [ipaddress.ip_network(c.inside_net(s)) for s in ("a", "b")]
+
+        def inside(addr: str, net) -> bool:
+            try:
+                return ipaddress.ip_address(addr) in net
+            except ValueError:
+                return False
+
+        leaks = []
+        for side in ("a", "b"):
+            for p in self.packets(side):
+                ip = p.getlayer(IP) or p.getlayer(IPv6)
+                if ip is None:
+                    continue
+                between = any(inside(ip.src, n1) and inside(ip.dst, n2) for n1, n2 in (nets, nets[::-1]))
+                if not between:
+                    continue
+                proto = ip.proto if ip.version == 4 else ip.nh
+                udp = p.getlayer(UDP)
+                if proto == 50 or (udp is not None and 4500 in (udp.sport, udp.dport)):
+                    continue
+                leaks.append(f"gw-{side} WAN: {p.summary()}")
+        return leaks
+
+    def count(self, pred) -> int:
+        """How many captured packets (both interfaces) satisfy `pred(packet)`."""
+        return sum(1 for side in ("a", "b") for p in self.packets(side) if pred(p))
 
 
 def summary_bps(j: dict) -> float:

@@ -23,6 +23,11 @@ use crate::static_sa::Direction;
 pub trait Steering {
     fn add(&mut self, prefix: (IpAddr, u8)) -> Result<(), String>;
     fn remove(&mut self, prefix: (IpAddr, u8)) -> Result<(), String>;
+    /// The controller flushed every policy: drop steering this process did not install
+    /// (prefixes a previous dataplane left pinned, kept protected until now).
+    fn flushed(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// No XDP program (in-memory tests, benchmarks).
@@ -465,6 +470,7 @@ impl Installer {
         for p in self.prefixes.clear() {
             steering.remove(p).map_err(InstallError::Steering)?;
         }
+        steering.flushed().map_err(InstallError::Steering)?;
         self.db.clear_inbound();
         for inst in std::mem::take(&mut self.inbound).into_values() {
             self.free_slot(inst.slot);

@@ -43,7 +43,12 @@ fn scenario(case: &str) {
     let dataplane = PathBuf::from(env!("CARGO_BIN_EXE_dataplane"));
     // vpnctl (package `control`) is built next to the dataplane by a workspace build.
     let vpnctl = dataplane.with_file_name("vpnctl");
-    for (needs, bin) in [("ring", "vpnctl"), ("iked", "iked"), ("strongswan", "iked")] {
+    for (needs, bin) in [
+        ("ring", "vpnctl"),
+        ("iked", "iked"),
+        ("strongswan", "iked"),
+        ("dataplane-kill", "vpnctl"),
+    ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
             panic!(
@@ -139,4 +144,21 @@ fn iked_trap_initiates_on_acquire() {
 #[test]
 fn iked_over_ipv6() {
     scenario("iked-v6");
+}
+
+/// Fail-closed across a dataplane crash: under a 0.02 s ping, gw-a's dataplane is SIGKILLed
+/// and restarted; the pinned XDP program drops (and counts) the protected packets meanwhile,
+/// and a capture on both WAN interfaces shows no clear-text packet between the protected
+/// networks.
+#[test]
+fn dataplane_kill_stays_fail_closed() {
+    scenario("dataplane-kill-failclosed");
+}
+
+/// ESP over IPv6 behind extension headers (destination options; hop-by-hop + routing +
+/// destination options) is steered by the XDP program and decapsulated; a chain longer than
+/// the program walks goes to the kernel, counted.
+#[test]
+fn ipv6_esp_behind_extension_headers() {
+    scenario("ipv6-destopts");
 }

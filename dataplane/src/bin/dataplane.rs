@@ -88,6 +88,18 @@ struct Args {
     /// How often to rewrite --stats-file, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     stats_interval_ms: u64,
+    /// bpffs directory for the pinned XDP links and maps that keep protected traffic
+    /// dropped while this process is down (default /sys/fs/bpf/xdp-ipsec/<inside>).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// While no dataplane runs, let the kernel forward traffic between the protected
+    /// networks IN CLEAR instead of dropping it. Off by default (fail-closed).
+    #[arg(long)]
+    fail_open: bool,
+    /// Remove the pinned XDP links and maps (--pin-dir) and exit: the XDP programs leave
+    /// both interfaces and nothing is protected any more.
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -126,6 +138,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    let pin_dir =
+        (args.pin_dir.clone()).unwrap_or_else(|| dataplane::xdp::default_pin_dir(&args.inside));
+    if args.detach {
+        let gone = XdpSteering::detach_pinned(&pin_dir).map_err(|e| e.to_string())?;
+        info!(pin_dir = %pin_dir.display(), removed = ?gone, "XDP pins removed: nothing is protected by this instance any more");
+        return Ok(());
+    }
     // Parse the static file first: a bad file is refused before anything is attached.
     let static_cfg = match &args.sa_file {
         Some(p) => Some(StaticConfig::load(p).map_err(|e| e.to_string())?),
@@ -190,7 +209,12 @@ fn run(args: Args) -> Result<(), String> {
         ));
     }
 
-    let mut xdp = XdpSteering::load().map_err(|e| e.to_string())?;
+    let mut xdp = XdpSteering::open_pinned(&pin_dir, args.fail_open).map_err(|e| e.to_string())?;
+    if args.fail_open {
+        warn!("FAIL-OPEN: while no dataplane runs, traffic between the protected networks is forwarded IN CLEAR by the kernel");
+    }
+    let inherited: Vec<_> = xdp.inherited().collect();
+    info!(pin_dir = %pin_dir.display(), fail_open = args.fail_open, ?inherited, "XDP maps pinned (protected prefixes left by a previous run stay protected until a policy claims them or the controller flushes)");
     let bind = match args.bind {
         Bind::Auto => BindMode::Auto,
         Bind::Copy => BindMode::Copy,
@@ -224,6 +248,9 @@ fn run(args: Args) -> Result<(), String> {
             "static SAs installed from {}",
             path.display()
         );
+        if args.ring.is_none() {
+            xdp.release_inherited().map_err(|e| e.to_string())?;
+        }
     }
     let mut ring = match &args.ring {
         Some(name) => Some(RingEnd::open(name, args.ring_slots, &installer)?),
