@@ -206,7 +206,7 @@ impl Daemon {
         self.ring
             .call("outbound SA", &buf[..n], t)
             .map_err(|e| e.to_string())?;
-        let name = (cc.connection.name.clone(), cc.child.clone());
+        let name = (cc.connection.name.clone(), cc.children[0].name.clone());
         if !self.trapped.contains(&ci) {
             self.add_policies(ci)?;
         }
@@ -301,7 +301,7 @@ impl Daemon {
                 Event::Failed { reason } => {
                     warn!(conn = %name, "{reason}");
                     if let (Some(ci), true) = (ci, initiator) {
-                        if self.cfg.connections[ci].start_action == StartAction::Start {
+                        if self.cfg.connections[ci].children[0].start_action == StartAction::Start {
                             self.retry_at
                                 .insert(ci, Instant::now() + Duration::from_secs(5));
                         }
@@ -433,7 +433,7 @@ impl Daemon {
                     if let Some((inb, outb)) = self.installed.get(&ci) {
                         out.push_str(&format!(
                             "  child {}: in spi {inb:#010x}, out spi {outb:#010x}, {} === {}\n",
-                            c.child,
+                            c.children[0].name,
                             cc.local_ts
                                 .iter()
                                 .map(control::ike::child::show_ts)
@@ -540,7 +540,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut keepalive_at: HashMap<u64, Instant> = HashMap::new();
     info!(connections = d.cfg.connections.len(), control = %args.control.display(), "iked running");
     for ci in 0..d.cfg.connections.len() {
-        match d.cfg.connections[ci].start_action {
+        match d.cfg.connections[ci].children[0].start_action {
             StartAction::Start => d.initiate(ci),
             StartAction::Trap => {
                 d.add_policies(ci)?;
@@ -619,7 +619,7 @@ fn run(args: Args) -> Result<(), String> {
                     .connections
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| c.start_action == StartAction::Start)
+                    .filter(|(_, c)| c.children[0].start_action == StartAction::Start)
                     .all(|(ci, _)| d.installed.contains_key(&ci));
                 if all {
                     std::fs::write(p, "up\n").map_err(|e| format!("{}: {e}", p.display()))?;
