@@ -3,18 +3,18 @@
 
     e2e.py --dataplane PATH CASE
 
-CASE is one of: tunnel-v4, outer-v6, inner-v6, nat-t, mtu, two-workers, ring, iked, iked-nat-t, iked-trap, strongswan,
-dataplane-kill-failclosed, ipv6-destopts.
-Each builds its own
+CASE is one of the keys of CASES below. Each builds its own
 topology (unique names), checks what the issue asks for, prints PASS/FAIL lines, and always
 tears everything down. Exit status 0 only if every check passed.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import re
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -39,6 +39,7 @@ CASES = {
     "iked-v6": Case(outer_v6=True),
     "dataplane-kill-failclosed": Case(),
     "ipv6-destopts": Case(outer_v6=True),
+    "nat-topology": Case(nat=True),
 }
 
 # Interop matrix: (IKE proposal, ESP proposal, we initiate?): each key exchange group the
@@ -599,11 +600,111 @@ def strongswan_checks(lab: Lab) -> None:
     p.wait(timeout=10)
 
 
+# A UDP echo server for nat_topology_checks: prints "ready", then for each datagram the
+# source it arrived from, and answers it.
+UDP_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, src = s.recvfrom(2048)
+    print(src[0], src[1], flush=True)
+    s.sendto(b"echo " + data, src)
+"""
+
+# One datagram from (addr, port) to (dst, port); prints the answer's source and text.
+UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(3)
+s.sendto(b"probe", (sys.argv[3], int(sys.argv[4])))
+data, src = s.recvfrom(2048)
+print(src[0], src[1], data.decode(), flush=True)
+"""
+
+
+class LineReader:
+    """Lines from a child's stdout with a deadline (a lost datagram must fail the check,
+    not hang the test)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.fd = proc.stdout.fileno()
+        self.buf = b""
+
+    def line(self, timeout: float = 5.0) -> str:
+        deadline = time.time() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.time()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return ""
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return ""
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode().strip()
+
+
+def nat_topology_checks(lab: Lab) -> None:
+    """The NAT topology alone (no dataplane, no iked): a UDP datagram from gw-a:4500 reaches
+    gw-b from the NAT's public address with another, random source port; the answer finds its
+    way back; the binding is stable until `conntrack -F`, after which a new port is used.
+    IPv4 and IPv6 (NAT66)."""
+    port = 4500
+    for v6 in (False, True):
+        fam = "IPv6" if v6 else "IPv4"
+        c = Case(nat=True, outer_v6=v6)
+        src, public, dst = c.outer("a"), c.public("a"), c.outer("b")
+        check(src != public, f"{fam}: gw-a's own address is private", f"{src} behind {public}")
+        srv = subprocess.Popen(["ip", "netns", "exec", lab.ns("gw-b"), sys.executable, "-c", UDP_ECHO, dst, str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lab.procs[f"udp-echo-{fam}"] = srv
+        out = LineReader(srv)
+        try:
+            line = out.line()
+            check(line == "ready", f"{fam}: UDP echo server listening on gw-b {dst}:{port}", line)
+
+            def probe() -> tuple[str, int, str]:
+                """Send one datagram from gw-a:4500; return what gw-b saw and gw-a's answer."""
+                r = ns_exec(lab.ns("gw-a"), sys.executable, "-c", UDP_SEND, src, str(port), dst, str(port),
+                            check=False, timeout=10)
+                seen = out.line().split()
+                if len(seen) != 2:
+                    raise RuntimeError(f"gw-b saw {seen!r}; sender said {r.stdout!r}")
+                return seen[0], int(seen[1]), r.stdout.strip()
+
+            addr1, port1, reply = probe()
+            check(addr1 == public and port1 != port, f"{fam}: gw-b sees gw-a:{port} as the NAT's address with "
+                  "another source port", f"{addr1} port {port1}")
+            check(reply == f"{dst} {port} echo probe", f"{fam}: the answer to the mapped port reaches gw-a:{port}", reply)
+            addr2, port2, _ = probe()
+            check((addr2, port2) == (addr1, port1), f"{fam}: the binding is stable while conntrack holds it",
+                  f"port {port1} then {port2}")
+            table = lab.nat_bindings()
+            mapped = [l for l in table.splitlines() if f"sport={port}" in l and f"dport={port1}" in l]
+            check(len(mapped) == 1, f"{fam}: the NAT's conntrack shows the binding {src}:{port} -> {public}:{port1}",
+                  mapped[0] if mapped else table)
+            lab.nat_flush()
+            check(f"dport={port1}" not in lab.nat_bindings(), f"{fam}: conntrack -F forgot the binding")
+            addr3, port3, reply = probe()
+            check(addr3 == public and port3 not in (port, port1) and reply.endswith("echo probe"),
+                  f"{fam}: after the flush the next datagram gets a new NAT port and its answer still arrives",
+                  f"port {port1} -> {port3}")
+        finally:
+            srv.kill()
+            srv.wait()
+
+
 def run(case_name: str, dataplane: str) -> int:
     case = CASES[case_name]
     lab = Lab(name=vpnlab.unique_name(case_name[:3]), case=case, dataplane=dataplane, vpnctl=VPNCTL)
     try:
         lab.up()
+        if case_name == "nat-topology":
+            nat_topology_checks(lab)
+            return teardown(lab, case_name)
         if case_name == "ring":
             ring_checks(lab)
             return finish(lab, case_name)

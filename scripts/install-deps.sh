@@ -24,6 +24,10 @@ want ethtool /usr/sbin/ethtool             # tx checksum offload off on test vet
 want iputils-ping /usr/bin/ping
 want iperf3 /usr/bin/iperf3
 want tcpdump /usr/bin/tcpdump
+# A real NAT between namespaces (vpnlab's nat topology): nftables masquerade, and conntrack
+# to flush its bindings (a changed NAT mapping mid-tunnel).
+want nftables /usr/sbin/nft
+want conntrack /usr/sbin/conntrack
 # strongSwan, the interop peer (charon with kernel-libipsec, swanctl, chapoly/curve25519).
 want strongswan-charon /usr/lib/ipsec/charon
 want strongswan-swanctl /usr/sbin/swanctl

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A four-namespace test topology for the dataplane tests and the demo.
 #
-#   scripts/topology.sh up NAME [--queues N] [--v6]   # (re)create it; N = veth queues (default 2)
+#   scripts/topology.sh up NAME [--queues N] [--v6] [--nat]  # (re)create it; N = veth queues (default 2)
 #   scripts/topology.sh down NAME                      # remove it (no error if absent)
-#   scripts/topology.sh status NAME                    # show it; exit 1 unless all four exist
+#   scripts/topology.sh status NAME [--nat]            # show it; exit 1 unless all exist
 #
 #   NAME-client-a --- NAME-gw-a ====== NAME-gw-b --- NAME-client-b
 #      ca0    ga-in       ga-out  WAN  gb-out    gb-in     cb0
@@ -11,6 +11,20 @@
 #   inside A  10.1.0.0/24   2001:db8:a::/64    client-a .10 / ::10   gw-a .1 / ::1
 #   WAN       192.0.2.0/24  2001:db8:ff::/64   gw-a     .1  / ::1    gw-b .2 / ::2
 #   inside B  10.2.0.0/24   2001:db8:b::/64    gw-b     .1  / ::1    client-b .20 / ::20
+#
+# With --nat a fifth namespace, NAME-nat, sits on the WAN between gw-a and gw-b and is a real
+# port-translating NAT for gw-a's side (nftables `masquerade random`, IPv4 and IPv6):
+#
+#   NAME-gw-a ------------ NAME-nat ============ NAME-gw-b
+#      ga-out   private   na-in   na-wan   WAN   gb-out
+#
+#   private   172.16.0.0/24  fd00:16::/64      gw-a .1 / ::1   nat .254 / ::fe
+#   WAN       192.0.2.0/24   2001:db8:ff::/64  nat  .1 / ::1 (gw-a's public address)   gw-b .2 / ::2
+#
+# gw-b sees everything from gw-a as coming from 192.0.2.1 / 2001:db8:ff::1 with a random
+# source port; `ip netns exec NAME-nat conntrack -F` forgets the bindings (the next datagram
+# gets a new port). The NAT routes A's inside networks to gw-a, so plain routing still works
+# both ways. Without --nat the topology is exactly the four namespaces above.
 #
 # Both address families are always configured (--v6 is accepted and ignored). The gateways
 # forward and route the far inside network via each other, so plain routing works end to end
@@ -35,6 +49,8 @@ usage() {
 }
 
 NAMESPACES=(client-a gw-a gw-b client-b)
+# `down` (and `up`'s cleanup) also look for the NAT namespace, absent unless `up --nat`.
+ALL_NAMESPACES=(client-a gw-a nat gw-b client-b)
 
 ns() { printf '%s-%s' "$NAME" "$1"; }
 ns_exists() { [[ -e "/run/netns/$1" ]]; }
@@ -47,7 +63,7 @@ ns_sysctl() { in_ns "$1" sh -c "echo $3 > /proc/sys/${2//.//}"; }
 
 do_down() {
     local quiet="${1:-}" n removed=() pids
-    for short in "${NAMESPACES[@]}"; do
+    for short in "${ALL_NAMESPACES[@]}"; do
         n="$(ns "$short")"
         ns_exists "$n" || continue
         # Processes left in the namespace would keep it (and its veths) alive after the
@@ -117,14 +133,38 @@ wait_ready() {
     done
 }
 
+# The NAT namespace: forwards, routes A's inside networks to gw-a, and masquerades what
+# leaves on its WAN side with random source ports (the port-translating NAT of RFC 7296
+# §2.23). One `inet` table covers IPv4 and IPv6 (NAT66).
+nat_conf() {
+    ns_sysctl "$NT" net.ipv4.ip_forward 1
+    ns_sysctl "$NT" net.ipv6.conf.all.forwarding 1
+    ip -n "$NT" route add 10.1.0.0/24 via 172.16.0.1 dev na-in
+    ip -n "$NT" -6 route add 2001:db8:a::/64 via fd00:16::1 dev na-in
+    # Its upstream is gw-b's WAN (B's inside networks are routed there, as without the NAT).
+    ip -n "$NT" route add default via 192.0.2.2 dev na-wan
+    ip -n "$NT" -6 route add default via 2001:db8:ff::2 dev na-wan
+    in_ns "$NT" nft -f - <<'NFT'
+table inet nat {
+    chain post {
+        type nat hook postrouting priority 100;
+        oifname "na-wan" masquerade random
+    }
+}
+NFT
+}
+
 do_up() {
     command -v ip >/dev/null 2>&1 || die "'ip' (iproute2) not found: apt-get install iproute2"
     command -v ethtool >/dev/null 2>&1 ||
         die "ethtool not found: it is needed to turn tx checksum offload off on the client veths (veth leaves partial checksums otherwise). Install it: apt-get install ethtool"
     [[ "$(id -u)" == 0 ]] || die "needs root (network namespaces)"
+    if [[ -n "$NAT" ]]; then
+        command -v nft >/dev/null 2>&1 || die "nft not found: apt-get install nftables (scripts/install-deps.sh)"
+    fi
 
     local existed=""
-    for short in "${NAMESPACES[@]}"; do
+    for short in "${ALL_NAMESPACES[@]}"; do
         if ns_exists "$(ns "$short")"; then existed=1; fi
     done
     if [[ -n "$existed" ]]; then
@@ -136,9 +176,10 @@ do_up() {
     UP_DONE=""
     trap 'rc=$?; if [[ -z "$UP_DONE" ]]; then do_down quiet; say "up FAILED (rc $rc), removed $NAME-*"; fi' EXIT
 
-    local CA GA GB CB
-    CA="$(ns client-a)" GA="$(ns gw-a)" GB="$(ns gw-b)" CB="$(ns client-b)"
-    for n in "$CA" "$GA" "$GB" "$CB"; do
+    local CA GA GB CB NT n
+    CA="$(ns client-a)" GA="$(ns gw-a)" GB="$(ns gw-b)" CB="$(ns client-b)" NT="$(ns nat)"
+    for short in "${NAMESPACES[@]}"; do
+        n="$(ns "$short")"
         ip netns add "$n"
         ip -n "$n" link set lo up
         # New interfaces copy `default`; the peer half of a veth is created in its namespace.
@@ -147,12 +188,23 @@ do_up() {
     done
 
     veth_pair "$CA" ca0 "$GA" ga-in
-    veth_pair "$GA" ga-out "$GB" gb-out
+    if [[ -n "$NAT" ]]; then
+        veth_pair "$GA" ga-out "$NT" na-in
+        veth_pair "$NT" na-wan "$GB" gb-out
+    else
+        veth_pair "$GA" ga-out "$GB" gb-out
+    fi
     veth_pair "$GB" gb-in "$CB" cb0
 
     iface_conf "$CA" ca0 10.1.0.10/24 2001:db8:a::10/64
     iface_conf "$GA" ga-in 10.1.0.1/24 2001:db8:a::1/64
-    iface_conf "$GA" ga-out 192.0.2.1/24 2001:db8:ff::1/64
+    if [[ -n "$NAT" ]]; then
+        iface_conf "$GA" ga-out 172.16.0.1/24 fd00:16::1/64
+        iface_conf "$NT" na-in 172.16.0.254/24 fd00:16::fe/64
+        iface_conf "$NT" na-wan 192.0.2.1/24 2001:db8:ff::1/64
+    else
+        iface_conf "$GA" ga-out 192.0.2.1/24 2001:db8:ff::1/64
+    fi
     iface_conf "$GB" gb-out 192.0.2.2/24 2001:db8:ff::2/64
     iface_conf "$GB" gb-in 10.2.0.1/24 2001:db8:b::1/64
     iface_conf "$CB" cb0 10.2.0.20/24 2001:db8:b::20/64
@@ -165,8 +217,15 @@ do_up() {
         ns_sysctl "$n" net.ipv4.ip_forward 1
         ns_sysctl "$n" net.ipv6.conf.all.forwarding 1
     done
-    ip -n "$GA" route add 10.2.0.0/24 via 192.0.2.2 dev ga-out
-    ip -n "$GA" -6 route add 2001:db8:b::/64 via 2001:db8:ff::2 dev ga-out
+    if [[ -n "$NAT" ]]; then
+        nat_conf
+        # gw-a reaches everything beyond its private link through the NAT.
+        ip -n "$GA" route add default via 172.16.0.254 dev ga-out
+        ip -n "$GA" -6 route add default via fd00:16::fe dev ga-out
+    else
+        ip -n "$GA" route add 10.2.0.0/24 via 192.0.2.2 dev ga-out
+        ip -n "$GA" -6 route add 2001:db8:b::/64 via 2001:db8:ff::2 dev ga-out
+    fi
     ip -n "$GB" route add 10.1.0.0/24 via 192.0.2.1 dev gb-out
     ip -n "$GB" -6 route add 2001:db8:a::/64 via 2001:db8:ff::1 dev gb-out
     ip -n "$CA" route add default via 10.1.0.1 dev ca0
@@ -179,7 +238,12 @@ do_up() {
 
     say "up ($QUEUES queues per veth, tx csum offload off on ca0/cb0):"
     say "  $CA ca0 10.1.0.10 2001:db8:a::10 --- ga-in 10.1.0.1 2001:db8:a::1 $GA"
-    say "  $GA ga-out 192.0.2.1 2001:db8:ff::1 === gb-out 192.0.2.2 2001:db8:ff::2 $GB"
+    if [[ -n "$NAT" ]]; then
+        say "  $GA ga-out 172.16.0.1 fd00:16::1 --- na-in 172.16.0.254 fd00:16::fe $NT (masquerade random)"
+        say "  $NT na-wan 192.0.2.1 2001:db8:ff::1 === gb-out 192.0.2.2 2001:db8:ff::2 $GB"
+    else
+        say "  $GA ga-out 192.0.2.1 2001:db8:ff::1 === gb-out 192.0.2.2 2001:db8:ff::2 $GB"
+    fi
     say "  $GB gb-in 10.2.0.1 2001:db8:b::1 --- cb0 10.2.0.20 2001:db8:b::20 $CB"
 }
 
@@ -213,6 +277,7 @@ shift 2
     die "bad NAME '$NAME' (letters, digits, '_', '.', '-'; at most 32 characters)"
 
 QUEUES=2
+NAT=""
 while (($#)); do
     case "$1" in
         --queues)
@@ -222,10 +287,12 @@ while (($#)); do
             ;;
         --queues=*) QUEUES="${1#--queues=}"; shift ;;
         --v6) shift ;; # both families are always configured
+        --nat) NAT=1; shift ;;
         *) die "unknown option '$1'" ;;
     esac
 done
 [[ "$QUEUES" =~ ^[0-9]+$ ]] && ((QUEUES >= 1 && QUEUES <= 64)) || die "--queues must be 1..64"
+[[ -z "$NAT" ]] || NAMESPACES=(client-a gw-a nat gw-b client-b)
 
 case "$CMD" in
     up) do_up ;;

@@ -1,6 +1,7 @@
 """Shared helpers for the namespace tunnel scripts (e2e tests, demo, benchmarks).
 
-Builds the four-namespace topology (scripts/topology.sh), writes manually keyed SA files
+Builds the four-namespace topology (scripts/topology.sh; five with Case(nat=True): a real
+port-translating NAT in front of gw-a, see Lab.nat_ns / nat_flush), writes manually keyed SA files
 for both gateways, runs our dataplane on each gateway, and measures with ping and iperf3.
 Only addresses inside our own namespaces are used.
 """
@@ -38,8 +39,18 @@ class Case:
     queues: int = 2
     xdp_mode: str = "driver"
     proposal: str = "aes128gcm16"
+    # A real NAT between gw-a and gw-b (topology.sh --nat): gw-a has a private outside
+    # address and reaches the WAN through NAME-nat, which masquerades with random ports.
+    nat: bool = False
 
     def outer(self, side: str) -> str:
+        """The address gw-`side` has on its outside interface (its local address)."""
+        if self.nat and side == "a":
+            return "fd00:16::1" if self.outer_v6 else "172.16.0.1"
+        return self.public(side)
+
+    def public(self, side: str) -> str:
+        """The address the other gateway sees for gw-`side` (the NAT's, behind the NAT)."""
         if self.outer_v6:
             return {"a": "2001:db8:ff::1", "b": "2001:db8:ff::2"}[side]
         return {"a": "192.0.2.1", "b": "192.0.2.2"}[side]
@@ -71,7 +82,7 @@ def sa_file(case: Case, side: str) -> str:
     out_name, in_name = (f"{side}-to-{other}", f"{other}-to-{side}")
     out_spi, in_spi = (SPI_AB, SPI_BA) if side == "a" else (SPI_BA, SPI_AB)
     out_key, in_key = (KEY_AB, KEY_BA) if side == "a" else (KEY_BA, KEY_AB)
-    local, remote = case.outer(side), case.outer(other)
+    local, remote = case.outer(side), case.public(other)
     lts, rts = case.inside_net(side), case.inside_net(other)
     common = f'''mode = "tunnel"
 local = "{local}"
@@ -110,7 +121,7 @@ def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
     start = "start" if side == "a" else "none"
     return f'''[connections.gw-{other}]
 local_addrs = ["{case.outer(side)}"]
-remote_addrs = ["{case.outer(other)}"]
+remote_addrs = ["{case.public(other)}"]
 proposals = ["{ike}"]
 encap = {"true" if case.nat_t else "false"}
 retransmit_ms = 500
@@ -140,7 +151,7 @@ def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: boo
   gw-{other} {{
     version = 2
     local_addrs = {case.outer(side)}
-    remote_addrs = {case.outer(other)}
+    remote_addrs = {case.public(other)}
     proposals = {ike}
     encap = yes
     rekey_time = 0
@@ -191,7 +202,26 @@ class Lab:
         return f"{self.name}-{host}"
 
     def up(self) -> None:
-        sh(str(TOPOLOGY), "up", self.name, "--queues", str(self.case.queues))
+        sh(str(TOPOLOGY), "up", self.name, "--queues", str(self.case.queues),
+           *(["--nat"] if self.case.nat else []))
+
+    @property
+    def nat_ns(self) -> str:
+        """The NAT namespace (only with Case(nat=True))."""
+        if not self.case.nat:
+            raise RuntimeError("this lab has no NAT: build it with Case(nat=True)")
+        return self.ns("nat")
+
+    def nat_bindings(self) -> str:
+        """The NAT's conntrack table (`conntrack -L`), one binding per line."""
+        r = ns_exec(self.nat_ns, "conntrack", "-L", check=False)
+        return "\n".join(l for l in r.stdout.splitlines() if "flow entries" not in l and "conntrack v" not in l)
+
+    def nat_flush(self) -> None:
+        """Force new NAT bindings: forget every mapping (`conntrack -F` in the NAT); the next
+        datagram from gw-a leaves with a new random source port (RFC 7296 §2.23's case of a
+        NAT mapping that changes mid-tunnel)."""
+        ns_exec(self.nat_ns, "conntrack", "-F", check=True)
 
     def down(self) -> None:
         for p in self.procs.values():
@@ -370,10 +400,10 @@ class Lab:
     def wait_next_hop(self, side: str, timeout: float = 10.0) -> None:
         """Readiness for traffic: the dataplane has resolved the peer gateway's MAC."""
         other = "b" if side == "a" else "a"
-        want = f"outside {self.case.outer(other)} via"
+        want = f"outside {self.case.public(other)} via"
         s = self.wait_stats(side, lambda s: any(h.startswith(want) for h in s.get("next_hops", [])), timeout)
         if not any(h.startswith(want) for h in s.get("next_hops", [])):
-            raise RuntimeError(f"dataplane {side} did not resolve {self.case.outer(other)}: {s.get('next_hops')}")
+            raise RuntimeError(f"dataplane {side} did not resolve {self.case.public(other)}: {s.get('next_hops')}")
 
     def log(self, side: str) -> str:
         p = self.workdir / f"{side}.log"

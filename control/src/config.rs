@@ -4,9 +4,11 @@
 //! ```toml
 //! [connections.gw-b]
 //! local_addrs = ["192.0.2.1"]
-//! remote_addrs = ["192.0.2.2"]
+//! remote_addrs = ["192.0.2.2", "192.0.2.3"]      # all used: tried in order
 //! proposals = ["aes128gcm16-prfsha256-x25519"]   # strongSwan proposal strings
 //! encap = false                                  # force UDP encapsulation (NAT-T)
+//! dpd_delay = "30s"                              # probe a silent peer (0 = off, the default)
+//! dpd_timeout = "30s"                            # declare it dead after this (default 30 s)
 //!
 //! [connections.gw-b.local]
 //! id = "gw-a.example"
@@ -16,20 +18,31 @@
 //! id = "gw-b.example"
 //! auth = "psk"
 //!
-//! [connections.gw-b.children.net]
+//! [connections.gw-b.children.net]                # several children: all kept, in file order
 //! local_ts = ["10.1.0.0/16"]
-//! remote_ts = ["10.2.0.0/16"]
+//! remote_ts = ["10.2.0.0/16", "10.3.0.5[tcp/443]"]
 //! esp_proposals = ["aes128gcm16"]
 //! mode = "tunnel"                                # or "transport"
 //! start_action = "start"                         # "none", "start" or "trap"
+//! dpd_action = "restart"                         # "clear" (default), "trap" or "restart"
+//! close_action = "none"                          # "none" (default), "trap" or "start"
 //!
 //! [secrets.ike-gw-b]
 //! id = ["gw-b.example"]
 //! secret = "a long shared secret"
 //! ```
+//!
+//! Traffic selectors use swanctl's syntax: `ADDRESS[PROTOCOL/PORT]`, where ADDRESS is a
+//! prefix (`10.1.0.0/24`), an address (`10.1.0.5`), a range (`10.1.0.5-10.1.0.9`), `%any`
+//! (`0.0.0.0/0`), `%any6` (`::/0`), `dynamic` (the connection's first own or peer address), or
+//! empty (`[icmp]`: all of IPv4, all of IPv6 for `ipv6-icmp`); PROTOCOL a number (`[47]`) or a
+//! name (`tcp`, `udp`, `icmp`, `ipv6-icmp`, `sctp`, `gre`, `esp`, `ah`, `%any`); PORT a number,
+//! a range (`1024-2048`), a service name (`https`) or `%any`. For ICMP the port is the message
+//! type when below 256, else type and code (type in the high byte), as in swanctl.conf(5).
+//! Durations are swanctl's: `30s`, `2m`, `1h`, `1d`, or a plain number of seconds.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use dataplane::static_sa::{deserialize_toml, ConfigError, Lines};
@@ -37,11 +50,14 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use crate::ike::child::{parse_ts, ChildCfg, EspProposal};
+use crate::ike::child::EspProposal;
 use crate::ike::proposal::IkeProposal;
 use crate::ike::sa::{Connection, IKE_PORT};
+use crate::ike::wire::Ts;
 
-/// What to do with a connection when the daemon starts (swanctl's `start_action`).
+pub use crate::ike::child::ChildCfg;
+
+/// What to do with a child when the daemon starts (swanctl's `start_action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAction {
     None,
@@ -51,34 +67,113 @@ pub enum StartAction {
     Trap,
 }
 
-/// One configured connection with its first child.
-#[derive(Debug, Clone)]
-pub struct ConnConfig {
-    pub connection: Connection,
-    pub child: String,
-    pub start_action: StartAction,
+/// What to do when dead peer detection declares the peer dead (swanctl's `dpd_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpdAction {
+    /// Delete the SAs and leave it at that.
+    #[default]
+    Clear,
+    /// Delete the SAs and install a trap: the next matching packet renegotiates.
+    Trap,
+    /// Delete the SAs and initiate again at once.
+    Restart,
 }
 
-/// The whole file.
-#[derive(Debug, Clone, Default)]
+/// What to do when the peer deletes the Child SA (swanctl's `close_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CloseAction {
+    #[default]
+    None,
+    /// Install a trap: the next matching packet renegotiates.
+    Trap,
+    /// Initiate again at once.
+    Start,
+}
+
+/// One child's daemon-level settings; the negotiated ones are in [`ConnConfig::child_cfgs`]
+/// at the same index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildConfig {
+    pub name: String,
+    pub start_action: StartAction,
+    pub dpd_action: DpdAction,
+    pub close_action: CloseAction,
+    /// Ties the child's dataplane policies to its SAs. Derived from "conn/child" so it stays
+    /// the same across daemon restarts (see [`assign_reqids`]); 1..2^24; unique in the file.
+    pub reqid: u32,
+}
+
+/// One configured connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// What the IKE layer needs; `local`/`remote` are the first of `local_addrs` and
+    /// `remote_addrs`, port 500.
+    pub connection: Connection,
+    /// Every address given, in file order, one family, no duplicates. The peer is tried at
+    /// each of `remote_addrs` in order.
+    pub local_addrs: Vec<IpAddr>,
+    pub remote_addrs: Vec<IpAddr>,
+    /// RFC 7296 §2.4: probe the peer after this long without hearing from it; 0 = off.
+    pub dpd_delay_ms: u64,
+    /// How long an unanswered probe may stay out before the peer is declared dead.
+    pub dpd_timeout_ms: u64,
+    /// In file order; never empty.
+    pub children: Vec<ChildConfig>,
+}
+
+impl ConnConfig {
+    /// The children's IKE-level settings, in the order of `children`.
+    pub fn child_cfgs(&self) -> &[ChildCfg] {
+        &self.connection.children
+    }
+
+    /// Every field equal, the pre-shared key included.
+    fn same_as(&self, o: &ConnConfig) -> bool {
+        self.connection == o.connection
+            && self.local_addrs == o.local_addrs
+            && self.remote_addrs == o.remote_addrs
+            && self.dpd_delay_ms == o.dpd_delay_ms
+            && self.dpd_timeout_ms == o.dpd_timeout_ms
+            && self.children == o.children
+    }
+}
+
+/// The whole file: at least one connection, in file order.
+#[derive(Debug, Clone)]
 pub struct IkedConfig {
     pub connections: Vec<ConnConfig>,
 }
+
+/// What a reload changes, by connection name. `unchanged`, `changed` and `added` follow the
+/// new file's order, `removed` the old one's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    pub unchanged: Vec<String>,
+    /// Any field differs (the pre-shared key and the reqids included).
+    pub changed: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// swanctl's default `dpd_timeout` is IKEv1-only; here it bounds the IKEv2 probe too.
+pub const DEFAULT_DPD_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
-    connections: BTreeMap<String, RawConn>,
+    connections: BTreeMap<String, Spanned<RawConn>>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
 }
 
+type StrList = Spanned<Vec<Spanned<String>>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConn {
-    local_addrs: Spanned<Vec<String>>,
-    remote_addrs: Spanned<Vec<String>>,
+    local_addrs: StrList,
+    remote_addrs: StrList,
     proposals: Spanned<Vec<String>>,
     #[serde(default)]
     encap: bool,
@@ -86,9 +181,13 @@ struct RawConn {
     retransmit_ms: Option<u64>,
     #[serde(default)]
     retransmit_tries: Option<u32>,
+    #[serde(default)]
+    dpd_delay: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    dpd_timeout: Option<Spanned<toml::Value>>,
     local: RawEnd,
     remote: RawEnd,
-    children: Spanned<BTreeMap<String, RawChild>>,
+    children: Spanned<BTreeMap<String, Spanned<RawChild>>>,
 }
 
 #[derive(Deserialize)]
@@ -102,13 +201,17 @@ struct RawEnd {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawChild {
-    local_ts: Spanned<Vec<String>>,
-    remote_ts: Spanned<Vec<String>>,
+    local_ts: StrList,
+    remote_ts: StrList,
     esp_proposals: Spanned<Vec<String>>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
     #[serde(default)]
     start_action: Option<Spanned<String>>,
+    #[serde(default)]
+    dpd_action: Option<Spanned<String>>,
+    #[serde(default)]
+    close_action: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -134,13 +237,421 @@ impl IdList {
     }
 }
 
-fn addr(lines: &Lines<'_>, v: &Spanned<Vec<String>>, field: String) -> Result<IpAddr, ConfigError> {
-    let s = v
-        .get_ref()
-        .first()
-        .ok_or_else(|| lines.err(v.span(), field.clone(), "needs an address"))?;
-    s.parse()
-        .map_err(|_| lines.err(v.span(), field, format!("{s:?} is not an IP address")))
+/// The IKE layer's view of a connection, gathered before it is built.
+struct IkeParts {
+    name: String,
+    local: IpAddr,
+    remote: IpAddr,
+    local_id: String,
+    remote_id: String,
+    psk: Zeroizing<Vec<u8>>,
+    ike: Vec<IkeProposal>,
+    force_encap: bool,
+    retransmit_ms: u64,
+    retransmit_tries: u32,
+}
+
+/// The one place that knows the shape of `ike::sa::Connection`.
+fn connection(p: IkeParts, children: &[ChildCfg]) -> Connection {
+    Connection {
+        name: p.name,
+        local: SocketAddr::new(p.local, IKE_PORT),
+        remote: SocketAddr::new(p.remote, IKE_PORT),
+        local_id: p.local_id,
+        remote_id: p.remote_id,
+        psk: p.psk,
+        ike: p.ike,
+        children: children.to_vec(),
+        force_encap: p.force_encap,
+        retransmit_ms: p.retransmit_ms,
+        retransmit_tries: p.retransmit_tries,
+    }
+}
+
+/// `local_addrs`/`remote_addrs`: every entry an address, no duplicates, and one family
+/// across both lists (`family` is the first address seen, shared between the two calls).
+fn addrs(
+    lines: &Lines<'_>,
+    v: &StrList,
+    field: &str,
+    family: &mut Option<IpAddr>,
+) -> Result<Vec<IpAddr>, ConfigError> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (i, s) in v.get_ref().iter().enumerate() {
+        let at = |msg: String| lines.err(s.span(), format!("{field}[{i}]"), msg);
+        let text = s.get_ref().trim();
+        let a: IpAddr = match text.parse() {
+            Ok(a) => a,
+            Err(_) if text.starts_with('%') => {
+                return Err(at(format!(
+                    "{text:?}: give an IP address (wildcards are not supported here)"
+                )))
+            }
+            Err(_) => return Err(at(format!("{text:?} is not an IP address"))),
+        };
+        if a.is_unspecified() || a.is_multicast() {
+            return Err(at(format!("{a} cannot be a tunnel endpoint")));
+        }
+        if out.contains(&a) {
+            return Err(at(format!("{a} is listed twice")));
+        }
+        match family {
+            Some(f) if f.is_ipv4() != a.is_ipv4() => {
+                return Err(at(format!(
+                    "{a} and {f} are of different families: all local_addrs and remote_addrs must be IPv4, or all IPv6"
+                )))
+            }
+            Some(_) => {}
+            None => *family = Some(a),
+        }
+        out.push(a);
+    }
+    if out.is_empty() {
+        return Err(lines.err(v.span(), field.into(), "needs at least one address"));
+    }
+    Ok(out)
+}
+
+/// A swanctl duration in milliseconds: an integer number of seconds, or a string with an
+/// optional `s`, `m`, `h` or `d` suffix.
+fn duration_ms(v: &toml::Value) -> Result<u64, String> {
+    let bad = || format!("{v}: use seconds (30) or a swanctl duration (\"30s\", \"2m\", \"1h\")");
+    let (num, unit) = match v {
+        toml::Value::Integer(n) => (u64::try_from(*n).map_err(|_| bad())?, 1),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+                None => (s, 1),
+                Some((i, _)) => (
+                    &s[..i],
+                    match &s[i..] {
+                        "s" => 1,
+                        "m" => 60,
+                        "h" => 3600,
+                        "d" => 86_400,
+                        _ => return Err(bad()),
+                    },
+                ),
+            };
+            (digits.parse::<u64>().map_err(|_| bad())?, unit)
+        }
+        _ => return Err(bad()),
+    };
+    num.checked_mul(unit)
+        .and_then(|s| s.checked_mul(1000))
+        .ok_or_else(|| format!("{v} is too long"))
+}
+
+/// IP protocols by name (getprotobyname(3) names, as swanctl accepts them).
+const PROTOCOLS: &[(&str, u8)] = &[
+    ("icmp", 1),
+    ("tcp", 6),
+    ("udp", 17),
+    ("dccp", 33),
+    ("gre", 47),
+    ("esp", 50),
+    ("ah", 51),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("icmp6", 58),
+    ("sctp", 132),
+    ("udplite", 136),
+];
+
+/// A few getservent(3) names; anything else is given as a number.
+const SERVICES: &[(&str, u16)] = &[
+    ("ftp", 21),
+    ("ssh", 22),
+    ("telnet", 23),
+    ("smtp", 25),
+    ("domain", 53),
+    ("http", 80),
+    ("ntp", 123),
+    ("snmp", 161),
+    ("ldap", 389),
+    ("https", 443),
+    ("isakmp", 500),
+    ("syslog", 514),
+    ("ldaps", 636),
+    ("ipsec-nat-t", 4500),
+];
+
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+
+/// The protocols whose selectors carry ports (RFC 4301 §4.4.1.1; ICMP's are type/code).
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, ICMP | 6 | 17 | 33 | ICMPV6 | 132 | 136)
+}
+
+fn protocol(p: &str) -> Result<u8, String> {
+    let p = p.trim().to_ascii_lowercase();
+    if p.is_empty() || p == "%any" || p == "any" {
+        return Ok(0);
+    }
+    if let Ok(n) = p.parse::<u8>() {
+        return Ok(n);
+    }
+    PROTOCOLS
+        .iter()
+        .find(|(n, _)| *n == p)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            format!(
+                "unknown protocol {p:?}: use a number (0-255) or one of {}",
+                PROTOCOLS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn port(p: &str) -> Result<u16, String> {
+    let p = p.trim();
+    p.parse::<u16>()
+        .ok()
+        .or_else(|| {
+            let l = p.to_ascii_lowercase();
+            SERVICES.iter().find(|(n, _)| *n == l).map(|(_, v)| *v)
+        })
+        .ok_or_else(|| format!("{p:?} is not a port (0-65535) or a known service name"))
+}
+
+/// The port range of a selector: `%any`, `N`, `N-M`, service names; ICMP values below 256
+/// are a message type (all its codes), others type << 8 | code (swanctl.conf(5)).
+fn ports(proto: u8, p: &str) -> Result<(u16, u16), String> {
+    let p = p.trim();
+    if p.is_empty() || p.eq_ignore_ascii_case("%any") {
+        return Ok((0, u16::MAX));
+    }
+    if p.eq_ignore_ascii_case("opaque") {
+        return Err("OPAQUE ports (RFC 4301 §4.4.1) are not supported".into());
+    }
+    if proto == 0 {
+        return Err("any protocol has no ports: name one (tcp, udp, sctp, icmp, ...)".into());
+    }
+    if !has_ports(proto) {
+        return Err(format!("protocol {proto} has no ports"));
+    }
+    let (a, b) = match p.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let a = port(p)?;
+            (a, a)
+        }
+    };
+    let (lo, hi) = if matches!(proto, ICMP | ICMPV6) {
+        let lo = |v: u16| if v < 256 { v << 8 } else { v };
+        let hi = |v: u16| if v < 256 { v << 8 | 0xff } else { v };
+        (lo(a), hi(b))
+    } else {
+        (a, b)
+    };
+    if lo > hi {
+        return Err(format!("port range {p:?} runs backwards"));
+    }
+    Ok((lo, hi))
+}
+
+/// An address range from a prefix (host bits must be clear), a range or one address.
+fn address_range(a: &str) -> Result<(IpAddr, IpAddr), String> {
+    if let Some((lo, hi)) = a.split_once('-') {
+        let bad = || format!("{a:?} is not a prefix, range or address");
+        let lo: IpAddr = lo.trim().parse().map_err(|_| bad())?;
+        let hi: IpAddr = hi.trim().parse().map_err(|_| bad())?;
+        if lo.is_ipv4() != hi.is_ipv4() {
+            return Err(format!("range {a:?} mixes IPv4 and IPv6"));
+        }
+        if lo > hi {
+            return Err(format!("range {a:?} runs backwards"));
+        }
+        return Ok((lo, hi));
+    }
+    if let Some((addr, len)) = a.split_once('/') {
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let len: u32 = len
+            .parse()
+            .map_err(|_| format!("{len:?} is not a prefix length"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if len > bits {
+            return Err(format!("/{len} is longer than an {bits}-bit address"));
+        }
+        let (v, max) = match addr {
+            IpAddr::V4(x) => (u128::from(u32::from(x)), u128::from(u32::MAX)),
+            IpAddr::V6(x) => (u128::from(x), u128::MAX),
+        };
+        let host = if len == bits { 0 } else { max >> len };
+        let back = |n: u128| match addr {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(n)),
+        };
+        if v & host != 0 {
+            return Err(format!(
+                "{a} has host bits set: did you mean {}/{len}?",
+                back(v & !host)
+            ));
+        }
+        return Ok((back(v), back(v | host)));
+    }
+    let x: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not a prefix, range or address"))?;
+    Ok((x, x))
+}
+
+/// One traffic selector in swanctl syntax (see the module docs). `dynamic` stands for the
+/// connection's own (local_ts) or peer (remote_ts) address.
+pub fn parse_selector(s: &str, dynamic: IpAddr) -> Result<Ts, String> {
+    let s = s.trim();
+    let (addr, sel) = match s.split_once('[') {
+        Some((a, rest)) => {
+            let inner = rest
+                .strip_suffix(']')
+                .ok_or_else(|| format!("{s:?}: the [protocol/port] part needs its closing ']'"))?;
+            (a.trim(), Some(inner))
+        }
+        None => (s, None),
+    };
+    let (proto, port_part) = match sel {
+        Some(inner) => match inner.split_once('/') {
+            Some((p, q)) => (protocol(p)?, q),
+            None => (protocol(inner)?, ""),
+        },
+        None => (0, ""),
+    };
+    let (start, end) = match addr {
+        "" if sel.is_some() && proto == ICMPV6 => (
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+        ),
+        "" if sel.is_some() => (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::BROADCAST),
+        ),
+        "" => return Err("empty traffic selector".into()),
+        "%any" => (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::BROADCAST),
+        ),
+        "%any6" => (
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+        ),
+        "dynamic" => (dynamic, dynamic),
+        a => address_range(a)?,
+    };
+    match (proto, start.is_ipv4()) {
+        (ICMP, false) => return Err(format!("{s:?}: icmp is IPv4's; use ipv6-icmp")),
+        (ICMPV6, true) => return Err(format!("{s:?}: ipv6-icmp is IPv6's; use icmp")),
+        _ => {}
+    }
+    let (start_port, end_port) = ports(proto, port_part)?;
+    Ok(Ts {
+        protocol: proto,
+        start_port,
+        end_port,
+        start,
+        end,
+    })
+}
+
+fn selectors(
+    lines: &Lines<'_>,
+    v: &StrList,
+    field: &str,
+    dynamic: IpAddr,
+) -> Result<Vec<Ts>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, s) in v.get_ref().iter().enumerate() {
+        out.push(
+            parse_selector(s.get_ref(), dynamic)
+                .map_err(|e| lines.err(s.span(), format!("{field}[{i}]"), e))?,
+        );
+    }
+    if out.is_empty() {
+        return Err(lines.err(
+            v.span(),
+            field.into(),
+            "needs at least one traffic selector",
+        ));
+    }
+    Ok(out)
+}
+
+/// `field = "word"` with its allowed words; `None` when absent.
+fn keyword<T: Copy>(
+    lines: &Lines<'_>,
+    v: &Option<Spanned<String>>,
+    field: String,
+    words: &[(&str, T)],
+) -> Result<Option<T>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    words
+        .iter()
+        .find(|(w, _)| *w == v.get_ref().as_str())
+        .map(|(_, t)| Some(*t))
+        .ok_or_else(|| {
+            let list: Vec<String> = words.iter().map(|(w, _)| format!("{w:?}")).collect();
+            lines.err(
+                v.span(),
+                field,
+                format!("{:?}: use {}", v.get_ref(), list.join(", ")),
+            )
+        })
+}
+
+/// FNV-1a (32 bits): small, stable across releases and platforms (unlike `DefaultHasher`).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The largest reqid: below the daemon's acquire bit (2^19), itself below the dataplane's
+/// outbound table (2^20 reqids); see `daemon::dataplane_ops`.
+pub const REQID_MAX: u32 = crate::daemon::dataplane_ops::REQID_LIMIT - 1;
+
+/// The probe after `r`: the next value, wrapping from `REQID_MAX` to 1.
+fn next_reqid(r: u32) -> u32 {
+    r % REQID_MAX + 1
+}
+
+/// A reqid for every (connection, child), unique in the file.
+///
+/// Why not a counter: the dataplane keeps forwarding on its installed SAs and policies while
+/// iked restarts, and they are tied together by reqid. A restarted iked (or one that reloaded
+/// a file with connections added or reordered) must hand out the same reqid for the same
+/// child, so that its replacement SAs match the policies already installed (make-before-break)
+/// and the stale ones are found and removed. So each reqid is FNV-1a of "conn/child" mapped
+/// into 1..2^24; on a collision the child later in (connection, child) name order takes the
+/// next free value (linear probing, wrapping to 1). Only a colliding name added before it
+/// in that order can move a child's reqid, and that shows up as a changed connection in
+/// [`IkedConfig::diff`].
+pub fn assign_reqids<'a>(
+    names: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<(String, String), u32> {
+    let sorted: BTreeSet<(&str, &str)> = names.into_iter().collect();
+    let mut taken = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for (conn, child) in sorted {
+        let mut r = 1 + fnv1a(format!("{conn}/{child}").as_bytes()) % REQID_MAX;
+        while !taken.insert(r) {
+            r = next_reqid(r);
+        }
+        out.insert((conn.to_string(), child.to_string()), r);
+    }
+    out
+}
+
+/// A table's entries in file order (TOML maps come back sorted by name).
+fn in_file_order<T>(m: &BTreeMap<String, Spanned<T>>) -> Vec<(&String, &Spanned<T>)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by_key(|(_, t)| t.span().start);
+    v
 }
 
 impl IkedConfig {
@@ -157,161 +668,252 @@ impl IkedConfig {
     pub fn parse(file: &Path, text: &str) -> Result<IkedConfig, ConfigError> {
         let lines = Lines { file, text };
         let raw: RawFile = deserialize_toml(&lines)?;
-        let mut out = IkedConfig::default();
-        for (name, c) in &raw.connections {
-            let f = |x: &str| format!("connections.{name}.{x}");
-            let local = addr(&lines, &c.local_addrs, f("local_addrs"))?;
-            let remote = addr(&lines, &c.remote_addrs, f("remote_addrs"))?;
-            if local.is_ipv4() != remote.is_ipv4() {
-                return Err(lines.err(
-                    c.remote_addrs.span(),
-                    f("remote_addrs"),
-                    "mixes IPv4 and IPv6 with local_addrs",
-                ));
-            }
-            let mut ike = Vec::new();
-            for p in c.proposals.get_ref() {
-                ike.push(
-                    p.parse::<IkeProposal>().map_err(|e| {
-                        lines.err(c.proposals.span(), f("proposals"), e.to_string())
-                    })?,
-                );
-            }
-            if ike.is_empty() {
-                return Err(lines.err(
-                    c.proposals.span(),
-                    f("proposals"),
-                    "needs at least one proposal",
-                ));
-            }
-            for (end, e) in [("local", &c.local), ("remote", &c.remote)] {
-                if let Some(a) = &e.auth {
-                    if a.get_ref() != "psk" {
-                        return Err(lines.err(
-                            a.span(),
-                            f(&format!("{end}.auth")),
-                            format!("{:?}: only \"psk\" is supported", a.get_ref()),
-                        ));
-                    }
-                }
-            }
-            let (local_id, remote_id) =
-                (c.local.id.get_ref().clone(), c.remote.id.get_ref().clone());
-            // strongSwan matches a shared key by the identities it is for.
-            let secret = raw
-                .secrets
-                .values()
-                .find(|s| s.id.get_ref().contains(&remote_id))
-                .or_else(|| {
-                    raw.secrets
-                        .values()
-                        .find(|s| s.id.get_ref().contains(&local_id))
-                })
-                .ok_or_else(|| {
-                    lines.err(
-                        c.remote.id.span(),
-                        f("remote.id"),
-                        format!("no [secrets] entry has id {remote_id:?}"),
-                    )
-                })?;
-            if secret.secret.get_ref().len() < 16 {
-                return Err(lines.err(secret.secret.span(), "secrets.secret".into(), "a pre-shared key must have at least 16 characters (RFC 7296 §2.15: weak PSKs are open to dictionary attacks)"));
-            }
-            let (child_name, ch) = c
-                .children
-                .get_ref()
-                .iter()
-                .next()
-                .ok_or_else(|| lines.err(c.children.span(), f("children"), "needs a child"))?;
-            let g = |x: &str| format!("connections.{name}.children.{child_name}.{x}");
-            let ts = |v: &Spanned<Vec<String>>, field: String| -> Result<Vec<_>, ConfigError> {
-                let mut out = Vec::new();
-                for s in v.get_ref() {
-                    out.push(parse_ts(s).ok_or_else(|| {
-                        lines.err(
-                            v.span(),
-                            field.clone(),
-                            format!("{s:?} is not a prefix or address"),
-                        )
-                    })?);
-                }
-                if out.is_empty() {
-                    return Err(lines.err(v.span(), field, "needs at least one traffic selector"));
-                }
-                Ok(out)
-            };
-            let local_ts = ts(&ch.local_ts, g("local_ts"))?;
-            let remote_ts = ts(&ch.remote_ts, g("remote_ts"))?;
-            let mut esp = Vec::new();
-            for p in ch.esp_proposals.get_ref() {
-                esp.push(p.parse::<EspProposal>().map_err(|e| {
-                    lines.err(ch.esp_proposals.span(), g("esp_proposals"), e.to_string())
-                })?);
-            }
-            let transport = match ch.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-                None | Some(("tunnel", _)) => false,
-                Some(("transport", _)) => true,
-                Some((other, span)) => {
-                    return Err(lines.err(
-                        span,
-                        g("mode"),
-                        format!("{other:?}: use \"tunnel\" or \"transport\""),
-                    ))
-                }
-            };
-            let start_action = match ch
-                .start_action
-                .as_ref()
-                .map(|m| (m.get_ref().as_str(), m.span()))
-            {
-                None | Some(("none", _)) => StartAction::None,
-                Some(("start", _)) => StartAction::Start,
-                Some(("trap", _)) => StartAction::Trap,
-                Some((other, span)) => {
-                    return Err(lines.err(
-                        span,
-                        g("start_action"),
-                        format!("{other:?}: use \"none\", \"start\" or \"trap\""),
-                    ))
-                }
-            };
-            out.connections.push(ConnConfig {
-                connection: Connection {
-                    name: name.clone(),
-                    local: SocketAddr::new(local, IKE_PORT),
-                    remote: SocketAddr::new(remote, IKE_PORT),
-                    local_id,
-                    remote_id,
-                    psk: Zeroizing::new(secret.secret.get_ref().as_bytes().to_vec()),
-                    ike,
-                    children: vec![ChildCfg {
-                        name: child_name.clone(),
-                        esp,
-                        local_ts,
-                        remote_ts,
-                        transport,
-                    }],
-                    force_encap: c.encap,
-                    retransmit_ms: c.retransmit_ms.unwrap_or(1000),
-                    retransmit_tries: c.retransmit_tries.unwrap_or(5),
-                },
-                child: child_name.clone(),
-                start_action,
+        if raw.connections.is_empty() {
+            // An empty file would make a reload drop every tunnel: refuse it.
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                line: 0,
+                field: "connections".into(),
+                message: "no connection is configured: add a [connections.NAME] table \
+                          (use `vpnctl down` to stop tunnels)"
+                    .into(),
             });
         }
-        Ok(out)
+        let reqids = assign_reqids(raw.connections.iter().flat_map(|(conn, c)| {
+            c.get_ref()
+                .children
+                .get_ref()
+                .keys()
+                .map(move |child| (conn.as_str(), child.as_str()))
+        }));
+        let mut connections = Vec::new();
+        for (name, c) in in_file_order(&raw.connections) {
+            connections.push(conn_config(&lines, &raw, name, c.get_ref(), &reqids)?);
+        }
+        Ok(IkedConfig { connections })
     }
+
+    /// The connection called `name`.
+    pub fn get(&self, name: &str) -> Option<&ConnConfig> {
+        self.connections.iter().find(|c| c.connection.name == name)
+    }
+
+    /// What applying `new` over `self` does to each connection.
+    pub fn diff(&self, new: &IkedConfig) -> ConfigDiff {
+        let mut d = ConfigDiff::default();
+        for n in &new.connections {
+            let name = n.connection.name.clone();
+            match self.get(&name) {
+                None => d.added.push(name),
+                Some(o) if o.same_as(n) => d.unchanged.push(name),
+                Some(_) => d.changed.push(name),
+            }
+        }
+        for o in &self.connections {
+            if new.get(&o.connection.name).is_none() {
+                d.removed.push(o.connection.name.clone());
+            }
+        }
+        d
+    }
+}
+
+fn conn_config(
+    lines: &Lines<'_>,
+    raw: &RawFile,
+    name: &str,
+    c: &RawConn,
+    reqids: &BTreeMap<(String, String), u32>,
+) -> Result<ConnConfig, ConfigError> {
+    let f = |x: &str| format!("connections.{name}.{x}");
+    let mut family = None;
+    let local_addrs = addrs(lines, &c.local_addrs, &f("local_addrs"), &mut family)?;
+    let remote_addrs = addrs(lines, &c.remote_addrs, &f("remote_addrs"), &mut family)?;
+    let mut ike = Vec::new();
+    for p in c.proposals.get_ref() {
+        ike.push(
+            p.parse::<IkeProposal>()
+                .map_err(|e| lines.err(c.proposals.span(), f("proposals"), e.to_string()))?,
+        );
+    }
+    if ike.is_empty() {
+        return Err(lines.err(
+            c.proposals.span(),
+            f("proposals"),
+            "needs at least one proposal",
+        ));
+    }
+    for (end, e) in [("local", &c.local), ("remote", &c.remote)] {
+        if let Some(a) = &e.auth {
+            if a.get_ref() != "psk" {
+                return Err(lines.err(
+                    a.span(),
+                    f(&format!("{end}.auth")),
+                    format!("{:?}: only \"psk\" is supported", a.get_ref()),
+                ));
+            }
+        }
+    }
+    let (local_id, remote_id) = (c.local.id.get_ref().clone(), c.remote.id.get_ref().clone());
+    // strongSwan matches a shared key by the identities it is for.
+    let (secret_name, secret) = raw
+        .secrets
+        .iter()
+        .find(|(_, s)| s.id.get_ref().contains(&remote_id))
+        .or_else(|| {
+            raw.secrets
+                .iter()
+                .find(|(_, s)| s.id.get_ref().contains(&local_id))
+        })
+        .ok_or_else(|| {
+            lines.err(
+                c.remote.id.span(),
+                f("remote.id"),
+                format!("no [secrets] entry has id {remote_id:?}"),
+            )
+        })?;
+    if secret.secret.get_ref().len() < 16 {
+        return Err(lines.err(
+            secret.secret.span(),
+            format!("secrets.{secret_name}.secret"),
+            "a pre-shared key must have at least 16 characters (RFC 7296 §2.15: weak PSKs are open to dictionary attacks)",
+        ));
+    }
+    let duration = |v: &Option<Spanned<toml::Value>>, field: &str, default: u64| match v {
+        None => Ok(default),
+        Some(v) => duration_ms(v.get_ref()).map_err(|e| lines.err(v.span(), f(field), e)),
+    };
+    let dpd_delay_ms = duration(&c.dpd_delay, "dpd_delay", 0)?;
+    let dpd_timeout_ms = duration(&c.dpd_timeout, "dpd_timeout", DEFAULT_DPD_TIMEOUT_MS)?;
+    if let (Some(t), 0) = (&c.dpd_timeout, dpd_timeout_ms) {
+        return Err(lines.err(
+            t.span(),
+            f("dpd_timeout"),
+            "must be more than 0: a probe needs time to be answered",
+        ));
+    }
+
+    let mut children = Vec::new();
+    let mut child_cfgs = Vec::new();
+    for (child, ch) in in_file_order(c.children.get_ref()) {
+        let ch = ch.get_ref();
+        let g = |x: &str| format!("connections.{name}.children.{child}.{x}");
+        let local_ts = selectors(lines, &ch.local_ts, &g("local_ts"), local_addrs[0])?;
+        let remote_ts = selectors(lines, &ch.remote_ts, &g("remote_ts"), remote_addrs[0])?;
+        let mut esp = Vec::new();
+        for p in ch.esp_proposals.get_ref() {
+            esp.push(p.parse::<EspProposal>().map_err(|e| {
+                lines.err(ch.esp_proposals.span(), g("esp_proposals"), e.to_string())
+            })?);
+        }
+        if esp.is_empty() {
+            return Err(lines.err(
+                ch.esp_proposals.span(),
+                g("esp_proposals"),
+                "needs at least one proposal",
+            ));
+        }
+        let transport = keyword(
+            lines,
+            &ch.mode,
+            g("mode"),
+            &[("tunnel", false), ("transport", true)],
+        )?
+        .unwrap_or(false);
+        let start_action = keyword(
+            lines,
+            &ch.start_action,
+            g("start_action"),
+            &[
+                ("none", StartAction::None),
+                ("start", StartAction::Start),
+                ("trap", StartAction::Trap),
+            ],
+        )?
+        .unwrap_or(StartAction::None);
+        let dpd_action = keyword(
+            lines,
+            &ch.dpd_action,
+            g("dpd_action"),
+            &[
+                ("clear", DpdAction::Clear),
+                ("trap", DpdAction::Trap),
+                ("restart", DpdAction::Restart),
+            ],
+        )?
+        .unwrap_or_default();
+        let close_action = keyword(
+            lines,
+            &ch.close_action,
+            g("close_action"),
+            &[
+                ("none", CloseAction::None),
+                ("trap", CloseAction::Trap),
+                ("start", CloseAction::Start),
+            ],
+        )?
+        .unwrap_or_default();
+        let reqid = reqids
+            .get(&(name.to_string(), child.clone()))
+            .copied()
+            .ok_or_else(|| lines.err(c.children.span(), g("reqid"), "no reqid was assigned"))?;
+        children.push(ChildConfig {
+            name: child.clone(),
+            start_action,
+            dpd_action,
+            close_action,
+            reqid,
+        });
+        child_cfgs.push(ChildCfg {
+            name: child.clone(),
+            esp,
+            local_ts,
+            remote_ts,
+            transport,
+        });
+    }
+    if children.is_empty() {
+        return Err(lines.err(
+            c.children.span(),
+            f("children"),
+            "needs a child: add a [connections.NAME.children.CHILD] table",
+        ));
+    }
+    let parts = IkeParts {
+        name: name.to_string(),
+        local: local_addrs[0],
+        remote: remote_addrs[0],
+        local_id,
+        remote_id,
+        psk: Zeroizing::new(secret.secret.get_ref().as_bytes().to_vec()),
+        ike,
+        force_encap: c.encap,
+        retransmit_ms: c.retransmit_ms.unwrap_or(1000),
+        retransmit_tries: c.retransmit_tries.unwrap_or(5),
+    };
+    Ok(ConnConfig {
+        connection: connection(parts, &child_cfgs),
+        local_addrs,
+        remote_addrs,
+        dpd_delay_ms,
+        dpd_timeout_ms,
+        children,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Two connections to the same peer; the first has two children, given in an order that
+    /// is not alphabetical, and two peer addresses.
     const GOOD: &str = r#"
 [connections.gw-b]
 local_addrs = ["192.0.2.1"]
-remote_addrs = ["192.0.2.2"]
+remote_addrs = ["192.0.2.2", "192.0.2.3"]
 proposals = ["aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048"]
+dpd_delay = "10s"
+dpd_timeout = "2m"
 
 [connections.gw-b.local]
 id = "gw-a.example"
@@ -322,25 +924,124 @@ id = "gw-b.example"
 
 [connections.gw-b.children.net]
 local_ts = ["10.1.0.0/16"]
-remote_ts = ["10.2.0.0/16"]
+remote_ts = ["10.2.0.0/16", "10.3.0.5[tcp/443]"]
 esp_proposals = ["aes128gcm16", "aes256-sha256"]
 start_action = "trap"
+dpd_action = "restart"
+close_action = "start"
+
+[connections.gw-b.children.alpha]
+local_ts = ["10.1.9.0/24[udp]"]
+remote_ts = ["dynamic[47]"]
+esp_proposals = ["aes256gcm16"]
+mode = "transport"
+
+[connections.gw-b-voice]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+dpd_delay = 30
+
+[connections.gw-b-voice.local]
+id = "gw-a.example"
+
+[connections.gw-b-voice.remote]
+id = "gw-b.example"
+
+[connections.gw-b-voice.children.rtp]
+local_ts = ["10.1.0.0/16[udp/10000-20000]"]
+remote_ts = ["10.2.0.0/16[udp/10000-20000]"]
+esp_proposals = ["aes128gcm16"]
+start_action = "start"
 
 [secrets.ike]
 id = ["gw-a.example", "gw-b.example"]
 secret = "correct horse battery staple"
 "#;
 
+    fn parse(text: &str) -> Result<IkedConfig, ConfigError> {
+        IkedConfig::parse(Path::new("iked.toml"), text)
+    }
+
+    fn ts(proto: u8, ports: (u16, u16), start: &str, end: &str) -> Ts {
+        Ts {
+            protocol: proto,
+            start_port: ports.0,
+            end_port: ports.1,
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        }
+    }
+
+    const ANY: (u16, u16) = (0, u16::MAX);
+
     #[test]
     fn a_swanctl_like_file_parses() {
-        let c = IkedConfig::parse(Path::new("iked.toml"), GOOD).unwrap();
+        let c = parse(GOOD).unwrap();
+        let names: Vec<_> = c
+            .connections
+            .iter()
+            .map(|c| &c.connection.name[..])
+            .collect();
+        assert_eq!(names, ["gw-b", "gw-b-voice"], "two connections to one peer");
         let cc = &c.connections[0];
-        assert_eq!(cc.connection.name, "gw-b");
         assert_eq!(cc.connection.ike.len(), 2);
-        assert_eq!(cc.connection.children[0].esp.len(), 2);
-        assert_eq!(cc.start_action, StartAction::Trap);
-        assert_eq!(cc.child, "net");
         assert_eq!(&cc.connection.psk[..], b"correct horse battery staple");
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(cc.local_addrs, [a("192.0.2.1")]);
+        assert_eq!(cc.remote_addrs, [a("192.0.2.2"), a("192.0.2.3")]);
+        assert_eq!(cc.connection.local, "192.0.2.1:500".parse().unwrap());
+        assert_eq!(cc.connection.remote, "192.0.2.2:500".parse().unwrap());
+        assert_eq!((cc.dpd_delay_ms, cc.dpd_timeout_ms), (10_000, 120_000));
+
+        // Both children, in file order (not name order), each with its own settings.
+        let kids: Vec<_> = cc.children.iter().map(|c| &c.name[..]).collect();
+        assert_eq!(kids, ["net", "alpha"]);
+        let ike: Vec<_> = cc.child_cfgs().iter().map(|c| &c.name[..]).collect();
+        assert_eq!(ike, kids);
+        let (net, alpha) = (&cc.children[0], &cc.children[1]);
+        assert_eq!(
+            (net.start_action, net.dpd_action, net.close_action),
+            (StartAction::Trap, DpdAction::Restart, CloseAction::Start)
+        );
+        assert_eq!(
+            (alpha.start_action, alpha.dpd_action, alpha.close_action),
+            (StartAction::None, DpdAction::Clear, CloseAction::None),
+            "swanctl's defaults"
+        );
+        let (net_ike, alpha_ike) = (&cc.child_cfgs()[0], &cc.child_cfgs()[1]);
+        assert_eq!(net_ike.esp.len(), 2);
+        assert!(!net_ike.transport && alpha_ike.transport);
+        assert_eq!(
+            net_ike.remote_ts,
+            [
+                ts(0, ANY, "10.2.0.0", "10.2.255.255"),
+                ts(6, (443, 443), "10.3.0.5", "10.3.0.5")
+            ]
+        );
+        assert_eq!(alpha_ike.local_ts, [ts(17, ANY, "10.1.9.0", "10.1.9.255")]);
+        // `dynamic` is the peer's (first) address for remote_ts.
+        assert_eq!(alpha_ike.remote_ts, [ts(47, ANY, "192.0.2.2", "192.0.2.2")]);
+        assert_eq!(cc.connection.children[0].remote_ts, net_ike.remote_ts);
+
+        let voice = &c.connections[1];
+        assert_eq!((voice.dpd_delay_ms, voice.dpd_timeout_ms), (30_000, 30_000));
+        assert_eq!(voice.children[0].start_action, StartAction::Start);
+        assert_eq!(
+            voice.child_cfgs()[0].local_ts,
+            [ts(17, (10_000, 20_000), "10.1.0.0", "10.1.255.255")]
+        );
+        // dpd off unless asked; reqids differ.
+        let no_dpd = parse(&GOOD.replace("dpd_delay = \"10s\"\n", "")).unwrap();
+        assert_eq!(no_dpd.connections[0].dpd_delay_ms, 0);
+        let mut reqids: Vec<u32> = c
+            .connections
+            .iter()
+            .flat_map(|c| c.children.iter().map(|ch| ch.reqid))
+            .collect();
+        reqids.sort_unstable();
+        reqids.dedup();
+        assert_eq!(reqids.len(), 3);
         assert!(!format!("{:?}", cc.connection).is_empty());
     }
 
@@ -356,19 +1057,37 @@ secret = "correct horse battery staple"
             (
                 "start_action = \"trap\"",
                 "start_action = \"later\"",
-                "start_action",
+                "children.net.start_action",
                 "\"none\"",
             ),
             (
-                "\"192.0.2.2\"",
-                "\"gw-b\"",
-                "remote_addrs",
+                "\"192.0.2.2\", \"192.0.2.3\"",
+                "\"192.0.2.2\", \"gw-b\"",
+                "connections.gw-b.remote_addrs[1]",
                 "not an IP address",
+            ),
+            (
+                "\"192.0.2.2\", \"192.0.2.3\"",
+                "\"192.0.2.2\", \"192.0.2.2\"",
+                "connections.gw-b.remote_addrs[1]",
+                "listed twice",
+            ),
+            (
+                "\"192.0.2.2\", \"192.0.2.3\"",
+                "\"192.0.2.2\", \"2001:db8::3\"",
+                "connections.gw-b.remote_addrs[1]",
+                "different families",
+            ),
+            (
+                "\"192.0.2.2\", \"192.0.2.3\"",
+                "\"%any\"",
+                "connections.gw-b.remote_addrs[0]",
+                "give an IP address",
             ),
             (
                 "correct horse battery staple",
                 "short",
-                "secret",
+                "secrets.ike.secret",
                 "16 characters",
             ),
             (
@@ -384,12 +1103,85 @@ secret = "correct horse battery staple"
                 "only \"psk\"",
             ),
             (
-                "esp_proposals",
-                "esp_proposal",
+                "esp_proposals = [\"aes128gcm16\", \"aes256-sha256\"]",
+                "esp_proposal = [\"aes128gcm16\"]",
                 "children.net",
                 "unknown field",
             ),
+            (
+                "\"10.3.0.5[tcp/443]\"",
+                "\"10.3.0.5[tcpp/443]\"",
+                "connections.gw-b.children.net.remote_ts[1]",
+                "unknown protocol \"tcpp\"",
+            ),
+            (
+                "\"10.3.0.5[tcp/443]\"",
+                "\"10.3.0.5[tcp/70000]\"",
+                "children.net.remote_ts[1]",
+                "not a port",
+            ),
+            (
+                "\"10.3.0.5[tcp/443]\"",
+                "\"10.3.0.5[47/443]\"",
+                "children.net.remote_ts[1]",
+                "protocol 47 has no ports",
+            ),
+            (
+                "\"10.3.0.5[tcp/443]\"",
+                "\"10.3.0.0/8\"",
+                "children.net.remote_ts[1]",
+                "did you mean 10.0.0.0/8",
+            ),
+            (
+                "local_ts = [\"10.1.9.0/24[udp]\"]",
+                "local_ts = [\"10.1.9.0/24[udp\"]",
+                "children.alpha.local_ts[0]",
+                "closing ']'",
+            ),
+            (
+                "local_ts = [\"10.1.9.0/24[udp]\"]",
+                "local_ts = []",
+                "children.alpha.local_ts",
+                "at least one traffic selector",
+            ),
+            (
+                "dpd_delay = \"10s\"",
+                "dpd_delay = \"10 parsecs\"",
+                "connections.gw-b.dpd_delay",
+                "swanctl duration",
+            ),
+            (
+                "dpd_timeout = \"2m\"",
+                "dpd_timeout = -5",
+                "connections.gw-b.dpd_timeout",
+                "swanctl duration",
+            ),
+            (
+                "dpd_timeout = \"2m\"",
+                "dpd_timeout = \"0s\"",
+                "connections.gw-b.dpd_timeout",
+                "more than 0",
+            ),
+            (
+                "dpd_action = \"restart\"",
+                "dpd_action = \"hold\"",
+                "children.net.dpd_action",
+                "\"clear\", \"trap\", \"restart\"",
+            ),
+            (
+                "close_action = \"start\"",
+                "close_action = \"restart\"",
+                "children.net.close_action",
+                "\"none\", \"trap\", \"start\"",
+            ),
+            (
+                "mode = \"transport\"",
+                "mode = \"beet\"",
+                "children.alpha.mode",
+                "\"tunnel\"",
+            ),
         ] {
+            assert!(GOOD.contains(from), "{from}");
             let text = GOOD.replacen(from, to, 1);
             // The error points at the line we broke (for a missing secret: the peer's ID).
             let marker = if field == "remote.id" {
@@ -398,7 +1190,7 @@ secret = "correct horse battery staple"
                 to
             };
             let line = text.lines().position(|l| l.contains(marker)).unwrap() + 1;
-            let e = IkedConfig::parse(Path::new("iked.toml"), &text).unwrap_err();
+            let e = parse(&text).unwrap_err();
             let s = e.to_string();
             assert!(
                 s.starts_with(&format!("iked.toml:{line}:")),
@@ -406,5 +1198,221 @@ secret = "correct horse battery staple"
             );
             assert!(s.contains(field) && s.contains(what), "{s}");
         }
+    }
+
+    #[test]
+    fn a_file_without_connections_is_refused() {
+        for text in [
+            "",
+            "# nothing yet\n",
+            "[connections]\n",
+            "[secrets.ike]\nid = \"gw-b.example\"\nsecret = \"correct horse battery staple\"\n",
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.file, Path::new("iked.toml"));
+            let s = e.to_string();
+            assert!(
+                s.starts_with("iked.toml: ") && s.contains("no connection is configured"),
+                "{text:?}: {s}"
+            );
+        }
+        // A connection without children is refused as well.
+        let (conn, _) = GOOD.split_at(GOOD.find("[connections.gw-b.children.net]").unwrap());
+        let secrets = &GOOD[GOOD.find("[secrets.ike]").unwrap()..];
+        let text = format!("{conn}{secrets}").replace("dpd_timeout = \"2m\"", "children = {}");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("connections.gw-b.children") && e.contains("needs a child"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn selectors_in_swanctl_syntax() {
+        let dynamic: IpAddr = "192.0.2.9".parse().unwrap();
+        let all4 = ("0.0.0.0", "255.255.255.255");
+        let all6 = ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        for (text, want) in [
+            ("10.1.0.0/24", ts(0, ANY, "10.1.0.0", "10.1.0.255")),
+            (
+                "10.1.0.0/24[tcp/443]",
+                ts(6, (443, 443), "10.1.0.0", "10.1.0.255"),
+            ),
+            ("10.1.0.0/24[udp]", ts(17, ANY, "10.1.0.0", "10.1.0.255")),
+            (
+                "10.1.0.0/24[UDP/%any]",
+                ts(17, ANY, "10.1.0.0", "10.1.0.255"),
+            ),
+            (
+                "10.1.0.5[tcp/1024-2048]",
+                ts(6, (1024, 2048), "10.1.0.5", "10.1.0.5"),
+            ),
+            (
+                "10.1.0.5[tcp/https]",
+                ts(6, (443, 443), "10.1.0.5", "10.1.0.5"),
+            ),
+            (" 10.1.0.5-10.1.0.9 ", ts(0, ANY, "10.1.0.5", "10.1.0.9")),
+            ("[icmp]", ts(1, ANY, all4.0, all4.1)),
+            // ICMP: below 256 a type (all its codes), else type << 8 | code.
+            ("[icmp/8]", ts(1, (0x0800, 0x08ff), all4.0, all4.1)),
+            ("[icmp/771]", ts(1, (0x0303, 0x0303), all4.0, all4.1)),
+            ("[ipv6-icmp/128]", ts(58, (0x8000, 0x80ff), all6.0, all6.1)),
+            ("[47]", ts(47, ANY, all4.0, all4.1)),
+            ("%any", ts(0, ANY, all4.0, all4.1)),
+            ("%any6", ts(0, ANY, all6.0, all6.1)),
+            ("0.0.0.0/0", ts(0, ANY, all4.0, all4.1)),
+            ("::/0[tcp/22]", ts(6, (22, 22), all6.0, all6.1)),
+            (
+                "2001:db8:a::/64",
+                ts(0, ANY, "2001:db8:a::", "2001:db8:a::ffff:ffff:ffff:ffff"),
+            ),
+            ("10.1.0.5/32", ts(0, ANY, "10.1.0.5", "10.1.0.5")),
+            (
+                "dynamic[udp/500]",
+                ts(17, (500, 500), "192.0.2.9", "192.0.2.9"),
+            ),
+            ("10.0.0.0/8[%any]", ts(0, ANY, "10.0.0.0", "10.255.255.255")),
+        ] {
+            assert_eq!(parse_selector(text, dynamic), Ok(want), "{text}");
+        }
+        for (text, why) in [
+            ("", "empty"),
+            ("10.1.0.0/33", "longer than"),
+            ("10.1.0.1/24", "host bits"),
+            ("10.1.0.9-10.1.0.5", "backwards"),
+            ("10.1.0.5-2001:db8::1", "mixes"),
+            ("10.1.0.0/24[tcp/2048-1024]", "backwards"),
+            ("10.1.0.0/24[tcp/opaque]", "OPAQUE"),
+            ("10.1.0.0/24[%any/80]", "any protocol has no ports"),
+            ("10.1.0.0/24[256]", "unknown protocol"),
+            ("2001:db8::/32[icmp]", "use ipv6-icmp"),
+            ("10.0.0.0/8[ipv6-icmp]", "use icmp"),
+            ("10.0.0.0/8[tcp/80", "closing"),
+            ("gw-b", "not a prefix"),
+        ] {
+            let e = parse_selector(text, dynamic).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_as_swanctl_writes_them() {
+        for (v, ms) in [
+            (toml::Value::Integer(30), 30_000),
+            (toml::Value::Integer(0), 0),
+            (toml::Value::String("45".into()), 45_000),
+            (toml::Value::String("30s".into()), 30_000),
+            (toml::Value::String("2m".into()), 120_000),
+            (toml::Value::String("1h".into()), 3_600_000),
+            (toml::Value::String("1d".into()), 86_400_000),
+        ] {
+            assert_eq!(duration_ms(&v), Ok(ms), "{v}");
+        }
+        for v in [
+            toml::Value::Integer(-1),
+            toml::Value::String("".into()),
+            toml::Value::String("s".into()),
+            toml::Value::String("5ms".into()),
+            toml::Value::String("1.5h".into()),
+            toml::Value::Float(1.5),
+            toml::Value::String("99999999999999999999d".into()),
+        ] {
+            assert!(duration_ms(&v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn diff_by_connection_name() {
+        let old = parse(GOOD).unwrap();
+        assert_eq!(
+            old.diff(&old),
+            ConfigDiff {
+                unchanged: vec!["gw-b".into(), "gw-b-voice".into()],
+                ..ConfigDiff::default()
+            }
+        );
+        // Only the pre-shared key differs: changed (both connections use it).
+        let psk = parse(&GOOD.replace("battery staple", "battery stapler")).unwrap();
+        let d = old.diff(&psk);
+        assert_eq!(d.changed, ["gw-b", "gw-b-voice"]);
+        assert!(d.unchanged.is_empty() && d.added.is_empty() && d.removed.is_empty());
+        // One child's close_action, a peer address, dpd_timeout: each changes only its own.
+        for edit in [
+            ("close_action = \"start\"", "close_action = \"trap\""),
+            ("\"192.0.2.2\", \"192.0.2.3\"", "\"192.0.2.2\""),
+            ("dpd_timeout = \"2m\"", "dpd_timeout = \"1m\""),
+            ("\"10.3.0.5[tcp/443]\"", "\"10.3.0.5[tcp/444]\""),
+        ] {
+            let new = parse(&GOOD.replace(edit.0, edit.1)).unwrap();
+            let d = old.diff(&new);
+            assert_eq!(d.changed, ["gw-b"], "{edit:?}");
+            assert_eq!(d.unchanged, ["gw-b-voice"], "{edit:?}");
+        }
+        // Remove one, add another.
+        let renamed = parse(&GOOD.replace("gw-b-voice", "gw-c")).unwrap();
+        assert_eq!(
+            old.diff(&renamed),
+            ConfigDiff {
+                unchanged: vec!["gw-b".into()],
+                changed: vec![],
+                added: vec!["gw-c".into()],
+                removed: vec!["gw-b-voice".into()],
+            }
+        );
+        // The same connections in another order: nothing to do.
+        let (a, b) = GOOD.split_at(GOOD.find("[connections.gw-b-voice]").unwrap());
+        let (b, secrets) = b.split_at(b.find("[secrets.ike]").unwrap());
+        let swapped = parse(&format!("{b}\n{a}\n{secrets}")).unwrap();
+        assert_eq!(swapped.connections[0].connection.name, "gw-b-voice");
+        let d = old.diff(&swapped);
+        assert_eq!((d.unchanged.len(), d.changed.len()), (2, 0), "{d:?}");
+    }
+
+    #[test]
+    fn reqids_are_stable_and_unique() {
+        // The value is part of the contract: it must come out the same after a restart and
+        // after an upgrade (FNV-1a of "gw-b/net" into 1..2^24).
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.connections[0].children[0].reqid, 2_102_999);
+        assert_eq!(c.get("gw-b").unwrap().children[0].reqid, 2_102_999);
+        // Adding a connection and reordering leaves the others' reqids alone.
+        let more = GOOD.replace(
+            "[secrets.ike]",
+            "[connections.aaa]\nlocal_addrs = [\"192.0.2.1\"]\nremote_addrs = [\"192.0.2.7\"]\n\
+             proposals = [\"aes128gcm16-prfsha256-x25519\"]\n[connections.aaa.local]\n\
+             id = \"gw-a.example\"\n[connections.aaa.remote]\nid = \"gw-b.example\"\n\
+             [connections.aaa.children.net]\nlocal_ts = [\"10.1.0.0/16\"]\n\
+             remote_ts = [\"10.7.0.0/16\"]\nesp_proposals = [\"aes128gcm16\"]\n[secrets.ike]",
+        );
+        let c2 = parse(&more).unwrap();
+        for cc in &c.connections {
+            let cc2 = c2.get(&cc.connection.name).unwrap();
+            assert_eq!(cc.children, cc2.children);
+        }
+        assert_eq!(c.diff(&c2).added, ["aaa"]);
+        assert_eq!(c.diff(&c2).unchanged.len(), 2);
+
+        // Unique over many children, all in 1..2^24.
+        let names: Vec<(String, String)> = (0..3000)
+            .map(|i| (format!("c{i}"), format!("child{}", i % 7)))
+            .collect();
+        let r = assign_reqids(names.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+        let set: BTreeSet<u32> = r.values().copied().collect();
+        assert_eq!(set.len(), 3000);
+        assert!(set.iter().all(|&v| (1..=REQID_MAX).contains(&v)));
+
+        // These two collide: the first in name order keeps the hash, the next takes +1,
+        // whatever order they are given in.
+        for pairs in [
+            [("c11272", "net"), ("c8574", "net")],
+            [("c8574", "net"), ("c11272", "net")],
+        ] {
+            let r = assign_reqids(pairs);
+            assert_eq!(r[&("c11272".into(), "net".into())], 5_993_400);
+            assert_eq!(r[&("c8574".into(), "net".into())], 5_993_401);
+        }
+        // Probing wraps from the top of the range to 1 (0 is never a reqid).
+        assert_eq!(next_reqid(REQID_MAX), 1);
+        assert_eq!(next_reqid(1), 2);
     }
 }

@@ -1,5 +1,6 @@
 //! End-to-end: two of our dataplanes on AF_XDP between network namespaces, driven by
-//! `scripts/e2e.py` (ping, iperf3, tcpdump + scapy decryption, SIGKILL, MTU, two workers).
+//! `scripts/e2e.py` (ping, iperf3, tcpdump + scapy decryption, SIGKILL, MTU, two workers;
+//! the NAT topology's self-check).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -161,4 +162,13 @@ fn dataplane_kill_stays_fail_closed() {
 #[test]
 fn ipv6_esp_behind_extension_headers() {
     scenario("ipv6-destopts");
+}
+
+/// The NAT topology itself (no dataplane): a fifth namespace masquerades gw-a's side with
+/// random ports (nftables); a UDP datagram from gw-a:4500 reaches gw-b from the NAT's address
+/// with another port, its answer comes back, and `conntrack -F` makes the next one use a new
+/// port. IPv4 and IPv6.
+#[test]
+fn nat_topology_rewrites_ports() {
+    scenario("nat-topology");
 }

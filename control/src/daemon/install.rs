@@ -153,17 +153,18 @@ impl Daemon {
                     }
                     return;
                 };
+                let conn = self.conns[ci].name().to_string();
                 let c = &mut self.conns[ci].children[k];
                 if !c.installed.is_empty() || c.negotiating.is_some() {
                     return; // packets that raced the install
                 }
                 if c.trapped {
-                    info!(conn = %self.conns[ci].name(), child = %c.cfg.name, src = %flow.src, dst = %flow.dst,
+                    info!(conn = %conn, child = %c.cfg.name, src = %flow.src, dst = %flow.dst,
                         "acquire: traffic for a trapped connection; initiating");
                     c.wanted = true;
                     self.ensure_up(now, ci);
                 } else if self.limiter.allow(now, "acquire down") {
-                    info!(conn = %self.conns[ci].name(), child = %c.cfg.name, src = %flow.src, dst = %flow.dst,
+                    info!(conn = %conn, child = %c.cfg.name, src = %flow.src, dst = %flow.dst,
                         "traffic for a child that is down is dropped (fail-closed); `vpnctl up` brings it up");
                 }
             }

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{CloseAction, DpdAction, IkedConfig, StartAction};
 use crate::ike::sa::{
-    ChildRequest, ChildSa, CookieJar, Event, IkeError, IkeSa, Phase, Random, Role, IKE_PORT,
+    ChildRequest, CookieJar, Event, IkeError, IkeSa, Phase, Random, Role, IKE_PORT,
     NAT_T_PORT,
 };
 
@@ -657,6 +657,7 @@ impl Daemon {
         } else {
             None
         };
+        let conn = e.conn.clone();
         if let Some(ip) = no_longer_half_open {
             self.release_half_open(ip);
         }
@@ -664,7 +665,6 @@ impl Daemon {
             self.forget(spi);
         } else if phase == Phase::Established {
             // Children that should be up and are not: ask this IKE SA for them.
-            let conn = e.conn.clone();
             if let Some(ci) = self.conn_index(&conn) {
                 let wants = self.conns[ci]
                     .children
