@@ -1011,3 +1011,6 @@ impl IkeSa {
         self.events.push_back(Event::Closed { by_peer: true });
     }
 }
+
+#[cfg(test)]
+mod tests;
