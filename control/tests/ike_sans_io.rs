@@ -136,15 +136,15 @@ impl Nat {
         })
     }
     fn inbound(&self, outer: SocketAddr) -> Option<SocketAddr> {
-        self.out
-            .iter()
-            .find(|(_, o)| **o == outer)
-            .map(|(i, _)| *i)
+        self.out.iter().find(|(_, o)| **o == outer).map(|(i, _)| *i)
     }
     fn rebind(&mut self) {
         self.out.clear();
     }
 }
+
+/// Decides the fate of each datagram.
+type Network = Box<dyn FnMut(usize, &Datagram) -> Fault>;
 
 struct Pair {
     now: u64,
@@ -164,7 +164,7 @@ struct Pair {
     r_events: Vec<Event>,
     /// Every datagram sent, by side (true: by the initiator), as it left.
     wire: Vec<(bool, Datagram)>,
-    fault: Box<dyn FnMut(usize, &Datagram) -> Fault>,
+    fault: Network,
 }
 
 impl Pair {
@@ -291,7 +291,14 @@ impl Pair {
                     return;
                 }
             }
-            match IkeSa::respond(self.r_cfg.clone(), d.to, d.from, &d.data, now, &mut self.rng) {
+            match IkeSa::respond(
+                self.r_cfg.clone(),
+                d.to,
+                d.from,
+                &d.data,
+                now,
+                &mut self.rng,
+            ) {
                 Ok(r) => self.r = Some(r),
                 Err(evs) => {
                     for e in evs {
@@ -420,8 +427,14 @@ fn assert_keys_match(ours: &ChildSa, theirs: &ChildSa) {
         (ours.inbound_spi, ours.outbound_spi),
         (theirs.outbound_spi, theirs.inbound_spi)
     );
-    assert_eq!(&ours.keys_out.encryption[..], &theirs.keys_in.encryption[..]);
-    assert_eq!(&ours.keys_in.encryption[..], &theirs.keys_out.encryption[..]);
+    assert_eq!(
+        &ours.keys_out.encryption[..],
+        &theirs.keys_in.encryption[..]
+    );
+    assert_eq!(
+        &ours.keys_in.encryption[..],
+        &theirs.keys_out.encryption[..]
+    );
     assert_eq!(&ours.keys_out.integrity[..], &theirs.keys_in.integrity[..]);
     assert_eq!(&ours.keys_in.integrity[..], &theirs.keys_out.integrity[..]);
     assert_ne!(&ours.keys_out.encryption[..], &ours.keys_in.encryption[..]);
@@ -459,7 +472,10 @@ fn every_algorithm_combination_establishes_a_child_sa() {
         for (g, group) in groups.iter().enumerate() {
             let esp = esps[(k + g) % esps.len()];
             let p = format!("{ike}-{group}");
-            let mut pair = Pair::new(conn(true, &p, esp, b"s3cret"), conn(false, &p, esp, b"s3cret"));
+            let mut pair = Pair::new(
+                conn(true, &p, esp, b"s3cret"),
+                conn(false, &p, esp, b"s3cret"),
+            );
             pair.run();
             assert_eq!(
                 pair.i.phase(),
@@ -513,8 +529,8 @@ fn lost_datagrams_are_retransmitted_and_the_exchange_completes() {
 
 #[test]
 fn duplicated_datagrams_change_nothing() {
-    let mut p = Pair::new(conn(true, P, E, b"k"), conn(false, P, E, b"k"))
-        .fault(|_, _| Fault::Duplicate);
+    let mut p =
+        Pair::new(conn(true, P, E, b"k"), conn(false, P, E, b"k")).fault(|_, _| Fault::Duplicate);
     p.run();
     assert_eq!(p.i.phase(), Phase::Established);
     assert_eq!(p.r().children().len(), 1, "one Child SA despite duplicates");
@@ -541,7 +557,11 @@ fn a_silent_peer_fails_after_the_retries_with_a_reason() {
         "{err:?}"
     );
     assert_eq!(p.sent(), 5);
-    assert_eq!(p.now, 1000 + 2000 + 4000 + 8000 + 16000, "exponential backoff");
+    assert_eq!(
+        p.now,
+        1000 + 2000 + 4000 + 8000 + 16000,
+        "exponential backoff"
+    );
 }
 
 #[test]
@@ -551,7 +571,12 @@ fn invalid_ke_makes_the_initiator_retry_with_the_responders_group() {
         conn(false, "aes128gcm16-prfsha256-ecp256", E, b"k"),
     );
     p.run();
-    assert_eq!(p.i.phase(), Phase::Established, "{:?}", failure(&p.i_events));
+    assert_eq!(
+        p.i.phase(),
+        Phase::Established,
+        "{:?}",
+        failure(&p.i_events)
+    );
     assert!(matches!(
         failure(&p.r_events),
         Some(IkeError::KeGroupMismatch { theirs: 31, ours }) if ours == "ecp256"
@@ -569,7 +594,11 @@ fn forced_nat_t_moves_both_sides_to_udp_encapsulation() {
     let ci = child_up(&p.i_events, "net").unwrap();
     let cr = child_up(&p.r_events, "net").unwrap();
     assert_eq!(ci.udp_encap, Some((4500, 4500)));
-    assert_eq!(cr.udp_encap, Some((4500, 4500)), "the responder sees the NAT too");
+    assert_eq!(
+        cr.udp_encap,
+        Some((4500, 4500)),
+        "the responder sees the NAT too"
+    );
     // IKE_AUTH went from and to port 4500.
     let (_, auth) = &p.wire[2];
     assert_eq!((auth.from.port(), auth.to.port()), (4500, 4500));
@@ -578,10 +607,18 @@ fn forced_nat_t_moves_both_sides_to_udp_encapsulation() {
 #[test]
 fn cookie_round_trip() {
     let p_ = "aes256gcm16-prfsha256-ecp384";
-    let mut p = Pair::new(conn(true, p_, "aes256gcm16", b"k"), conn(false, p_, "aes256gcm16", b"k"));
+    let mut p = Pair::new(
+        conn(true, p_, "aes256gcm16", b"k"),
+        conn(false, p_, "aes256gcm16", b"k"),
+    );
     p.jar = Some(CookieJar::new([9; 32]));
     p.run();
-    assert_eq!(p.i.phase(), Phase::Established, "{:?}", failure(&p.i_events));
+    assert_eq!(
+        p.i.phase(),
+        Phase::Established,
+        "{:?}",
+        failure(&p.i_events)
+    );
     assert_eq!(p.sent(), 6, "cookie request, then the two exchanges");
 }
 
@@ -606,7 +643,10 @@ fn psk_mismatch_fails_on_both_sides_with_authentication_failed() {
 
 #[test]
 fn disjoint_proposals_give_no_proposal_chosen_naming_both_sides() {
-    let mut p = Pair::new(conn(true, P, E, b"k"), conn(false, "aes256-sha512-modp3072", E, b"k"));
+    let mut p = Pair::new(
+        conn(true, P, E, b"k"),
+        conn(false, "aes256-sha512-modp3072", E, b"k"),
+    );
     p.run();
     assert_eq!(p.i.phase(), Phase::Closed);
     assert!(p.r.is_none(), "the responder keeps no state");
@@ -621,7 +661,10 @@ fn disjoint_proposals_give_no_proposal_chosen_naming_both_sides() {
     ));
 
     // ESP only: the IKE SA comes up, the child does not, and both sides say why.
-    let mut p = Pair::new(conn(true, P, E, b"k"), conn(false, P, "aes256-sha256", b"k"));
+    let mut p = Pair::new(
+        conn(true, P, E, b"k"),
+        conn(false, P, "aes256-sha256", b"k"),
+    );
     p.run();
     assert_eq!(p.i.phase(), Phase::Established);
     assert!(child_up(&p.i_events, "net").is_none());
@@ -709,11 +752,17 @@ fn a_half_open_sa_expires_on_the_responder() {
     assert_eq!(p.r().phase(), Phase::Closed);
     assert!(matches!(
         failure(&p.r_events),
-        Some(IkeError::HalfOpenExpired { waited_ms: 31_000, .. })
+        Some(IkeError::HalfOpenExpired {
+            waited_ms: 31_000,
+            ..
+        })
     ));
     assert!(matches!(
         failure(&p.i_events),
-        Some(IkeError::Timeout { what: "IKE_AUTH", .. })
+        Some(IkeError::Timeout {
+            what: "IKE_AUTH",
+            ..
+        })
     ));
 }
 
@@ -739,7 +788,12 @@ fn natted() -> Pair {
 fn responses_go_to_the_source_address_and_port() {
     let mut p = natted();
     p.run();
-    assert_eq!(p.i.phase(), Phase::Established, "{:?}", failure(&p.i_events));
+    assert_eq!(
+        p.i.phase(),
+        Phase::Established,
+        "{:?}",
+        failure(&p.i_events)
+    );
     // §2.11: the IKE_SA_INIT answer went to the NAT's port, not to port 500.
     let (from_i, init_resp) = &p.wire[1];
     assert!(!from_i);
@@ -753,7 +807,11 @@ fn responses_go_to_the_source_address_and_port() {
     assert_eq!(p.r().remote(), addr("198.51.100.7:40002"));
     assert_eq!(p.r().local(), addr("192.0.2.2:4500"));
     let cr = child_up(&p.r_events, "net").unwrap();
-    assert_eq!(cr.udp_encap, Some((4500, 40002)), "ESP-in-UDP to the mapped port");
+    assert_eq!(
+        cr.udp_encap,
+        Some((4500, 40002)),
+        "ESP-in-UDP to the mapped port"
+    );
     assert_eq!(cr.remote, "198.51.100.7".parse::<IpAddr>().unwrap());
     let ci = child_up(&p.i_events, "net").unwrap();
     assert_eq!(ci.udp_encap, Some((4500, 4500)));
@@ -791,7 +849,10 @@ fn a_changed_nat_mapping_is_followed_by_the_peer_outside_the_nat() {
     assert_eq!(p.r().phase(), Phase::Established);
     assert!(failure(&p.r_events).is_none());
     // The initiator, behind the NAT, never moves (§2.23).
-    assert!(!p.i_events.iter().any(|e| matches!(e, Event::PeerMoved { .. })));
+    assert!(!p
+        .i_events
+        .iter()
+        .any(|e| matches!(e, Event::PeerMoved { .. })));
 }
 
 #[test]
@@ -805,8 +866,13 @@ fn without_a_nat_a_message_from_another_port_moves_nothing() {
     p.to_r.push_back(d);
     p.pump();
     assert_eq!(p.r().remote(), addr(A));
-    assert!(!p.r_events.iter().any(|e| matches!(e, Event::PeerMoved { .. })));
-    assert!(ignored(&p.r_events).iter().any(|w| w.contains("not following")));
+    assert!(!p
+        .r_events
+        .iter()
+        .any(|e| matches!(e, Event::PeerMoved { .. })));
+    assert!(ignored(&p.r_events)
+        .iter()
+        .any(|w| w.contains("not following")));
     // The answer still went where the request came from (§2.11).
     assert_eq!(p.wire.last().unwrap().1.to, addr("192.0.2.1:6000"));
 }
@@ -829,7 +895,11 @@ fn initial_contact_is_sent_when_asked_and_reported() {
         let mut p = Pair::with(conn(true, P, E, b"k"), conn(false, P, E, b"k"), want);
         p.run();
         assert_eq!(initial_contact_seen(&p.r_events), Some(want));
-        assert_eq!(initial_contact_seen(&p.i_events), Some(false), "the responder sends none");
+        assert_eq!(
+            initial_contact_seen(&p.i_events),
+            Some(false),
+            "the responder sends none"
+        );
     }
 }
 
@@ -842,7 +912,11 @@ fn abandon_drops_the_sa_silently() {
     assert!(p.to_i.is_empty(), "not a word to the peer");
     assert!(p.r_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { inbound_spi: R_SPI, by_peer: true, .. }
+        Event::ChildDown {
+            inbound_spi: R_SPI,
+            by_peer: true,
+            ..
+        }
     )));
     assert!(p
         .r_events
@@ -881,7 +955,10 @@ fn the_initiator_tells_the_responder_when_its_auth_does_not_verify() {
     ));
     assert!(p.r_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { inbound_spi: R_SPI, .. }
+        Event::ChildDown {
+            inbound_spi: R_SPI,
+            ..
+        }
     )));
     assert!(p.r().children().is_empty());
     // The notice was answered: the initiator is done too.
@@ -941,9 +1018,16 @@ fn create_child_sa_makes_another_child_as_initiator() {
     assert_keys_match(ci, cr);
     assert_eq!(ci.inbound_spi, 0x8000_0011);
     assert_eq!(cr.inbound_spi, R_SPI + 1, "from the responder's allocator");
-    assert_eq!(ci.proposal.transform.to_string(), cr.proposal.transform.to_string());
+    assert_eq!(
+        ci.proposal.transform.to_string(),
+        cr.proposal.transform.to_string()
+    );
     assert_eq!(ci.remote_ts, vec![parse_ts("10.3.0.0/16").unwrap()]);
-    assert_ne!(&ci.keys_out.encryption[..16], &first_keys[..16], "fresh nonces, fresh keys");
+    assert_ne!(
+        &ci.keys_out.encryption[..16],
+        &first_keys[..16],
+        "fresh nonces, fresh keys"
+    );
     assert_eq!(p.i.children().len(), 2);
     assert_eq!(p.r().children().len(), 2);
 }
@@ -965,7 +1049,10 @@ fn create_child_sa_makes_another_child_as_responder() {
     let cr = child_up(&p.r_events, "web").expect("the original responder asked");
     assert_keys_match(cr, ci);
     assert_eq!(cr.inbound_spi, 0x9000_0001);
-    assert_eq!(ci.inbound_spi, 0x8000_0101, "from the initiator's allocator");
+    assert_eq!(
+        ci.inbound_spi, 0x8000_0101,
+        "from the initiator's allocator"
+    );
     assert_eq!(ci.local_ts, vec![parse_ts("10.1.0.0/16").unwrap()]);
     assert_eq!(ci.remote_ts, vec![parse_ts("10.3.0.0/16").unwrap()]);
 }
@@ -978,10 +1065,24 @@ fn requests_wait_for_the_window_and_go_in_order() {
     let sent = p.sent();
     let now = p.now;
     let rng = &mut p.rng;
-    p.i.create_child(now, ChildRequest { child: 1, inbound_spi: 0x11 }, rng)
-        .unwrap();
-    p.i.create_child(now, ChildRequest { child: 0, inbound_spi: 0x12 }, rng)
-        .unwrap();
+    p.i.create_child(
+        now,
+        ChildRequest {
+            child: 1,
+            inbound_spi: 0x11,
+        },
+        rng,
+    )
+    .unwrap();
+    p.i.create_child(
+        now,
+        ChildRequest {
+            child: 0,
+            inbound_spi: 0x12,
+        },
+        rng,
+    )
+    .unwrap();
     assert!(p.i.dpd_probe(now, 5000, rng));
     assert!(!p.i.dpd_probe(now, 5000, rng), "one probe at a time");
     p.collect();
@@ -1007,12 +1108,26 @@ fn requests_wait_for_the_window_and_go_in_order() {
     let mut q = Pair::new(two_children(true), two_children(false));
     let rng = &mut q.rng;
     assert_eq!(
-        q.i.create_child(0, ChildRequest { child: 1, inbound_spi: 1 }, rng),
+        q.i.create_child(
+            0,
+            ChildRequest {
+                child: 1,
+                inbound_spi: 1
+            },
+            rng
+        ),
         Err(IkeError::NotEstablished)
     );
     let now = p.now;
     assert!(matches!(
-        p.i.create_child(now, ChildRequest { child: 7, inbound_spi: 1 }, &mut p.rng),
+        p.i.create_child(
+            now,
+            ChildRequest {
+                child: 7,
+                inbound_spi: 1
+            },
+            &mut p.rng
+        ),
         Err(IkeError::NoSuchChild { index: 7, count: 2 })
     ));
 }
@@ -1050,7 +1165,11 @@ fn an_unanswered_dpd_probe_declares_the_peer_dead() {
     assert_eq!(p.now, start + 10_000);
     assert!(p.i_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { inbound_spi: I_SPI, by_peer: false, .. }
+        Event::ChildDown {
+            inbound_spi: I_SPI,
+            by_peer: false,
+            ..
+        }
     )));
 }
 
@@ -1119,7 +1238,12 @@ fn delete_child_closes_both_halves_and_keeps_the_ike_sa() {
     )));
     assert!(p.r_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { inbound_spi: R_SPI, outbound_spi: I_SPI, by_peer: true, .. }
+        Event::ChildDown {
+            inbound_spi: R_SPI,
+            outbound_spi: I_SPI,
+            by_peer: true,
+            ..
+        }
     )));
     assert!(p.i.children().is_empty() && p.r().children().is_empty());
     assert_eq!(p.i.phase(), Phase::Established);
@@ -1140,12 +1264,20 @@ fn delete_closes_both_sides_and_their_child_sas() {
     assert_eq!(p.i.phase(), Phase::Deleting);
     assert!(p.i_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { inbound_spi: I_SPI, by_peer: false, .. }
+        Event::ChildDown {
+            inbound_spi: I_SPI,
+            by_peer: false,
+            ..
+        }
     )));
     p.run();
     assert!(p.r_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { inbound_spi: R_SPI, by_peer: true, .. }
+        Event::ChildDown {
+            inbound_spi: R_SPI,
+            by_peer: true,
+            ..
+        }
     )));
     assert!(p
         .r_events
@@ -1206,7 +1338,10 @@ fn errors_say_which_side_wanted_what() {
         exchange: "INFORMATIONAL",
         notify: 24,
     };
-    assert_eq!(e.to_string(), "the peer sent AUTHENTICATION_FAILED in INFORMATIONAL");
+    assert_eq!(
+        e.to_string(),
+        "the peer sent AUTHENTICATION_FAILED in INFORMATIONAL"
+    );
     let e = IkeError::PeerDead {
         probes: 4,
         waited_ms: 10_000,

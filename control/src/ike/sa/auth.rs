@@ -16,7 +16,15 @@ impl IkeSa {
             Role::Initiator => (&hs.init_request, &hs.nr, &hs.sk_pi),
             Role::Responder => (&hs.init_response, &hs.ni, &hs.sk_pr),
         };
-        psk_auth(hs.keys.suite.prf, &self.cfg.psk, first, peer_nonce, sk_p, &id).to_vec()
+        psk_auth(
+            hs.keys.suite.prf,
+            &self.cfg.psk,
+            first,
+            peer_nonce,
+            sk_p,
+            &id,
+        )
+        .to_vec()
     }
 
     fn peer_auth_ok(&self, hs: &Handshake, id: &Id, auth: &[u8]) -> bool {
@@ -25,7 +33,14 @@ impl IkeSa {
             Role::Responder => (&hs.init_request, &hs.nr, &hs.sk_pi),
         };
         auth_matches(
-            &psk_auth(hs.keys.suite.prf, &self.cfg.psk, first, peer_nonce, sk_p, id),
+            &psk_auth(
+                hs.keys.suite.prf,
+                &self.cfg.psk,
+                first,
+                peer_nonce,
+                sk_p,
+                id,
+            ),
             auth,
         )
     }

@@ -330,22 +330,21 @@ impl IkeSa {
             }
         };
         let Some(keys) = self.keys() else {
-            return (vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])], false);
+            return (
+                vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])],
+                false,
+            );
         };
-        let ck = child_keys(
-            keys.suite.prf,
-            &keys.sk_d,
-            ni,
-            nr,
-            ch.proposal.transform,
-        );
+        let ck = child_keys(keys.suite.prf, &keys.sk_d, ni, nr, ch.proposal.transform);
         let c = self.cfg.children[ch.child].clone();
         let inbound_spi = spis.alloc_spi();
         let mut out = Vec::new();
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
         }
-        out.push(Payload::Sa(vec![ch.proposal.to_wire(ch.number, inbound_spi)]));
+        out.push(Payload::Sa(vec![ch
+            .proposal
+            .to_wire(ch.number, inbound_spi)]));
         out.push(Payload::TsI(ch.tsi.clone()));
         out.push(Payload::TsR(ch.tsr.clone()));
         self.child_up(
@@ -380,7 +379,9 @@ impl IkeSa {
             return;
         }
         let has_sa = first!(p, Payload::Sa(s) => s).is_some();
-        let nr = first!(p, Payload::Nonce(n) => n).cloned().unwrap_or_default();
+        let nr = first!(p, Payload::Nonce(n) => n)
+            .cloned()
+            .unwrap_or_default();
         if has_sa && !(16..=256).contains(&nr.len()) {
             let name = self
                 .cfg
@@ -409,8 +410,8 @@ impl IkeSa {
         rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
     ) {
-        let ike_rekey =
-            first!(p, Payload::Sa(s) => s).is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
+        let ike_rekey = first!(p, Payload::Sa(s) => s)
+            .is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
         if ike_rekey || find_notify(p, notify::REKEY_SA).is_some() {
             // §1.3.2, §1.3.3: not yet; refuse so the peer is not left waiting.
             self.answer(
@@ -448,7 +449,9 @@ impl IkeSa {
                 &[notify_payload(notify::INVALID_SYNTAX, vec![])],
                 rng,
             );
-            self.ignored("a CREATE_CHILD_SA request without a valid nonce: answered INVALID_SYNTAX".into());
+            self.ignored(
+                "a CREATE_CHILD_SA request without a valid nonce: answered INVALID_SYNTAX".into(),
+            );
             return;
         };
         let ni = ni.clone();

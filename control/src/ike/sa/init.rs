@@ -13,9 +13,8 @@ use super::super::proposal::{describe, IkeProposal, IkeSuite};
 use super::super::sk::SkCrypto;
 use super::super::wire::{exchange, flags, Header, Message, Payload};
 use super::{
-    error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest,
-    Connection, Event, Handshake, IkeError, IkeSa, IkeState, InitSent, Random, Req, Role,
-    SkKeys, NAT_T_PORT,
+    error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest, Connection,
+    Event, Handshake, IkeError, IkeSa, IkeState, InitSent, Random, Req, Role, SkKeys, NAT_T_PORT,
 };
 
 fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
@@ -163,9 +162,9 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
     ) -> Result<Derived, IkeError> {
-        let shared = dh.shared(peer_public).map_err(|e| IkeError::KeyExchange {
-            why: e.to_string(),
-        })?;
+        let shared = dh
+            .shared(peer_public)
+            .map_err(|e| IkeError::KeyExchange { why: e.to_string() })?;
         let lens = KeyLengths {
             enc: suite.encr.key_material_len(),
             integ: suite.integ.key_len(),

@@ -152,15 +152,24 @@ pub enum Event {
         by_peer: bool,
     },
     /// The Child SA could not be made; the IKE SA stays up (§1.2, §2.21.3).
-    ChildFailed { name: String, error: IkeError },
+    ChildFailed {
+        name: String,
+        error: IkeError,
+    },
     /// The peer's NAT-mapped address or port changed (§2.23); ESP-in-UDP must follow.
-    PeerMoved { remote: SocketAddr },
+    PeerMoved {
+        remote: SocketAddr,
+    },
     /// The IKE SA is dead (negotiation failed, peer dead, peer's error notify).
     Failed(IkeError),
     /// The IKE SA is gone (deleted by either side).
-    Closed { by_peer: bool },
+    Closed {
+        by_peer: bool,
+    },
     /// A message, payload or notify we did not act on, and why (for a debug line / counter).
-    Ignored { what: String },
+    Ignored {
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,15 +221,22 @@ struct InitSent {
 enum IkeState {
     InitSent(Box<InitSent>),
     /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH until `expires`.
-    InitDone { hs: Box<Handshake>, expires: u64 },
+    InitDone {
+        hs: Box<Handshake>,
+        expires: u64,
+    },
     /// Initiator: IKE_AUTH sent.
     AuthSent {
         hs: Box<Handshake>,
         first: ChildRequest,
     },
-    Established { keys: Box<SkKeys> },
+    Established {
+        keys: Box<SkKeys>,
+    },
     /// Our Delete or AUTHENTICATION_FAILED notice is queued or out.
-    Deleting { keys: Box<SkKeys> },
+    Deleting {
+        keys: Box<SkKeys>,
+    },
     Closed,
 }
 
@@ -229,10 +245,18 @@ enum IkeState {
 enum Req {
     Init,
     Auth,
-    CreateChild { req: ChildRequest, ni: Vec<u8> },
-    DeleteChild { inbound_spi: u32 },
+    CreateChild {
+        req: ChildRequest,
+        ni: Vec<u8>,
+    },
+    DeleteChild {
+        inbound_spi: u32,
+    },
     DeleteIke,
-    Dpd { started: u64, deadline: u64 },
+    Dpd {
+        started: u64,
+        deadline: u64,
+    },
     /// §2.21.2: we rejected the responder's AUTH and say so.
     AuthFailedNotice,
 }
@@ -587,11 +611,7 @@ impl IkeSa {
                     let mut ni = vec![0u8; 32];
                     rng.fill(&mut ni);
                     let p = self.create_child_payloads(req, &ni);
-                    (
-                        p,
-                        Req::CreateChild { req, ni },
-                        exchange::CREATE_CHILD_SA,
-                    )
+                    (p, Req::CreateChild { req, ni }, exchange::CREATE_CHILD_SA)
                 }
                 Queued::DeleteChild(inbound_spi) => (
                     vec![Payload::Delete(super::wire::Delete {
@@ -602,9 +622,11 @@ impl IkeSa {
                     Req::DeleteChild { inbound_spi },
                     exchange::INFORMATIONAL,
                 ),
-                Queued::Dpd { started, deadline } => {
-                    (vec![], Req::Dpd { started, deadline }, exchange::INFORMATIONAL)
-                }
+                Queued::Dpd { started, deadline } => (
+                    vec![],
+                    Req::Dpd { started, deadline },
+                    exchange::INFORMATIONAL,
+                ),
                 Queued::DeleteIke => (
                     vec![Payload::Delete(super::wire::Delete {
                         protocol: super::proposal::PROTO_IKE,
@@ -650,11 +672,16 @@ impl IkeSa {
         let hdr = match Header::parse(raw) {
             Ok(h) if h.major == 2 => h,
             Ok(h) => {
-                self.ignored(format!("a message of IKE version {} from {remote}", h.major));
+                self.ignored(format!(
+                    "a message of IKE version {} from {remote}",
+                    h.major
+                ));
                 return;
             }
             Err(e) => {
-                self.ignored(format!("a datagram from {remote} that is no IKE message: {e}"));
+                self.ignored(format!(
+                    "a datagram from {remote} that is no IKE message: {e}"
+                ));
                 return;
             }
         };
@@ -814,7 +841,10 @@ impl IkeSa {
                     hdr.message_id,
                     local,
                     remote,
-                    &[notify_payload(notify::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t])],
+                    &[notify_payload(
+                        notify::UNSUPPORTED_CRITICAL_PAYLOAD,
+                        vec![t],
+                    )],
                     rng,
                 );
                 self.ignored(format!(

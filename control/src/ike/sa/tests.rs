@@ -29,8 +29,10 @@ impl SpiAllocator for Counter {
 }
 
 fn conn(initiator: bool) -> Connection {
-    let (a, b): (SocketAddr, SocketAddr) =
-        ("192.0.2.1:500".parse().unwrap(), "192.0.2.2:500".parse().unwrap());
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "192.0.2.1:500".parse().unwrap(),
+        "192.0.2.2:500".parse().unwrap(),
+    );
     let (local, remote, lid, rid, lts, rts) = if initiator {
         (a, b, "gw-a", "gw-b", "10.1.0.0/16", "10.2.0.0/16")
     } else {
@@ -93,7 +95,10 @@ fn pair(rng: &mut Seeded) -> (IkeSa, IkeSa) {
     for m in drain(&mut r).0 {
         i.handle(0, ic.local, ic.remote, &m, rng, &mut spis);
     }
-    assert_eq!((i.phase(), r.phase()), (Phase::Established, Phase::Established));
+    assert_eq!(
+        (i.phase(), r.phase()),
+        (Phase::Established, Phase::Established)
+    );
     assert_eq!((i.children().len(), r.children().len()), (1, 1));
     drain(&mut i);
     (i, r)
@@ -152,10 +157,19 @@ fn an_error_notify_in_informational_tears_the_sa_down() {
     let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
     assert!(answer.is_empty(), "answered (§1.4), with nothing in it");
     assert_eq!(r.phase(), Phase::Closed);
-    assert!(ev.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi: 0x201, .. })));
     assert!(ev.iter().any(|e| matches!(
         e,
-        Event::Failed(IkeError::PeerNotify { exchange: "INFORMATIONAL", notify: notify::TEMPORARY_FAILURE })
+        Event::ChildDown {
+            inbound_spi: 0x201,
+            ..
+        }
+    )));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Failed(IkeError::PeerNotify {
+            exchange: "INFORMATIONAL",
+            notify: notify::TEMPORARY_FAILURE
+        })
     )));
 }
 
@@ -173,7 +187,10 @@ fn authentication_failed_from_the_responder_in_informational_tears_down() {
     assert_eq!(i.phase(), Phase::Closed);
     assert!(ev.iter().any(|e| matches!(
         e,
-        Event::Failed(IkeError::PeerRejectedAuth { peer_is_initiator: false, .. })
+        Event::Failed(IkeError::PeerRejectedAuth {
+            peer_is_initiator: false,
+            ..
+        })
     )));
 }
 
