@@ -606,6 +606,10 @@ impl IkeSa {
             let (payloads, req, exch) = match q {
                 Queued::CreateChild(req) => {
                     if !matches!(self.state, IkeState::Established { .. }) {
+                        self.ignored(format!(
+                            "a queued CREATE_CHILD_SA for child {}: the IKE SA is going away",
+                            req.child
+                        ));
                         continue;
                     }
                     let mut ni = vec![0u8; 32];
@@ -689,6 +693,14 @@ impl IkeSa {
             self.ignored(format!(
                 "a message from {remote} for IKE SPI {:#018x}, not ours",
                 hdr.spi_i
+            ));
+            return;
+        }
+        // Past IKE_SA_INIT, both SPIs name the SA (§2.6: SPIr is 0 only in IKE_SA_INIT).
+        if hdr.exchange != exchange::IKE_SA_INIT && hdr.spi_r != self.spi_r {
+            self.ignored(format!(
+                "a message from {remote} for responder SPI {:#018x}, not ours",
+                hdr.spi_r
             ));
             return;
         }
