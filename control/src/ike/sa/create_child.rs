@@ -10,7 +10,7 @@ use dataplane::crypto::SaKeys;
 
 use super::super::child::{self, child_keys, show_ts, ChildCfg, EspProposal};
 use super::super::proposal::{describe, PROTO_IKE};
-use super::super::wire::{exchange, Payload, Ts};
+use super::super::wire::{exchange, payload, Payload, Ts};
 use super::{
     error_notify, find_notify, first, notify, notify_payload, ChildInfo, ChildRequest, ChildSa,
     Event, IkeError, IkeSa, IkeState, Queued, Random, SpiAllocator,
@@ -28,6 +28,16 @@ fn offered_esp(c: &ChildCfg) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// What CREATE_CHILD_SA acts on; anything else is reported.
+const CHILD_PAYLOADS: &[u8] = &[
+    payload::SA,
+    payload::NONCE,
+    payload::KE,
+    payload::TSI,
+    payload::TSR,
+];
+const CHILD_NOTIFIES: &[u16] = &[notify::USE_TRANSPORT_MODE, notify::REKEY_SA];
 
 /// What the responder settled on for a Child SA request.
 struct Choice {
@@ -378,6 +388,7 @@ impl IkeSa {
             self.ignored("a CREATE_CHILD_SA answer while the IKE SA is going away".into());
             return;
         }
+        self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
         let has_sa = first!(p, Payload::Sa(s) => s).is_some();
         let nr = first!(p, Payload::Nonce(n) => n)
             .cloned()
@@ -410,6 +421,7 @@ impl IkeSa {
         rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
     ) {
+        self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
         let ike_rekey = first!(p, Payload::Sa(s) => s)
             .is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
         if ike_rekey || find_notify(p, notify::REKEY_SA).is_some() {

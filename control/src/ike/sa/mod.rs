@@ -486,6 +486,26 @@ impl IkeSa {
         self.events.push_back(Event::Ignored { what });
     }
 
+    /// Nothing silent: say which payloads and notifies of a message no code here acts on
+    /// (vendor IDs, certificate requests, status notifies of extensions we do not speak).
+    /// Error notifies are acted on where they matter.
+    fn report_unused(&mut self, exch: &'static str, p: &[Payload], used: &[u8], notifies: &[u16]) {
+        for x in p {
+            let what = match x {
+                Payload::Notify(n)
+                    if n.kind < notify::FIRST_STATUS || notifies.contains(&n.kind) =>
+                {
+                    continue
+                }
+                Payload::Notify(n) => format!("{} in {exch}", notify::name(n.kind)),
+                x if used.contains(&x.kind()) => continue,
+                Payload::VendorId(_) => format!("a vendor ID in {exch}"),
+                x => format!("payload type {} in {exch}", x.kind()),
+            };
+            self.ignored(what);
+        }
+    }
+
     fn send_to(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         self.events.push_back(Event::Send { from, to, data });
     }

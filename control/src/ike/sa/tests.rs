@@ -293,3 +293,30 @@ fn an_unexpected_exchange_is_answered_and_reported() {
     assert!(has_notify(&answer, notify::INVALID_SYNTAX));
     assert!(ignored(&ev)[0].contains("exchange type 99"));
 }
+
+#[test]
+fn unknown_payloads_and_status_notifies_are_reported() {
+    let mut rng = Seeded(9);
+    let ic = conn(true);
+    let first = ChildRequest {
+        child: 0,
+        inbound_spi: 0x100,
+    };
+    let i = IkeSa::initiate(ic.clone(), ic.local, ic.remote, first, false, 0, &mut rng);
+    let mut m = Message::parse(i.first_message()).unwrap();
+    m.payloads.push(Payload::VendorId(b"strongSwan".to_vec()));
+    m.payloads.push(notify_payload(16430, vec![])); // IKEV2_FRAGMENTATION_SUPPORTED
+    let rc = conn(false);
+    let mut r = IkeSa::respond(rc.clone(), rc.local, rc.remote, &m.emit(), 0, &mut rng)
+        .ok()
+        .unwrap();
+    let (sends, ev) = drain(&mut r);
+    assert_eq!(sends.len(), 1, "answered all the same");
+    assert_eq!(
+        ignored(&ev),
+        vec![
+            "a vendor ID in IKE_SA_INIT",
+            "status notify 16430 in IKE_SA_INIT"
+        ]
+    );
+}
