@@ -141,8 +141,9 @@ impl IkeSa {
             };
             self.queue.clear();
             self.queue.push_back(Queued::AuthFailedNotice);
-            self.events.push_back(Event::Failed(err));
+            // The notice goes out first: a daemon that drops the SA on Failed has sent it.
             self.pump(now, rng);
+            self.events.push_back(Event::Failed(err));
             return;
         }
         let suite = hs.keys.suite;

@@ -7,6 +7,13 @@
 //! `Option` to `.expect()`. One request of ours is in flight at a time (window size 1,
 //! §2.3); further ones wait in a queue and go out in order.
 //!
+//! For the daemon: drain [`IkeSa::poll_event`] after every call, in order; keep the SA
+//! (routing its datagrams, calling [`IkeSa::handle_timeout`] at [`IkeSa::poll_timeout`])
+//! until [`IkeSa::phase`] is [`Phase::Closed`]. After `Failed` it may still be `Deleting`
+//! for a while: when we reject the responder's AUTH, `Failed` comes at once and the
+//! AUTHENTICATION_FAILED notice (§2.21.2) is retransmitted until answered; after `delete`,
+//! `Closed` comes when the peer answers or the retransmissions run out.
+//!
 //! Modules: `init` (IKE_SA_INIT, NAT detection, COOKIE and INVALID_KE retries), `auth`
 //! (IKE_AUTH with PSK and the first Child SA), `create_child` (Child SA negotiation, in
 //! IKE_AUTH and CREATE_CHILD_SA), `informational` (Delete, DPD, error notifies), `stateless`
