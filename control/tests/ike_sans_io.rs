@@ -1360,3 +1360,42 @@ fn errors_say_which_side_wanted_what() {
         "the initiator wants transport mode, this connection is tunnel mode"
     );
 }
+
+#[test]
+fn delete_while_a_child_is_being_created_leaves_nothing_behind() {
+    let mut p = Pair::new(two_children(true), two_children(false));
+    p.run();
+    p.take_events();
+    let now = p.now;
+    let rng = &mut p.rng;
+    p.i.create_child(
+        now,
+        ChildRequest {
+            child: 1,
+            inbound_spi: 0x11,
+        },
+        rng,
+    )
+    .unwrap();
+    p.i.delete(now, rng);
+    p.run();
+    assert_eq!(p.i.phase(), Phase::Closed);
+    assert_eq!(p.r().phase(), Phase::Closed);
+    assert!(
+        child_up(&p.i_events, "web").is_none(),
+        "not installed by the dying SA"
+    );
+    // Whatever the responder brought up, it took down again.
+    let up = p
+        .r_events
+        .iter()
+        .filter(|e| matches!(e, Event::ChildUp(_)))
+        .count();
+    let down = p
+        .r_events
+        .iter()
+        .filter(|e| matches!(e, Event::ChildDown { .. }))
+        .count();
+    assert_eq!((up, down), (1, 2));
+    assert!(p.r().children().is_empty());
+}

@@ -1025,8 +1025,16 @@ impl IkeSa {
         if tries >= self.cfg.retransmit_tries && !is_dpd {
             let req = o.req.clone();
             self.out = None;
+            let deleting = matches!(self.state, IkeState::Deleting { .. });
             match req {
-                Req::DeleteIke => {
+                // Our delete (or what was in flight before it) went unanswered: the IKE SA
+                // is gone either way.
+                Req::DeleteIke
+                | Req::CreateChild { .. }
+                | Req::DeleteChild { .. }
+                | Req::Dpd { .. }
+                    if deleting =>
+                {
                     tracing::info!(conn = %self.cfg.name, "no answer to our delete; the IKE SA is gone anyway");
                     self.state = IkeState::Closed;
                     self.queue.clear();
