@@ -1399,3 +1399,40 @@ fn delete_while_a_child_is_being_created_leaves_nothing_behind() {
     assert_eq!((up, down), (1, 2));
     assert!(p.r().children().is_empty());
 }
+
+#[test]
+fn garbage_never_panics_never_changes_state_and_is_always_accounted_for() {
+    let mut p = established();
+    let wire: Vec<(bool, Datagram)> = p.wire.clone();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for n in 0..5000 {
+        let (from_i, d) = &wire[n % wire.len()];
+        let mut b = d.data.clone();
+        for _ in 0..(n % 4) + 1 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = (x as usize) % b.len();
+            b[at] ^= (x >> 40) as u8 | 1;
+        }
+        if n % 7 == 0 {
+            b.truncate((x as usize) % b.len());
+        }
+        let now = p.now;
+        let sa = if *from_i { p.r() } else { &mut p.i };
+        let (l, r) = (sa.local(), sa.remote());
+        let mut spis = Counter(0x7000_0000);
+        sa.handle(now, l, r, &b, &mut Seeded(n as u64 + 1), &mut spis);
+        let mut said = 0;
+        while let Some(e) = sa.poll_event() {
+            assert!(
+                matches!(e, Event::Ignored { .. } | Event::Send { .. }),
+                "garbage #{n} did something: {e:?}"
+            );
+            said += 1;
+        }
+        assert!(said > 0, "garbage #{n} passed in silence");
+        assert_eq!(sa.phase(), Phase::Established);
+    }
+    assert_eq!((p.i.children().len(), p.r().children().len()), (1, 1));
+}
