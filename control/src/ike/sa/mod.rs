@@ -1060,7 +1060,7 @@ impl IkeSa {
             return;
         };
         o.tries += 1;
-        o.next_at = now + (base << (o.tries - 1).min(10));
+        o.next_at = now.saturating_add(base.saturating_mul(1 << (o.tries - 1).min(10)));
         let data = o.data.clone();
         self.send(data);
     }
@@ -1069,8 +1069,8 @@ impl IkeSa {
     /// budget (it gives up after that too).
     fn half_open_ms(&self) -> u64 {
         (0..self.cfg.retransmit_tries.max(1))
-            .map(|k| self.cfg.retransmit_ms << k.min(10))
-            .sum()
+            .map(|k| self.cfg.retransmit_ms.saturating_mul(1 << k.min(10)))
+            .fold(0u64, u64::saturating_add)
     }
 
     // ---- commands --------------------------------------------------------------------
