@@ -3,11 +3,22 @@
 //! (§2.21.2).
 
 use super::super::auth::{auth_matches, parse_id, psk_auth, show_id, AUTH_PSK};
-use super::super::wire::{exchange, Id, Payload};
+use super::super::wire::{exchange, payload, Id, Payload};
 use super::{
     error_notify, find_notify, first, notify, notify_payload, ChildRequest, Event, Handshake,
     IkeError, IkeSa, IkeState, Queued, Random, Req, Role, SpiAllocator,
 };
+
+/// What IKE_AUTH acts on; anything else is reported.
+const AUTH_PAYLOADS: &[u8] = &[
+    payload::IDI,
+    payload::IDR,
+    payload::AUTH,
+    payload::SA,
+    payload::TSI,
+    payload::TSR,
+];
+const AUTH_NOTIFIES: &[u16] = &[notify::INITIAL_CONTACT, notify::USE_TRANSPORT_MODE];
 
 impl IkeSa {
     fn my_auth(&self, hs: &Handshake) -> Vec<u8> {
@@ -16,7 +27,15 @@ impl IkeSa {
             Role::Initiator => (&hs.init_request, &hs.nr, &hs.sk_pi),
             Role::Responder => (&hs.init_response, &hs.ni, &hs.sk_pr),
         };
-        psk_auth(hs.keys.suite.prf, &self.cfg.psk, first, peer_nonce, sk_p, &id).to_vec()
+        psk_auth(
+            hs.keys.suite.prf,
+            &self.cfg.psk,
+            first,
+            peer_nonce,
+            sk_p,
+            &id,
+        )
+        .to_vec()
     }
 
     fn peer_auth_ok(&self, hs: &Handshake, id: &Id, auth: &[u8]) -> bool {
@@ -25,7 +44,14 @@ impl IkeSa {
             Role::Responder => (&hs.init_request, &hs.nr, &hs.sk_pi),
         };
         auth_matches(
-            &psk_auth(hs.keys.suite.prf, &self.cfg.psk, first, peer_nonce, sk_p, id),
+            &psk_auth(
+                hs.keys.suite.prf,
+                &self.cfg.psk,
+                first,
+                peer_nonce,
+                sk_p,
+                id,
+            ),
             auth,
         )
     }
@@ -65,6 +91,7 @@ impl IkeSa {
             self.ignored("an IKE_AUTH response outside IKE_AUTH".into());
             return;
         };
+        self.report_unused("IKE_AUTH", p, AUTH_PAYLOADS, AUTH_NOTIFIES);
         let has_auth = p.iter().any(|x| matches!(x, Payload::Auth { .. }));
         // Without AUTH, an error notify is about the IKE SA itself (§2.21.2); with it, the
         // IKE SA is up and the notify concerns the Child SA (§2.21.3).
@@ -114,8 +141,9 @@ impl IkeSa {
             };
             self.queue.clear();
             self.queue.push_back(Queued::AuthFailedNotice);
-            self.events.push_back(Event::Failed(err));
+            // The notice goes out first: a daemon that drops the SA on Failed has sent it.
             self.pump(now, rng);
+            self.events.push_back(Event::Failed(err));
             return;
         }
         let suite = hs.keys.suite;
@@ -148,6 +176,7 @@ impl IkeSa {
         spis: &mut dyn SpiAllocator,
     ) {
         let (local, remote) = (self.local, self.remote);
+        self.report_unused("IKE_AUTH", p, AUTH_PAYLOADS, AUTH_NOTIFIES);
         let idi = first!(p, Payload::IdI(i) => i);
         let auth = first!(p, Payload::Auth { method, data } => (*method, data));
         let (Some(idi), Some((method, auth))) = (idi, auth) else {

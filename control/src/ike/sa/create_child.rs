@@ -10,7 +10,7 @@ use dataplane::crypto::SaKeys;
 
 use super::super::child::{self, child_keys, show_ts, ChildCfg, EspProposal};
 use super::super::proposal::{describe, PROTO_IKE};
-use super::super::wire::{exchange, Payload, Ts};
+use super::super::wire::{exchange, payload, Payload, Ts};
 use super::{
     error_notify, find_notify, first, notify, notify_payload, ChildInfo, ChildRequest, ChildSa,
     Event, IkeError, IkeSa, IkeState, Queued, Random, SpiAllocator,
@@ -28,6 +28,16 @@ fn offered_esp(c: &ChildCfg) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// What CREATE_CHILD_SA acts on; anything else is reported.
+const CHILD_PAYLOADS: &[u8] = &[
+    payload::SA,
+    payload::NONCE,
+    payload::KE,
+    payload::TSI,
+    payload::TSR,
+];
+const CHILD_NOTIFIES: &[u16] = &[notify::USE_TRANSPORT_MODE, notify::REKEY_SA];
 
 /// What the responder settled on for a Child SA request.
 struct Choice {
@@ -330,22 +340,21 @@ impl IkeSa {
             }
         };
         let Some(keys) = self.keys() else {
-            return (vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])], false);
+            return (
+                vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])],
+                false,
+            );
         };
-        let ck = child_keys(
-            keys.suite.prf,
-            &keys.sk_d,
-            ni,
-            nr,
-            ch.proposal.transform,
-        );
+        let ck = child_keys(keys.suite.prf, &keys.sk_d, ni, nr, ch.proposal.transform);
         let c = self.cfg.children[ch.child].clone();
         let inbound_spi = spis.alloc_spi();
         let mut out = Vec::new();
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
         }
-        out.push(Payload::Sa(vec![ch.proposal.to_wire(ch.number, inbound_spi)]));
+        out.push(Payload::Sa(vec![ch
+            .proposal
+            .to_wire(ch.number, inbound_spi)]));
         out.push(Payload::TsI(ch.tsi.clone()));
         out.push(Payload::TsR(ch.tsr.clone()));
         self.child_up(
@@ -379,8 +388,11 @@ impl IkeSa {
             self.ignored("a CREATE_CHILD_SA answer while the IKE SA is going away".into());
             return;
         }
+        self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
         let has_sa = first!(p, Payload::Sa(s) => s).is_some();
-        let nr = first!(p, Payload::Nonce(n) => n).cloned().unwrap_or_default();
+        let nr = first!(p, Payload::Nonce(n) => n)
+            .cloned()
+            .unwrap_or_default();
         if has_sa && !(16..=256).contains(&nr.len()) {
             let name = self
                 .cfg
@@ -409,8 +421,9 @@ impl IkeSa {
         rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
     ) {
-        let ike_rekey =
-            first!(p, Payload::Sa(s) => s).is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
+        self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
+        let ike_rekey = first!(p, Payload::Sa(s) => s)
+            .is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
         if ike_rekey || find_notify(p, notify::REKEY_SA).is_some() {
             // §1.3.2, §1.3.3: not yet; refuse so the peer is not left waiting.
             self.answer(
@@ -448,7 +461,9 @@ impl IkeSa {
                 &[notify_payload(notify::INVALID_SYNTAX, vec![])],
                 rng,
             );
-            self.ignored("a CREATE_CHILD_SA request without a valid nonce: answered INVALID_SYNTAX".into());
+            self.ignored(
+                "a CREATE_CHILD_SA request without a valid nonce: answered INVALID_SYNTAX".into(),
+            );
             return;
         };
         let ni = ni.clone();

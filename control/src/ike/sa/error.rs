@@ -42,7 +42,9 @@ pub enum IkeError {
     #[error("the initiator's KE is for group {theirs}; we chose {ours}: asking it to retry (INVALID_KE_PAYLOAD)")]
     KeGroupMismatch { theirs: u16, ours: String },
     /// Initiator: the responder wants a key exchange group we did not offer.
-    #[error("responder wants key exchange group {wanted}, which we do not offer (we offered {ours})")]
+    #[error(
+        "responder wants key exchange group {wanted}, which we do not offer (we offered {ours})"
+    )]
     KeGroupNotOffered { wanted: String, ours: String },
     /// The peer chose a proposal we did not offer (§2.7: it must pick one of ours, whole).
     #[error("the responder chose an {what} proposal we did not offer ({chosen})")]
@@ -80,7 +82,9 @@ pub enum IkeError {
     #[error("the responder refused the Child SA with NO_PROPOSAL_CHOSEN: it accepts none of our ESP proposals ({ours})")]
     PeerRefusedEsp { ours: String },
     /// Responder: the initiator's traffic selectors narrow to nothing in every child (§2.9).
-    #[error("traffic selectors unacceptable: the initiator proposed {proposed}; we allow {allowed}")]
+    #[error(
+        "traffic selectors unacceptable: the initiator proposed {proposed}; we allow {allowed}"
+    )]
     TsUnacceptable { proposed: String, allowed: String },
     /// Initiator: the responder answered TS_UNACCEPTABLE.
     #[error("the responder refused the Child SA with TS_UNACCEPTABLE: our traffic selectors {ours} are outside its policy")]
@@ -98,7 +102,9 @@ pub enum IkeError {
     #[error("the responder created no Child SA")]
     NoChildSa,
     /// Responder: the initiator asked for a Child SA with a KE payload (PFS); not yet done.
-    #[error("the initiator wants a new Child SA with its own key exchange (PFS); not implemented yet")]
+    #[error(
+        "the initiator wants a new Child SA with its own key exchange (PFS); not implemented yet"
+    )]
     PfsNotImplemented,
     /// The peer refused an exchange with an error notify, or sent one in an INFORMATIONAL
     /// request (§2.21.2).

@@ -11,12 +11,19 @@ use super::super::dh::{Group, KeyPair};
 use super::super::keys::{derive_ike_keys, KeyLengths};
 use super::super::proposal::{describe, IkeProposal, IkeSuite};
 use super::super::sk::SkCrypto;
-use super::super::wire::{exchange, flags, Header, Message, Payload};
+use super::super::wire::{exchange, flags, payload, Header, Message, Payload};
 use super::{
-    error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest,
-    Connection, Event, Handshake, IkeError, IkeSa, IkeState, InitSent, Random, Req, Role,
-    SkKeys, NAT_T_PORT,
+    error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest, Connection,
+    Event, Handshake, IkeError, IkeSa, IkeState, InitSent, Random, Req, Role, SkKeys, NAT_T_PORT,
 };
+
+/// What IKE_SA_INIT acts on; anything else is reported.
+const INIT_PAYLOADS: &[u8] = &[payload::SA, payload::KE, payload::NONCE];
+const INIT_NOTIFIES: &[u16] = &[
+    notify::NAT_DETECTION_SOURCE_IP,
+    notify::NAT_DETECTION_DESTINATION_IP,
+    notify::COOKIE,
+];
 
 fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     // RFC 7296 §2.23: SHA-1(SPIi | SPIr | IP | port).
@@ -163,9 +170,9 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
     ) -> Result<Derived, IkeError> {
-        let shared = dh.shared(peer_public).map_err(|e| IkeError::KeyExchange {
-            why: e.to_string(),
-        })?;
+        let shared = dh
+            .shared(peer_public)
+            .map_err(|e| IkeError::KeyExchange { why: e.to_string() })?;
         let lens = KeyLengths {
             enc: suite.encr.key_material_len(),
             integ: suite.integ.key_len(),
@@ -217,6 +224,7 @@ impl IkeSa {
             return;
         };
         let p = &msg.payloads;
+        self.report_unused("IKE_SA_INIT", p, INIT_PAYLOADS, INIT_NOTIFIES);
         if let Some(c) = find_notify(p, notify::COOKIE) {
             if init.cookie.is_none() {
                 tracing::info!(conn = %self.cfg.name, "responder asked for a cookie; retrying");
@@ -369,6 +377,7 @@ impl IkeSa {
         };
         let hdr = msg.header;
         let p = &msg.payloads;
+        sa.report_unused("IKE_SA_INIT", p, INIT_PAYLOADS, INIT_NOTIFIES);
         let sa_p = first!(p, Payload::Sa(props) => props);
         let ke = first!(p, Payload::Ke { group, data } => (*group, data));
         let ni = first!(p, Payload::Nonce(d) => d);

@@ -7,6 +7,13 @@
 //! `Option` to `.expect()`. One request of ours is in flight at a time (window size 1,
 //! §2.3); further ones wait in a queue and go out in order.
 //!
+//! For the daemon: drain [`IkeSa::poll_event`] after every call, in order; keep the SA
+//! (routing its datagrams, calling [`IkeSa::handle_timeout`] at [`IkeSa::poll_timeout`])
+//! until [`IkeSa::phase`] is [`Phase::Closed`]. After `Failed` it may still be `Deleting`
+//! for a while: when we reject the responder's AUTH, `Failed` comes at once and the
+//! AUTHENTICATION_FAILED notice (§2.21.2) is retransmitted until answered; after `delete`,
+//! `Closed` comes when the peer answers or the retransmissions run out.
+//!
 //! Modules: `init` (IKE_SA_INIT, NAT detection, COOKIE and INVALID_KE retries), `auth`
 //! (IKE_AUTH with PSK and the first Child SA), `create_child` (Child SA negotiation, in
 //! IKE_AUTH and CREATE_CHILD_SA), `informational` (Delete, DPD, error notifies), `stateless`
@@ -152,15 +159,24 @@ pub enum Event {
         by_peer: bool,
     },
     /// The Child SA could not be made; the IKE SA stays up (§1.2, §2.21.3).
-    ChildFailed { name: String, error: IkeError },
+    ChildFailed {
+        name: String,
+        error: IkeError,
+    },
     /// The peer's NAT-mapped address or port changed (§2.23); ESP-in-UDP must follow.
-    PeerMoved { remote: SocketAddr },
+    PeerMoved {
+        remote: SocketAddr,
+    },
     /// The IKE SA is dead (negotiation failed, peer dead, peer's error notify).
     Failed(IkeError),
     /// The IKE SA is gone (deleted by either side).
-    Closed { by_peer: bool },
+    Closed {
+        by_peer: bool,
+    },
     /// A message, payload or notify we did not act on, and why (for a debug line / counter).
-    Ignored { what: String },
+    Ignored {
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,15 +228,22 @@ struct InitSent {
 enum IkeState {
     InitSent(Box<InitSent>),
     /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH until `expires`.
-    InitDone { hs: Box<Handshake>, expires: u64 },
+    InitDone {
+        hs: Box<Handshake>,
+        expires: u64,
+    },
     /// Initiator: IKE_AUTH sent.
     AuthSent {
         hs: Box<Handshake>,
         first: ChildRequest,
     },
-    Established { keys: Box<SkKeys> },
+    Established {
+        keys: Box<SkKeys>,
+    },
     /// Our Delete or AUTHENTICATION_FAILED notice is queued or out.
-    Deleting { keys: Box<SkKeys> },
+    Deleting {
+        keys: Box<SkKeys>,
+    },
     Closed,
 }
 
@@ -229,10 +252,18 @@ enum IkeState {
 enum Req {
     Init,
     Auth,
-    CreateChild { req: ChildRequest, ni: Vec<u8> },
-    DeleteChild { inbound_spi: u32 },
+    CreateChild {
+        req: ChildRequest,
+        ni: Vec<u8>,
+    },
+    DeleteChild {
+        inbound_spi: u32,
+    },
     DeleteIke,
-    Dpd { started: u64, deadline: u64 },
+    Dpd {
+        started: u64,
+        deadline: u64,
+    },
     /// §2.21.2: we rejected the responder's AUTH and say so.
     AuthFailedNotice,
 }
@@ -462,6 +493,26 @@ impl IkeSa {
         self.events.push_back(Event::Ignored { what });
     }
 
+    /// Nothing silent: say which payloads and notifies of a message no code here acts on
+    /// (vendor IDs, certificate requests, status notifies of extensions we do not speak).
+    /// Error notifies are acted on where they matter.
+    fn report_unused(&mut self, exch: &'static str, p: &[Payload], used: &[u8], notifies: &[u16]) {
+        for x in p {
+            let what = match x {
+                Payload::Notify(n)
+                    if n.kind < notify::FIRST_STATUS || notifies.contains(&n.kind) =>
+                {
+                    continue
+                }
+                Payload::Notify(n) => format!("{} in {exch}", notify::name(n.kind)),
+                x if used.contains(&x.kind()) => continue,
+                Payload::VendorId(_) => format!("a vendor ID in {exch}"),
+                x => format!("payload type {} in {exch}", x.kind()),
+            };
+            self.ignored(what);
+        }
+    }
+
     fn send_to(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         self.events.push_back(Event::Send { from, to, data });
     }
@@ -582,16 +633,16 @@ impl IkeSa {
             let (payloads, req, exch) = match q {
                 Queued::CreateChild(req) => {
                     if !matches!(self.state, IkeState::Established { .. }) {
+                        self.ignored(format!(
+                            "a queued CREATE_CHILD_SA for child {}: the IKE SA is going away",
+                            req.child
+                        ));
                         continue;
                     }
                     let mut ni = vec![0u8; 32];
                     rng.fill(&mut ni);
                     let p = self.create_child_payloads(req, &ni);
-                    (
-                        p,
-                        Req::CreateChild { req, ni },
-                        exchange::CREATE_CHILD_SA,
-                    )
+                    (p, Req::CreateChild { req, ni }, exchange::CREATE_CHILD_SA)
                 }
                 Queued::DeleteChild(inbound_spi) => (
                     vec![Payload::Delete(super::wire::Delete {
@@ -602,9 +653,11 @@ impl IkeSa {
                     Req::DeleteChild { inbound_spi },
                     exchange::INFORMATIONAL,
                 ),
-                Queued::Dpd { started, deadline } => {
-                    (vec![], Req::Dpd { started, deadline }, exchange::INFORMATIONAL)
-                }
+                Queued::Dpd { started, deadline } => (
+                    vec![],
+                    Req::Dpd { started, deadline },
+                    exchange::INFORMATIONAL,
+                ),
                 Queued::DeleteIke => (
                     vec![Payload::Delete(super::wire::Delete {
                         protocol: super::proposal::PROTO_IKE,
@@ -650,11 +703,16 @@ impl IkeSa {
         let hdr = match Header::parse(raw) {
             Ok(h) if h.major == 2 => h,
             Ok(h) => {
-                self.ignored(format!("a message of IKE version {} from {remote}", h.major));
+                self.ignored(format!(
+                    "a message of IKE version {} from {remote}",
+                    h.major
+                ));
                 return;
             }
             Err(e) => {
-                self.ignored(format!("a datagram from {remote} that is no IKE message: {e}"));
+                self.ignored(format!(
+                    "a datagram from {remote} that is no IKE message: {e}"
+                ));
                 return;
             }
         };
@@ -662,6 +720,14 @@ impl IkeSa {
             self.ignored(format!(
                 "a message from {remote} for IKE SPI {:#018x}, not ours",
                 hdr.spi_i
+            ));
+            return;
+        }
+        // Past IKE_SA_INIT, both SPIs name the SA (§2.6: SPIr is 0 only in IKE_SA_INIT).
+        if hdr.exchange != exchange::IKE_SA_INIT && hdr.spi_r != self.spi_r {
+            self.ignored(format!(
+                "a message from {remote} for responder SPI {:#018x}, not ours",
+                hdr.spi_r
             ));
             return;
         }
@@ -814,7 +880,10 @@ impl IkeSa {
                     hdr.message_id,
                     local,
                     remote,
-                    &[notify_payload(notify::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t])],
+                    &[notify_payload(
+                        notify::UNSUPPORTED_CRITICAL_PAYLOAD,
+                        vec![t],
+                    )],
                     rng,
                 );
                 self.ignored(format!(
@@ -956,8 +1025,16 @@ impl IkeSa {
         if tries >= self.cfg.retransmit_tries && !is_dpd {
             let req = o.req.clone();
             self.out = None;
+            let deleting = matches!(self.state, IkeState::Deleting { .. });
             match req {
-                Req::DeleteIke => {
+                // Our delete (or what was in flight before it) went unanswered: the IKE SA
+                // is gone either way.
+                Req::DeleteIke
+                | Req::CreateChild { .. }
+                | Req::DeleteChild { .. }
+                | Req::Dpd { .. }
+                    if deleting =>
+                {
                     tracing::info!(conn = %self.cfg.name, "no answer to our delete; the IKE SA is gone anyway");
                     self.state = IkeState::Closed;
                     self.queue.clear();
@@ -983,7 +1060,7 @@ impl IkeSa {
             return;
         };
         o.tries += 1;
-        o.next_at = now + (base << (o.tries - 1).min(10));
+        o.next_at = now.saturating_add(base.saturating_mul(1 << (o.tries - 1).min(10)));
         let data = o.data.clone();
         self.send(data);
     }
@@ -992,8 +1069,8 @@ impl IkeSa {
     /// budget (it gives up after that too).
     fn half_open_ms(&self) -> u64 {
         (0..self.cfg.retransmit_tries.max(1))
-            .map(|k| self.cfg.retransmit_ms << k.min(10))
-            .sum()
+            .map(|k| self.cfg.retransmit_ms.saturating_mul(1 << k.min(10)))
+            .fold(0u64, u64::saturating_add)
     }
 
     // ---- commands --------------------------------------------------------------------
@@ -1011,3 +1088,6 @@ impl IkeSa {
         self.events.push_back(Event::Closed { by_peer: true });
     }
 }
+
+#[cfg(test)]
+mod tests;

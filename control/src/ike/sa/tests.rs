@@ -1,0 +1,322 @@
+//! What the public API cannot make a peer send: requests crafted with the peer's own keys
+//! (an error notify in INFORMATIONAL, rekey and PFS requests, unexpected exchanges), to
+//! check each is answered and acted on or reported.
+
+use std::net::SocketAddr;
+
+use super::super::child::{parse_ts, ChildCfg};
+use super::super::wire::{exchange, Payload};
+use super::*;
+
+struct Seeded(u64);
+impl Random for Seeded {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = self.0 as u8;
+        }
+    }
+}
+
+struct Counter(u32);
+impl SpiAllocator for Counter {
+    fn alloc_spi(&mut self) -> u32 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+fn conn(initiator: bool) -> Connection {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "192.0.2.1:500".parse().unwrap(),
+        "192.0.2.2:500".parse().unwrap(),
+    );
+    let (local, remote, lid, rid, lts, rts) = if initiator {
+        (a, b, "gw-a", "gw-b", "10.1.0.0/16", "10.2.0.0/16")
+    } else {
+        (b, a, "gw-b", "gw-a", "10.2.0.0/16", "10.1.0.0/16")
+    };
+    Connection {
+        name: "t".into(),
+        local,
+        remote,
+        local_id: lid.into(),
+        remote_id: rid.into(),
+        psk: Zeroizing::new(b"k".to_vec()),
+        ike: vec!["aes128gcm16-prfsha256-x25519".parse().unwrap()],
+        children: vec![ChildCfg {
+            name: "net".into(),
+            esp: vec!["aes128gcm16".parse().unwrap()],
+            local_ts: vec![parse_ts(lts).unwrap()],
+            remote_ts: vec![parse_ts(rts).unwrap()],
+            transport: false,
+        }],
+        force_encap: false,
+        retransmit_ms: 1000,
+        retransmit_tries: 5,
+    }
+}
+
+fn drain(sa: &mut IkeSa) -> (Vec<Vec<u8>>, Vec<Event>) {
+    let (mut sends, mut rest) = (vec![], vec![]);
+    while let Some(e) = sa.poll_event() {
+        match e {
+            Event::Send { data, .. } => sends.push(data),
+            e => rest.push(e),
+        }
+    }
+    (sends, rest)
+}
+
+/// Two established SAs, their events drained.
+fn pair(rng: &mut Seeded) -> (IkeSa, IkeSa) {
+    let (ic, rc) = (conn(true), conn(false));
+    let first = ChildRequest {
+        child: 0,
+        inbound_spi: 0x100,
+    };
+    let mut i = IkeSa::initiate(ic.clone(), ic.local, ic.remote, first, true, 0, rng);
+    let (m, _) = drain(&mut i);
+    let mut r = match IkeSa::respond(rc.clone(), rc.local, rc.remote, &m[0], 0, rng) {
+        Ok(r) => r,
+        Err(e) => panic!("{e:?}"),
+    };
+    let mut spis = Counter(0x200);
+    for _ in 0..2 {
+        for m in drain(&mut r).0 {
+            i.handle(0, ic.local, ic.remote, &m, rng, &mut spis);
+        }
+        for m in drain(&mut i).0 {
+            r.handle(0, rc.local, rc.remote, &m, rng, &mut spis);
+        }
+    }
+    for m in drain(&mut r).0 {
+        i.handle(0, ic.local, ic.remote, &m, rng, &mut spis);
+    }
+    assert_eq!(
+        (i.phase(), r.phase()),
+        (Phase::Established, Phase::Established)
+    );
+    assert_eq!((i.children().len(), r.children().len()), (1, 1));
+    drain(&mut i);
+    (i, r)
+}
+
+/// A request from `from` carrying anything, with its next message ID.
+fn request(from: &mut IkeSa, exch: u8, payloads: &[Payload], rng: &mut Seeded) -> Vec<u8> {
+    let mid = from.next_mid;
+    from.next_mid += 1;
+    let h = from.header(exch, mid, false);
+    from.seal(h, payloads, rng).unwrap()
+}
+
+/// Deliver `msg` to `to` (from its peer); the answer's payloads (opened with the sender's
+/// keys) and `to`'s other events.
+fn deliver(
+    from: &IkeSa,
+    to: &mut IkeSa,
+    msg: &[u8],
+    rng: &mut Seeded,
+) -> (Vec<Payload>, Vec<Event>) {
+    let (l, r) = (to.local(), to.remote());
+    to.handle(1, l, r, msg, rng, &mut Counter(0x300));
+    let (sends, events) = drain(to);
+    assert_eq!(sends.len(), 1, "every request gets exactly one answer");
+    let keys = from.keys().unwrap();
+    let (h, p) = keys.sk_in.open(&sends[0]).unwrap();
+    assert!(h.is_response());
+    (p, events)
+}
+
+fn has_notify(p: &[Payload], kind: u16) -> bool {
+    find_notify(p, kind).is_some()
+}
+
+fn ignored(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ignored { what } => Some(what.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_error_notify_in_informational_tears_the_sa_down() {
+    let mut rng = Seeded(3);
+    let (mut i, mut r) = pair(&mut rng);
+    let msg = request(
+        &mut i,
+        exchange::INFORMATIONAL,
+        &[notify_payload(notify::TEMPORARY_FAILURE, vec![])],
+        &mut rng,
+    );
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(answer.is_empty(), "answered (§1.4), with nothing in it");
+    assert_eq!(r.phase(), Phase::Closed);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::ChildDown {
+            inbound_spi: 0x201,
+            ..
+        }
+    )));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Failed(IkeError::PeerNotify {
+            exchange: "INFORMATIONAL",
+            notify: notify::TEMPORARY_FAILURE
+        })
+    )));
+}
+
+#[test]
+fn authentication_failed_from_the_responder_in_informational_tears_down() {
+    let mut rng = Seeded(4);
+    let (mut i, mut r) = pair(&mut rng);
+    let msg = request(
+        &mut r,
+        exchange::INFORMATIONAL,
+        &[notify_payload(notify::AUTHENTICATION_FAILED, vec![])],
+        &mut rng,
+    );
+    let (_, ev) = deliver(&r, &mut i, &msg, &mut rng);
+    assert_eq!(i.phase(), Phase::Closed);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Failed(IkeError::PeerRejectedAuth {
+            peer_is_initiator: false,
+            ..
+        })
+    )));
+}
+
+#[test]
+fn status_notifies_and_invalid_spi_are_reported_not_acted_on() {
+    let mut rng = Seeded(5);
+    let (mut i, mut r) = pair(&mut rng);
+    for kind in [40000u16, notify::INVALID_SPI] {
+        let msg = request(
+            &mut i,
+            exchange::INFORMATIONAL,
+            &[notify_payload(kind, vec![0, 0, 1, 0])],
+            &mut rng,
+        );
+        let (_, ev) = deliver(&i, &mut r, &msg, &mut rng);
+        assert_eq!(r.phase(), Phase::Established, "notify {kind}");
+        assert_eq!(ignored(&ev).len(), 1, "notify {kind}: {ev:?}");
+    }
+}
+
+#[test]
+fn rekey_requests_are_refused_with_an_error_notify() {
+    let mut rng = Seeded(6);
+    let (mut i, mut r) = pair(&mut rng);
+    // A Child SA rekey (§1.3.3): REKEY_SA with the old SPI, then what a new child has.
+    let mut p = vec![Payload::Notify(Notify {
+        protocol: super::super::child::PROTO_ESP,
+        spi: 0x100u32.to_be_bytes().to_vec(),
+        kind: notify::REKEY_SA,
+        data: vec![],
+    })];
+    p.extend(i.create_child_payloads(
+        ChildRequest {
+            child: 0,
+            inbound_spi: 0x101,
+        },
+        &[7; 32],
+    ));
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
+    assert_eq!(ignored(&ev), vec!["rekey not implemented yet"]);
+    assert_eq!(r.children().len(), 1, "no new Child SA");
+    // An IKE SA rekey (§1.3.2): an IKE proposal and a KE.
+    let ike = i.cfg.ike[0].to_wire(1);
+    let p = vec![
+        Payload::Sa(vec![ike]),
+        Payload::Nonce(vec![8; 32]),
+        Payload::Ke {
+            group: 31,
+            data: vec![9; 32],
+        },
+    ];
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
+    assert_eq!(ignored(&ev), vec!["rekey not implemented yet"]);
+    assert_eq!(r.phase(), Phase::Established);
+}
+
+#[test]
+fn a_new_child_with_pfs_is_refused_for_now() {
+    let mut rng = Seeded(7);
+    let (mut i, mut r) = pair(&mut rng);
+    let mut p = i.create_child_payloads(
+        ChildRequest {
+            child: 0,
+            inbound_spi: 0x101,
+        },
+        &[7; 32],
+    );
+    p.push(Payload::Ke {
+        group: 31,
+        data: vec![9; 32],
+    });
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::ChildFailed {
+            error: IkeError::PfsNotImplemented,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn an_unexpected_exchange_is_answered_and_reported() {
+    let mut rng = Seeded(8);
+    let (mut i, mut r) = pair(&mut rng);
+    let msg = request(&mut i, exchange::IKE_AUTH, &[], &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::INVALID_SYNTAX));
+    assert_eq!(ignored(&ev).len(), 1);
+    assert_eq!(r.phase(), Phase::Established);
+    // An unknown exchange type, too.
+    let msg = request(&mut i, 99, &[], &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::INVALID_SYNTAX));
+    assert!(ignored(&ev)[0].contains("exchange type 99"));
+}
+
+#[test]
+fn unknown_payloads_and_status_notifies_are_reported() {
+    let mut rng = Seeded(9);
+    let ic = conn(true);
+    let first = ChildRequest {
+        child: 0,
+        inbound_spi: 0x100,
+    };
+    let i = IkeSa::initiate(ic.clone(), ic.local, ic.remote, first, false, 0, &mut rng);
+    let mut m = Message::parse(i.first_message()).unwrap();
+    m.payloads.push(Payload::VendorId(b"strongSwan".to_vec()));
+    m.payloads.push(notify_payload(16430, vec![])); // IKEV2_FRAGMENTATION_SUPPORTED
+    let rc = conn(false);
+    let mut r = IkeSa::respond(rc.clone(), rc.local, rc.remote, &m.emit(), 0, &mut rng)
+        .ok()
+        .unwrap();
+    let (sends, ev) = drain(&mut r);
+    assert_eq!(sends.len(), 1, "answered all the same");
+    assert_eq!(
+        ignored(&ev),
+        vec![
+            "a vendor ID in IKE_SA_INIT",
+            "status notify 16430 in IKE_SA_INIT"
+        ]
+    );
+}
