@@ -44,7 +44,8 @@ impl ModelDataplane {
             DpOp::AddSa(sa) => {
                 let key = (sa.direction == Direction::Inbound, sa.config.spi);
                 if self.sas.contains_key(&key) && !sa.update {
-                    self.refused.push(format!("duplicate SA {:#x}", sa.config.spi));
+                    self.refused
+                        .push(format!("duplicate SA {:#x}", sa.config.spi));
                 } else {
                     self.sas.insert(key, *sa);
                 }
@@ -72,10 +73,18 @@ impl ModelDataplane {
     }
 
     fn inbound(&self) -> Vec<&SaInstall> {
-        self.sas.iter().filter(|(k, _)| k.0).map(|(_, v)| v).collect()
+        self.sas
+            .iter()
+            .filter(|(k, _)| k.0)
+            .map(|(_, v)| v)
+            .collect()
     }
     fn outbound(&self) -> Vec<&SaInstall> {
-        self.sas.iter().filter(|(k, _)| !k.0).map(|(_, v)| v).collect()
+        self.sas
+            .iter()
+            .filter(|(k, _)| !k.0)
+            .map(|(_, v)| v)
+            .collect()
     }
     fn held(&self) -> Held {
         Held {
@@ -226,7 +235,9 @@ impl World {
             }
             for d in std::mem::take(&mut self.wire) {
                 self.sent += 1;
-                let Some(d) = (self.filter)(self.now, d) else { continue };
+                let Some(d) = (self.filter)(self.now, d) else {
+                    continue;
+                };
                 let now = self.now;
                 if let Some(n) = self.nodes.iter_mut().find(|n| n.addr == d.to.ip()) {
                     n.daemon.handle_datagram(now, d.to, d.from, &d.data);
@@ -238,7 +249,18 @@ impl World {
 
     /// Run the clock to `until`, firing every timer on the way.
     fn run_until(&mut self, until: u64) {
+        let mut same = (self.now, 0u32);
         loop {
+            if same.0 == self.now {
+                same.1 += 1;
+                assert!(
+                    same.1 < 10_000,
+                    "a timer at {} ms never makes progress",
+                    self.now
+                );
+            } else {
+                same = (self.now, 0);
+            }
             self.deliver();
             let next = self
                 .nodes
@@ -266,7 +288,10 @@ impl World {
 
     fn list(&mut self, name: &str) -> String {
         let now = self.now;
-        self.node(name).daemon.handle_request(now, Request::List).text
+        self.node(name)
+            .daemon
+            .handle_request(now, Request::List)
+            .text
     }
 }
 
@@ -276,7 +301,17 @@ fn ip(s: &str) -> IpAddr {
 
 fn basic() -> World {
     World::new(
-        &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\"")),
+        &conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        ),
         &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")),
     )
 }
@@ -317,8 +352,14 @@ fn a_tunnel_comes_up_with_fail_closed_policies_before_it() {
             }
         }
     }
-    assert_eq!(w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")), "dropped");
-    assert_eq!(w.nodes[1].dp.verdict(ip("10.2.0.5"), ip("10.1.0.5")), "dropped");
+    assert_eq!(
+        w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")),
+        "dropped"
+    );
+    assert_eq!(
+        w.nodes[1].dp.verdict(ip("10.2.0.5"), ip("10.1.0.5")),
+        "dropped"
+    );
     // (start() already queued the initiation; redo it on a clean world.)
     let mut w = basic();
     w.start();
@@ -344,7 +385,17 @@ fn inbound_spis_are_random_and_in_the_table_form() {
 #[test]
 fn narrowed_selectors_are_the_policies_and_the_rest_is_dropped() {
     let mut w = World::new(
-        &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\"")),
+        &conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        ),
         &conf(B, A, "", &child("net", "10.2.0.0/24", "10.1.0.0/24", "")),
     );
     w.start();
@@ -357,7 +408,10 @@ fn narrowed_selectors_are_the_policies_and_the_rest_is_dropped() {
         "outside the narrowed range: dropped here, not encrypted for a peer that drops it"
     );
     let l = w.list("a");
-    assert!(l.contains("10.2.0.0/24"), "list shows the narrowed selectors: {l}");
+    assert!(
+        l.contains("10.2.0.0/24"),
+        "list shows the narrowed selectors: {l}"
+    );
 }
 
 #[test]
@@ -367,7 +421,12 @@ fn a_dead_peer_is_noticed_and_the_tunnel_fails_closed() {
             A,
             B,
             "dpd_delay = \"10s\"\ndpd_timeout = \"6s\"",
-            &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\""),
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
         ),
         &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")),
     );
@@ -389,7 +448,10 @@ fn a_dead_peer_is_noticed_and_the_tunnel_fails_closed() {
     assert!(w.nodes[0].daemon.counters.dpd_probes >= 1);
     let l = w.list("a");
     assert!(l.contains("down"), "{l}");
-    assert!(l.contains("dead") || l.contains("liveness") || l.contains("DPD"), "{l}");
+    assert!(
+        l.contains("dead") || l.contains("liveness") || l.contains("DPD"),
+        "{l}"
+    );
 }
 
 #[test]
@@ -413,7 +475,12 @@ fn dpd_restart_brings_the_tunnel_back_when_the_peer_returns() {
     let old = w.nodes[0].dp.outbound()[0].config.spi;
     // b restarts: it forgets everything (a new daemon over an empty dataplane).
     w.nodes[1].daemon = Daemon::new(
-        parse(&conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", ""))),
+        parse(&conf(
+            B,
+            A,
+            "",
+            &child("net", "10.2.0.0/16", "10.1.0.0/16", ""),
+        )),
         Options::default(),
         Box::new(Seeded(99)),
     );
@@ -422,7 +489,11 @@ fn dpd_restart_brings_the_tunnel_back_when_the_peer_returns() {
     w.nodes[1].daemon.start(now, Some(Held::default()));
     w.run_until(now + 60_000);
     assert_tunnel_up(&mut w);
-    assert_ne!(w.nodes[0].dp.outbound()[0].config.spi, old, "a new Child SA");
+    assert_ne!(
+        w.nodes[0].dp.outbound()[0].config.spi,
+        old,
+        "a new Child SA"
+    );
 }
 
 #[test]
@@ -434,7 +505,17 @@ fn a_restarted_initiator_adopts_its_old_sas_until_the_new_ones_replace_them() {
     // kill -9 of a's daemon: the dataplane keeps its SAs; a new daemon starts over it.
     let held = w.nodes[0].dp.held();
     w.nodes[0].daemon = Daemon::new(
-        parse(&conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\""))),
+        parse(&conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        )),
         Options::default(),
         Box::new(Seeded(7)),
     );
@@ -443,12 +524,18 @@ fn a_restarted_initiator_adopts_its_old_sas_until_the_new_ones_replace_them() {
     w.drain();
     // Nothing was flushed: the old SAs still carry traffic while the new ones come up.
     assert!(w.nodes[0].dp.sas.contains_key(&(true, old_in)));
-    assert_eq!(w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")), "protected");
+    assert_eq!(
+        w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")),
+        "protected"
+    );
     w.run_until(now + 2_000);
     // INITIAL_CONTACT: b dropped the IKE SA and Child SA a forgot; both hold only new ones.
     w.run_until(now + 10_000);
     assert_tunnel_up(&mut w);
-    assert!(!w.nodes[0].dp.sas.contains_key(&(true, old_in)), "the stale SA went");
+    assert!(
+        !w.nodes[0].dp.sas.contains_key(&(true, old_in)),
+        "the stale SA went"
+    );
     assert_eq!(w.nodes[1].dp.sas.len(), 2, "b holds only the new Child SA");
 }
 
@@ -472,20 +559,35 @@ fn a_dataplane_hello_replays_everything() {
     w.drain();
     let after: Vec<_> = w.nodes[0].dp.sas.keys().copied().collect();
     assert_eq!(before, after);
-    assert_eq!(policies, w.nodes[0].dp.policies.keys().copied().collect::<Vec<_>>());
+    assert_eq!(
+        policies,
+        w.nodes[0].dp.policies.keys().copied().collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn a_trap_connection_initiates_on_acquire() {
     let mut w = World::new(
-        &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"trap\"")),
+        &conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"trap\"",
+            ),
+        ),
         &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")),
     );
     w.start();
     w.run_until(1_000);
     assert!(w.nodes[0].dp.sas.is_empty(), "no SA before traffic");
     let pol = w.nodes[0].dp.policies.values().next().unwrap().clone();
-    let SpdAction::Protect { reqid } = pol.action else { panic!() };
+    let SpdAction::Protect { reqid } = pol.action else {
+        panic!()
+    };
     let now = w.now;
     w.nodes[0].daemon.handle_dataplane(
         now,
@@ -507,8 +609,17 @@ fn a_trap_connection_initiates_on_acquire() {
 
 #[test]
 fn several_children_come_up_in_one_ike_sa() {
-    let children_a = child("web", "10.1.1.0/24", "10.2.1.0/24", "start_action = \"start\"")
-        + &child("db", "10.1.2.0/24", "10.2.2.0/24", "start_action = \"start\"");
+    let children_a = child(
+        "web",
+        "10.1.1.0/24",
+        "10.2.1.0/24",
+        "start_action = \"start\"",
+    ) + &child(
+        "db",
+        "10.1.2.0/24",
+        "10.2.2.0/24",
+        "start_action = \"start\"",
+    );
     let children_b = child("web", "10.2.1.0/24", "10.1.1.0/24", "")
         + &child("db", "10.2.2.0/24", "10.1.2.0/24", "");
     let mut w = World::new(&conf(A, B, "", &children_a), &conf(B, A, "", &children_b));
@@ -528,13 +639,22 @@ fn down_keeps_traffic_dropped_and_up_works_right_after() {
     w.start();
     w.run_until(2_000);
     let now = w.now;
-    let r = w.node("a").daemon.handle_request(now, Request::Down("peer".into()));
+    let r = w
+        .node("a")
+        .daemon
+        .handle_request(now, Request::Down("peer".into()));
     assert!(r.ok, "{}", r.text);
     w.drain();
     assert!(w.nodes[0].dp.sas.is_empty());
-    assert_eq!(w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")), "dropped");
+    assert_eq!(
+        w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")),
+        "dropped"
+    );
     // Up at once, while the Delete may still be in flight.
-    let r = w.node("a").daemon.handle_request(now, Request::Up("peer".into()));
+    let r = w
+        .node("a")
+        .daemon
+        .handle_request(now, Request::Up("peer".into()));
     assert!(r.ok, "{}", r.text);
     w.run_until(now + 3_000);
     assert_tunnel_up(&mut w);
@@ -542,10 +662,22 @@ fn down_keeps_traffic_dropped_and_up_works_right_after() {
 
 #[test]
 fn failures_back_off_and_leak_no_ike_sa_on_either_side() {
-    let bad_b = conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", ""))
-        .replace("a test pre-shared key of some length", "another pre-shared key, not ours");
+    let bad_b = conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")).replace(
+        "a test pre-shared key of some length",
+        "another pre-shared key, not ours",
+    );
     let mut w = World::new(
-        &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\"")),
+        &conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        ),
         &bad_b,
     );
     w.start();
@@ -561,7 +693,11 @@ fn failures_back_off_and_leak_no_ike_sa_on_either_side() {
     }
     assert!(w.nodes[0].dp.sas.is_empty() && w.nodes[1].dp.sas.is_empty());
     // Gaps grow: far fewer attempts than one every 5 s (60 in 300 s).
-    assert!(attempts.len() < 25, "{} bursts of datagrams in 300 s", attempts.len());
+    assert!(
+        attempts.len() < 25,
+        "{} bursts of datagrams in 300 s",
+        attempts.len()
+    );
     let l = w.list("b");
     assert!(!l.contains("established"), "b keeps no IKE SA: {l}");
     let l = w.list("a");
@@ -570,12 +706,24 @@ fn failures_back_off_and_leak_no_ike_sa_on_either_side() {
 
 #[test]
 fn reload_applies_a_diff_without_touching_unchanged_tunnels() {
-    let two = conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\""))
-        + &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", ""))
-            .replace("[connections.peer", "[connections.other")
-            .replace("[secrets.psk]", "[secrets.psk2]")
-            .replace("10.2.0.0/16", "10.9.0.0/16");
-    let mut w = World::new(&two, &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")));
+    let two = conf(
+        A,
+        B,
+        "",
+        &child(
+            "net",
+            "10.1.0.0/16",
+            "10.2.0.0/16",
+            "start_action = \"start\"",
+        ),
+    ) + &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", ""))
+        .replace("[connections.peer", "[connections.other")
+        .replace("[secrets.psk]", "[secrets.psk2]")
+        .replace("10.2.0.0/16", "10.9.0.0/16");
+    let mut w = World::new(
+        &two,
+        &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")),
+    );
     w.start();
     w.run_until(2_000);
     assert_tunnel_up(&mut w);
@@ -584,26 +732,52 @@ fn reload_applies_a_diff_without_touching_unchanged_tunnels() {
     let now = w.now;
     let r = w.node("a").daemon.reload(
         now,
-        Ok(parse(&conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\"")))),
+        Ok(parse(&conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        ))),
     );
     assert!(r.ok, "{}", r.text);
     assert!(r.text.contains("removed: [other]"), "{}", r.text);
     w.run_until(now + 1_000);
-    assert_eq!(sas_before, w.nodes[0].dp.sas.keys().copied().collect::<Vec<_>>());
+    assert_eq!(
+        sas_before,
+        w.nodes[0].dp.sas.keys().copied().collect::<Vec<_>>()
+    );
     assert_eq!(
         w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.9.0.5")),
         "clear",
         "a removed connection's policies go (the operator's decision)"
     );
     // A bad file changes nothing.
-    let r = w.node("a").daemon.reload(now, Err("iked.toml:3: proposals: bad".into()));
+    let r = w
+        .node("a")
+        .daemon
+        .reload(now, Err("iked.toml:3: proposals: bad".into()));
     assert!(!r.ok && r.text.contains("keeping the running configuration"));
 }
 
 #[test]
 fn reload_removing_a_connection_with_a_retry_pending_does_not_panic() {
     let mut w = World::new(
-        &conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\"")),
+        &conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        ),
         &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")),
     );
     w.filter = Box::new(|_, _| None); // b never answers
@@ -629,7 +803,17 @@ fn a_flood_of_spoofed_ike_sa_init_meets_cookies_and_bounded_state() {
     // 20k IKE_SA_INIT requests spoofing a's address from random ports, never answered
     // (the spoofer does not see the replies). Take a real one as the template.
     let mut probe = Daemon::new(
-        parse(&conf(A, B, "", &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\""))),
+        parse(&conf(
+            A,
+            B,
+            "",
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
+        )),
         Options::default(),
         Box::new(Seeded(5)),
     );
@@ -651,7 +835,11 @@ fn a_flood_of_spoofed_ike_sa_init_meets_cookies_and_bounded_state() {
         while w.nodes[1].daemon.poll_action().is_some() {}
     }
     let d = &w.nodes[1].daemon;
-    assert!(d.counters.cookies_sent > 19_000, "cookies: {}", d.counters.cookies_sent);
+    assert!(
+        d.counters.cookies_sent > 19_000,
+        "cookies: {}",
+        d.counters.cookies_sent
+    );
     let half_open = w.list("b");
     // The real initiator gets through during the flood (it answers the COOKIE).
     w.nodes[0].daemon.start(2_000, Some(Held::default()));
@@ -670,7 +858,12 @@ fn a_nat_mapping_change_mid_tunnel_is_followed() {
             A,
             B,
             "encap = true\ndpd_delay = \"5s\"",
-            &child("net", "10.1.0.0/16", "10.2.0.0/16", "start_action = \"start\""),
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                "start_action = \"start\"",
+            ),
         ),
         &conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")),
     );
@@ -679,7 +872,11 @@ fn a_nat_mapping_change_mid_tunnel_is_followed() {
     let m = mapped.clone();
     w.filter = Box::new(move |_, mut d| {
         if d.from.ip() == ip(A) {
-            d.from.set_port(if d.from.port() == 500 { 40_500 } else { m.get() });
+            d.from.set_port(if d.from.port() == 500 {
+                40_500
+            } else {
+                m.get()
+            });
         } else if d.to.ip() == ip(A) {
             d.to.set_port(match d.to.port() {
                 40_500 => 500,
@@ -704,5 +901,8 @@ fn a_nat_mapping_change_mid_tunnel_is_followed() {
     let o = w.nodes[1].dp.outbound()[0];
     assert_eq!(o.config.spi, b_out, "the same Child SA, updated");
     assert_eq!(o.config.udp_encap.unwrap().dst_port, 45_500);
-    assert_eq!(w.nodes[0].daemon.counters.peers_dead, 0, "the liveness check was answered");
+    assert_eq!(
+        w.nodes[0].daemon.counters.peers_dead, 0,
+        "the liveness check was answered"
+    );
 }

@@ -243,7 +243,11 @@ fn run(args: Args) -> Result<(), String> {
                         warn!(%from, "no socket for this local address");
                         continue;
                     };
-                    let sock = if from.port() == NAT_T_PORT { &s.natt } else { &s.ike };
+                    let sock = if from.port() == NAT_T_PORT {
+                        &s.natt
+                    } else {
+                        &s.ike
+                    };
                     if let Err(e) = sock.send_to(&data, to) {
                         warn!(%to, "send: {e}");
                     }
@@ -278,7 +282,11 @@ fn run(args: Args) -> Result<(), String> {
         match a {
             Action::Send { from, to, data } => {
                 if let Some(s) = sockets.get(&from.ip()) {
-                    let sock = if from.port() == NAT_T_PORT { &s.natt } else { &s.ike };
+                    let sock = if from.port() == NAT_T_PORT {
+                        &s.natt
+                    } else {
+                        &s.ike
+                    };
                     let _ = sock.send_to(&data, to);
                 }
             }

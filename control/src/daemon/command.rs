@@ -95,7 +95,11 @@ impl Daemon {
                 _ => {
                     let mut s = "down".to_string();
                     if let Some(t) = c.retry_at {
-                        let _ = write!(s, " (retry in {:.0} s)", t.saturating_sub(now) as f64 / 1000.0);
+                        let _ = write!(
+                            s,
+                            " (retry in {:.0} s)",
+                            t.saturating_sub(now) as f64 / 1000.0
+                        );
                     }
                     s
                 }
@@ -288,7 +292,10 @@ mod tests {
     fn requests_parse_and_bad_ones_say_what_exists() {
         assert_eq!(Request::parse("list"), Ok(Request::List));
         assert_eq!(Request::parse(" up  gw-b "), Ok(Request::Up("gw-b".into())));
-        assert_eq!(Request::parse("down gw-b"), Ok(Request::Down("gw-b".into())));
+        assert_eq!(
+            Request::parse("down gw-b"),
+            Ok(Request::Down("gw-b".into()))
+        );
         assert_eq!(Request::parse("reload"), Ok(Request::Reload));
         assert!(Request::parse("up").unwrap_err().contains("up NAME"));
         assert!(Request::parse("frobnicate").is_err());

@@ -62,9 +62,7 @@ impl DpOp {
                 sa.reqid,
                 if sa.update { " update" } else { "" }
             ),
-            DpOp::DeleteSa {
-                direction, spi, ..
-            } => format!(
+            DpOp::DeleteSa { direction, spi, .. } => format!(
                 "delete of {} SA {spi:#010x}",
                 match direction {
                     Direction::Inbound => "inbound",
@@ -88,12 +86,7 @@ pub fn ts_selector(t: &Ts) -> TrafficSelector {
 }
 
 /// Policies for every pair of (local, remote) selectors of one family.
-fn policies(
-    reqid: u32,
-    local: &[Ts],
-    remote: &[Ts],
-    narrowed: bool,
-) -> Vec<PolicyRule> {
+fn policies(reqid: u32, local: &[Ts], remote: &[Ts], narrowed: bool) -> Vec<PolicyRule> {
     let mut out = Vec::new();
     for l in local {
         for r in remote {
@@ -194,7 +187,12 @@ mod tests {
         let base = base_policies(7, &[ts("10.1.0.0/16")], &[ts("10.2.0.0/16")]);
         let narrow = narrowed_policies(7, &[ts("10.1.0.0/24")], &[ts("10.2.0.0/24")]);
         assert_eq!(base.len(), 1);
-        assert_eq!(base[0].action, SpdAction::Protect { reqid: 7 | ACQUIRE_BIT });
+        assert_eq!(
+            base[0].action,
+            SpdAction::Protect {
+                reqid: 7 | ACQUIRE_BIT
+            }
+        );
         assert_eq!(narrow[0].action, SpdAction::Protect { reqid: 7 });
         assert!(narrow[0].priority < base[0].priority);
         assert_ne!(base[0].id, narrow[0].id);

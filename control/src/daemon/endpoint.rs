@@ -48,9 +48,15 @@ drop_kinds! {
 #[derive(Debug)]
 pub enum Verdict<'a> {
     /// An IKE message for the SA whose SPI (ours) is given.
-    ToSa { spi: u64, msg: &'a [u8] },
+    ToSa {
+        spi: u64,
+        msg: &'a [u8],
+    },
     /// An IKE_SA_INIT request: a new SA, or a retransmission of one we answered.
-    InitRequest { spi_i: u64, msg: &'a [u8] },
+    InitRequest {
+        spi_i: u64,
+        msg: &'a [u8],
+    },
     /// Answer with these bytes, keep no state (INVALID_MAJOR_VERSION, RFC 7296 §2.5).
     Answer(Vec<u8>),
     /// A NAT keepalive (RFC 3948 §2.3): nothing to do.
@@ -113,7 +119,10 @@ mod tests {
 
     #[test]
     fn garbage_keepalives_and_ikev1_are_told_apart() {
-        assert!(matches!(classify(at(500), &[1, 2, 3]), Verdict::Drop(IkeDrop::NotIke)));
+        assert!(matches!(
+            classify(at(500), &[1, 2, 3]),
+            Verdict::Drop(IkeDrop::NotIke)
+        ));
         assert!(matches!(classify(at(4500), &[0xff]), Verdict::Keepalive));
         assert!(matches!(
             classify(at(4500), &[1, 2, 3, 4, 5, 6, 7, 8]),
@@ -124,7 +133,10 @@ mod tests {
         v1[17] = 0x10; // version 1.0
         v1[18] = 2; // IKEv1 identity protection
         v1[27] = 28;
-        assert!(matches!(classify(at(500), &v1), Verdict::Drop(IkeDrop::IkeV1)));
+        assert!(matches!(
+            classify(at(500), &v1),
+            Verdict::Drop(IkeDrop::IkeV1)
+        ));
     }
 
     #[test]

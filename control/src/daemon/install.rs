@@ -19,7 +19,9 @@ impl Daemon {
             warn!(conn = %self.conns[ci].name(), child = %child.name, "a Child SA for a child we do not know: not installed");
             return;
         };
-        let Some(e) = self.sas.get(&ike_spi) else { return };
+        let Some(e) = self.sas.get(&ike_spi) else {
+            return;
+        };
         let (nat, local, remote) = (e.sa.nat(), e.sa.local(), e.sa.remote());
         let reqid = self.conns[ci].children[k].cfg.reqid;
         let (inbound, outbound) = sa_installs(&child, reqid, nat, local, remote, false);
@@ -114,7 +116,9 @@ impl Daemon {
 
     /// The peer's address or port changed: re-point the outbound SAs of its children.
     pub(super) fn follow_peer(&mut self, ci: usize, ike_spi: u64) {
-        let Some(e) = self.sas.get(&ike_spi) else { return };
+        let Some(e) = self.sas.get(&ike_spi) else {
+            return;
+        };
         let (nat, local, remote) = (e.sa.nat(), e.sa.local(), e.sa.remote());
         let mut ops = Vec::new();
         for c in &mut self.conns[ci].children {
@@ -141,8 +145,15 @@ impl Daemon {
     /// A record from the dataplane.
     pub fn handle_dataplane(&mut self, now: u64, rec: &DataplaneRecord) {
         match rec {
-            DataplaneRecord::Hello { boot_id, sas, policies } => {
-                info!(boot_id, sas, policies, "the dataplane (re)started: replaying every policy and Child SA");
+            DataplaneRecord::Hello {
+                boot_id,
+                sas,
+                policies,
+            } => {
+                info!(
+                    boot_id,
+                    sas, policies, "the dataplane (re)started: replaying every policy and Child SA"
+                );
                 self.replay();
             }
             DataplaneRecord::Acquire { reqid, flow, .. } => {
@@ -168,10 +179,18 @@ impl Daemon {
                         "traffic for a child that is down is dropped (fail-closed); `vpnctl up` brings it up");
                 }
             }
-            DataplaneRecord::SaEvent { direction, reqid, event } => {
+            DataplaneRecord::SaEvent {
+                direction,
+                reqid,
+                event,
+            } => {
                 // Lifetimes are the next issue's (rekeying); until then say what happened.
                 let ev: &SaEvent = event;
-                warn!(?direction, reqid, "dataplane SA event {ev:?}: not acted on yet (rekeying is not implemented)");
+                warn!(
+                    ?direction,
+                    reqid,
+                    "dataplane SA event {ev:?}: not acted on yet (rekeying is not implemented)"
+                );
             }
             DataplaneRecord::UnknownSpi { spi, src, dst } => {
                 if self.limiter.allow(now, "unknown esp spi") {
@@ -230,4 +249,3 @@ impl Daemon {
             .unwrap_or(0)
     }
 }
-

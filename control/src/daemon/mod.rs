@@ -14,12 +14,12 @@
 
 pub mod command;
 pub mod conn;
-mod install;
-mod timers;
 pub mod dataplane_ops;
 pub mod endpoint;
+mod install;
 pub mod ratelimit;
 pub mod spi;
+mod timers;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -29,8 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{CloseAction, DpdAction, IkedConfig, StartAction};
 use crate::ike::sa::{
-    ChildRequest, CookieJar, Event, IkeError, IkeSa, Phase, Random, Role, IKE_PORT,
-    NAT_T_PORT,
+    ChildRequest, CookieJar, Event, IkeError, IkeSa, Phase, Random, Role, IKE_PORT, NAT_T_PORT,
 };
 
 use conn::{ConnState, StaleSa};
@@ -117,6 +116,8 @@ struct SaEntry {
     half_open_from: Option<IpAddr>,
     created: u64,
     next_keepalive: Option<u64>,
+    /// No DPD probe before this (one probe at a time; the next after another dpd_delay).
+    dpd_not_before: u64,
 }
 
 /// The daemon core.
@@ -212,7 +213,9 @@ impl Daemon {
                 match self.child_of_reqid(reqid) {
                     Some((ci, k)) => {
                         self.spis.reserve(spi);
-                        self.conns[ci].children[k].stale.push(StaleSa { inbound, spi });
+                        self.conns[ci].children[k]
+                            .stale
+                            .push(StaleSa { inbound, spi });
                         reinitiate.push((ci, k));
                     }
                     None => self.dp(DpOp::DeleteSa {
@@ -402,6 +405,7 @@ impl Daemon {
                 half_open_from: None,
                 created: now,
                 next_keepalive: None,
+                dpd_not_before: 0,
             },
         );
         self.settle(now, spi);
@@ -425,7 +429,13 @@ impl Daemon {
     // ---- datagrams --------------------------------------------------------------------
 
     /// A datagram arrived on `local` (our address and port) from `remote`.
-    pub fn handle_datagram(&mut self, now: u64, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
         match classify(local, data) {
             Verdict::Drop(why) => {
                 if why == IkeDrop::IkeV1 && self.limiter.allow(now, "ikev1-warn") {
@@ -495,8 +505,7 @@ impl Daemon {
         // one address — keep state only for initiators that prove they receive our
         // answers (a COOKIE). Spoofed floods then cost a hash each, and a real peer whose
         // address is being spoofed still gets through.
-        if self.half_open_total >= self.opts.cookie_threshold || from_source >= COOKIE_PER_SOURCE
-        {
+        if self.half_open_total >= self.opts.cookie_threshold || from_source >= COOKIE_PER_SOURCE {
             if let Some(reply) = self.cookies.check(msg, remote.ip()) {
                 self.counters.cookies_sent += 1;
                 self.drop_datagram(now, IkeDrop::CookieRequired, remote);
@@ -525,6 +534,7 @@ impl Daemon {
                         half_open_from: Some(remote.ip()),
                         created: now,
                         next_keepalive: None,
+                        dpd_not_before: 0,
                     },
                 );
                 self.settle(now, spi);
@@ -763,7 +773,10 @@ impl Daemon {
                 DpdAction::Trap => {
                     c.wanted = false;
                     c.trapped = true;
-                    what.push(format!("{}: trapped (the next packet renegotiates)", c.cfg.name));
+                    what.push(format!(
+                        "{}: trapped (the next packet renegotiates)",
+                        c.cfg.name
+                    ));
                 }
                 DpdAction::Restart => {
                     c.wanted = true;
@@ -802,7 +815,6 @@ impl Daemon {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -77,7 +77,10 @@ mod tests {
         let mut l = LogLimiter::default();
         let allowed = (0..100_000).filter(|_| l.allow(1, "not IKE")).count();
         assert_eq!(allowed, BURST as usize);
-        assert!(l.summaries(PERIOD_MS / 2).is_empty(), "not before the period ends");
+        assert!(
+            l.summaries(PERIOD_MS / 2).is_empty(),
+            "not before the period ends"
+        );
         assert_eq!(l.next_summary(), Some(PERIOD_MS));
         assert_eq!(l.summaries(PERIOD_MS + 1), vec![("not IKE", 100_000 - 5)]);
         assert!(l.allow(PERIOD_MS + 2, "not IKE"), "a new period logs again");

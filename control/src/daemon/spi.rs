@@ -104,7 +104,10 @@ mod tests {
     impl Random for Counter {
         fn fill(&mut self, buf: &mut [u8]) {
             for b in buf {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 *b = (self.0 >> 56) as u8;
             }
         }
@@ -117,7 +120,10 @@ mod tests {
         let mut seen = HashSet::new();
         for _ in 0..10_000 {
             let spi = pool.alloc(&mut rng);
-            assert!(spi & ALLOCATED != 0, "{spi:#x}: bit 31 keeps it clear of 0..255");
+            assert!(
+                spi & ALLOCATED != 0,
+                "{spi:#x}: bit 31 keeps it clear of 0..255"
+            );
             assert_ne!((spi >> SLOT_BITS) & 0x7ff, 0, "generation 0 is the table's");
             assert!(seen.insert(spi), "{spi:#x} twice");
         }
@@ -130,7 +136,11 @@ mod tests {
         let first = pool.alloc(&mut Counter(1));
         pool.release(first);
         pool.reserve(first);
-        assert_ne!(pool.alloc(&mut Counter(1)), first, "a reserved SPI is not reused");
+        assert_ne!(
+            pool.alloc(&mut Counter(1)),
+            first,
+            "a reserved SPI is not reused"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl Daemon {
                     let delay = self.conns[ci].cfg.dpd_delay_ms;
                     if delay > 0 {
                         let idle_since = e.sa.last_heard().max(self.last_inbound(*spi, ci));
-                        at(Some(idle_since + delay));
+                        at(Some((idle_since + delay).max(e.dpd_not_before)));
                     }
                 }
             }
@@ -96,18 +96,21 @@ impl Daemon {
             if e.sa.phase() != Phase::Established {
                 continue;
             }
-            let Some(ci) = self.conn_index(&e.conn) else { continue };
+            let Some(ci) = self.conn_index(&e.conn) else {
+                continue;
+            };
             let cfg = &self.conns[ci].cfg;
             if cfg.dpd_delay_ms == 0 {
                 continue;
             }
             let idle_since = e.sa.last_heard().max(self.last_inbound(*spi, ci));
-            if now >= idle_since + cfg.dpd_delay_ms {
-                probe.push((*spi, cfg.dpd_timeout_ms));
+            if now >= idle_since + cfg.dpd_delay_ms && now >= e.dpd_not_before {
+                probe.push((*spi, cfg.dpd_timeout_ms, cfg.dpd_delay_ms));
             }
         }
-        for (spi, timeout) in probe {
+        for (spi, timeout, delay) in probe {
             if let Some(e) = self.sas.get_mut(&spi) {
+                e.dpd_not_before = now + delay.max(timeout);
                 if e.sa.dpd_probe(now, timeout, &mut *self.rng) {
                     self.counters.dpd_probes += 1;
                     debug!(conn = %e.conn, "no traffic from the peer for dpd_delay: liveness check (RFC 7296 §2.4)");
@@ -168,7 +171,10 @@ impl Daemon {
             }
         }
         if !ops.is_empty() {
-            info!(n = ops.len(), "removing SAs inherited from the previous iked");
+            info!(
+                n = ops.len(),
+                "removing SAs inherited from the previous iked"
+            );
         }
         for op in ops {
             self.dp(op);
@@ -187,4 +193,3 @@ impl Daemon {
         }
     }
 }
-
