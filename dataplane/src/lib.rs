@@ -9,11 +9,8 @@
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
-pub mod afxdp;
-#[allow(unsafe_code)]
 pub mod shm;
 
-pub mod afxdp_io;
 pub mod crypto;
 pub mod esp;
 pub mod hops;
@@ -28,4 +25,3 @@ pub mod static_sa;
 pub mod sync;
 pub mod wire;
 pub mod worker;
-pub mod xdp;

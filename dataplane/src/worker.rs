@@ -23,7 +23,7 @@ use crate::shm::records::{DataplaneRecord, FlowRecord};
 use crate::spd::SpdAction;
 use crate::static_sa::Direction;
 use crate::wire::{checksum, ethernet, Ipv4Packet};
-use crate::xdp::Side;
+use crate::io::Side;
 
 macro_rules! worker_drops {
     ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {

@@ -14,7 +14,7 @@ use dataplane::io::MemIo;
 use dataplane::sadb::SaDb;
 use dataplane::static_sa::StaticConfig;
 use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
-use dataplane::xdp::Side;
+use dataplane::io::Side;
 
 const MAC_CA: [u8; 6] = [2, 0, 0, 0, 0xca, 0];
 const MAC_GA_IN: [u8; 6] = [2, 0, 0, 0, 0xa1, 0];

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dataplane::afxdp::BindMode;
-use dataplane::afxdp_io::{AfXdpConfig, AfXdpIo};
+use dataplane::io::afxdp::BindMode;
+use dataplane::io::afxdp_io::{AfXdpConfig, AfXdpIo};
 use dataplane::esp::DropReason;
 use dataplane::hops::{Hop, HopCache, HopTable};
 use dataplane::install::{install_static, Installer, Restore};
@@ -28,7 +28,8 @@ use dataplane::shm::records::{DataplaneRecord, MAX_RECORD, SLOT_SIZE};
 use dataplane::shm::{Consumer, Producer, RingDir, ShmFile};
 use dataplane::static_sa::StaticConfig;
 use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerEvent, WorkerStats};
-use dataplane::xdp::{AttachMode, Side, XdpSteering, XdpVerdict};
+use dataplane::io::xdp::{AttachMode, XdpSteering, XdpVerdict};
+use dataplane::io::Side;
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
