@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use dataplane::static_sa::{deserialize_toml, ConfigError, Lines};
+use dataplane::control::static_sa::{deserialize_toml, ConfigError, Lines};
 use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;

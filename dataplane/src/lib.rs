@@ -11,17 +11,13 @@
 #[allow(unsafe_code)]
 pub mod shm;
 
+pub mod control;
 pub mod crypto;
 pub mod esp;
-pub mod hops;
-pub mod icmp;
-pub mod install;
 pub mod io;
-pub mod nexthop;
-pub mod sadb;
-pub mod satable;
-pub mod spd;
-pub mod static_sa;
+pub mod policy;
+pub mod route;
+pub mod sa;
 pub mod sync;
 pub mod wire;
 pub mod worker;

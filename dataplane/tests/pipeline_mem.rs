@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use dataplane::hops::{Hop, HopCache, HopTable};
-use dataplane::install::{install_static, Installer, NoSteering};
+use dataplane::control::install::{install_static, Installer, NoSteering};
+use dataplane::control::static_sa::StaticConfig;
 use dataplane::io::MemIo;
-use dataplane::sadb::SaDb;
-use dataplane::static_sa::StaticConfig;
-use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
 use dataplane::io::Side;
+use dataplane::route::hops::{Hop, HopCache, HopTable};
+use dataplane::sa::sadb::SaDb;
+use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
 
 const MAC_CA: [u8; 6] = [2, 0, 0, 0, 0xca, 0];
 const MAC_GA_IN: [u8; 6] = [2, 0, 0, 0, 0xa1, 0];
@@ -286,7 +286,7 @@ fn sas_installed_while_the_worker_runs() {
         ),
     )
     .unwrap();
-    let recs = dataplane::static_sa::to_records(&cfg).unwrap();
+    let recs = dataplane::control::static_sa::to_records(&cfg).unwrap();
     // SA records come first (out, in), then the policy.
     assert_eq!(recs.len(), 3);
     let db = Arc::new(SaDb::with_capacity(1024, 64));

@@ -24,12 +24,12 @@ use control::ike::sa::{
 use control::ike::wire::Ts;
 use control::ring_client::RingClient;
 use dataplane::esp::{SaConfig, SelectorSet, TrafficSelector, UdpEncap};
+use dataplane::policy::spd::{PolicyRule, SpdAction};
+use dataplane::sa::Direction;
 use dataplane::shm::records::{
     encode_add_policy, encode_add_sa, encode_delete_policy, encode_delete_sa, encode_flush,
     SaInstall, MAX_RECORD,
 };
-use dataplane::spd::{PolicyRule, SpdAction};
-use dataplane::static_sa::Direction;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 

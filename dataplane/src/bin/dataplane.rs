@@ -16,20 +16,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dataplane::control::install::{install_static, Installer, Restore};
+use dataplane::control::static_sa::StaticConfig;
+use dataplane::esp::DropReason;
 use dataplane::io::afxdp::BindMode;
 use dataplane::io::afxdp_io::{AfXdpConfig, AfXdpIo};
-use dataplane::esp::DropReason;
-use dataplane::hops::{Hop, HopCache, HopTable};
-use dataplane::install::{install_static, Installer, Restore};
-use dataplane::nexthop::{NextHopResolver, Resolution};
-use dataplane::sadb::SaDb;
+use dataplane::io::xdp::{AttachMode, XdpSteering, XdpVerdict};
+use dataplane::io::Side;
+use dataplane::route::hops::{Hop, HopCache, HopTable};
+use dataplane::route::nexthop::{NextHopResolver, Resolution};
+use dataplane::sa::sadb::SaDb;
 use dataplane::shm::counters::{CountersFile, WorkerCounters};
 use dataplane::shm::records::{DataplaneRecord, MAX_RECORD, SLOT_SIZE};
 use dataplane::shm::{Consumer, Producer, RingDir, ShmFile};
-use dataplane::static_sa::StaticConfig;
 use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerEvent, WorkerStats};
-use dataplane::io::xdp::{AttachMode, XdpSteering, XdpVerdict};
-use dataplane::io::Side;
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]

@@ -4,9 +4,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::io::afxdp::{poll_readable, BindMode, RxPacket, Umem, UmemFrame, XskSocket};
-use crate::esp::Frame;
 use super::WorkerIo;
+use crate::esp::Frame;
+use crate::io::afxdp::{poll_readable, BindMode, RxPacket, Umem, UmemFrame, XskSocket};
 use crate::io::Side;
 
 /// Sizes of a worker's UMEM and rings.

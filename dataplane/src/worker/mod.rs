@@ -6,6 +6,8 @@
 //! per run of consecutive packets of the same SA, the next-hop table once per batch, and
 //! counters are published once per batch.
 
+pub mod icmp;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,15 +17,14 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::esp::{self, DropReason, FlowKey, Frame, Mode, OutboundSa, SaShape, Verdict};
-use crate::hops::{HopCache, HopTable};
-use crate::icmp;
-use crate::io::WorkerIo;
-use crate::sadb::{Replica, ReplicaData, SaDb};
-use crate::shm::records::{DataplaneRecord, FlowRecord};
-use crate::spd::SpdAction;
-use crate::static_sa::Direction;
-use crate::wire::{checksum, ethernet, Ipv4Packet};
 use crate::io::Side;
+use crate::io::WorkerIo;
+use crate::policy::spd::SpdAction;
+use crate::route::hops::{HopCache, HopTable};
+use crate::sa::sadb::{Replica, ReplicaData, SaDb};
+use crate::sa::Direction;
+use crate::shm::records::{DataplaneRecord, FlowRecord};
+use crate::wire::{checksum, ethernet, Ipv4Packet};
 
 macro_rules! worker_drops {
     ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
