@@ -13,6 +13,7 @@ pub mod shm;
 
 pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod esp;
 pub mod io;
 pub mod policy;

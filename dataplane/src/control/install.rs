@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::esp::{InboundSa, OutboundSa, SaError, LEASE_STEP};
+use crate::policy::spd::{PrefixRefs, SpdAction, SpdError};
 use crate::sa::sadb::{SaDb, SpdChange};
 use crate::sa::satable::TableError;
+use crate::sa::Direction;
 use crate::shm::counters::{CountersFile, CountersSnapshot, WorkerCounters};
 use crate::shm::records::{self, status, ControlRecord, DataplaneRecord, RecordError, SaInstall};
-use crate::policy::spd::{PrefixRefs, SpdAction, SpdError};
-use crate::sa::Direction;
 
 /// Where steering prefixes go: the XDP program's LPM map (or nowhere, in tests).
 pub trait Steering {
@@ -592,8 +592,8 @@ mod tests {
     use super::*;
     use crate::crypto::{EspTransform, SaKeys};
     use crate::esp::{SaConfig, TrafficSelector};
-    use crate::shm::records::{encode_add_policy, encode_add_sa, encode_delete_sa, encode_resync};
     use crate::policy::spd::PolicyRule;
+    use crate::shm::records::{encode_add_policy, encode_add_sa, encode_delete_sa, encode_resync};
 
     #[derive(Default)]
     struct Recorded(Vec<(bool, (IpAddr, u8))>);

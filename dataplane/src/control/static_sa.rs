@@ -572,8 +572,8 @@ fn convert_policy(lines: &Lines, i: usize, r: &RawPolicy) -> Result<Policy, Conf
 /// `vpnctl`'s ring client both install through these, so a static file takes the same
 /// path as SAs negotiated by iked. Buffers holding keys are zeroized when dropped.
 pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
-    use crate::shm::records::{encode_add_policy, encode_add_sa, SaInstall, MAX_RECORD};
     use crate::policy::spd::{PolicyRule, SpdAction};
+    use crate::shm::records::{encode_add_policy, encode_add_sa, SaInstall, MAX_RECORD};
     let mut reqids: Vec<(&str, u32)> = Vec::new();
     let mut out = Vec::new();
     for sa in &cfg.sas {

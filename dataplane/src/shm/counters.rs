@@ -36,7 +36,8 @@ pub const COUNTERS_MAGIC: u64 = u64::from_le_bytes(*b"VPNCNTR\0");
 pub const COUNTERS_VERSION: u32 = 1;
 const HEADER: usize = 128;
 const NAME_LEN: usize = 32;
-const WORKER_FIXED: usize = 10;
+/// Per-worker counters before the drops (`worker::WorkerCounter`, in its order).
+pub const WORKER_FIXED: usize = 10;
 const SA_FIXED: usize = 8;
 
 const F_USED: u64 = 1;
