@@ -8,6 +8,8 @@
 pub mod sadb;
 pub mod satable;
 
+pub use satable::compose;
+
 /// Which way an SA carries traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
