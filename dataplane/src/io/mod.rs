@@ -4,10 +4,14 @@
 //! through [`WorkerIo`]. AF_XDP implements it for real traffic ([`afxdp_io`], over the
 //! sockets and UMEM of [`afxdp`], steered by the XDP program loaded in [`xdp`]); [`MemIo`]
 //! implements it in memory for tests and the pipeline benchmark, behind the same worker loop.
+//! Every `mmap` of the dataplane (AF_XDP rings and UMEM, the shared-memory files) is a
+//! [`mapping::Mapping`].
 
 #[allow(unsafe_code)]
 pub mod afxdp;
 pub mod afxdp_io;
+#[allow(unsafe_code)]
+pub mod mapping;
 pub mod mem;
 pub mod xdp;
 
