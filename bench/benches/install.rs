@@ -9,15 +9,15 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dataplane::control::install::{Installer, NoSteering};
 use dataplane::crypto::{EspTransform, SaKeys};
 use dataplane::esp::{SaConfig, SelectorSet, TrafficSelector};
-use dataplane::install::{Installer, NoSteering};
-use dataplane::sadb::SaDb;
+use dataplane::sa::sadb::SaDb;
+use dataplane::sa::Direction;
 use dataplane::shm::records::{
     encode_add_sa, status, DataplaneRecord, SaInstall, MAX_RECORD, SLOT_SIZE,
 };
 use dataplane::shm::{RingDir, ShmFile};
-use dataplane::static_sa::Direction;
 
 const N: u32 = 50_000;
 

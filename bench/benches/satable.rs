@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dataplane::satable::{SpiReplica, SpiTable};
+use dataplane::sa::satable::{SpiReplica, SpiTable};
 
 const LOOKUPS: usize = 4096;
 

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::esp::{FlowKey, TrafficSelector};
-use dataplane::spd::{PolicyRule, Spd, SpdAction};
+use dataplane::policy::spd::{PolicyRule, Spd, SpdAction};
 
 const POLICIES: u32 = 100_000;
 const PROBES: usize = 4096;

@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-use dataplane::static_sa::{deserialize_toml, ConfigError, Lines};
+use dataplane::control::static_sa::{deserialize_toml, ConfigError, Lines};
 use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;

@@ -13,12 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use dataplane::control::static_sa::StaticConfig;
+use dataplane::sa::Direction;
 use dataplane::shm::records::{
     self, encode_delete_policy, encode_delete_sa, encode_flush, encode_resync, status,
     DataplaneRecord, MAX_RECORD, SLOT_SIZE,
 };
 use dataplane::shm::{Consumer, Producer, RingDir, ShmError, ShmFile};
-use dataplane::static_sa::{Direction, StaticConfig};
 use zeroize::Zeroizing;
 
 /// Why talking to the dataplane failed.
@@ -70,7 +71,7 @@ impl Desired {
     pub fn from_static(cfg: &StaticConfig) -> Result<Desired, String> {
         let mut out = Desired::default();
         let mut policy = 0;
-        for r in dataplane::static_sa::to_records(cfg)? {
+        for r in dataplane::control::static_sa::to_records(cfg)? {
             let (sa, pol) = match (&r.sa, records::decode(&r.bytes)) {
                 (Some(_), Ok(records::ControlRecord::AddSa { sa, .. })) => (
                     Some(SaKey {

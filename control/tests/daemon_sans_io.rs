@@ -12,9 +12,9 @@ use control::daemon::command::Request;
 use control::daemon::dataplane_ops::{DpOp, ACQUIRE_BIT};
 use control::daemon::{Action, Daemon, Held, Options};
 use control::ike::sa::Random;
+use dataplane::policy::spd::{PolicyRule, SpdAction};
+use dataplane::sa::Direction;
 use dataplane::shm::records::{DataplaneRecord, FlowRecord, SaInstall};
-use dataplane::spd::{PolicyRule, SpdAction};
-use dataplane::static_sa::Direction;
 
 /// A deterministic random source (each daemon its own seed).
 struct Seeded(u64);

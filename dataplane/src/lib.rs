@@ -9,23 +9,16 @@
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
-pub mod afxdp;
-#[allow(unsafe_code)]
 pub mod shm;
 
-pub mod afxdp_io;
+pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod esp;
-pub mod hops;
-pub mod icmp;
-pub mod install;
 pub mod io;
-pub mod nexthop;
-pub mod sadb;
-pub mod satable;
-pub mod spd;
-pub mod static_sa;
+pub mod policy;
+pub mod route;
+pub mod sa;
 pub mod sync;
 pub mod wire;
 pub mod worker;
-pub mod xdp;

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use dataplane::nexthop::{NextHopError, NextHopResolver, Resolution};
+use dataplane::route::nexthop::{NextHopError, NextHopResolver, Resolution};
 
 /// Set (to `1`) in the child's environment; the child test does nothing without it.
 const CHILD_ENV: &str = "VPN_NEXTHOP_NETNS_CHILD";
@@ -240,7 +240,10 @@ fn resolver_in_two_namespaces() {
 
 /// Polls `resolve(dst)` until it is `Ready` (at most [`RESOLVE_DEADLINE`]); checks that the
 /// first answer was `Pending` or `Ready`.
-fn resolve_until_ready(resolver: &mut NextHopResolver, dst: IpAddr) -> dataplane::nexthop::NextHop {
+fn resolve_until_ready(
+    resolver: &mut NextHopResolver,
+    dst: IpAddr,
+) -> dataplane::route::nexthop::NextHop {
     let start = Instant::now();
     let first = resolver
         .resolve(dst)

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use dataplane::hops::{Hop, HopCache, HopTable};
-use dataplane::install::{install_static, Installer, NoSteering};
+use dataplane::control::install::{install_static, Installer, NoSteering};
+use dataplane::control::static_sa::StaticConfig;
 use dataplane::io::MemIo;
-use dataplane::sadb::SaDb;
-use dataplane::static_sa::StaticConfig;
-use dataplane::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerStats};
-use dataplane::xdp::Side;
+use dataplane::io::Side;
+use dataplane::route::hops::{Hop, HopCache, HopTable};
+use dataplane::sa::sadb::SaDb;
+use dataplane::worker::{GatewayAddrs, Worker, WorkerCounter, WorkerDrop, WorkerStats};
 
 const MAC_CA: [u8; 6] = [2, 0, 0, 0, 0xca, 0];
 const MAC_GA_IN: [u8; 6] = [2, 0, 0, 0, 0xa1, 0];
@@ -211,16 +211,8 @@ fn packets_cross_two_gateways_in_every_family() {
             assert_eq!(&o[14..], &want[..]);
         }
         let s = a.stats();
-        assert_eq!(
-            s.encapsulated.load(std::sync::atomic::Ordering::Relaxed),
-            100
-        );
-        assert_eq!(
-            b.stats()
-                .decapsulated
-                .load(std::sync::atomic::Ordering::Relaxed),
-            100
-        );
+        assert_eq!(s.get(WorkerCounter::Encapsulated), 100);
+        assert_eq!(b.stats().get(WorkerCounter::Decapsulated), 100);
     }
 }
 
@@ -286,7 +278,7 @@ fn sas_installed_while_the_worker_runs() {
         ),
     )
     .unwrap();
-    let recs = dataplane::static_sa::to_records(&cfg).unwrap();
+    let recs = dataplane::control::static_sa::to_records(&cfg).unwrap();
     // SA records come first (out, in), then the policy.
     assert_eq!(recs.len(), 3);
     let db = Arc::new(SaDb::with_capacity(1024, 64));
@@ -338,7 +330,7 @@ fn sas_installed_while_the_worker_runs() {
     );
     assert!(matches!(
         &events[0],
-        WorkerEvent::Record(DataplaneRecord::Acquire { policy: 1, reqid: 1, flow })
+        WorkerEvent::Acquire { policy: 1, reqid: 1, flow }
             if flow.dst == host_addrs(false).1
     ));
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use control::ring_client::{Desired, RingClient};
+use dataplane::control::static_sa::StaticConfig;
 use dataplane::shm::records::DataplaneRecord;
-use dataplane::static_sa::StaticConfig;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
@@ -269,8 +269,8 @@ fn serve(
 fn churn(ring: &str) -> Result<(), String> {
     use dataplane::crypto::{EspTransform, SaKeys};
     use dataplane::esp::SaConfig;
+    use dataplane::sa::Direction;
     use dataplane::shm::records::{encode_add_sa, encode_delete_sa, SaInstall, MAX_RECORD};
-    use dataplane::static_sa::Direction;
     let mut c = RingClient::attach(ring, SLOTS).map_err(|e| e.to_string())?;
     let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
     let t = Duration::from_secs(3600);

@@ -1,7 +1,7 @@
 //! What the daemon keeps per configured connection and child, between IKE SAs.
 
+use dataplane::policy::spd::PolicyRule;
 use dataplane::shm::records::SaInstall;
-use dataplane::spd::PolicyRule;
 
 use crate::config::{ChildConfig, ConnConfig};
 use crate::ike::wire::Ts;

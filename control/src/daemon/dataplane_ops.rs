@@ -18,9 +18,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use dataplane::esp::{SaConfig, SelectorSet, TrafficSelector, UdpEncap};
+use dataplane::policy::spd::{PolicyRule, SpdAction};
+use dataplane::sa::Direction;
 use dataplane::shm::records::SaInstall;
-use dataplane::spd::{PolicyRule, SpdAction};
-use dataplane::static_sa::Direction;
 
 use crate::ike::sa::ChildSa;
 use crate::ike::wire::Ts;

@@ -2,8 +2,8 @@
 //! policies, following a NAT-mapped peer, records from the dataplane, and replay.
 
 use dataplane::esp::sa::SaEvent;
+use dataplane::sa::Direction;
 use dataplane::shm::records::DataplaneRecord;
-use dataplane::static_sa::Direction;
 use tracing::{debug, info, warn};
 
 use super::conn::InstalledChild;

@@ -24,7 +24,7 @@ mod timers;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use dataplane::static_sa::Direction;
+use dataplane::sa::Direction;
 use tracing::{debug, info, warn};
 
 use crate::config::{CloseAction, DpdAction, IkedConfig, StartAction};

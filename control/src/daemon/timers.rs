@@ -1,7 +1,7 @@
 //! The daemon core's clock: retransmissions, half-open expiry, DPD, NAT keepalives,
 //! retries, inherited SAs, and log summaries.
 
-use dataplane::static_sa::Direction;
+use dataplane::sa::Direction;
 use tracing::{debug, info, warn};
 
 use super::dataplane_ops::DpOp;

@@ -27,16 +27,17 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use super::ShmError;
+use crate::io::mapping::Mapping;
 
 pub const COUNTERS_MAGIC: u64 = u64::from_le_bytes(*b"VPNCNTR\0");
 pub const COUNTERS_VERSION: u32 = 1;
 const HEADER: usize = 128;
 const NAME_LEN: usize = 32;
-const WORKER_FIXED: usize = 10;
+/// Per-worker counters before the drops (`worker::WorkerCounter`, in its order).
+pub const WORKER_FIXED: usize = 10;
 const SA_FIXED: usize = 8;
 
 const F_USED: u64 = 1;
@@ -44,7 +45,7 @@ const F_INBOUND: u64 = 2;
 
 /// A mapped counters file.
 pub struct CountersFile {
-    base: NonNull<u8>,
+    map: Mapping,
     len: usize,
     path: PathBuf,
     workers: usize,
@@ -54,17 +55,7 @@ pub struct CountersFile {
     _file: File,
 }
 
-// SAFETY: the mapping is shared memory accessed only through `AtomicU64`s.
-unsafe impl Send for CountersFile {}
-// SAFETY: as above.
-unsafe impl Sync for CountersFile {}
-
-impl Drop for CountersFile {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping of `len` bytes; no reference into it outlives `self`.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
-}
+// `Send` and `Sync` through `Mapping`: the file is accessed only through `AtomicU64`s.
 
 /// One worker's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,25 +112,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShmError + '_ {
     }
 }
 
-fn map(file: &File, path: &Path, len: usize) -> Result<NonNull<u8>, ShmError> {
-    // SAFETY: a shared mapping of a file we hold open, of exactly its length; checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(ShmError::Io {
-            path: path.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(NonNull::new(p.cast()).expect("mmap never returns null on success"))
+fn map(file: &File, path: &Path, len: usize) -> Result<Mapping, ShmError> {
+    // A shared mapping of a file we hold open, of exactly its length.
+    Mapping::shared(file.as_raw_fd(), len, 0, false).map_err(|source| ShmError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl CountersFile {
@@ -166,7 +144,7 @@ impl CountersFile {
         );
         // SAFETY: in bounds and 8-aligned (checked; the base is page-aligned); the mapping
         // lives as long as `self`.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() }
+        unsafe { &*self.map.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
     /// Create (or replace) `/dev/shm/NAME` for `workers` workers and `sa_slots` SAs, naming
@@ -195,9 +173,9 @@ impl CountersFile {
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         file.set_len(len as u64).map_err(io_err(&tmp))?;
-        let base = map(&file, &tmp, len)?;
+        let map = map(&file, &tmp, len)?;
         let f = CountersFile {
-            base,
+            map,
             len,
             path: path.clone(),
             workers,
@@ -271,9 +249,9 @@ impl CountersFile {
                 what: "geometry does not match the file size",
             });
         }
-        let base = map(&file, &path, len)?;
+        let map = map(&file, &path, len)?;
         Ok(CountersFile {
-            base,
+            map,
             len,
             path,
             workers,

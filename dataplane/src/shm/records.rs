@@ -49,8 +49,8 @@ use crate::esp::{
     DfPolicy, Lifetime, LifetimeKind, Mode, SaConfig, SaEvent, SelectorSet, TrafficSelector,
     UdpEncap,
 };
-use crate::spd::{PolicyRule, SpdAction};
-use crate::static_sa::Direction;
+use crate::policy::spd::{PolicyRule, SpdAction};
+use crate::sa::Direction;
 
 pub const KIND_ADD_SA: u16 = 1;
 pub const KIND_DELETE_SA: u16 = 2;

@@ -5,12 +5,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::spsc::{self, RingMem};
+use crate::io::mapping::Mapping;
 
 /// "VPNRING\0" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VPNRING\0");
@@ -79,7 +79,8 @@ pub enum ShmError {
 
 /// A mapped ring file. Shared by the producer and consumer handles of this process.
 pub struct ShmFile {
-    base: NonNull<u8>,
+    /// The whole file, unmapped on drop (producer and consumer handles hold an Arc to it).
+    map: Mapping,
     len: usize,
     slot_size: usize,
     capacity: u32,
@@ -87,11 +88,8 @@ pub struct ShmFile {
     _file: File,
 }
 
-// SAFETY: the mapping is process-wide memory; all mutation of shared state goes through
-// atomics (indexes) or through slots owned by exactly one side at a time (SPSC protocol).
-unsafe impl Send for ShmFile {}
-// SAFETY: as above.
-unsafe impl Sync for ShmFile {}
+// `Send` and `Sync` through `Mapping`: all mutation of the shared state goes through atomics
+// (indexes) or through slots owned by exactly one side at a time (SPSC protocol).
 
 fn shm_path(name: &str) -> Result<PathBuf, ShmError> {
     let ok = !name.is_empty()
@@ -315,25 +313,14 @@ impl ShmFile {
         slot_size: usize,
         capacity: u32,
     ) -> Result<ShmFile, ShmError> {
-        // SAFETY: a shared mapping of a file we hold open, of exactly its length; checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(ShmError::Io {
+        // A shared mapping of a file we hold open, of exactly its length.
+        let map =
+            Mapping::shared(file.as_raw_fd(), len, 0, false).map_err(|source| ShmError::Io {
                 path: path.to_path_buf(),
-                source: io::Error::last_os_error(),
-            });
-        }
+                source,
+            })?;
         Ok(ShmFile {
-            base: NonNull::new(p.cast()).expect("mmap never returns null on success"),
+            map,
             len,
             slot_size,
             capacity,
@@ -345,19 +332,19 @@ impl ShmFile {
     fn header_u32(&self, off: usize) -> &AtomicU32 {
         // SAFETY: `off` + 4 ≤ HEADER_LEN ≤ len; 4-aligned (page-aligned base); the mapping
         // lives as long as `self`.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+        unsafe { &*self.map.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     fn header_u64(&self, off: usize) -> &AtomicU64 {
         // SAFETY: as `header_u32`, 8-aligned offsets.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() }
+        unsafe { &*self.map.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
     /// Producer (0) or consumer (1) index of a ring, each on its own cache line.
     fn index(&self, ring: RingDir, which: usize) -> &AtomicU32 {
         let off = HEADER_LEN + ring as usize * RING_CTRL_LEN + which * CACHE_LINE;
         // SAFETY: within the control area (< SLOTS_AT ≤ len), 64-aligned.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+        unsafe { &*self.map.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     fn slot_ptr(&self, ring: RingDir, i: u32) -> *mut u8 {
@@ -365,7 +352,7 @@ impl ShmFile {
         let off = SLOTS_AT + (ring as usize * self.capacity as usize + idx) * self.slot_size;
         debug_assert!(off + self.slot_size <= self.len);
         // SAFETY: `off + slot_size ≤ len` by the geometry checked at create/attach.
-        unsafe { self.base.as_ptr().add(off) }
+        unsafe { self.map.as_ptr().add(off) }
     }
 
     pub fn path(&self) -> &Path {
@@ -398,14 +385,6 @@ impl ShmFile {
             ring,
             next: tail,
         }
-    }
-}
-
-impl Drop for ShmFile {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping; no reference into it outlives `self` (producer
-        // and consumer handles hold an Arc to it).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 

@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::esp::{InboundSa, OutboundSa, SaError, LEASE_STEP};
-use crate::sadb::{SaDb, SpdChange};
-use crate::satable::TableError;
+use crate::policy::spd::{PrefixRefs, SpdAction, SpdError};
+use crate::sa::sadb::{SaDb, SpdChange};
+use crate::sa::satable::TableError;
+use crate::sa::Direction;
 use crate::shm::counters::{CountersFile, CountersSnapshot, WorkerCounters};
 use crate::shm::records::{self, status, ControlRecord, DataplaneRecord, RecordError, SaInstall};
-use crate::spd::{PrefixRefs, SpdAction, SpdError};
-use crate::static_sa::Direction;
 
 /// Where steering prefixes go: the XDP program's LPM map (or nowhere, in tests).
 pub trait Steering {
@@ -440,7 +440,7 @@ impl Installer {
 
     fn add_policy(
         &mut self,
-        rule: crate::spd::PolicyRule,
+        rule: crate::policy::spd::PolicyRule,
         steering: &mut dyn Steering,
     ) -> Result<(), InstallError> {
         if let SpdAction::Protect { reqid } = rule.action {
@@ -568,10 +568,10 @@ impl Installer {
 /// it concerned.
 pub fn install_static(
     inst: &mut Installer,
-    cfg: &crate::static_sa::StaticConfig,
+    cfg: &crate::control::static_sa::StaticConfig,
     steering: &mut dyn Steering,
 ) -> Result<(), String> {
-    let recs = crate::static_sa::to_records(cfg)?;
+    let recs = crate::control::static_sa::to_records(cfg)?;
     let mut acks = Vec::new();
     for r in &recs {
         if let Some((d, spi, name)) = &r.sa {
@@ -598,8 +598,8 @@ mod tests {
     use super::*;
     use crate::crypto::{EspTransform, SaKeys};
     use crate::esp::{SaConfig, TrafficSelector};
+    use crate::policy::spd::PolicyRule;
     use crate::shm::records::{encode_add_policy, encode_add_sa, encode_delete_sa, encode_resync};
-    use crate::spd::PolicyRule;
 
     #[derive(Default)]
     struct Recorded(Vec<(bool, (IpAddr, u8))>);

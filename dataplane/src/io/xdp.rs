@@ -628,7 +628,7 @@ impl XdpSteering {
     }
 }
 
-impl crate::install::Steering for XdpSteering {
+impl crate::control::install::Steering for XdpSteering {
     fn add(&mut self, (addr, len): (IpAddr, u8)) -> Result<(), String> {
         self.add_protected(addr, len).map_err(|e| e.to_string())
     }

@@ -1,27 +1,9 @@
-//! The I/O boundary of a worker: two sides (outside, inside), batches of frames in and out.
-//! AF_XDP implements it for real traffic; [`MemIo`] implements it in memory for tests and
-//! the pipeline benchmark, behind the same worker loop.
+//! In-memory ports: a [`WorkerIo`] without sockets, for tests and the pipeline benchmark.
 
 use std::collections::VecDeque;
 
+use super::{Side, WorkerIo};
 use crate::esp::Frame;
-use crate::xdp::Side;
-
-/// What a worker needs from its ports.
-pub trait WorkerIo {
-    type Buf: AsRef<[u8]> + AsMut<[u8]>;
-
-    /// Receive up to `max` frames from `side` into `out`.
-    fn recv(&mut self, side: Side, out: &mut Vec<Frame<Self::Buf>>, max: usize);
-    /// Queue a frame for transmission on `side`. Returns it if the queue is full.
-    fn send(&mut self, side: Side, f: Frame<Self::Buf>) -> Result<(), Frame<Self::Buf>>;
-    /// Return the buffer of a dropped packet for reuse.
-    fn recycle(&mut self, buf: Self::Buf);
-    /// Publish queued transmissions, reap completions, refill receive rings.
-    fn flush(&mut self);
-    /// Nothing to do: block briefly (or return at once for in-memory I/O).
-    fn idle(&mut self);
-}
 
 /// In-memory ports: tests push frames into `rx`, read what the worker sent from `tx`.
 #[derive(Debug)]

@@ -4,6 +4,8 @@
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::io::mapping::Mapping;
+
 /// One mapped ring. `D` is the descriptor type: `u64` (fill, completion) or `xdp_desc`.
 pub(crate) struct Ring<D: Copy> {
     producer: *const AtomicU32,
@@ -15,8 +17,8 @@ pub(crate) struct Ring<D: Copy> {
     /// Our view of the other side's index, refreshed only when needed.
     cached_prod: u32,
     cached_cons: u32,
-    map: *mut libc::c_void,
-    map_len: usize,
+    /// Unmapped when the ring is dropped (the pointers above point into it).
+    _map: Mapping,
 }
 
 // SAFETY: the ring is owned by one socket, which one worker thread owns; the kernel side is
@@ -32,21 +34,9 @@ impl<D: Copy> Ring<D> {
         pgoff: u64,
     ) -> io::Result<Ring<D>> {
         let map_len = off.desc as usize + size as usize * std::mem::size_of::<D>();
-        // SAFETY: mapping a region the kernel created for this socket; the result is checked.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                pgoff as libc::off_t,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = map.cast::<u8>();
+        // The region the kernel created for this socket.
+        let map = Mapping::shared(fd, map_len, pgoff, true)?;
+        let base = map.as_ptr();
         // SAFETY: the kernel's offsets lie within `map_len` (XDP_MMAP_OFFSETS contract); the
         // index words are u32-aligned.
         let (producer, consumer, flags, descs) = unsafe {
@@ -66,8 +56,7 @@ impl<D: Copy> Ring<D> {
             size,
             cached_prod: 0,
             cached_cons: 0,
-            map,
-            map_len,
+            _map: map,
         };
         r.cached_prod = r.prod().load(Ordering::Relaxed);
         r.cached_cons = r.cons().load(Ordering::Relaxed);
@@ -149,12 +138,5 @@ impl<D: Copy> Ring<D> {
     pub(crate) fn release(&mut self) {
         // Release: our reads of the descriptors happen before the kernel may reuse the slots.
         self.cons().store(self.cached_cons, Ordering::Release);
-    }
-}
-
-impl<D: Copy> Drop for Ring<D> {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the region mapped in `map`; nothing refers to it after this.
-        unsafe { libc::munmap(self.map, self.map_len) };
     }
 }

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use crate::sync::swap::{ArcSwapOption, Guard};
 
 use crate::esp::{InboundSa, OutboundSa};
-use crate::satable::{SaArc, SpiReplica, SpiTable};
-use crate::spd::{PolicyId, PolicyRule, Spd};
+use crate::policy::spd::{PolicyId, PolicyRule, Spd};
+use crate::sa::satable::{SaArc, SpiReplica, SpiTable};
 
 /// Request ids the outbound table holds: 0 .. `REQIDS`.
 pub const REQIDS: usize = 1 << 20;
@@ -147,7 +147,7 @@ impl Default for SaDb {
 impl SaDb {
     /// Full size: a million inbound slots and a million reqids.
     pub fn new() -> SaDb {
-        SaDb::with_capacity(crate::satable::SLOTS, REQIDS)
+        SaDb::with_capacity(crate::sa::satable::SLOTS, REQIDS)
     }
 
     /// A smaller database (tests).
@@ -184,7 +184,7 @@ impl SaDb {
     pub(crate) fn change_spd(
         &self,
         c: SpdChange,
-    ) -> Result<Option<PolicyRule>, crate::spd::SpdError> {
+    ) -> Result<Option<PolicyRule>, crate::policy::spd::SpdError> {
         let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
         let old = match &c {
             SpdChange::Insert(r) => {

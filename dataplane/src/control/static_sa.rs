@@ -35,6 +35,8 @@ use toml::Spanned;
 
 use crate::crypto::{EspTransform, SaKeys};
 use crate::esp::{DfPolicy, Mode, SaConfig, SelectorSet, TrafficSelector, UdpEncap};
+/// Re-exported: a [`StaticSa`] names its direction.
+pub use crate::sa::Direction;
 
 /// A refused configuration: where, which field, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +66,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Which way an SA carries traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
 
 /// RFC 4301 §4.4.1: what the SPD does with matching traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,8 +572,8 @@ fn convert_policy(lines: &Lines, i: usize, r: &RawPolicy) -> Result<Policy, Conf
 /// `vpnctl`'s ring client both install through these, so a static file takes the same
 /// path as SAs negotiated by iked. Buffers holding keys are zeroized when dropped.
 pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
+    use crate::policy::spd::{PolicyRule, SpdAction};
     use crate::shm::records::{encode_add_policy, encode_add_sa, SaInstall, MAX_RECORD};
-    use crate::spd::{PolicyRule, SpdAction};
     let mut reqids: Vec<(&str, u32)> = Vec::new();
     let mut out = Vec::new();
     for sa in &cfg.sas {

@@ -29,8 +29,24 @@ use crate::sync::swap::{ArcSwap, ArcSwapOption, Guard};
 pub const SLOT_BITS: u32 = 20;
 pub const SLOTS: usize = 1 << SLOT_BITS;
 const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
-const GEN_BITS: u32 = 11;
+/// Generation bits in an allocated SPI.
+pub const GEN_BITS: u32 = 11;
+const GEN_MASK: u16 = (1 << GEN_BITS) - 1;
 const ALLOCATED: u32 = 1 << 31;
+
+/// The allocated-form SPI for `slot` in `generation` (both truncated to their bits): what
+/// the table's allocator hands out, and what a control plane that allocates inbound SPIs
+/// itself must send, so that a reused slot's stale SPI misses.
+#[inline]
+pub fn compose(generation: u16, slot: u32) -> u32 {
+    ALLOCATED | (u32::from(generation & GEN_MASK) << SLOT_BITS) | (slot & SLOT_MASK)
+}
+
+/// The generation of an allocated-form SPI.
+#[inline]
+pub fn generation_of(spi: u32) -> u16 {
+    (spi >> SLOT_BITS) as u16 & GEN_MASK
+}
 
 /// Why an install was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,8 +208,8 @@ impl<T> SpiTable<T> {
         };
         w.used[slot as usize] = true;
         let g = &mut w.generations[slot as usize];
-        *g = (*g + 1) & ((1 << GEN_BITS) - 1);
-        let spi = ALLOCATED | (u32::from(*g) << SLOT_BITS) | slot;
+        *g = (*g + 1) & GEN_MASK;
+        let spi = compose(*g, slot);
         let value = make(spi);
         self.slots[slot as usize].store(Some(Arc::new(Entry { spi, value })));
         w.len += 1;
@@ -214,7 +230,7 @@ impl<T> SpiTable<T> {
                 if !w.used[slot] {
                     // The slot stays in the free list; `allocate` skips used slots.
                     w.used[slot] = true;
-                    w.generations[slot] = ((spi >> SLOT_BITS) & ((1 << GEN_BITS) - 1)) as u16;
+                    w.generations[slot] = generation_of(spi);
                     s.store(Some(Arc::new(Entry { spi, value })));
                     w.len += 1;
                     return Ok(());
@@ -489,6 +505,30 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     #[test]
+    fn compose_is_what_allocate_hands_out() {
+        assert_eq!(compose(1, 1), 0x8010_0001);
+        assert_eq!(
+            compose(GEN_MASK + 1, SLOT_MASK + 1),
+            compose(0, 0),
+            "truncated"
+        );
+        assert_eq!(generation_of(compose(0x5a5, 7)), 0x5a5);
+        assert_eq!(slot_of(compose(0x5a5, 7)), 7);
+        let t: SpiTable<u8> = SpiTable::with_slots(4);
+        let a = t.allocate(|_| 0).unwrap();
+        assert_eq!(a, compose(1, slot_of(a) as u32));
+        t.remove(a).unwrap();
+        let b = t.allocate(|_| 0).unwrap();
+        if slot_of(b) == slot_of(a) {
+            assert_eq!(
+                generation_of(b),
+                2,
+                "a reused slot gets the next generation"
+            );
+        }
+    }
+
+    #[test]
     fn allocate_lookup_remove_and_stale_generation() {
         let t: SpiTable<u32> = SpiTable::with_slots(4);
         let a = t.allocate(|spi| spi).unwrap();
@@ -597,7 +637,7 @@ mod tests {
                 while !stop.load(Ordering::Relaxed) {
                     // Probe every slot with every generation seen so far (a cheap scan).
                     x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    let spi = ALLOCATED | ((x >> 8) & 0x7ff) << SLOT_BITS | (x & 63);
+                    let spi = compose((x >> 8) as u16, x & 63);
                     if let Some(sa) = t.get(spi) {
                         assert_eq!(sa.spi, spi);
                         hits += 1;

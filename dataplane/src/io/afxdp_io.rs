@@ -4,10 +4,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::afxdp::{poll_readable, BindMode, RxPacket, Umem, UmemFrame, XskSocket};
+use super::WorkerIo;
 use crate::esp::Frame;
-use crate::io::WorkerIo;
-use crate::xdp::Side;
+use crate::io::afxdp::{poll_readable, BindMode, RxPacket, Umem, UmemFrame, XskSocket};
+use crate::io::Side;
 
 /// Sizes of a worker's UMEM and rings.
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,13 @@
 //! per run of consecutive packets of the same SA, the next-hop table once per batch, and
 //! counters are published once per batch.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod counters;
+pub mod icmp;
+
+pub use counters::{WorkerCounter, WorkerDrop, WorkerStats};
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use std::collections::HashMap;
@@ -15,131 +20,36 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::esp::{self, DropReason, FlowKey, Frame, Mode, OutboundSa, SaShape, Verdict};
-use crate::hops::{HopCache, HopTable};
-use crate::icmp;
+use crate::io::Side;
 use crate::io::WorkerIo;
-use crate::sadb::{Replica, ReplicaData, SaDb};
-use crate::shm::records::{DataplaneRecord, FlowRecord};
-use crate::spd::SpdAction;
-use crate::static_sa::Direction;
+use crate::policy::spd::SpdAction;
+use crate::route::hops::{HopCache, HopTable};
+use crate::sa::sadb::{Replica, ReplicaData, SaDb};
+use crate::sa::Direction;
 use crate::wire::{checksum, ethernet, Ipv4Packet};
-use crate::xdp::Side;
+use counters::Local;
 
-macro_rules! worker_drops {
-    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
-        /// Why a worker dropped a packet outside the ESP engine.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum WorkerDrop { $( $(#[$doc])* $variant, )* }
-        impl WorkerDrop {
-            pub const ALL: &'static [WorkerDrop] = &[ $( WorkerDrop::$variant, )* ];
-            pub const COUNT: usize = [ $( WorkerDrop::$variant, )* ].len();
-            pub fn name(self) -> &'static str { match self { $( WorkerDrop::$variant => $name, )* } }
-        }
-    };
-}
-
-worker_drops! {
-    /// Not IPv4 or IPv6 (the XDP program should not have sent it).
-    NotIp => "not_ip",
-    /// An inside packet no policy matches.
-    NoPolicy => "no_policy",
-    /// A policy says discard (RFC 4301 §4.4.1).
-    PolicyDiscard => "policy_discard",
-    /// A protect policy matched but its SA is not installed; the control plane was told
-    /// (an acquire, rate-limited).
-    NoSa => "no_sa",
-    /// No neighbour entry yet; the kernel was asked to resolve it.
-    NoNextHop => "no_next_hop",
-    /// TTL or hop limit would reach zero.
-    TtlExpired => "ttl_expired",
-    /// Too big for the tunnel; an ICMP error went back to the sender.
-    TooBigIcmpSent => "too_big_icmp_sent",
-    /// Too big for the tunnel, DF clear: we do not fragment.
-    TooBigNoDf => "too_big_df_clear",
-    /// The transmit ring was full.
-    TxFull => "tx_ring_full",
-}
-
-/// What a worker tells the control thread.
-#[derive(Debug, Clone)]
+/// What a worker tells the control thread, which turns it into ring records, log lines or
+/// lease updates (the worker knows nothing of the ring's format).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerEvent {
-    /// For the controller (acquire, unknown SPI, SA event).
-    Record(DataplaneRecord),
+    /// RFC 4301 §5.1 / RFC 7296 §1.3: traffic matched a protect policy whose SA is not
+    /// installed (rate-limited per policy).
+    Acquire {
+        policy: u32,
+        reqid: u32,
+        flow: FlowKey,
+    },
+    /// ESP arrived for an SPI this dataplane does not hold (rate-limited per SPI).
+    UnknownSpi { spi: u32, src: IpAddr, dst: IpAddr },
+    /// An SA's sequence-number or lifetime event (raised once each).
+    Sa {
+        direction: Direction,
+        reqid: u32,
+        event: esp::SaEvent,
+    },
     /// An outbound SA used half of its sequence lease: persist and grant more.
     LeaseLow { reqid: u32, spi: u32 },
-}
-
-/// Counters of one worker, published once per batch, read by anyone.
-#[derive(Debug)]
-pub struct WorkerStats {
-    pub rx_packets: [AtomicU64; 2],
-    pub rx_bytes: [AtomicU64; 2],
-    pub tx_packets: [AtomicU64; 2],
-    pub tx_bytes: [AtomicU64; 2],
-    pub esp_drops: [AtomicU64; DropReason::COUNT],
-    pub worker_drops: [AtomicU64; WorkerDrop::COUNT],
-    pub encapsulated: AtomicU64,
-    pub decapsulated: AtomicU64,
-}
-
-impl Default for WorkerStats {
-    fn default() -> Self {
-        WorkerStats {
-            rx_packets: Default::default(),
-            rx_bytes: Default::default(),
-            tx_packets: Default::default(),
-            tx_bytes: Default::default(),
-            esp_drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            worker_drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            encapsulated: AtomicU64::new(0),
-            decapsulated: AtomicU64::new(0),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Local {
-    rx_packets: [u64; 2],
-    rx_bytes: [u64; 2],
-    tx_packets: [u64; 2],
-    tx_bytes: [u64; 2],
-    esp_drops: [u64; DropReason::COUNT],
-    worker_drops: [u64; WorkerDrop::COUNT],
-    encapsulated: u64,
-    decapsulated: u64,
-}
-
-impl Local {
-    fn publish(&mut self, s: &WorkerStats) {
-        fn add(a: &AtomicU64, v: &mut u64) {
-            if *v != 0 {
-                // Single writer: a relaxed load+store would do, fetch_add keeps it simple.
-                a.fetch_add(*v, Ordering::Relaxed);
-                *v = 0;
-            }
-        }
-        for i in 0..2 {
-            add(&s.rx_packets[i], &mut self.rx_packets[i]);
-            add(&s.rx_bytes[i], &mut self.rx_bytes[i]);
-            add(&s.tx_packets[i], &mut self.tx_packets[i]);
-            add(&s.tx_bytes[i], &mut self.tx_bytes[i]);
-        }
-        for (a, v) in s.esp_drops.iter().zip(self.esp_drops.iter_mut()) {
-            add(a, v);
-        }
-        for (a, v) in s.worker_drops.iter().zip(self.worker_drops.iter_mut()) {
-            add(a, v);
-        }
-        add(&s.encapsulated, &mut self.encapsulated);
-        add(&s.decapsulated, &mut self.decapsulated);
-    }
-}
-
-fn side_idx(s: Side) -> usize {
-    match s {
-        Side::Outside => 0,
-        Side::Inside => 1,
-    }
 }
 
 /// Addresses the gateway answers from (ICMP errors on the inside).
@@ -228,11 +138,11 @@ impl<I: WorkerIo> Worker<I> {
         self
     }
 
-    fn emit(&mut self, key: (u8, u32), rec: impl FnOnce() -> Option<DataplaneRecord>) {
+    fn emit(&mut self, key: (u8, u32), ev: impl FnOnce() -> Option<WorkerEvent>) {
         if let Some(tx) = &self.events {
             if self.limiter.allow(key) {
-                if let Some(r) = rec() {
-                    let _ = tx.send(WorkerEvent::Record(r));
+                if let Some(ev) = ev() {
+                    let _ = tx.send(ev);
                 }
             }
         }
@@ -247,11 +157,11 @@ impl<I: WorkerIo> Worker<I> {
     ) {
         for event in sa_events {
             if let Some(tx) = &self.events {
-                let _ = tx.send(WorkerEvent::Record(DataplaneRecord::SaEvent {
+                let _ = tx.send(WorkerEvent::Sa {
                     direction,
                     reqid,
                     event,
-                }));
+                });
             }
         }
     }
@@ -284,7 +194,7 @@ impl<I: WorkerIo> Worker<I> {
     }
 
     fn drop_frame(&mut self, f: Frame<I::Buf>, why: WorkerDrop) {
-        self.local.worker_drops[why as usize] += 1;
+        self.local.worker_drop(why);
         self.io.recycle(f.into_buffer());
     }
 
@@ -294,7 +204,7 @@ impl<I: WorkerIo> Worker<I> {
             _ => ethernet::ETHERTYPE_IPV4,
         };
         if !f.push_front(ethernet::HEADER_LEN) {
-            self.local.esp_drops[DropReason::NoRoom as usize] += 1;
+            self.local.esp_drop(DropReason::NoRoom);
             self.io.recycle(f.into_buffer());
             return;
         }
@@ -307,8 +217,8 @@ impl<I: WorkerIo> Worker<I> {
         let len = f.len() as u64;
         match self.io.send(side, f) {
             Ok(()) => {
-                self.local.tx_packets[side_idx(side)] += 1;
-                self.local.tx_bytes[side_idx(side)] += len;
+                self.local.count(WorkerCounter::tx_packets(side), 1);
+                self.local.count(WorkerCounter::tx_bytes(side), len);
             }
             Err(f) => self.drop_frame(f, WorkerDrop::TxFull),
         }
@@ -316,8 +226,9 @@ impl<I: WorkerIo> Worker<I> {
 
     /// Strip Ethernet; returns (src MAC, dst MAC) or drops the frame.
     fn strip_l2(&mut self, side: Side, f: &mut Frame<I::Buf>) -> Option<([u8; 6], [u8; 6])> {
-        self.local.rx_packets[side_idx(side)] += 1;
-        self.local.rx_bytes[side_idx(side)] += f.len() as u64;
+        self.local.count(WorkerCounter::rx_packets(side), 1);
+        self.local
+            .count(WorkerCounter::rx_bytes(side), f.len() as u64);
         let eth = ethernet::EthernetFrame::new_checked(f.data()).ok()?;
         let (src, dst, t) = (eth.src(), eth.dst(), eth.ethertype());
         if t != ethernet::ETHERTYPE_IPV4 && t != ethernet::ETHERTYPE_IPV6 {
@@ -340,7 +251,7 @@ impl<I: WorkerIo> Worker<I> {
                 continue;
             };
             let Some(flow) = FlowKey::of_packet(f.data()) else {
-                self.local.esp_drops[DropReason::Malformed as usize] += 1;
+                self.local.esp_drop(DropReason::Malformed);
                 self.io.recycle(f.into_buffer());
                 continue;
             };
@@ -381,16 +292,10 @@ impl<I: WorkerIo> Worker<I> {
                     else {
                         // RFC 4301 §5.1 / RFC 7296 §1.3: no SA yet: ask the control plane.
                         self.emit((0, m.id), || {
-                            Some(DataplaneRecord::Acquire {
+                            Some(WorkerEvent::Acquire {
                                 policy: m.id,
                                 reqid,
-                                flow: FlowRecord {
-                                    src: flow.src,
-                                    dst: flow.dst,
-                                    protocol: flow.protocol,
-                                    src_port: flow.src_port.unwrap_or(0),
-                                    dst_port: flow.dst_port.unwrap_or(0),
-                                },
+                                flow,
                             })
                         });
                         self.drop_frame(f, WorkerDrop::NoSa);
@@ -454,7 +359,7 @@ impl<I: WorkerIo> Worker<I> {
             },
             _ => false,
         };
-        self.local.worker_drops[WorkerDrop::TooBigIcmpSent as usize] += 1;
+        self.local.worker_drop(WorkerDrop::TooBigIcmpSent);
         if ok {
             // Back out the inside interface to the sender's MAC.
             self.transmit(Side::Inside, f, our_mac, peer_mac);
@@ -491,7 +396,7 @@ impl<I: WorkerIo> Worker<I> {
         for (f, v) in run.drain(..).zip(verdicts.iter().copied()) {
             match v {
                 Verdict::Forward => {
-                    self.local.encapsulated += 1;
+                    self.local.count(WorkerCounter::Encapsulated, 1);
                     let dst = remote.or_else(|| FlowKey::of_packet(f.data()).map(|k| k.dst));
                     match dst.and_then(|d| table.get(Side::Outside, d)) {
                         Some(h) => self.transmit(Side::Outside, f, h.src_mac, h.dst_mac),
@@ -499,7 +404,7 @@ impl<I: WorkerIo> Worker<I> {
                     }
                 }
                 Verdict::Drop(r) => {
-                    self.local.esp_drops[r as usize] += 1;
+                    self.local.esp_drop(r);
                     self.io.recycle(f.into_buffer());
                 }
             }
@@ -561,7 +466,7 @@ impl<I: WorkerIo> Worker<I> {
                 if verdicts[0] == Verdict::Drop(DropReason::UnknownSpi) {
                     let first = run.first().and_then(|f| FlowKey::of_packet(f.data()));
                     self.emit((1, spi), || {
-                        first.map(|k| DataplaneRecord::UnknownSpi {
+                        first.map(|k| WorkerEvent::UnknownSpi {
                             spi,
                             src: k.src,
                             dst: k.dst,
@@ -573,7 +478,7 @@ impl<I: WorkerIo> Worker<I> {
         for (mut f, v) in run.drain(..).zip(verdicts.iter().copied()) {
             match v {
                 Verdict::Forward => {
-                    self.local.decapsulated += 1;
+                    self.local.count(WorkerCounter::Decapsulated, 1);
                     if !decrement_ttl(f.data_mut()) {
                         self.drop_frame(f, WorkerDrop::TtlExpired);
                         continue;
@@ -590,7 +495,7 @@ impl<I: WorkerIo> Worker<I> {
                     }
                 }
                 Verdict::Drop(r) => {
-                    self.local.esp_drops[r as usize] += 1;
+                    self.local.esp_drop(r);
                     self.io.recycle(f.into_buffer());
                 }
             }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::xdp::Side;
+use crate::io::Side;
 
 /// Where to send a packet for a destination, out of one side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 use std::io;
 use std::ptr::NonNull;
 
+use crate::io::mapping::Mapping;
+
 /// A UMEM area. Never unmapped: frame tokens point into it and may outlive any owner object;
 /// a dataplane creates its UMEMs once at start, so the "leak" is bounded and intentional.
 #[derive(Debug)]
@@ -32,22 +34,8 @@ impl Umem {
             ));
         }
         let len = frame_count as usize * frame_size as usize;
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Umem {
-            base: NonNull::new(p.cast()).ok_or_else(io::Error::last_os_error)?,
+            base: Mapping::anonymous(len)?.leak(),
             len,
             frame_size,
             frame_count,
