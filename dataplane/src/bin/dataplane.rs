@@ -4,7 +4,8 @@
 //! file — both through the same installer — attaches the XDP program to the outside (WAN)
 //! and inside (LAN) interfaces, binds an AF_XDP socket on every queue of both, and runs one
 //! poll-mode worker per configured core. Exits cleanly on SIGINT/SIGTERM, printing its
-//! counters; the XDP program goes away with the process.
+//! counters; the pinned XDP programs stay (protected traffic is dropped while no dataplane
+//! runs) until `dataplane --detach`.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -355,6 +356,9 @@ fn run(args: Args) -> Result<(), String> {
             continue;
         }
         last_housekeeping = Instant::now();
+        if let Err(e) = xdp.tick(last_housekeeping) {
+            warn!("releasing the prefixes a previous run left protected: {e}");
+        }
         let mut wanted = hops.take_requests();
         if last_refresh.elapsed() > Duration::from_secs(2) {
             wanted.extend(known.iter().copied());
@@ -621,6 +625,7 @@ fn stats_json(
             .collect();
         x.insert(name.into(), json!(m));
     }
+    x.insert("inherited_prefixes".into(), json!(xdp.inherited().count()));
     let mut next_hops: Vec<String> = hops
         .map
         .iter()
