@@ -790,3 +790,56 @@ fn check_pinned_map(dir: &Path, spec: &PinnedMapSpec) -> Result<(), XdpError> {
         what: format!("removing it: {e}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pinned maps' layouts checked at start must be the ones the C program defines:
+    /// a drift would refuse every restart (or, worse, accept a wrong map).
+    #[test]
+    fn pinned_map_specs_match_the_object() {
+        let obj = aya_obj::Object::parse(PROGRAM).expect("the embedded object parses");
+        for spec in &PINNED_MAPS {
+            let m = obj
+                .maps
+                .get(spec.name)
+                .unwrap_or_else(|| panic!("map {} missing from the object", spec.name));
+            assert_eq!(m.map_type(), spec.map_type as u32, "{} type", spec.name);
+            assert_eq!(m.key_size(), spec.key_size, "{} key size", spec.name);
+            assert_eq!(m.value_size(), spec.value_size, "{} value size", spec.name);
+            assert_eq!(m.max_entries(), spec.max_entries, "{} entries", spec.name);
+        }
+        // The XSKMAPs are not pinned: sockets leave them when their process dies.
+        for name in ["xsks_outside", "xsks_inside"] {
+            assert!(obj.maps.contains_key(name), "{name}");
+            assert!(!PINNED_MAPS.iter().any(|m| m.name == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn verdicts_fit_the_counter_slots_and_have_distinct_names() {
+        assert!(XdpVerdict::ALL.len() as u32 <= VERDICT_SLOTS);
+        let names: BTreeSet<_> = XdpVerdict::ALL.iter().map(|v| v.name()).collect();
+        assert_eq!(names.len(), XdpVerdict::ALL.len());
+        for (i, v) in XdpVerdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i, "ALL is in `enum verdict` order");
+        }
+        assert_eq!(XdpVerdict::NoSocketDrop as u32, 7);
+        assert_eq!(XdpVerdict::ExtHeaderLimit as u32, 8);
+    }
+
+    #[test]
+    fn default_pin_dir_is_per_inside_interface() {
+        assert_eq!(
+            default_pin_dir("lan0"),
+            PathBuf::from("/sys/fs/bpf/xdp-ipsec/lan0")
+        );
+    }
+
+    #[test]
+    fn mount_lookup_takes_the_longest_prefix() {
+        // /proc is procfs wherever these tests run.
+        assert_eq!(fs_type_of(Path::new("/proc/self")).as_deref(), Some("proc"));
+    }
+}
