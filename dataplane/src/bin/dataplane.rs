@@ -139,8 +139,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let pin_dir =
-        args.pin_dir.clone().unwrap_or_else(|| dataplane::xdp::default_pin_dir(&args.inside));
+    let pin_dir = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| dataplane::xdp::default_pin_dir(&args.inside));
     if args.detach {
         let gone = XdpSteering::detach_pinned(&pin_dir).map_err(|e| e.to_string())?;
         info!(pin_dir = %pin_dir.display(), removed = ?gone, "XDP pins removed: nothing is protected by this instance any more");
