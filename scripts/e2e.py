@@ -339,6 +339,28 @@ def kill_failclosed_checks(lab: Lab) -> None:
     check("XDP program swapped into the pinned link" in lab.log("a"),
           "the restarted dataplane swapped its program into the pinned links (no gap)")
 
+    # Control for the checker and the switch: the same crash with --fail-open forwards the
+    # protected traffic in clear, and the capture must say so.
+    check(lab.stop_dataplane("a", signal.SIGTERM) == 0, "gw-a stops cleanly (pins kept)")
+    lab.start_dataplane("a", ring=True, extra=["--fail-open"])
+    check("FAIL-OPEN" in lab.log("a"), "--fail-open is logged loudly at start")
+    lab.wait_next_hop("a")
+    lab.warm_up()
+    with lab.wan_capture("failopen") as cap2:
+        lab.procs["a"].kill()
+        lab.procs["a"].wait()
+        lab.ping("client-a", c.client("b"), count=5, interval=0.05)
+    leaks = cap2.clear_text()
+    check(len(leaks) >= 5, "control: with --fail-open the crash forwards the protected pings in clear, and the "
+          "WAN check sees them", f"{len(leaks)} clear packets")
+    lab.start_dataplane("a", ring=True)  # fail-closed again: the config map follows the flag
+    s = lab.wait_stats("a", lambda s: xdp_count(s, "inside", "no_socket_to_kernel") >= 5)
+    starts = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", lab.log("a")).splitlines() if "XDP maps pinned" in ln]
+    check(xdp_count(s, "inside", "no_socket_to_kernel") >= 5 and "fail_open=false" in starts[-1],
+          "the fail-open passes were counted (no_socket_to_kernel); the next start is fail-closed",
+          f"no_socket_to_kernel {xdp_count(s, 'inside', 'no_socket_to_kernel')}")
+    lab.warm_up()
+
 
 SEND_ESP_V6 = r"""
 import json, sys

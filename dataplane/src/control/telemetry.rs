@@ -52,6 +52,7 @@ pub fn stats_json(
             .collect();
         x.insert(side_name(side).into(), json!(m));
     }
+    x.insert("inherited_prefixes".into(), json!(xdp.inherited().count()));
     let mut next_hops: Vec<String> = hops
         .map
         .iter()

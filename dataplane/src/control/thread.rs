@@ -15,6 +15,7 @@ use crate::io::Side;
 use crate::route::hops::HopCache;
 use crate::route::refresh::HopRefresher;
 use crate::worker::{WorkerEvent, WorkerStats};
+use tracing::warn;
 
 /// Housekeeping (next hops, files) runs at most this often; records and events at once.
 const HOUSEKEEPING: Duration = Duration::from_millis(20);
@@ -75,6 +76,9 @@ impl ControlThread {
             }
             last_housekeeping = Instant::now();
             self.refresher.tick(&self.hops);
+            if let Err(e) = self.xdp.tick(Instant::now()) {
+                warn!("releasing the prefixes a previous run left protected: {e}");
+            }
             if last_stats.elapsed() >= self.stats_interval {
                 self.write_stats();
                 last_stats = Instant::now();

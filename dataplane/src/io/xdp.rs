@@ -35,6 +35,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, MapType, PerCpuArray, XskMap};
@@ -272,9 +273,18 @@ pub struct XdpSteering {
     /// The pin directory, or `None` for a program that goes with the process.
     pins: Option<PathBuf>,
     /// Protected prefixes found in the pinned tries at start, not yet claimed by a policy
-    /// of this process: kept protected (fail-closed) until the controller flushes.
+    /// of this process: kept protected (fail-closed) until [`INHERITED_GRACE`] after the
+    /// controller flushes.
     inherited: BTreeSet<(IpAddr, u8)>,
+    /// When the unclaimed inherited prefixes go (set by a Flush).
+    release_at: Option<Instant>,
 }
+
+/// How long the prefixes a previous run left stay protected after the controller's Flush.
+/// A controller replays by flushing and then adding what it wants: releasing at the Flush
+/// would leave the prefixes unprotected (and forwarded in clear by the kernel) until the
+/// adds arrive. The replay claims what is still wanted; the rest goes after this grace.
+pub const INHERITED_GRACE: Duration = Duration::from_secs(5);
 
 impl XdpSteering {
     /// Load the object into the kernel (programs are verified on first attach), unpinned:
@@ -285,6 +295,7 @@ impl XdpSteering {
             loaded: [false; 2],
             pins: None,
             inherited: BTreeSet::new(),
+            release_at: None,
         })
     }
 
@@ -328,6 +339,7 @@ impl XdpSteering {
             loaded: [false; 2],
             pins: Some(dir.to_path_buf()),
             inherited: BTreeSet::new(),
+            release_at: None,
         };
         x.inherited = x.protected_prefixes()?.into_iter().collect();
         x.set_config(cfg::NETNS, ours)?;
@@ -531,10 +543,20 @@ impl XdpSteering {
         self.inherited.iter()
     }
 
+    /// Release the inherited prefixes if the grace after a Flush is over (call it from the
+    /// control loop). Returns how many were released.
+    pub fn tick(&mut self, now: Instant) -> Result<usize, XdpError> {
+        match self.release_at {
+            Some(t) if now >= t => self.release_inherited(),
+            _ => Ok(0),
+        }
+    }
+
     /// Stop protecting what a previous run left and no policy of ours claims: called when
-    /// the control plane said what it wants (a Flush, or the static file installed with no
-    /// controller). Returns how many prefixes were released.
+    /// the control plane said what it wants (the grace after a Flush is over, or the static
+    /// file was installed with no controller). Returns how many prefixes were released.
     pub fn release_inherited(&mut self) -> Result<usize, XdpError> {
+        self.release_at = None;
         let old = std::mem::take(&mut self.inherited);
         for &(addr, len) in &old {
             self.remove_protected(addr, len)?;
@@ -636,9 +658,16 @@ impl crate::control::install::Steering for XdpSteering {
         self.remove_protected(addr, len).map_err(|e| e.to_string())
     }
     fn flushed(&mut self) -> Result<(), String> {
-        self.release_inherited()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        if !self.inherited.is_empty() && self.release_at.is_none() {
+            self.release_at = Some(Instant::now() + INHERITED_GRACE);
+            info!(
+                prefixes = self.inherited.len(),
+                "the controller flushed: prefixes left by a previous run stay protected for {} s \
+                 unless its policies claim them",
+                INHERITED_GRACE.as_secs()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -760,4 +789,57 @@ fn check_pinned_map(dir: &Path, spec: &PinnedMapSpec) -> Result<(), XdpError> {
         path: path.clone(),
         what: format!("removing it: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pinned maps' layouts checked at start must be the ones the C program defines:
+    /// a drift would refuse every restart (or, worse, accept a wrong map).
+    #[test]
+    fn pinned_map_specs_match_the_object() {
+        let obj = aya_obj::Object::parse(PROGRAM).expect("the embedded object parses");
+        for spec in &PINNED_MAPS {
+            let m = obj
+                .maps
+                .get(spec.name)
+                .unwrap_or_else(|| panic!("map {} missing from the object", spec.name));
+            assert_eq!(m.map_type(), spec.map_type as u32, "{} type", spec.name);
+            assert_eq!(m.key_size(), spec.key_size, "{} key size", spec.name);
+            assert_eq!(m.value_size(), spec.value_size, "{} value size", spec.name);
+            assert_eq!(m.max_entries(), spec.max_entries, "{} entries", spec.name);
+        }
+        // The XSKMAPs are not pinned: sockets leave them when their process dies.
+        for name in ["xsks_outside", "xsks_inside"] {
+            assert!(obj.maps.contains_key(name), "{name}");
+            assert!(!PINNED_MAPS.iter().any(|m| m.name == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn verdicts_fit_the_counter_slots_and_have_distinct_names() {
+        assert!(XdpVerdict::ALL.len() as u32 <= VERDICT_SLOTS);
+        let names: BTreeSet<_> = XdpVerdict::ALL.iter().map(|v| v.name()).collect();
+        assert_eq!(names.len(), XdpVerdict::ALL.len());
+        for (i, v) in XdpVerdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i, "ALL is in `enum verdict` order");
+        }
+        assert_eq!(XdpVerdict::NoSocketDrop as u32, 7);
+        assert_eq!(XdpVerdict::ExtHeaderLimit as u32, 8);
+    }
+
+    #[test]
+    fn default_pin_dir_is_per_inside_interface() {
+        assert_eq!(
+            default_pin_dir("lan0"),
+            PathBuf::from("/sys/fs/bpf/xdp-ipsec/lan0")
+        );
+    }
+
+    #[test]
+    fn mount_lookup_takes_the_longest_prefix() {
+        // /proc is procfs wherever these tests run.
+        assert_eq!(fs_type_of(Path::new("/proc/self")).as_deref(), Some("proc"));
+    }
 }
