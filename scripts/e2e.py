@@ -40,6 +40,7 @@ CASES = {
     "dataplane-kill-failclosed": Case(),
     "ipv6-destopts": Case(outer_v6=True),
     "nat-topology": Case(nat=True),
+    "strongswan-dpd": Case(nat_t=True),
 }
 
 # Interop matrix: (IKE proposal, ESP proposal, we initiate?): each key exchange group the
@@ -498,9 +499,11 @@ def iked_checks(lab: Lab) -> None:
                 f"--- {log.name}\n{log.read_text()[-2500:]}" for log in sorted(lab.workdir.glob("iked-*.log"))))
         time.sleep(0.05)
     check(True, "iked brought the tunnel up", f"{time.time() - t0:.2f} s from start to Child SA installed")
+    # Each side: its fail-closed base policy (from start) and the narrowed policy of the
+    # Child SA.
     for side in "ab":
-        s = lab.wait_stats(side, lambda s: s["sa_count"] == 2 and s["policy_count"] == 1)
-        check(s["sa_count"] == 2 and s["policy_count"] == 1, f"gw-{side}'s dataplane holds the negotiated SAs and policy",
+        s = lab.wait_stats(side, lambda s: s["sa_count"] == 2 and s["policy_count"] == 2)
+        check(s["sa_count"] == 2 and s["policy_count"] == 2, f"gw-{side}'s dataplane holds the negotiated SAs and policies",
               f"{s['sa_count']} SAs, {s['policy_count']} policies")
     lab.wait_next_hop("a")
     lab.wait_next_hop("b")
@@ -529,6 +532,12 @@ def iked_checks(lab: Lab) -> None:
     sb = lab.wait_stats("b", lambda s: s["sa_count"] == 0)
     check(r.returncode == 0 and s["sa_count"] == 0 and sb["sa_count"] == 0,
           "vpnctl down deletes the IKE SA; both dataplanes drop the SAs", r.stdout.strip())
+    check(s["policy_count"] == 1 and sb["policy_count"] == 1,
+          "after down the fail-closed base policies stay on both sides (traffic dropped, not sent in clear)",
+          f"{s['policy_count']} and {sb['policy_count']} policies")
+    r = lab.vpnctl_iked("a", "list")
+    check("down" in r.stdout and "dropped (fail-closed)" in r.stdout, "vpnctl list says the child is down and its traffic dropped",
+          r.stdout.strip().replace("\n", " | ")[:200])
     r = lab.vpnctl_iked("a", "up", "gw-b")
     s = lab.wait_stats("a", lambda s: s["sa_count"] == 2, timeout=10)
     check(r.returncode == 0 and s["sa_count"] == 2, "vpnctl up negotiates it again", r.stdout.strip())
@@ -618,6 +627,80 @@ def strongswan_checks(lab: Lab) -> None:
     while "NO_PROPOSAL_CHOSEN" not in clog.read_text() and time.time() < deadline:
         time.sleep(0.1)
     check("NO_PROPOSAL_CHOSEN" in clog.read_text(), "strongSwan received NO_PROPOSAL_CHOSEN")
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def strongswan_dpd_checks(lab: Lab) -> None:
+    """Our iked against strongSwan charon with DPD, both ways: our liveness checks answered
+    by charon; charon restarted (kill -9) and initiating again, its INITIAL_CONTACT making us
+    drop the IKE SA it forgot; charon's DPD answered by us; charon killed for good, our DPD
+    declaring it dead within dpd_delay + dpd_timeout while traffic stays dropped."""
+    lab.start_dataplane("a", ring=True)
+    psk = "an interop pre-shared key"
+    ike = "aes128gcm16-prfsha256-x25519"
+    case = vpnlab.Case(nat_t=True)
+    conf = vpnlab.iked_conf(case, "a", psk=psk, ike=ike).replace('start_action = "start"', 'start_action = "none"')
+    conf = conf.replace("retransmit_ms = 500\n", 'retransmit_ms = 500\ndpd_delay = "2s"\ndpd_timeout = "5s"\n', 1)
+    assert 'dpd_delay = "2s"' in conf
+    p, _ = lab.start_iked("a", "dpd", conf)
+    sock = lab.workdir / "iked-a.sock"
+    deadline = time.time() + 10
+    while not sock.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    log = lab.workdir / "iked-a-dpd.log"
+
+    # Phase 1: charon (DPD every 30 s: ours fires first) initiates; the tunnel idles.
+    clog = lab.start_charon("b", vpnlab.swanctl_conf(case, "b", psk, ike, "aes128gcm16", start=True, dpd_delay="30s"))
+    s = lab.wait_stats("a", lambda s: s["sa_count"] == 2, timeout=20)
+    check(s["sa_count"] == 2, "charon initiates: the tunnel comes up", f"{s['sa_count']} SAs")
+    first_spis = {x["spi"] for x in s["sas"]}
+    time.sleep(7)  # the behaviour under test is what happens over idle time
+    empty = [ln for ln in clog.read_text().splitlines() if "parsed INFORMATIONAL request" in ln and "[ ]" in ln]
+    check(len(empty) >= 2, "our DPD: empty INFORMATIONAL requests every dpd_delay while idle, answered by charon",
+          f"{len(empty)} liveness checks parsed by charon in 7 s")
+    check(lab.stats("a")["sa_count"] == 2 and "is dead" not in log.read_text(), "answered liveness checks keep the tunnel up")
+
+    # Phase 2: charon is killed and restarted (its SAs are gone); it initiates again with
+    # INITIAL_CONTACT; we drop the IKE SA and Child SA it forgot. Its DPD now runs every 1 s
+    # (before ours), so we answer its checks.
+    lab.procs["charon-b"].kill()
+    lab.procs["charon-b"].wait()
+    t0 = time.time()
+    clog = lab.start_charon("b", vpnlab.swanctl_conf(case, "b", psk, ike, "aes128gcm16", start=True, dpd_delay="1s"))
+    s = lab.wait_stats("a", lambda s: s["sa_count"] == 2 and {x["spi"] for x in s["sas"]}.isdisjoint(first_spis), timeout=20)
+    fresh = {x["spi"] for x in s["sas"]}.isdisjoint(first_spis)
+    check(s["sa_count"] == 2 and fresh, "charon restarted: only its new Child SA is in our dataplane",
+          f"{s['sa_count']} SAs, {time.time() - t0:.1f} s after the restart")
+    check("INITIAL_CONTACT" in log.read_text(), "charon's INITIAL_CONTACT made us drop the IKE SA it forgot")
+    r = lab.vpnctl_iked("a", "list")
+    check(r.stdout.count("child net: in spi") == 1 and "established" in r.stdout,
+          "vpnctl list shows one established IKE SA with one Child SA", r.stdout.strip().replace("\n", " | ")[:240])
+    lab.wait_next_hop("a")
+    got = any("1 received" in lab.ping("client-a", lab.case.client("b"), count=1).stdout for _ in range(10))
+    check(got, "traffic flows through the new Child SA")
+    time.sleep(4)
+    out = clog.read_text()
+    check("sending DPD request" in out and "parsed INFORMATIONAL response" in out,
+          "charon's DPD requests are answered by us", f"{out.count('sending DPD request')} DPD requests sent by charon")
+    check(lab.stats("a")["sa_count"] == 2, "the tunnel stays up under charon's DPD")
+
+    # Phase 3: charon dies for good. Our DPD notices within dpd_delay + dpd_timeout (+1 s).
+    lab.procs["charon-b"].kill()
+    lab.procs["charon-b"].wait()
+    t0 = time.time()
+    s = lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=15)
+    took = time.time() - t0
+    check(s["sa_count"] == 0 and took <= 2 + 5 + 1.5, "charon killed: our DPD declares it dead and removes the SAs",
+          f"{took:.1f} s (dpd_delay 2 s + dpd_timeout 5 s)")
+    check(s["policy_count"] >= 1, "the fail-closed policy stays: traffic to the dead peer is dropped, not sent in clear",
+          f"{s['policy_count']} policies")
+    line = next((ln for ln in log.read_text().splitlines() if "is dead" in ln), "")
+    check("DPD" in line and "dpd_action" in line, "our log says which peer, how many probes over how long, and what we do",
+          line.split("WARN")[-1].strip()[:200])
+    r = lab.vpnctl_iked("a", "list")
+    check("dead" in r.stdout and "down" in r.stdout, "vpnctl list says the peer is dead and the child down",
+          r.stdout.strip().replace("\n", " | ")[:240])
     p.terminate()
     p.wait(timeout=10)
 
@@ -738,6 +821,9 @@ def run(case_name: str, dataplane: str) -> int:
             return finish(lab, case_name, dataplanes="a")
         if case_name == "strongswan":
             strongswan_checks(lab)
+            return finish(lab, case_name, dataplanes="a")
+        if case_name == "strongswan-dpd":
+            strongswan_dpd_checks(lab)
             return finish(lab, case_name, dataplanes="a")
         if case_name == "iked-trap":
             trap_checks(lab)

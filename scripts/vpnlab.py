@@ -144,9 +144,11 @@ secret = "{psk}"
 '''
 
 
-def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: bool) -> str:
+def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: bool,
+                 dpd_delay: str = "") -> str:
     """strongSwan's swanctl.conf for gateway `side` (the peer of our gateway)."""
     other = "b" if side == "a" else "a"
+    dpd = f"\n    dpd_delay = {dpd_delay}" if dpd_delay else ""
     return f"""connections {{
   gw-{other} {{
     version = 2
@@ -154,7 +156,7 @@ def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: boo
     remote_addrs = {case.public(other)}
     proposals = {ike}
     encap = yes
-    rekey_time = 0
+    rekey_time = 0{dpd}
     local {{
       auth = psk
       id = gw-{side}.example

@@ -172,3 +172,10 @@ fn ipv6_esp_behind_extension_headers() {
 fn nat_topology_rewrites_ports() {
     scenario("nat-topology");
 }
+
+/// strongSwan with DPD against ours, both ways; charon restarted (its INITIAL_CONTACT makes
+/// iked drop the IKE SA it forgot); charon killed (our DPD notices, traffic stays dropped).
+#[test]
+fn strongswan_dpd_and_restart() {
+    scenario("strongswan-dpd");
+}
