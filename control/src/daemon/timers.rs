@@ -110,7 +110,7 @@ impl Daemon {
         }
         for (spi, timeout, delay) in probe {
             if let Some(e) = self.sas.get_mut(&spi) {
-                e.dpd_not_before = now + delay.max(timeout);
+                e.dpd_not_before = now + delay;
                 if e.sa.dpd_probe(now, timeout, &mut *self.rng) {
                     self.counters.dpd_probes += 1;
                     debug!(conn = %e.conn, "no traffic from the peer for dpd_delay: liveness check (RFC 7296 §2.4)");

@@ -135,7 +135,7 @@ impl IkeSa {
         if let Some(err) = rejected {
             // §2.21.2: the responder thinks the IKE SA is up; tell it otherwise in an
             // INFORMATIONAL of its own, so no IKE SA is left behind on its side.
-            tracing::warn!(conn = %self.cfg.name, peer = %self.remote, "{err}; sending AUTHENTICATION_FAILED");
+            tracing::debug!(conn = %self.cfg.name, peer = %self.remote, "{err}; sending AUTHENTICATION_FAILED");
             self.state = IkeState::Deleting {
                 keys: Box::new(hs.keys),
             };
@@ -160,7 +160,7 @@ impl IkeSa {
             peer_id: peer_id.clone(),
             peer_initial_contact,
         });
-        tracing::info!(conn = %self.cfg.name, peer = %peer_id, "IKE SA established");
+        tracing::debug!(conn = %self.cfg.name, peer = %peer_id, "IKE SA established");
         // The first Child SA (or why there is none: the IKE SA stays up, §1.2). KEYMAT from
         // the IKE_SA_INIT nonces (§2.17).
         self.accept_child_response(first, &hs.ni, &hs.nr, p, "IKE_AUTH");
@@ -242,7 +242,7 @@ impl IkeSa {
             peer_id: peer_id.clone(),
             peer_initial_contact,
         });
-        tracing::info!(conn = %self.cfg.name, peer = %peer_id, initial_contact = peer_initial_contact, "IKE SA established");
+        tracing::debug!(conn = %self.cfg.name, peer = %peer_id, initial_contact = peer_initial_contact, "IKE SA established");
         let mut out = vec![
             Payload::IdR(parse_id(&self.cfg.local_id)),
             Payload::Auth {

@@ -99,7 +99,7 @@ impl IkeSa {
     }
 
     fn child_failed(&mut self, name: String, error: IkeError) {
-        tracing::warn!(conn = %self.cfg.name, child = %name, "{error}");
+        tracing::debug!(conn = %self.cfg.name, child = %name, "{error}");
         self.events.push_back(Event::ChildFailed { name, error });
     }
 

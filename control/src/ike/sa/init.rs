@@ -350,7 +350,7 @@ impl IkeSa {
         let mut sa = IkeSa::new(cfg, Role::Responder, local, remote);
         sa.last_heard = now;
         let reject = |sa: &mut IkeSa, hdr: Header, kind: u16, data: Vec<u8>, err: IkeError| {
-            tracing::warn!(conn = %sa.cfg.name, peer = %sa.remote, "{err}");
+            tracing::debug!(conn = %sa.cfg.name, peer = %sa.remote, "{err}");
             let msg = Message {
                 header: Header {
                     spi_r: 0,

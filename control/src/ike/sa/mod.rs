@@ -604,7 +604,7 @@ impl IkeSa {
 
     /// The IKE SA is dead: its children go, the daemon hears why.
     fn fail(&mut self, error: IkeError) {
-        tracing::warn!(conn = %self.cfg.name, peer = %self.remote, "{error}");
+        tracing::debug!(conn = %self.cfg.name, peer = %self.remote, "{error}");
         self.children_down(false);
         self.state = IkeState::Closed;
         self.out = None;
@@ -958,7 +958,7 @@ impl IkeSa {
             return;
         }
         if self.peer_behind_nat && !self.we_behind_nat {
-            tracing::info!(conn = %self.cfg.name, from = %self.remote, to = %remote, "the peer's NAT mapping changed; following it");
+            tracing::debug!(conn = %self.cfg.name, from = %self.remote, to = %remote, "the peer's NAT mapping changed; following it");
             self.remote = remote;
             self.events.push_back(Event::PeerMoved { remote });
         } else {
