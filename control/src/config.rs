@@ -99,7 +99,7 @@ pub struct ChildConfig {
     pub dpd_action: DpdAction,
     pub close_action: CloseAction,
     /// Ties the child's dataplane policies to its SAs. Derived from "conn/child" so it stays
-    /// the same across daemon restarts (see [`assign_reqids`]); 1..2^24; unique in the file.
+    /// the same across daemon restarts (see [`assign_reqids`]); 1..2^19; unique in the file.
     pub reqid: u32,
 }
 
@@ -627,7 +627,7 @@ fn next_reqid(r: u32) -> u32 {
 /// a file with connections added or reordered) must hand out the same reqid for the same
 /// child, so that its replacement SAs match the policies already installed (make-before-break)
 /// and the stale ones are found and removed. So each reqid is FNV-1a of "conn/child" mapped
-/// into 1..2^24; on a collision the child later in (connection, child) name order takes the
+/// into 1..2^19; on a collision the child later in (connection, child) name order takes the
 /// next free value (linear probing, wrapping to 1). Only a colliding name added before it
 /// in that order can move a child's reqid, and that shows up as a changed connection in
 /// [`IkedConfig::diff`].
@@ -1371,10 +1371,10 @@ secret = "correct horse battery staple"
     #[test]
     fn reqids_are_stable_and_unique() {
         // The value is part of the contract: it must come out the same after a restart and
-        // after an upgrade (FNV-1a of "gw-b/net" into 1..2^24).
+        // after an upgrade (FNV-1a of "gw-b/net" into 1..2^19).
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.connections[0].children[0].reqid, 2_102_999);
-        assert_eq!(c.get("gw-b").unwrap().children[0].reqid, 2_102_999);
+        assert_eq!(c.connections[0].children[0].reqid, 10_253);
+        assert_eq!(c.get("gw-b").unwrap().children[0].reqid, 10_253);
         // Adding a connection and reordering leaves the others' reqids alone.
         let more = GOOD.replace(
             "[secrets.ike]",
@@ -1392,7 +1392,7 @@ secret = "correct horse battery staple"
         assert_eq!(c.diff(&c2).added, ["aaa"]);
         assert_eq!(c.diff(&c2).unchanged.len(), 2);
 
-        // Unique over many children, all in 1..2^24.
+        // Unique over many children, all in 1..2^19.
         let names: Vec<(String, String)> = (0..3000)
             .map(|i| (format!("c{i}"), format!("child{}", i % 7)))
             .collect();
@@ -1404,12 +1404,12 @@ secret = "correct horse battery staple"
         // These two collide: the first in name order keeps the hash, the next takes +1,
         // whatever order they are given in.
         for pairs in [
-            [("c11272", "net"), ("c8574", "net")],
-            [("c8574", "net"), ("c11272", "net")],
+            [("c404", "net"), ("c686", "net")],
+            [("c686", "net"), ("c404", "net")],
         ] {
             let r = assign_reqids(pairs);
-            assert_eq!(r[&("c11272".into(), "net".into())], 5_993_400);
-            assert_eq!(r[&("c8574".into(), "net".into())], 5_993_401);
+            assert_eq!(r[&("c404".into(), "net".into())], 403_571);
+            assert_eq!(r[&("c686".into(), "net".into())], 403_572);
         }
         // Probing wraps from the top of the range to 1 (0 is never a reqid).
         assert_eq!(next_reqid(REQID_MAX), 1);
