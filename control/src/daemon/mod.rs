@@ -118,6 +118,9 @@ struct SaEntry {
     next_keepalive: Option<u64>,
     /// No DPD probe before this (one probe at a time; the next after another dpd_delay).
     dpd_not_before: u64,
+    /// Dropped because the peer sent INITIAL_CONTACT on a newer SA: its children going
+    /// down is not the peer closing them (no close_action).
+    abandoned: bool,
 }
 
 /// The daemon core.
@@ -406,6 +409,7 @@ impl Daemon {
                 created: now,
                 next_keepalive: None,
                 dpd_not_before: 0,
+                abandoned: false,
             },
         );
         self.settle(now, spi);
@@ -542,6 +546,7 @@ impl Daemon {
                         created: now,
                         next_keepalive: None,
                         dpd_not_before: 0,
+                        abandoned: false,
                     },
                 );
                 self.settle(now, spi);
@@ -573,6 +578,7 @@ impl Daemon {
             };
             let Some(ev) = e.sa.poll_event() else { break };
             let conn = e.conn.clone();
+            let abandoned = e.abandoned;
             let ci = self.conn_index(&conn);
             match ev {
                 Event::Send { from, to, data } => self.send(from, to, data),
@@ -609,7 +615,7 @@ impl Daemon {
                     if let Some(ci) = ci {
                         info!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} down");
                         self.uninstall(ci, spi, inbound_spi);
-                        if by_peer {
+                        if by_peer && !abandoned {
                             self.close_action(now, ci, &name);
                         }
                     }
@@ -650,6 +656,7 @@ impl Daemon {
         for other in abandon {
             if let Some(e) = self.sas.get_mut(&other) {
                 info!(conn = %e.conn, "the peer sent INITIAL_CONTACT: dropping the IKE SA it forgot");
+                e.abandoned = true;
                 e.sa.abandon();
                 self.settle(now, other);
             }
