@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 
+import e2e_faults
 import vpnlab
 from vpnlab import Case, Lab, ns_exec
 
@@ -40,6 +41,13 @@ CASES = {
     "dataplane-kill-failclosed": Case(),
     "ipv6-destopts": Case(outer_v6=True),
     "nat-topology": Case(nat=True),
+    # Fault scenarios (scripts/e2e_faults.py).
+    "iked-kill": Case(),
+    "iked-dataplane-kill": Case(),
+    "iked-down": Case(),
+    "iked-dpd": Case(),
+    "iked-flood": Case(),
+    "iked-nat": Case(nat=True),
 }
 
 # Interop matrix: (IKE proposal, ESP proposal, we initiate?): each key exchange group the
@@ -739,6 +747,9 @@ def run(case_name: str, dataplane: str) -> int:
         if case_name == "strongswan":
             strongswan_checks(lab)
             return finish(lab, case_name, dataplanes="a")
+        if case_name in e2e_faults.SCENARIOS:
+            e2e_faults.run(lab, case_name, check)
+            return teardown(lab, case_name)
         if case_name == "iked-trap":
             trap_checks(lab)
             return finish(lab, case_name)
