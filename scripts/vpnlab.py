@@ -600,11 +600,12 @@ def kill9(p: subprocess.Popen, name: str) -> int:
     return pid
 
 
-def vm_rss_kb(pid: int) -> int:
-    """VmRSS of `pid` in kB (0 once it is gone)."""
+def vm_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS (or another kB field of /proc/PID/status: RssAnon, RssShmem) of `pid` in kB (0
+    once it is gone)."""
     try:
         for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
