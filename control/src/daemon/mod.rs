@@ -452,7 +452,7 @@ impl Daemon {
             }
             Verdict::InitRequest { spi_i, msg } => {
                 if let Some(&spi) = self.init_index.get(&(spi_i, remote.ip())) {
-                    return self.to_sa(now, spi, local, remote, msg);
+                    return self.route_to_sa(now, spi, local, remote, msg);
                 }
                 let msg = msg.to_vec();
                 self.new_responder(now, local, remote, &msg);
@@ -460,7 +460,7 @@ impl Daemon {
             Verdict::ToSa { spi, msg } => {
                 if self.sas.contains_key(&spi) {
                     let msg = msg.to_vec();
-                    self.to_sa(now, spi, local, remote, &msg);
+                    self.route_to_sa(now, spi, local, remote, &msg);
                 } else {
                     self.drop_datagram(now, IkeDrop::UnknownSpi, remote);
                 }
@@ -480,7 +480,14 @@ impl Daemon {
         self.actions.push_back(Action::Send { from, to, data });
     }
 
-    fn to_sa(&mut self, now: u64, spi: u64, local: SocketAddr, remote: SocketAddr, msg: &[u8]) {
+    fn route_to_sa(
+        &mut self,
+        now: u64,
+        spi: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        msg: &[u8],
+    ) {
         let Some(e) = self.sas.get_mut(&spi) else {
             return;
         };
