@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 
+import e2e_faults
 import vpnlab
 from vpnlab import Case, Lab, ns_exec
 
@@ -41,6 +42,13 @@ CASES = {
     "ipv6-destopts": Case(outer_v6=True),
     "nat-topology": Case(nat=True),
     "strongswan-dpd": Case(nat_t=True),
+    # Fault scenarios (scripts/e2e_faults.py).
+    "iked-kill": Case(),
+    "iked-dataplane-kill": Case(),
+    "iked-down": Case(),
+    "iked-dpd": Case(),
+    "iked-flood": Case(),
+    "iked-nat": Case(nat=True),
 }
 
 # Interop matrix: (IKE proposal, ESP proposal, we initiate?): each key exchange group the
@@ -825,6 +833,9 @@ def run(case_name: str, dataplane: str) -> int:
         if case_name == "strongswan-dpd":
             strongswan_dpd_checks(lab)
             return finish(lab, case_name, dataplanes="a")
+        if case_name in e2e_faults.SCENARIOS:
+            e2e_faults.run(lab, case_name, check)
+            return teardown(lab, case_name)
         if case_name == "iked-trap":
             trap_checks(lab)
             return finish(lab, case_name)

@@ -115,17 +115,22 @@ sa = "{out_name}"
 
 
 def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
-              ike: str = "aes128gcm16-prfsha256-x25519") -> str:
-    """iked's configuration for gateway `side`: a initiates, b responds."""
+              ike: str = "aes128gcm16-prfsha256-x25519", dpd_delay: str | None = None,
+              dpd_timeout: str | None = None, dpd_action: str | None = None) -> str:
+    """iked's configuration for gateway `side`: a initiates, b responds. `dpd_delay` and
+    `dpd_timeout` (connection) and `dpd_action` (child) are written only when given, in
+    swanctl's syntax ("2s", "clear")."""
     other = "b" if side == "a" else "a"
     start = "start" if side == "a" else "none"
+    dpd = "".join(f'{k} = "{v}"\n' for k, v in (("dpd_delay", dpd_delay), ("dpd_timeout", dpd_timeout)) if v)
+    child_dpd = f'dpd_action = "{dpd_action}"\n' if dpd_action else ""
     return f'''[connections.gw-{other}]
 local_addrs = ["{case.outer(side)}"]
 remote_addrs = ["{case.public(other)}"]
 proposals = ["{ike}"]
 encap = {"true" if case.nat_t else "false"}
 retransmit_ms = 500
-
+{dpd}
 [connections.gw-{other}.local]
 id = "gw-{side}.example"
 
@@ -137,7 +142,7 @@ local_ts = ["{case.inside_net(side)}"]
 remote_ts = ["{case.inside_net(other)}"]
 esp_proposals = ["{case.proposal}"]
 start_action = "{start}"
-
+{child_dpd}
 [secrets.psk]
 id = ["gw-a.example", "gw-b.example"]
 secret = "{psk}"
@@ -567,6 +572,46 @@ class WanCapture:
     def count(self, pred) -> int:
         """How many captured packets (both interfaces) satisfy `pred(packet)`."""
         return sum(1 for side in ("a", "b") for p in self.packets(side) if pred(p))
+
+
+def own_pid(p: subprocess.Popen, name: str, timeout: float = 5.0) -> int:
+    """The pid of the program `name` started by `p` (`ip netns exec NS name ...`): `p.pid`
+    itself when `ip` exec'd it, else its child of that name (an `ip` that forks)."""
+    deadline = time.time() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if pathlib.Path(f"/proc/{p.pid}/comm").read_text().strip() == name[:15]:
+                return p.pid
+        for task in pathlib.Path(f"/proc/{p.pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                for child in task.read_text().split():
+                    with contextlib.suppress(OSError):
+                        if pathlib.Path(f"/proc/{child}/comm").read_text().strip() == name[:15]:
+                            return int(child)
+        if p.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"no process {name} under pid {p.pid}")
+        time.sleep(0.02)
+
+
+def kill9(p: subprocess.Popen, name: str) -> int:
+    """SIGKILL the program `name` started by `p` (its own pid, see `own_pid`); reap `p`.
+    Returns the pid killed."""
+    pid = own_pid(p, name)
+    os.kill(pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    return pid
+
+
+def vm_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS (or another kB field of /proc/PID/status: RssAnon, RssShmem) of `pid` in kB (0
+    once it is gone)."""
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def summary_bps(j: dict) -> float:

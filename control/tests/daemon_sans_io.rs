@@ -537,6 +537,14 @@ fn a_restarted_initiator_adopts_its_old_sas_until_the_new_ones_replace_them() {
         "the stale SA went"
     );
     assert_eq!(w.nodes[1].dp.sas.len(), 2, "b holds only the new Child SA");
+    // The operator sees it: every established IKE SA of the connection is counted in
+    // `vpnctl list`, not only the best one (a duplicate would show as "2 IKE SAs").
+    let l = w.list("b");
+    assert!(
+        l.contains("(1 IKE SA)"),
+        "b lists one established IKE SA: {l}"
+    );
+    assert_eq!(w.nodes[1].daemon.ike_sas(), 1, "{l}");
 }
 
 #[test]

@@ -83,12 +83,20 @@ impl Daemon {
             let (local, remote) = best.map_or((cc.local.ip(), cc.remote.ip()), |e| {
                 (e.sa.local().ip(), e.sa.remote().ip())
             });
+            // Every established IKE SA of the connection is counted, not only the best one:
+            // a duplicate (a peer that restarted without INITIAL_CONTACT, a leak) must show.
+            let established = self
+                .sas
+                .values()
+                .filter(|e| e.conn == cc.name && e.sa.phase() == Phase::Established)
+                .count();
             let state = match best.map(|e| (e.sa.phase(), e)) {
                 Some((Phase::Established, e)) => format!(
-                    "established {}{}{}",
+                    "established {}{}{} ({established} IKE SA{})",
                     e.sa.established_at().map_or(String::new(), |t| ago(now, t)),
                     e.sa.suite().map_or(String::new(), |s| format!(", {s}")),
-                    if e.sa.nat() { ", NAT-T" } else { "" }
+                    if e.sa.nat() { ", NAT-T" } else { "" },
+                    if established == 1 { "" } else { "s" }
                 ),
                 Some((Phase::Connecting, _)) => "connecting".into(),
                 Some((Phase::Deleting, _)) => "deleting".into(),
