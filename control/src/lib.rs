@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod ike;
 pub mod ring_client;
 pub mod ring_pump;
+pub mod shell;

@@ -5,10 +5,10 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use control::config::IkedConfig;
-use control::daemon::command::Request;
-use control::daemon::{Action, Daemon, Held, Options};
+use control::daemon::{Action, Daemon, Options};
 use control::ike::sa::{Random, IKE_PORT, NAT_T_PORT};
 use control::ring_client::RingClient;
 use control::ring_pump::RingPump;
-use dataplane::shm::counters::CountersFile;
+use control::shell;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
@@ -103,75 +102,10 @@ fn bind(addr: IpAddr) -> Result<Sockets, String> {
     })
 }
 
-/// What the dataplane holds, if one answers (no answer: it replays on its Hello).
-fn resync(ring: &mut RingClient) -> Option<Held> {
-    match ring.resync(Duration::from_secs(2)) {
-        Ok(h) => Some(Held {
-            sas: h.sas.keys().map(|k| (k.inbound, k.spi, k.reqid)).collect(),
-            policies: h.policies.into_iter().collect(),
-        }),
-        Err(e) => {
-            warn!("{e}; iked goes on and installs everything when the dataplane says Hello");
-            None
-        }
-    }
-}
-
-/// Inbound packet counts per SPI from the dataplane's counters file (DPD).
-struct Activity {
-    name: String,
-    file: Option<CountersFile>,
-    next: Instant,
-}
-
-impl Activity {
-    fn read(&mut self, now: Instant) -> Option<Vec<(u32, u64)>> {
-        if now < self.next {
-            return None;
-        }
-        self.next = now + Duration::from_secs(1);
-        if self.file.is_none() {
-            self.file = CountersFile::open(&self.name).ok();
-        }
-        let snap = self.file.as_ref()?.snapshot();
-        Some(
-            snap.sas
-                .iter()
-                .filter(|s| s.inbound)
-                .map(|s| (s.spi, s.packets))
-                .collect(),
-        )
-    }
-}
-
-fn serve_control(listener: &UnixListener, d: &mut Daemon, now: u64, config: &Path) -> bool {
-    let Ok((mut conn, _)) = listener.accept() else {
-        return false;
-    };
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    if std::io::BufReader::new(&conn).read_line(&mut line).is_err() {
-        return true;
-    }
-    let reply = match Request::parse(line.trim()) {
-        Ok(Request::Reload) => d.reload(now, IkedConfig::load(config).map_err(|e| e.to_string())),
-        Ok(req) => d.handle_request(now, req),
-        Err(e) => control::daemon::command::Reply {
-            ok: false,
-            text: format!("error: {e}"),
-        },
-    };
-    // The first line says whether it worked, for vpnctl's exit code.
-    let status = if reply.ok { "ok" } else { "error" };
-    let _ = write!(conn, "{status}\n{}\n", reply.text.trim_end());
-    true
-}
-
 fn run(args: Args) -> Result<(), String> {
     let cfg = IkedConfig::load(&args.config).map_err(|e| e.to_string())?;
     let mut ring = RingClient::attach(&args.ring, 4096).map_err(|e| e.to_string())?;
-    let held = resync(&mut ring);
+    let held = shell::resync(&mut ring);
     let mut sockets: HashMap<IpAddr, Sockets> = HashMap::new();
     let locals: BTreeSet<IpAddr> = cfg
         .connections
@@ -202,11 +136,7 @@ fn run(args: Args) -> Result<(), String> {
     let control = UnixListener::bind(&args.control)
         .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut activity = Activity {
-        name: format!("{}.counters", args.ring),
-        file: None,
-        next: epoch,
-    };
+    let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);
     info!(control = %args.control.display(), ring = %args.ring, "iked running");
     d.start(0, held);
     let mut ready_written = false;
@@ -237,7 +167,7 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(inbound) = activity.read(now) {
             d.handle_sa_counters(ms(now), &inbound);
         }
-        busy |= serve_control(&control, &mut d, ms(now), &args.config);
+        busy |= shell::serve_control(&control, &mut d, ms(now), &args.config);
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Send { from, to, data } => {

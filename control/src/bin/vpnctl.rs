@@ -68,13 +68,16 @@ fn iked(socket: &std::path::Path, line: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    // The first line is "ok" or "error" (iked's verdict), the rest is for the operator.
-    let (status, text) = out.split_once('\n').unwrap_or((out.as_str(), ""));
-    print!("{text}");
-    match status {
-        "ok" => Ok(()),
-        "error" => Err(format!("iked refused: {}", text.trim())),
-        other => Err(format!("unexpected answer from iked: {other:?}")),
+    match control::daemon::command::Reply::decode(&out) {
+        Some(r) => {
+            print!("{}", r.text);
+            if r.ok {
+                Ok(())
+            } else {
+                Err(format!("iked refused: {}", r.text.trim()))
+            }
+        }
+        None => Err(format!("unexpected answer from iked: {out:?}")),
     }
 }
 

@@ -41,6 +41,27 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// On the control socket: a first line `ok` or `error` (vpnctl's exit code), then the
+    /// text for the operator.
+    pub fn encode(&self) -> String {
+        let status = if self.ok { "ok" } else { "error" };
+        format!("{status}\n{}\n", self.text.trim_end())
+    }
+
+    /// What [`Reply::encode`] wrote; `None` if it is not a reply.
+    pub fn decode(wire: &str) -> Option<Reply> {
+        let (status, text) = wire.split_once('\n').unwrap_or((wire, ""));
+        let ok = match status {
+            "ok" => true,
+            "error" => false,
+            _ => return None,
+        };
+        Some(Reply {
+            ok,
+            text: text.to_string(),
+        })
+    }
+
     fn ok(text: String) -> Reply {
         Reply { ok: true, text }
     }
@@ -307,5 +328,15 @@ mod tests {
         assert_eq!(Request::parse("reload"), Ok(Request::Reload));
         assert!(Request::parse("up").unwrap_err().contains("up NAME"));
         assert!(Request::parse("frobnicate").is_err());
+    }
+
+    #[test]
+    fn replies_round_trip_and_garbage_is_not_one() {
+        for r in [Reply::ok("a\nb".into()), Reply::err("no".into())] {
+            let back = Reply::decode(&r.encode()).unwrap();
+            assert_eq!(back.ok, r.ok);
+            assert_eq!(back.text.trim_end(), r.text);
+        }
+        assert_eq!(Reply::decode("hello\nworld"), None);
     }
 }
