@@ -68,7 +68,7 @@ def main() -> int:
         print(f"   tunnel up {time.time() - t0:.2f} s after iked started")
         for ln in (lab.workdir / "iked-a-demo.log").read_text().splitlines():
             ln = re.sub(r"\x1b\[[0-9;]*m", "", ln)
-            if "IKE SA established" in ln or "Child SA up" in ln:
+            if "IKE SA established" in ln or "Child SA installed" in ln:
                 print("   gw-a iked: " + ln.split(": ", 1)[-1][:150])
         lab.wait_next_hop("a")
         lab.wait_next_hop("b")
