@@ -547,7 +547,7 @@ pub fn parse_selector(s: &str, dynamic: IpAddr) -> Result<Ts, String> {
     match (proto, start.is_ipv4()) {
         (ICMP, false) => return Err(format!("{s:?}: icmp is IPv4's; use ipv6-icmp")),
         (ICMPV6, true) => return Err(format!("{s:?}: ipv6-icmp is IPv6's; use icmp")),
-        _ => {}
+        _ => {} // any other protocol suits either family
     }
     let (start_port, end_port) = ports(proto, port_part)?;
     Ok(Ts {

@@ -124,7 +124,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             IpAddr::V6(v6) if gw.inside_v6.is_none() && !v6.is_unicast_link_local() => {
                 gw.inside_v6 = Some(v6)
             }
-            _ => {}
+            _ => {} // further addresses (and link-local ones): the first of each family serves
         }
     }
 
