@@ -38,6 +38,26 @@ impl IkeSa {
         .to_vec()
     }
 
+    /// The peer's identity and AUTH payload (RFC 7296 §2.15): `None` when both are what
+    /// this connection expects, else the error that says which.
+    fn check_peer(&self, hs: &Handshake, id: &Id, method: u8, auth: &[u8]) -> Option<IkeError> {
+        let peer_is_initiator = self.role == Role::Responder;
+        if *id != parse_id(&self.cfg.remote_id) {
+            Some(IkeError::PeerIdMismatch {
+                got: show_id(id),
+                want: self.cfg.remote_id.clone(),
+                peer_is_initiator,
+            })
+        } else if method != AUTH_PSK || !self.peer_auth_ok(hs, id, auth) {
+            Some(IkeError::PeerAuthInvalid {
+                peer_id: show_id(id),
+                peer_is_initiator,
+            })
+        } else {
+            None
+        }
+    }
+
     fn peer_auth_ok(&self, hs: &Handshake, id: &Id, auth: &[u8]) -> bool {
         let (first, peer_nonce, sk_p) = match self.role {
             Role::Initiator => (&hs.init_response, &hs.ni, &hs.sk_pr),
@@ -117,21 +137,7 @@ impl IkeSa {
             });
             return;
         };
-        let want = parse_id(&self.cfg.remote_id);
-        let rejected = if *idr != want {
-            Some(IkeError::PeerIdMismatch {
-                got: show_id(idr),
-                want: self.cfg.remote_id.clone(),
-                peer_is_initiator: false,
-            })
-        } else if method != AUTH_PSK || !self.peer_auth_ok(&hs, idr, auth) {
-            Some(IkeError::PeerAuthInvalid {
-                peer_id: show_id(idr),
-                peer_is_initiator: false,
-            })
-        } else {
-            None
-        };
+        let rejected = self.check_peer(&hs, idr, method, auth);
         if let Some(err) = rejected {
             // §2.21.2: the responder thinks the IKE SA is up; tell it otherwise in an
             // INFORMATIONAL of its own, so no IKE SA is left behind on its side.
@@ -197,21 +203,7 @@ impl IkeSa {
         else {
             return;
         };
-        let want = parse_id(&self.cfg.remote_id);
-        let rejected = if *idi != want {
-            Some(IkeError::PeerIdMismatch {
-                got: show_id(idi),
-                want: self.cfg.remote_id.clone(),
-                peer_is_initiator: true,
-            })
-        } else if method != AUTH_PSK || !self.peer_auth_ok(&hs, idi, auth) {
-            Some(IkeError::PeerAuthInvalid {
-                peer_id: show_id(idi),
-                peer_is_initiator: true,
-            })
-        } else {
-            None
-        };
+        let rejected = self.check_peer(&hs, idi, method, auth);
         if let Some(err) = rejected {
             // §2.21.2: the error goes in the IKE_AUTH response itself.
             let h = self.header(exchange::IKE_AUTH, mid, true);
