@@ -49,10 +49,12 @@ fn conn(initiator: bool, ike: &str) -> Connection {
             local_ts: vec![parse_ts(lts).unwrap()],
             remote_ts: vec![parse_ts(rts).unwrap()],
             transport: false,
+            lifetime: Default::default(),
         }],
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        lifetime: Default::default(),
     }
 }
 

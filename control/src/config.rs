@@ -265,6 +265,7 @@ fn connection(p: IkeParts, children: &[ChildCfg]) -> Connection {
         force_encap: p.force_encap,
         retransmit_ms: p.retransmit_ms,
         retransmit_tries: p.retransmit_tries,
+        lifetime: Default::default(),
     }
 }
 
@@ -870,6 +871,7 @@ fn conn_config(
             local_ts,
             remote_ts,
             transport,
+            lifetime: Default::default(),
         });
     }
     if children.is_empty() {

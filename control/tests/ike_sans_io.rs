@@ -59,6 +59,7 @@ fn child(name: &str, lts: &str, rts: &str, esp: &str) -> ChildCfg {
         local_ts: lts.split(',').map(|t| parse_ts(t).unwrap()).collect(),
         remote_ts: rts.split(',').map(|t| parse_ts(t).unwrap()).collect(),
         transport: false,
+        lifetime: Default::default(),
     }
 }
 
@@ -95,6 +96,7 @@ fn conn(initiator: bool, ike: &str, esp: &str, psk: &[u8]) -> Connection {
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        lifetime: Default::default(),
     }
 }
 

@@ -18,6 +18,9 @@ pub struct ChildCfg {
     pub local_ts: Vec<Ts>,
     pub remote_ts: Vec<Ts>,
     pub transport: bool,
+    /// When its Child SAs are rekeyed and expire (time here; bytes and packets in the
+    /// dataplane).
+    pub lifetime: super::lifetime::ChildLifetime,
 }
 
 /// ESP protocol id in proposals.

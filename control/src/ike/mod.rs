@@ -5,6 +5,7 @@ pub mod auth;
 pub mod child;
 pub mod dh;
 pub mod keys;
+pub mod lifetime;
 pub mod proposal;
 pub mod sa;
 pub mod sk;

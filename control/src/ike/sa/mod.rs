@@ -66,6 +66,8 @@ pub struct Connection {
     /// First retransmission after this many milliseconds, then doubling.
     pub retransmit_ms: u64,
     pub retransmit_tries: u32,
+    /// When the IKE SA is rekeyed and expires.
+    pub lifetime: super::lifetime::IkeLifetime,
 }
 
 /// Random bytes, supplied by the caller (a CSPRNG in the daemon, a seeded one in tests).
