@@ -352,9 +352,9 @@ impl Pair {
         while let Some(next) = self.next_timer().filter(|&n| n <= t) {
             self.now = self.now.max(next);
             let now = self.now;
-            self.i.handle_timeout(now, &mut self.rng);
+            self.i.handle_timeout(now, &mut self.rng, &mut self.i_spis);
             if let Some(r) = self.r.as_mut() {
-                r.handle_timeout(now, &mut self.rng);
+                r.handle_timeout(now, &mut self.rng, &mut self.r_spis);
             }
             self.pump();
         }
@@ -1236,7 +1236,7 @@ fn delete_child_closes_both_halves_and_keeps_the_ike_sa() {
     p.run();
     assert!(p.i_events.iter().any(|e| matches!(
         e,
-        Event::ChildDown { name, inbound_spi: I_SPI, outbound_spi: R_SPI, by_peer: false } if name == "net"
+        Event::ChildDown { name, inbound_spi: I_SPI, outbound_spi: R_SPI, by_peer: false, rekeyed: false } if name == "net"
     )));
     assert!(p.r_events.iter().any(|e| matches!(
         e,

@@ -635,6 +635,9 @@ impl Daemon {
                         }
                     }
                 }
+                Event::ChildRekeyed { .. } | Event::ChildOutbound { .. } | Event::NewIkeSa(_) => {
+                    warn!(conn = %conn, "rekey events are not handled yet");
+                }
                 Event::PeerMoved { remote } => {
                     info!(conn = %conn, %remote, "the peer's NAT mapping changed (RFC 7296 §2.23): ESP follows");
                     if let Some(ci) = ci {

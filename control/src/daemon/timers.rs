@@ -54,7 +54,7 @@ impl Daemon {
             .collect();
         for spi in due {
             if let Some(e) = self.sas.get_mut(&spi) {
-                e.sa.handle_timeout(now, &mut *self.rng);
+                e.sa.handle_timeout(now, &mut *self.rng, &mut self.spis);
                 self.settle(now, spi);
             }
         }

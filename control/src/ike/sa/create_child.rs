@@ -133,6 +133,11 @@ impl IkeSa {
             remote_ts: remote_ts.clone(),
             transport,
             proposal,
+            // Timers come with the lifetimes (issue 12, ike-child stream).
+            created_at: 0,
+            rekey_at: None,
+            expire_at: None,
+            rekeys: 0,
         });
         self.events.push_back(Event::ChildUp(ChildSa {
             name,
@@ -478,5 +483,42 @@ impl IkeSa {
             out.insert(at, Payload::Nonce(nr));
         }
         self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
+    }
+
+    // ---- Child SA lifetimes and rekeying (issue 12: the ike-child stream fills these) --
+
+    /// The earliest Child SA rekey or expiry due.
+    pub(super) fn child_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// Start the rekeys and expiries that are due.
+    pub(super) fn child_timers(
+        &mut self,
+        now: u64,
+        rng: &mut dyn Random,
+        spis: &mut dyn SpiAllocator,
+    ) {
+        let _ = (now, rng, spis);
+    }
+
+    /// Rekey the Child SA whose inbound SPI is `inbound_spi` now (the dataplane reached its
+    /// soft byte/packet limit or its sequence numbers run short). Nothing if a rekey of it is
+    /// already under way.
+    pub fn rekey_child(
+        &mut self,
+        now: u64,
+        inbound_spi: u32,
+        rng: &mut dyn Random,
+        spis: &mut dyn SpiAllocator,
+    ) -> Result<(), IkeError> {
+        let _ = (now, inbound_spi, rng, spis);
+        Err(IkeError::NotEstablished)
+    }
+
+    /// The Child SA reached its hard limit in the dataplane: delete it (ChildDown follows;
+    /// the daemon negotiates a fresh one if the child is still wanted).
+    pub fn expire_child(&mut self, now: u64, inbound_spi: u32, rng: &mut dyn Random) {
+        let _ = (now, inbound_spi, rng);
     }
 }

@@ -44,6 +44,7 @@ impl IkeSa {
                                     inbound_spi: c.inbound_spi,
                                     outbound_spi: c.outbound_spi,
                                     by_peer: true,
+ rekeyed: false,
                                 });
                             }
                             None => self.ignored(format!(
@@ -154,6 +155,7 @@ impl IkeSa {
             inbound_spi: c.inbound_spi,
             outbound_spi: c.outbound_spi,
             by_peer: false,
+            rekeyed: false,
         });
         if matches!(self.state, IkeState::Established { .. }) {
             self.queue.push_back(Queued::DeleteChild(inbound_spi));

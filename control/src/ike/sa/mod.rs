@@ -25,6 +25,7 @@ mod error;
 mod informational;
 mod init;
 pub mod notify;
+mod rekey_ike;
 mod stateless;
 
 use std::collections::VecDeque;
@@ -133,6 +134,12 @@ pub struct ChildInfo {
     pub remote_ts: Vec<Ts>,
     pub transport: bool,
     pub proposal: EspProposal,
+    /// When it came up, and when it is due for a rekey and expires (daemon clock, ms).
+    pub created_at: u64,
+    pub rekey_at: Option<u64>,
+    pub expire_at: Option<u64>,
+    /// How many rekeys its line has been through (0 for a fresh Child SA).
+    pub rekeys: u32,
 }
 
 /// What the state machine wants done, or wants known.
@@ -159,7 +166,31 @@ pub enum Event {
         inbound_spi: u32,
         outbound_spi: u32,
         by_peer: bool,
+        /// Replaced by a rekey (§2.8): its successor carries the traffic; the daemon keeps
+        /// the inbound SA a grace period for packets in flight, and runs no close_action.
+        rekeyed: bool,
     },
+    /// A Child SA rekey (either side started it, §1.3.3, §2.8) made `new`, which replaces
+    /// the Child SA whose inbound SPI is `replaces`. Install `new`'s inbound SA now; its
+    /// outbound SA now if `outbound_now` (we started the rekey: the peer has its inbound SA
+    /// already), otherwise when [`Event::ChildOutbound`] names it. The old Child SA goes
+    /// with a later `ChildDown { rekeyed: true }`.
+    ChildRekeyed {
+        replaces: u32,
+        new: ChildSa,
+        outbound_now: bool,
+    },
+    /// Switch the child's outbound traffic to the Child SA with this inbound SPI (the
+    /// responder of a rekey: the initiator deleted the old SA, so it has the new one).
+    ChildOutbound {
+        name: String,
+        inbound_spi: u32,
+    },
+    /// A new IKE SA the daemon must route to (by its `our_spi()`) and settle: the result of
+    /// an IKE SA rekey (§1.3.2), carrying the Child SAs listed in its `children()` (moved
+    /// from this one: re-point them), or a redundant SA of a rekey collision that deletes
+    /// itself (§2.8.1).
+    NewIkeSa(Box<IkeSa>),
     /// The Child SA could not be made; the IKE SA stays up (§1.2, §2.21.3).
     ChildFailed {
         name: String,
@@ -339,6 +370,19 @@ pub struct IkeSa {
     established_at: Option<u64>,
     last_heard: u64,
     peer_id: Option<String>,
+}
+
+impl std::fmt::Debug for IkeSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeSa")
+            .field("conn", &self.cfg.name)
+            .field("role", &self.role)
+            .field("spi_i", &format_args!("{:#018x}", self.spi_i))
+            .field("spi_r", &format_args!("{:#018x}", self.spi_r))
+            .field("phase", &self.phase())
+            .field("children", &self.children.len())
+            .finish()
+    }
 }
 
 fn random_spi(rng: &mut dyn Random) -> u64 {
@@ -621,6 +665,7 @@ impl IkeSa {
                 inbound_spi: c.inbound_spi,
                 outbound_spi: c.outbound_spi,
                 by_peer,
+                rekeyed: false,
             });
         }
     }
@@ -988,13 +1033,21 @@ impl IkeSa {
         if let IkeState::InitDone { expires, .. } = self.state {
             t = Some(t.map_or(expires, |x| x.min(expires)));
         }
+        for d in [self.child_deadline(), self.ike_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            t = Some(t.map_or(d, |x| x.min(d)));
+        }
         t
     }
 
     /// Retransmit with exponential backoff (§2.1), or give up; expire a half-open SA; fail
     /// a DPD probe that was not answered in time.
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn Random) {
-        let _ = rng;
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn Random, spis: &mut dyn SpiAllocator) {
+        // Lifetimes: Child SA rekeys and expiry (create_child), the IKE SA's (rekey_ike).
+        self.child_timers(now, rng, spis);
+        self.ike_timers(now, rng);
         if let IkeState::InitDone { expires, .. } = self.state {
             if now >= expires {
                 let waited_ms = self.half_open_ms();
