@@ -36,8 +36,12 @@ pub struct PumpCounters {
 
 pub struct RingPump {
     client: RingClient,
-    queue: VecDeque<(String, Zeroizing<Vec<u8>>)>,
-    inflight: HashMap<u32, (String, Instant)>,
+    /// (sequence number, what, record)
+    queue: VecDeque<(u64, String, Zeroizing<Vec<u8>>)>,
+    /// txid → (sequence number, what, when sent)
+    inflight: HashMap<u32, (u64, String, Instant)>,
+    /// Sequence number of the last change pushed (0: none yet).
+    pushed: u64,
     pub counters: PumpCounters,
 }
 
@@ -64,6 +68,7 @@ impl RingPump {
             client,
             queue: VecDeque::new(),
             inflight: HashMap::new(),
+            pushed: 0,
             counters: PumpCounters::default(),
         }
     }
@@ -72,27 +77,40 @@ impl RingPump {
         &mut self.client
     }
 
-    /// Queue a change.
-    pub fn push(&mut self, op: &DpOp) {
+    /// Queue a change; returns its sequence number (for [`RingPump::settled_through`]).
+    pub fn push(&mut self, op: &DpOp) -> u64 {
+        self.pushed += 1;
         match encode(op) {
             Ok(bytes) => {
                 if self.queue.len() >= MAX_QUEUED {
                     self.queue.pop_front();
                     self.counters.dropped_queued += 1;
                 }
-                self.queue.push_back((op.describe(), bytes));
+                self.queue.push_back((self.pushed, op.describe(), bytes));
             }
             Err(e) => warn!("cannot encode {} for the dataplane: {e}", op.describe()),
         }
+        self.pushed
+    }
+
+    /// The sequence number of the last change pushed.
+    pub fn last_pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Whether every change up to sequence number `seq` is answered (acked, refused or
+    /// given up on): what was asked before is in the dataplane.
+    pub fn settled_through(&self, seq: u64) -> bool {
+        self.queue.front().is_none_or(|q| q.0 > seq) && self.inflight.values().all(|v| v.0 > seq)
     }
 
     /// Send what fits, read what came back. Returns the records that are not acks
     /// (hellos, acquires, SA events) for the daemon core.
     pub fn pump(&mut self, now: Instant) -> Result<Vec<DataplaneRecord>, ClientError> {
-        while let Some((what, bytes)) = self.queue.front() {
+        while let Some((seq, what, bytes)) = self.queue.front() {
             match self.client.try_send(bytes)? {
                 Some(txid) => {
-                    self.inflight.insert(txid, (what.clone(), now));
+                    self.inflight.insert(txid, (*seq, what.clone(), now));
                     self.queue.pop_front();
                     self.counters.sent += 1;
                 }
@@ -107,7 +125,7 @@ impl RingPump {
                     status: st,
                     message,
                 } => {
-                    let Some((what, _)) = self.inflight.remove(&txid) else {
+                    let Some((_, what, _)) = self.inflight.remove(&txid) else {
                         debug!(txid, "an ack for a record we no longer wait for");
                         continue;
                     };
@@ -130,12 +148,12 @@ impl RingPump {
         let lost: Vec<u32> = self
             .inflight
             .iter()
-            .filter(|(_, (_, at))| now.duration_since(*at) > ACK_TIMEOUT)
+            .filter(|(_, (_, _, at))| now.duration_since(*at) > ACK_TIMEOUT)
             .map(|(t, _)| *t)
             .collect();
         if !lost.is_empty() {
             self.counters.lost += lost.len() as u64;
-            let first = self.inflight.get(&lost[0]).map(|w| w.0.clone());
+            let first = self.inflight.get(&lost[0]).map(|w| w.1.clone());
             warn!(
                 n = lost.len(),
                 first = first.as_deref().unwrap_or(""),

@@ -2,7 +2,9 @@
 //! start, its inbound packet counters (for DPD), and the `vpnctl` control socket. Kept out
 //! of the binary so the binary stays sockets and a poll loop.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use tracing::warn;
 
 use crate::config::IkedConfig;
 use crate::daemon::command::{Reply, Request};
-use crate::daemon::{Daemon, Held};
+use crate::daemon::{Daemon, Held, SaTraffic};
 use crate::ring_client::RingClient;
 
 /// What the dataplane holds, if one answers (no answer: it replays on its Hello).
@@ -29,7 +31,7 @@ pub fn resync(ring: &mut RingClient) -> Option<Held> {
     }
 }
 
-/// Inbound packet counts per SPI from the dataplane's counters file (DPD).
+/// Packet and byte counts per SA from the dataplane's counters file (DPD, `vpnctl list`).
 pub struct InboundActivity {
     name: String,
     file: Option<CountersFile>,
@@ -45,8 +47,8 @@ impl InboundActivity {
         }
     }
 
-    /// (SPI, packets) of every inbound SA, at most once a second.
-    pub fn read(&mut self, now: Instant) -> Option<Vec<(u32, u64)>> {
+    /// The traffic of every SA, at most once a second.
+    pub fn read(&mut self, now: Instant) -> Option<Vec<SaTraffic>> {
         if now < self.next {
             return None;
         }
@@ -58,8 +60,12 @@ impl InboundActivity {
         Some(
             snap.sas
                 .iter()
-                .filter(|s| s.inbound)
-                .map(|s| (s.spi, s.packets))
+                .map(|s| SaTraffic {
+                    spi: s.spi,
+                    inbound: s.inbound,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                })
                 .collect(),
         )
     }
@@ -86,4 +92,120 @@ pub fn serve_control(listener: &UnixListener, d: &mut Daemon, now: u64, config: 
     };
     let _ = conn.write_all(reply.encode().as_bytes());
     true
+}
+
+/// A datagram to send: from (our address and port), to, bytes.
+pub type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// Datagrams held until the dataplane has applied the changes asked before them. RFC 7296
+/// §2.8: a rekey's new inbound SA must be in place before the message that lets the peer
+/// send on it leaves (make-before-break); the ring is asynchronous, so the shell waits for
+/// its acks. Bounded: after `max_hold` a datagram goes anyway (a dataplane that does not
+/// answer must not stall IKE; it gets everything replayed when it says Hello).
+pub struct SendGate {
+    held: VecDeque<(u64, std::time::Instant, Datagram)>,
+    max_hold: Duration,
+}
+
+impl SendGate {
+    pub fn new(max_hold: Duration) -> SendGate {
+        SendGate {
+            held: VecDeque::new(),
+            max_hold,
+        }
+    }
+
+    /// A datagram that must wait for the ring changes up to sequence number `barrier`
+    /// (`settled`: whether they are answered already). Returns it if it may go now; order
+    /// is kept behind datagrams still held.
+    pub fn offer(
+        &mut self,
+        now: std::time::Instant,
+        barrier: u64,
+        settled: bool,
+        d: Datagram,
+    ) -> Option<Datagram> {
+        if settled && self.held.is_empty() {
+            return Some(d);
+        }
+        self.held.push_back((barrier, now, d));
+        None
+    }
+
+    /// The held datagrams that may go now, in order.
+    pub fn release(
+        &mut self,
+        now: std::time::Instant,
+        settled: impl Fn(u64) -> bool,
+    ) -> Vec<Datagram> {
+        let mut out = Vec::new();
+        while let Some((barrier, since, _)) = self.held.front() {
+            let timed_out = now.duration_since(*since) >= self.max_hold;
+            if !settled(*barrier) && !timed_out {
+                break;
+            }
+            if timed_out {
+                warn!(
+                    "the dataplane has not confirmed a change within {:?}: sending the IKE message anyway",
+                    self.max_hold
+                );
+            }
+            if let Some((_, _, d)) = self.held.pop_front() {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Datagrams waiting.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn d(n: u8) -> Datagram {
+        (
+            "127.0.0.1:500".parse().unwrap(),
+            "127.0.0.2:500".parse().unwrap(),
+            vec![n],
+        )
+    }
+
+    #[test]
+    fn datagrams_wait_for_the_changes_asked_before_them_in_order() {
+        let t0 = Instant::now();
+        let mut g = SendGate::new(Duration::from_millis(200));
+        assert_eq!(g.offer(t0, 0, true, d(1)), Some(d(1)));
+        // Inbound SA (seq 1) not yet acked: the answer waits.
+        assert_eq!(g.offer(t0, 1, false, d(2)), None);
+        // Settled later changes do not let an earlier datagram jump its queue.
+        assert_eq!(g.offer(t0, 1, true, d(3)), None);
+        assert!(g.release(t0, |s| s < 1).is_empty());
+        assert_eq!(g.len(), 2);
+        assert_eq!(g.release(t0, |s| s <= 1), vec![d(2), d(3)]);
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn a_silent_dataplane_delays_a_datagram_at_most_max_hold() {
+        let t0 = Instant::now();
+        let mut g = SendGate::new(Duration::from_millis(200));
+        assert_eq!(g.offer(t0, 5, false, d(1)), None);
+        assert!(g
+            .release(t0 + Duration::from_millis(199), |_| false)
+            .is_empty());
+        assert_eq!(
+            g.release(t0 + Duration::from_millis(200), |_| false),
+            vec![d(1)]
+        );
+    }
 }

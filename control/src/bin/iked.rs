@@ -140,6 +140,7 @@ fn run(args: Args) -> Result<(), String> {
     info!(control = %args.control.display(), ring = %args.ring, "iked running");
     d.start(0, held);
     let mut ready_written = false;
+    let mut gate = shell::SendGate::new(Duration::from_millis(200));
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
@@ -171,20 +172,17 @@ fn run(args: Args) -> Result<(), String> {
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Send { from, to, data } => {
-                    let Some(s) = sockets.get(&from.ip()) else {
-                        warn!(%from, "no socket for this local address");
-                        continue;
-                    };
-                    let sock = if from.port() == NAT_T_PORT {
-                        &s.natt
-                    } else {
-                        &s.ike
-                    };
-                    if let Err(e) = sock.send_to(&data, to) {
-                        warn!(%to, "send: {e}");
+                    // What the daemon asked of the dataplane before this message is in
+                    // place before the message leaves (a rekey's new inbound SA).
+                    let barrier = pump.last_pushed();
+                    let settled = pump.settled_through(barrier);
+                    if let Some(dg) = gate.offer(now, barrier, settled, (from, to, data)) {
+                        send(&sockets, dg);
                     }
                 }
-                Action::Dataplane(op) => pump.push(&op),
+                Action::Dataplane(op) => {
+                    pump.push(&op);
+                }
             }
         }
         match pump.pump(now) {
@@ -196,6 +194,10 @@ fn run(args: Args) -> Result<(), String> {
             }
             Err(e) => warn!("ring {}: {e}", args.ring),
         }
+        for dg in gate.release(now, |seq| pump.settled_through(seq)) {
+            send(&sockets, dg);
+        }
+        busy |= !gate.is_empty();
         if !ready_written && d.ready() && pump.backlog() == (0, 0) {
             if let Some(p) = &args.ready_file {
                 std::fs::write(p, "up\n").map_err(|e| format!("{}: {e}", p.display()))?;
@@ -212,17 +214,10 @@ fn run(args: Args) -> Result<(), String> {
     d.shutdown(now);
     while let Some(a) = d.poll_action() {
         match a {
-            Action::Send { from, to, data } => {
-                if let Some(s) = sockets.get(&from.ip()) {
-                    let sock = if from.port() == NAT_T_PORT {
-                        &s.natt
-                    } else {
-                        &s.ike
-                    };
-                    let _ = sock.send_to(&data, to);
-                }
+            Action::Send { from, to, data } => send(&sockets, (from, to, data)),
+            Action::Dataplane(op) => {
+                pump.push(&op);
             }
-            Action::Dataplane(op) => pump.push(&op),
         }
     }
     // Flush the removals (bounded: the dataplane may be gone).
@@ -232,4 +227,20 @@ fn run(args: Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// Send a datagram from the socket of its local address and port.
+fn send(sockets: &HashMap<IpAddr, Sockets>, (from, to, data): shell::Datagram) {
+    let Some(s) = sockets.get(&from.ip()) else {
+        warn!(%from, "no socket for this local address");
+        return;
+    };
+    let sock = if from.port() == NAT_T_PORT {
+        &s.natt
+    } else {
+        &s.ike
+    };
+    if let Err(e) = sock.send_to(&data, to) {
+        warn!(%to, "send: {e}");
+    }
 }

@@ -70,6 +70,16 @@ impl Reply {
     }
 }
 
+/// "rekey in 3512 s, expires in 3960 s", or what is off.
+fn timers(now: u64, rekey_at: Option<u64>, expire_at: Option<u64>) -> String {
+    let secs = |t: u64| format!("{:.0} s", t.saturating_sub(now) as f64 / 1000.0);
+    format!(
+        "{}, {}",
+        rekey_at.map_or("no rekey".into(), |t| format!("rekey in {}", secs(t))),
+        expire_at.map_or("no expiry".into(), |t| format!("expires in {}", secs(t)))
+    )
+}
+
 fn ago(now: u64, t: u64) -> String {
     format!("{:.0} s ago", now.saturating_sub(t) as f64 / 1000.0)
 }
@@ -143,16 +153,47 @@ impl Daemon {
             }
             for k in &c.children {
                 for i in &k.installed {
+                    let info = self.sas.get(&i.ike_spi).and_then(|e| {
+                        e.sa.children()
+                            .iter()
+                            .find(|x| x.inbound_spi == i.inbound_spi)
+                    });
+                    let traffic = |inbound: bool, spi: u32| {
+                        let (p, b) = self.traffic.get(&(inbound, spi)).copied().unwrap_or((0, 0));
+                        format!("{b} bytes, {p} packets")
+                    };
                     let _ = writeln!(
                         out,
-                        "  child {}: in spi {:#010x}, out spi {:#010x}, {} === {} (reqid {}, up {})",
+                        "  child {}: in spi {:#010x}, out spi {:#010x}{}, {} === {} (reqid {}, up {})",
                         k.cfg.name,
                         i.inbound_spi,
                         i.outbound_spi,
+                        if i.outbound_installed { "" } else { " (outbound not yet: the peer has not deleted the old SA)" },
                         ts_list(&i.local_ts),
                         ts_list(&i.remote_ts),
                         k.cfg.reqid,
                         ago(now, i.since)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "    in {}; out {}; {}; {} rekeys (this Child SA's line: {})",
+                        traffic(true, i.inbound_spi),
+                        traffic(false, i.outbound_spi),
+                        timers(
+                            now,
+                            info.and_then(|x| x.rekey_at),
+                            info.and_then(|x| x.expire_at)
+                        ),
+                        k.rekeys,
+                        info.map_or(0, |x| x.rekeys),
+                    );
+                }
+                if !k.retiring.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  child {}: {} inbound SA(s) replaced by a rekey, kept for packets in flight",
+                        k.cfg.name,
+                        k.retiring.len()
                     );
                 }
                 if k.installed.is_empty() {

@@ -20,6 +20,9 @@ pub struct InstalledChild {
     /// keys are zeroized when this is dropped).
     pub inbound: SaInstall,
     pub outbound: SaInstall,
+    /// Its outbound SA is in the dataplane (a rekey responder installs it only once the
+    /// initiator deleted the old SA: until then the peer may not have the new inbound SA).
+    pub outbound_installed: bool,
     pub since: u64,
 }
 
@@ -49,6 +52,11 @@ pub struct ChildState {
     /// Delete the stale SAs at this time (a grace period after the child came up again).
     pub stale_until: Option<u64>,
     pub last_failure: Option<(u64, String)>,
+    /// Inbound SAs replaced by a rekey, kept until this time for packets in flight and
+    /// reordered (inbound SPI, when to delete it).
+    pub retiring: Vec<(u32, u64)>,
+    /// Child SA rekeys completed (for `vpnctl list`).
+    pub rekeys: u64,
 }
 
 impl ChildState {
@@ -64,6 +72,8 @@ impl ChildState {
             stale_policies: Vec::new(),
             stale_until: None,
             last_failure: None,
+            retiring: Vec::new(),
+            rekeys: 0,
         }
     }
 }

@@ -12,9 +12,20 @@ use super::{ts_list, Daemon};
 use crate::ike::sa::ChildSa;
 
 impl Daemon {
-    /// A Child SA is up: inbound SA, outbound SA (the newest of a reqid carries its
-    /// traffic), then its narrowed policies; then what it replaces goes.
-    pub(super) fn install(&mut self, now: u64, ci: usize, ike_spi: u64, child: ChildSa) {
+    /// A Child SA is up (fresh, or the successor of a rekey): inbound SA first, then — if
+    /// `outbound_now` — the outbound SA (the newest of a reqid carries its traffic: one
+    /// atomic swap for every worker), then its narrowed policies; then what it replaces
+    /// goes. A rekey responder passes `outbound_now = false`: the outbound SA follows with
+    /// [`Daemon::switch_outbound`] once the initiator deleted the old SA (RFC 7296 §2.8:
+    /// until then the initiator may not have the new inbound SA).
+    pub(super) fn install(
+        &mut self,
+        now: u64,
+        ci: usize,
+        ike_spi: u64,
+        child: ChildSa,
+        outbound_now: bool,
+    ) {
         let Some(k) = self.conns[ci].child_by_name(&child.name) else {
             warn!(conn = %self.conns[ci].name(), child = %child.name, "a Child SA for a child we do not know: not installed");
             return;
@@ -24,9 +35,18 @@ impl Daemon {
         };
         let (nat, local, remote) = (e.sa.nat(), e.sa.local(), e.sa.remote());
         let reqid = self.conns[ci].children[k].cfg.reqid;
-        let (inbound, outbound) = sa_installs(&child, reqid, nat, local, remote, false);
+        let (mut inbound, mut outbound) = sa_installs(&child, reqid, nat, local, remote, false);
+        // RFC 4301 §4.4.2.1: byte and packet limits are the dataplane's to count; the soft
+        // ones spread at random per SA, like the time limits.
+        let limits = self.conns[ci].cfg.connection.children[k]
+            .lifetime
+            .dataplane(&mut *self.rng);
+        inbound.config.lifetime = limits;
+        outbound.config.lifetime = limits;
         self.dp(DpOp::AddSa(Box::new(inbound.clone())));
-        self.dp(DpOp::AddSa(Box::new(outbound.clone())));
+        if outbound_now {
+            self.dp(DpOp::AddSa(Box::new(outbound.clone())));
+        }
         let policies = narrowed_policies(reqid, &child.local_ts, &child.remote_ts);
         let c = &mut self.conns[ci].children[k];
         let mut ops = Vec::new();
@@ -57,6 +77,7 @@ impl Daemon {
             remote_ts: child.remote_ts.clone(),
             inbound,
             outbound,
+            outbound_installed: outbound_now,
             since: now,
         });
         c.last_failure = None;
@@ -71,10 +92,163 @@ impl Daemon {
             outbound_spi = format_args!("{:#010x}", child.outbound_spi),
             local_ts = %ts_list(&child.local_ts),
             remote_ts = %ts_list(&child.remote_ts),
+            outbound = if outbound_now { "now" } else { "after the peer deletes the old SA" },
             "Child SA installed"
         );
         for op in ops {
             self.dp(op);
+        }
+    }
+
+    /// A rekey made `child`, replacing the Child SA with inbound SPI `replaces`.
+    pub(super) fn install_rekeyed(
+        &mut self,
+        now: u64,
+        ci: usize,
+        ike_spi: u64,
+        replaces: u32,
+        child: ChildSa,
+        outbound_now: bool,
+    ) {
+        let name = child.name.clone();
+        let new_inbound = child.inbound_spi;
+        self.install(now, ci, ike_spi, child, outbound_now);
+        if let Some(k) = self.conns[ci].child_by_name(&name) {
+            let conn = self.conns[ci].name().to_string();
+            let c = &mut self.conns[ci].children[k];
+            c.rekeys += 1;
+            info!(
+                conn = %conn,
+                child = %name,
+                old_inbound_spi = format_args!("{replaces:#010x}"),
+                new_inbound_spi = format_args!("{new_inbound:#010x}"),
+                rekeys = c.rekeys,
+                "Child SA rekeyed"
+            );
+        }
+        if outbound_now {
+            self.retire_outbound(ci, &name, replaces);
+        }
+    }
+
+    /// The old outbound SA of a rekey goes once its successor carries the traffic.
+    fn retire_outbound(&mut self, ci: usize, name: &str, old_inbound: u32) {
+        let Some(k) = self.conns[ci].child_by_name(name) else {
+            return;
+        };
+        let c = &mut self.conns[ci].children[k];
+        let reqid = c.cfg.reqid;
+        let Some(old) = c
+            .installed
+            .iter_mut()
+            .find(|i| i.inbound_spi == old_inbound && i.outbound_installed)
+        else {
+            return;
+        };
+        old.outbound_installed = false;
+        let spi = old.outbound_spi;
+        self.dp(DpOp::DeleteSa {
+            direction: Direction::Outbound,
+            spi,
+            reqid,
+        });
+    }
+
+    /// Make the Child SA with inbound SPI `inbound_spi` carry the child's outbound traffic
+    /// (a rekey responder, once the initiator deleted the old SA).
+    pub(super) fn switch_outbound(&mut self, ci: usize, name: &str, inbound_spi: u32) {
+        let Some(k) = self.conns[ci].child_by_name(name) else {
+            return;
+        };
+        let c = &mut self.conns[ci].children[k];
+        let Some(i) = c
+            .installed
+            .iter_mut()
+            .find(|i| i.inbound_spi == inbound_spi)
+        else {
+            return;
+        };
+        if i.outbound_installed {
+            return;
+        }
+        i.outbound_installed = true;
+        let out = i.outbound.clone();
+        debug!(child = %name, outbound_spi = format_args!("{:#010x}", out.config.spi), "outbound switched to the rekeyed Child SA");
+        self.dp(DpOp::AddSa(Box::new(out)));
+    }
+
+    /// The Child SA a rekey replaced is deleted (RFC 7296 §2.8): its successor takes the
+    /// outbound traffic if it has not yet (never a moment without an outbound SA), the old
+    /// outbound SA goes now, the old inbound SA after a grace period for packets in flight
+    /// and reordered.
+    pub(super) fn retire(&mut self, now: u64, ci: usize, name: &str, inbound_spi: u32) {
+        let Some(k) = self.conns[ci].child_by_name(name) else {
+            return;
+        };
+        let successor = {
+            let c = &self.conns[ci].children[k];
+            let any_out = c
+                .installed
+                .iter()
+                .any(|i| i.inbound_spi != inbound_spi && i.outbound_installed);
+            if any_out {
+                None
+            } else {
+                c.installed
+                    .iter()
+                    .rev()
+                    .find(|i| i.inbound_spi != inbound_spi)
+                    .map(|i| i.inbound_spi)
+            }
+        };
+        if let Some(s) = successor {
+            self.switch_outbound(ci, name, s);
+        }
+        self.retire_outbound(ci, name, inbound_spi);
+        let c = &mut self.conns[ci].children[k];
+        let Some(pos) = c
+            .installed
+            .iter()
+            .position(|i| i.inbound_spi == inbound_spi)
+        else {
+            return;
+        };
+        c.installed.remove(pos);
+        let until = now + self.opts.rekey_grace_ms;
+        c.retiring.push((inbound_spi, until));
+        if c.installed.is_empty() {
+            // No successor (it failed meanwhile): nothing protects this child's traffic any
+            // more; the base policy drops it.
+            for p in std::mem::take(&mut c.narrowed) {
+                self.actions
+                    .push_back(super::Action::Dataplane(DpOp::DeletePolicy(p.id)));
+            }
+        }
+    }
+
+    /// Delete the retired inbound SAs whose grace period is over.
+    pub(super) fn expire_retiring(&mut self, now: u64) {
+        let mut ops = Vec::new();
+        for c in &mut self.conns {
+            for k in &mut c.children {
+                let reqid = k.cfg.reqid;
+                k.retiring.retain(|&(spi, until)| {
+                    if until > now {
+                        return true;
+                    }
+                    ops.push((spi, reqid));
+                    false
+                });
+            }
+        }
+        for (spi, reqid) in ops {
+            self.dp(DpOp::DeleteSa {
+                direction: Direction::Inbound,
+                spi,
+                reqid,
+            });
+            self.spis.release(spi);
+            self.activity.remove(&spi);
         }
     }
 
@@ -96,11 +270,13 @@ impl Daemon {
                     ops.push(DpOp::DeletePolicy(p.id));
                 }
             }
-            ops.push(DpOp::DeleteSa {
-                direction: Direction::Outbound,
-                spi: gone.outbound_spi,
-                reqid: c.cfg.reqid,
-            });
+            if gone.outbound_installed {
+                ops.push(DpOp::DeleteSa {
+                    direction: Direction::Outbound,
+                    spi: gone.outbound_spi,
+                    reqid: c.cfg.reqid,
+                });
+            }
             ops.push(DpOp::DeleteSa {
                 direction: Direction::Inbound,
                 spi: gone.inbound_spi,
@@ -134,7 +310,9 @@ impl Daemon {
                 });
                 i.outbound = out.clone();
                 i.outbound.update = false;
-                ops.push(DpOp::AddSa(Box::new(out)));
+                if i.outbound_installed {
+                    ops.push(DpOp::AddSa(Box::new(out)));
+                }
             }
         }
         for op in ops {
@@ -184,13 +362,7 @@ impl Daemon {
                 reqid,
                 event,
             } => {
-                // Lifetimes are the next issue's (rekeying); until then say what happened.
-                let ev: &SaEvent = event;
-                warn!(
-                    ?direction,
-                    reqid,
-                    "dataplane SA event {ev:?}: not acted on yet (rekeying is not implemented)"
-                );
+                self.sa_event(now, *direction, *reqid, *event);
             }
             DataplaneRecord::UnknownSpi { spi, src, dst } => {
                 if self.limiter.allow(now, "unknown esp spi") {
@@ -207,6 +379,68 @@ impl Daemon {
         }
     }
 
+    /// The dataplane counted an SA to a limit (RFC 4301 §4.4.2.1, RFC 4303 §3.3.3): soft
+    /// (or sequence numbers running short) → rekey; hard → the dataplane stopped using it,
+    /// so delete it unless a rekey already replaced it.
+    fn sa_event(&mut self, now: u64, direction: Direction, reqid: u32, event: SaEvent) {
+        let (spi, hard, what) = match event {
+            SaEvent::SeqNearlyExhausted { spi } => {
+                (spi, false, "sequence numbers running short".to_string())
+            }
+            SaEvent::SoftLifetime { spi, kind } => (spi, false, format!("soft {kind:?} limit")),
+            SaEvent::SeqExhausted { spi } => (spi, true, "sequence numbers exhausted".to_string()),
+            SaEvent::HardLifetime { spi, kind } => (spi, true, format!("hard {kind:?} limit")),
+        };
+        let inbound = direction == Direction::Inbound;
+        let Some((ci, k)) = self.child_of_reqid(reqid) else {
+            debug!(
+                reqid,
+                spi = format_args!("{spi:#010x}"),
+                "SA event for a reqid no child has: {what}"
+            );
+            return;
+        };
+        let c = &self.conns[ci].children[k];
+        let Some(pos) = c.installed.iter().position(|i| {
+            if inbound {
+                i.inbound_spi == spi
+            } else {
+                i.outbound_spi == spi
+            }
+        }) else {
+            // Already replaced by a rekey or gone.
+            debug!(
+                reqid,
+                spi = format_args!("{spi:#010x}"),
+                "SA event for an SA no longer current: {what}"
+            );
+            return;
+        };
+        let (ike_spi, inbound_spi) = (c.installed[pos].ike_spi, c.installed[pos].inbound_spi);
+        let newest = pos + 1 == c.installed.len();
+        let name = c.cfg.name.clone();
+        let conn = self.conns[ci].name().to_string();
+        let Some(e) = self.sas.get_mut(&ike_spi) else {
+            return;
+        };
+        if hard {
+            if !newest {
+                // A rekey has already made its successor; the old one goes with its Delete.
+                return;
+            }
+            warn!(conn = %conn, child = %name, spi = format_args!("{spi:#010x}"), "the dataplane stopped using the Child SA ({what}) before a rekey replaced it: deleting it; a new one is negotiated if the child is wanted");
+            e.sa.expire_child(now, inbound_spi, &mut *self.rng);
+        } else {
+            info!(conn = %conn, child = %name, spi = format_args!("{spi:#010x}"), "rekeying the Child SA: {what}");
+            if let Err(err) =
+                e.sa.rekey_child(now, inbound_spi, &mut *self.rng, &mut self.spis)
+            {
+                warn!(conn = %conn, child = %name, "cannot rekey the Child SA: {err}");
+            }
+        }
+        self.settle(now, ike_spi);
+    }
+
     /// Everything the dataplane should hold: base policies, each installed Child SA and
     /// its narrowed policies. Sent after a dataplane Hello (it restarted empty; sequence
     /// numbers resume above the leases it persisted).
@@ -217,7 +451,9 @@ impl Daemon {
             for k in &c.children {
                 for i in &k.installed {
                     ops.push(DpOp::AddSa(Box::new(i.inbound.clone())));
-                    ops.push(DpOp::AddSa(Box::new(i.outbound.clone())));
+                    if i.outbound_installed {
+                        ops.push(DpOp::AddSa(Box::new(i.outbound.clone())));
+                    }
                 }
                 ops.extend(k.narrowed.iter().cloned().map(DpOp::AddPolicy));
             }
@@ -227,13 +463,19 @@ impl Daemon {
         }
     }
 
-    /// Inbound packet counts from the dataplane's counters (DPD: a peer that sends ESP is
-    /// alive).
-    pub fn handle_sa_counters(&mut self, now: u64, inbound: &[(u32, u64)]) {
-        for &(spi, packets) in inbound {
-            let e = self.activity.entry(spi).or_insert((packets, now));
-            if packets != e.0 {
-                *e = (packets, now);
+    /// Packet and byte counts from the dataplane's counters: DPD (a peer that sends ESP is
+    /// alive) and `vpnctl list`.
+    pub fn handle_sa_counters(&mut self, now: u64, sas: &[super::SaTraffic]) {
+        self.traffic.clear();
+        for s in sas {
+            self.traffic
+                .insert((s.inbound, s.spi), (s.packets, s.bytes));
+            if !s.inbound {
+                continue;
+            }
+            let e = self.activity.entry(s.spi).or_insert((s.packets, now));
+            if s.packets != e.0 {
+                *e = (s.packets, now);
             }
         }
     }

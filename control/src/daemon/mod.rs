@@ -57,6 +57,9 @@ pub struct Options {
     pub stale_grace_ms: u64,
     /// Inherited SAs whose child does not come back go after this long.
     pub stale_timeout_ms: u64,
+    /// The inbound SA a rekey replaced stays this long after its Delete was exchanged, for
+    /// packets in flight and reordered.
+    pub rekey_grace_ms: u64,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
             retry_max_ms: 120_000,
             stale_grace_ms: 5_000,
             stale_timeout_ms: 120_000,
+            rekey_grace_ms: 2_000,
         }
     }
 }
@@ -97,6 +101,15 @@ pub struct Held {
     /// (inbound?, SPI, reqid)
     pub sas: Vec<(bool, u32, u32)>,
     pub policies: Vec<u32>,
+}
+
+/// One SA's traffic as the dataplane counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaTraffic {
+    pub spi: u32,
+    pub inbound: bool,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// Counters of what the daemon dropped or did on its own, for `vpnctl` and tests.
@@ -138,6 +151,8 @@ pub struct Daemon {
     /// Last packet count and when it last grew, per inbound SPI (DPD: §2.4, probe only
     /// when nothing came in).
     activity: HashMap<u32, (u64, u64)>,
+    /// The dataplane's last counts per (inbound?, SPI): (packets, bytes), for `vpnctl list`.
+    traffic: HashMap<(bool, u32), (u64, u64)>,
     stale_deadline: Option<u64>,
     /// Connections to bring up once the current event is handled.
     pending_ensure: Vec<usize>,
@@ -176,6 +191,7 @@ impl Daemon {
             cookies: CookieJar::new(secret),
             spis: SpiPool::default(),
             activity: HashMap::new(),
+            traffic: HashMap::new(),
             stale_deadline: None,
             pending_ensure: Vec::new(),
             actions: VecDeque::new(),
@@ -572,6 +588,7 @@ impl Daemon {
     /// Act on an SA's events, keep the half-open accounting, forget it once closed.
     fn settle(&mut self, now: u64, spi: u64) {
         let mut abandon = Vec::new();
+        let mut new_sas = Vec::new();
         loop {
             let Some(e) = self.sas.get_mut(&spi) else {
                 return;
@@ -603,7 +620,33 @@ impl Daemon {
                 }
                 Event::ChildUp(child) => {
                     if let Some(ci) = ci {
-                        self.install(now, ci, spi, child);
+                        self.install(now, ci, spi, child, true);
+                    }
+                }
+                Event::ChildRekeyed {
+                    replaces,
+                    new,
+                    outbound_now,
+                } => {
+                    if let Some(ci) = ci {
+                        self.install_rekeyed(now, ci, spi, replaces, new, outbound_now);
+                    }
+                }
+                Event::ChildOutbound { name, inbound_spi } => {
+                    if let Some(ci) = ci {
+                        self.switch_outbound(ci, &name, inbound_spi);
+                    }
+                }
+                Event::ChildDown {
+                    name,
+                    inbound_spi,
+                    by_peer,
+                    rekeyed: true,
+                    ..
+                } => {
+                    if let Some(ci) = ci {
+                        debug!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} replaced by its rekey; its inbound SA stays {} ms", self.opts.rekey_grace_ms);
+                        self.retire(now, ci, &name, inbound_spi);
                     }
                 }
                 Event::ChildDown {
@@ -620,6 +663,7 @@ impl Daemon {
                         }
                     }
                 }
+                Event::NewIkeSa(sa) => new_sas.push(sa),
                 Event::ChildFailed { name, error } => {
                     warn!(conn = %conn, child = %name, "Child SA not created: {error}");
                     if let Some(ci) = ci {
@@ -634,9 +678,6 @@ impl Daemon {
                             c.wanted = false;
                         }
                     }
-                }
-                Event::ChildRekeyed { .. } | Event::ChildOutbound { .. } | Event::NewIkeSa(_) => {
-                    warn!(conn = %conn, "rekey events are not handled yet");
                 }
                 Event::PeerMoved { remote } => {
                     info!(conn = %conn, %remote, "the peer's NAT mapping changed (RFC 7296 §2.23): ESP follows");
@@ -656,6 +697,9 @@ impl Daemon {
             }
         }
         self.after_events(now, spi);
+        for sa in new_sas {
+            self.adopt(now, spi, sa);
+        }
         for other in abandon {
             if let Some(e) = self.sas.get_mut(&other) {
                 info!(conn = %e.conn, "the peer sent INITIAL_CONTACT: dropping the IKE SA it forgot");
@@ -702,6 +746,47 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// A new IKE SA from `old` (RFC 7296 §1.3.2 rekey, or a collision's redundant one):
+    /// route to it, and re-point the Child SAs it took over.
+    fn adopt(&mut self, now: u64, old: u64, sa: Box<IkeSa>) {
+        let Some(conn) = self.sas.get(&old).map(|e| e.conn.clone()) else {
+            return;
+        };
+        let new = sa.our_spi();
+        let moved: Vec<u32> = sa.children().iter().map(|c| c.inbound_spi).collect();
+        if let Some(ci) = self.conn_index(&conn) {
+            for c in &mut self.conns[ci].children {
+                for i in c.installed.iter_mut().filter(|i| i.ike_spi == old) {
+                    if moved.contains(&i.inbound_spi) {
+                        i.ike_spi = new;
+                    }
+                }
+                if let Some((s, inb)) = c.negotiating {
+                    if s == old {
+                        c.negotiating = Some((new, inb));
+                    }
+                }
+            }
+        }
+        if !moved.is_empty() {
+            info!(conn = %conn, old_spi = format_args!("{old:#018x}"), new_spi = format_args!("{new:#018x}"), children = moved.len(), "IKE SA rekeyed");
+        }
+        let nat = sa.nat();
+        self.sas.insert(
+            new,
+            SaEntry {
+                sa: *sa,
+                conn,
+                half_open_from: None,
+                created: now,
+                next_keepalive: nat.then_some(now + self.opts.nat_keepalive_ms),
+                dpd_not_before: 0,
+                abandoned: false,
+            },
+        );
+        self.settle(now, new);
     }
 
     fn release_half_open(&mut self, ip: IpAddr) {

@@ -38,6 +38,7 @@ impl Daemon {
             at(c.retry_at);
             for k in &c.children {
                 at(k.stale_until);
+                at(k.retiring.iter().map(|r| r.1).min());
             }
         }
         at(self.stale_deadline);
@@ -85,6 +86,7 @@ impl Daemon {
             self.ensure_up(now, ci);
         }
         self.expire_stale(now);
+        self.expire_retiring(now);
         for (kind, n) in self.limiter.summaries(now) {
             warn!("{n} more \"{kind}\" events in the last period (logged at a limited rate)");
         }
