@@ -56,20 +56,22 @@ impl IkeLifetime {
         }
     }
 
-    /// When an IKE SA established at `now` is rekeyed (or reauthenticated, whichever the
-    /// configuration asks for first) and when it expires.
+    /// When an IKE SA established at `now` is rekeyed, when it is reauthenticated (the
+    /// daemon's business: a new IKE SA, make-before-break), and when it expires: over_time
+    /// after the earlier of the two, as strongSwan.
     pub fn schedule(&self, now: u64, rng: &mut dyn Random) -> SaTimes {
-        let base = match (self.rekey_ms, self.reauth_ms) {
+        let at = |t: u64, rng: &mut dyn Random| {
+            (t > 0).then(|| now + t.saturating_sub(spread(self.rand_ms.min(t), rng)))
+        };
+        let first = match (self.rekey_ms, self.reauth_ms) {
             (0, 0) => None,
             (0, a) | (a, 0) => Some(a),
             (r, a) => Some(r.min(a)),
         };
-        match base {
-            None => SaTimes::default(),
-            Some(t) => SaTimes {
-                rekey_at: Some(now + t.saturating_sub(spread(self.rand_ms.min(t), rng))),
-                expire_at: Some(now + t + self.over_ms),
-            },
+        SaTimes {
+            rekey_at: at(self.rekey_ms, rng),
+            reauth_at: at(self.reauth_ms, rng),
+            expire_at: first.map(|t| now + t + self.over_ms),
         }
     }
 }
@@ -143,6 +145,7 @@ impl ChildLifetime {
                     .rekey_ms
                     .saturating_sub(spread(self.rand_ms.min(self.rekey_ms), rng))
             }),
+            reauth_at: None,
             expire_at: (self.life_ms > 0).then_some(now + self.life_ms),
         }
     }
@@ -170,6 +173,8 @@ impl ChildLifetime {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaTimes {
     pub rekey_at: Option<u64>,
+    /// IKE SAs only: when to reauthenticate (RFC 7296 §2.8.3).
+    pub reauth_at: Option<u64>,
     pub expire_at: Option<u64>,
 }
 
