@@ -176,7 +176,7 @@ impl Daemon {
                     );
                     let _ = writeln!(
                         out,
-                        "    in {}; out {}; {}; {} rekeys (this Child SA's line: {})",
+                        "    in {}; out {}; {}; {} rekeys",
                         traffic(true, i.inbound_spi),
                         traffic(false, i.outbound_spi),
                         timers(
@@ -185,7 +185,6 @@ impl Daemon {
                             info.and_then(|x| x.expire_at)
                         ),
                         k.rekeys,
-                        info.map_or(0, |x| x.rekeys),
                     );
                 }
                 if !k.retiring.is_empty() {

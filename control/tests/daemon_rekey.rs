@@ -1,0 +1,171 @@
+//! Rekeying through the daemon core (RFC 7296 §1.3.2, §1.3.3, §2.8, §2.8.1), sans-IO: two
+//! daemons with short lifetimes on a virtual clock, each with a model dataplane. After every
+//! dataplane change the world checks that each side's current outbound SA is held inbound by
+//! the other (make-before-break: no instant in which a packet would be lost), and at the end
+//! that each dataplane holds exactly the current pair.
+
+mod world;
+
+use dataplane::esp::{LifetimeKind, SaEvent};
+use dataplane::sa::Direction;
+use dataplane::shm::records::DataplaneRecord;
+use world::*;
+
+/// Both sides with these child and IKE lifetime lines; `a` starts the tunnel.
+fn with_lifetimes(child_a: &str, child_b: &str, ike_a: &str, ike_b: &str) -> World {
+    World::new(
+        &conf(
+            A,
+            B,
+            ike_a,
+            &child(
+                "net",
+                "10.1.0.0/16",
+                "10.2.0.0/16",
+                &format!("start_action = \"start\"\n{child_a}"),
+            ),
+        ),
+        &conf(
+            B,
+            A,
+            ike_b,
+            &child("net", "10.2.0.0/16", "10.1.0.0/16", child_b),
+        ),
+    )
+}
+
+fn up(w: &mut World) {
+    w.start();
+    w.run_until(2_000);
+    assert_tunnel_up(w);
+    w.check_no_loss = true;
+}
+
+/// The rekeys `vpnctl list` reports for the child on one side.
+fn child_rekeys(w: &mut World, node: &str) -> u64 {
+    let l = w.list(node);
+    l.lines()
+        .find_map(|x| {
+            let (_, rest) = x.split_once("; ")?.1.rsplit_once("; ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no rekey count in {l}"))
+}
+
+fn assert_clean_end(w: &mut World) {
+    assert!(
+        w.loss.is_empty(),
+        "traffic would be lost: {:#?}",
+        &w.loss[..w.loss.len().min(5)]
+    );
+    for n in &w.nodes {
+        assert!(
+            n.dp.refused.is_empty(),
+            "{} refused {:?}",
+            n.name,
+            n.dp.refused
+        );
+    }
+    // Let the grace periods run out, then exactly one pair per side, crosswise.
+    let t = w.now + 3_000;
+    w.run_until(t);
+    assert_tunnel_up(w);
+    for n in &w.nodes {
+        assert_eq!(n.daemon.ike_sas(), 1, "{}: one IKE SA left", n.name);
+    }
+}
+
+#[test]
+fn child_rekeys_initiated_by_one_side_lose_nothing() {
+    let mut w = with_lifetimes(
+        "rekey_time = \"10s\"\nrand_time = \"2s\"",
+        "rekey_time = \"1h\"",
+        "",
+        "",
+    );
+    up(&mut w);
+    w.run_until(65_000);
+    assert!(child_rekeys(&mut w, "a") >= 6, "{}", w.list("a"));
+    assert_clean_end(&mut w);
+}
+
+#[test]
+fn child_rekeys_from_both_sides_at_once_collide_and_one_pair_survives() {
+    // No random spread: both sides start their rekeys at the same instant (§2.8.1).
+    let both = "rekey_time = \"10s\"\nlife_time = \"15s\"\nrand_time = \"0s\"";
+    let mut w = with_lifetimes(both, both, "", "");
+    up(&mut w);
+    w.run_until(65_000);
+    assert!(child_rekeys(&mut w, "a") + child_rekeys(&mut w, "b") >= 6);
+    assert_clean_end(&mut w);
+}
+
+#[test]
+fn ike_and_child_rekeys_together_lose_nothing() {
+    let child = "rekey_time = \"10s\"\nrand_time = \"3s\"";
+    let ike = "rekey_time = \"25s\"\nrand_time = \"5s\"";
+    let mut w = with_lifetimes(child, child, ike, ike);
+    up(&mut w);
+    w.run_until(120_000);
+    let l = w.list("a");
+    assert!(l.contains("established"), "{l}");
+    assert!(child_rekeys(&mut w, "a") >= 8, "{l}");
+    assert_clean_end(&mut w);
+}
+
+#[test]
+fn a_soft_limit_in_the_dataplane_rekeys_and_a_hard_one_replaces_the_sa() {
+    let mut w = with_lifetimes("rekey_time = \"1h\"", "", "", "");
+    up(&mut w);
+    let out = w.nodes[0].dp.outbound()[0].clone();
+    let now = w.now;
+    w.nodes[0].daemon.handle_dataplane(
+        now,
+        &DataplaneRecord::SaEvent {
+            direction: Direction::Outbound,
+            reqid: out.reqid,
+            event: SaEvent::SoftLifetime {
+                spi: out.config.spi,
+                kind: LifetimeKind::Packets,
+            },
+        },
+    );
+    w.run_until(now + 5_000);
+    assert_eq!(child_rekeys(&mut w, "a"), 1, "{}", w.list("a"));
+    assert_ne!(w.nodes[0].dp.outbound()[0].config.spi, out.config.spi);
+    assert_clean_end(&mut w);
+
+    // A hard limit with no rekey done: the SA is deleted and a new one negotiated (the
+    // child is wanted), fail-closed in between.
+    w.check_no_loss = false;
+    let out = w.nodes[0].dp.outbound()[0].clone();
+    let now = w.now;
+    w.nodes[0].daemon.handle_dataplane(
+        now,
+        &DataplaneRecord::SaEvent {
+            direction: Direction::Outbound,
+            reqid: out.reqid,
+            event: SaEvent::HardLifetime {
+                spi: out.config.spi,
+                kind: LifetimeKind::Bytes,
+            },
+        },
+    );
+    w.run_until(now + 10_000);
+    assert_tunnel_up(&mut w);
+    assert_ne!(w.nodes[0].dp.outbound()[0].config.spi, out.config.spi);
+}
+
+#[test]
+fn a_thousand_rekeys_leave_no_state_behind() {
+    let child = "rekey_time = \"10s\"\nrand_time = \"1s\"";
+    let mut w = with_lifetimes(child, "", "rekey_time = \"100s\"", "");
+    up(&mut w);
+    w.run_until(10_000_000);
+    assert!(child_rekeys(&mut w, "a") >= 900, "{}", w.list("a"));
+    assert_clean_end(&mut w);
+    for n in &w.nodes {
+        assert!(n.dp.sas.len() <= 2, "{}: {} SAs", n.name, n.dp.sas.len());
+        assert!(n.dp.out_order.len() <= 1);
+    }
+}
