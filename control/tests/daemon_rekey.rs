@@ -169,3 +169,28 @@ fn a_thousand_rekeys_leave_no_state_behind() {
         assert!(n.dp.out_order.len() <= 1);
     }
 }
+
+#[test]
+fn reauthentication_is_make_before_break() {
+    let mut w = with_lifetimes(
+        "",
+        "",
+        "reauth_time = \"30s\"\nrand_time = \"0s\"\nrekey_time = \"0s\"",
+        "",
+    );
+    up(&mut w);
+    w.run_until(20_000);
+    let first = w.nodes[0].dp.inbound()[0].config.spi;
+    w.run_until(100_000);
+    let l = w.list("a");
+    // Reauthenticated at 30 s, 60 s and 90 s: the IKE SA is at most 10 s old.
+    let age: u64 = l
+        .split("established ")
+        .nth(1)
+        .and_then(|x| x.split(" s ago").next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{l}"));
+    assert!(age <= 11, "{l}");
+    assert_ne!(w.nodes[0].dp.inbound()[0].config.spi, first);
+    assert_clean_end(&mut w);
+}

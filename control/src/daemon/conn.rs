@@ -87,6 +87,8 @@ pub struct ConnState {
     pub failures: u32,
     pub retry_at: Option<u64>,
     pub last_failure: Option<(u64, String)>,
+    /// A reauthentication under way: the IKE SA (our SPI) it replaces.
+    pub reauth: Option<u64>,
 }
 
 impl ConnState {
@@ -99,6 +101,7 @@ impl ConnState {
             failures: 0,
             retry_at: None,
             last_failure: None,
+            reauth: None,
         }
     }
 

@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use super::conn::InstalledChild;
 use super::dataplane_ops::{acquire_reqid, narrowed_policies, sa_installs, DpOp};
 use super::{ts_list, Daemon};
-use crate::ike::sa::ChildSa;
+use crate::ike::sa::{ChildSa, Role};
 
 impl Daemon {
     /// A Child SA is up (fresh, or the successor of a rekey): inbound SA first, then — if
@@ -34,6 +34,15 @@ impl Daemon {
             return;
         };
         let (nat, local, remote) = (e.sa.nat(), e.sa.local(), e.sa.remote());
+        // A responder's new Child SA for a child another IKE SA still carries (the peer
+        // reauthenticates, make-before-break): the peer installs its inbound SA only when our
+        // answer arrives, so ours sends on the old SA until the peer deletes it.
+        let outbound_now = outbound_now
+            && !(e.sa.role() == Role::Responder
+                && self.conns[ci].children[k]
+                    .installed
+                    .iter()
+                    .any(|i| i.ike_spi != ike_spi && i.outbound_installed));
         let reqid = self.conns[ci].children[k].cfg.reqid;
         let (mut inbound, mut outbound) = sa_installs(&child, reqid, nat, local, remote, false);
         // RFC 4301 §4.4.2.1: byte and packet limits are the dataplane's to count; the soft
@@ -268,6 +277,13 @@ impl Daemon {
             if c.installed.is_empty() {
                 for p in std::mem::take(&mut c.narrowed) {
                     ops.push(DpOp::DeletePolicy(p.id));
+                }
+            } else if !c.installed.iter().any(|i| i.outbound_installed) {
+                // A successor waiting for its outbound turn (a reauthentication's): it
+                // takes the traffic before the old outbound SA goes.
+                if let Some(next) = c.installed.last_mut() {
+                    next.outbound_installed = true;
+                    ops.push(DpOp::AddSa(Box::new(next.outbound.clone())));
                 }
             }
             if gone.outbound_installed {

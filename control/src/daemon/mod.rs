@@ -18,6 +18,7 @@ pub mod dataplane_ops;
 pub mod endpoint;
 mod install;
 pub mod ratelimit;
+mod reauth;
 pub mod spi;
 mod timers;
 
@@ -134,6 +135,8 @@ struct SaEntry {
     /// Dropped because the peer sent INITIAL_CONTACT on a newer SA: its children going
     /// down is not the peer closing them (no close_action).
     abandoned: bool,
+    /// When to reauthenticate (swanctl `reauth_time`; kept across IKE SA rekeys).
+    reauth_at: Option<u64>,
 }
 
 /// The daemon core.
@@ -334,10 +337,14 @@ impl Daemon {
     /// new one (unless one is being negotiated or a retry is pending).
     fn ensure_up(&mut self, now: u64, ci: usize) {
         let name = self.conns[ci].name().to_string();
+        // An IKE SA being replaced by a reauthentication takes no new Child SAs.
+        let reauth_old = self.conns[ci].reauth;
         let established = self
             .sas
             .iter()
-            .filter(|(_, e)| e.conn == name && e.sa.phase() == Phase::Established)
+            .filter(|(s, e)| {
+                e.conn == name && e.sa.phase() == Phase::Established && Some(**s) != reauth_old
+            })
             .map(|(s, _)| *s)
             .max();
         let connecting = self
@@ -347,7 +354,11 @@ impl Daemon {
         let missing: Vec<usize> = (0..self.conns[ci].children.len())
             .filter(|&k| {
                 let c = &self.conns[ci].children[k];
-                c.wanted && c.installed.is_empty() && c.negotiating.is_none()
+                let carried = match reauth_old {
+                    Some(old) => c.installed.iter().any(|i| i.ike_spi != old),
+                    None => !c.installed.is_empty(),
+                };
+                c.wanted && !carried && c.negotiating.is_none()
             })
             .collect();
         if missing.is_empty() {
@@ -426,6 +437,7 @@ impl Daemon {
                 next_keepalive: None,
                 dpd_not_before: 0,
                 abandoned: false,
+                reauth_at: None,
             },
         );
         self.settle(now, spi);
@@ -563,6 +575,7 @@ impl Daemon {
                         next_keepalive: None,
                         dpd_not_before: 0,
                         abandoned: false,
+                        reauth_at: None,
                     },
                 );
                 self.settle(now, spi);
@@ -609,6 +622,14 @@ impl Daemon {
                     if let Some(ci) = ci {
                         self.conns[ci].failures = 0;
                         self.conns[ci].last_failure = None;
+                        let times = self.conns[ci]
+                            .cfg
+                            .connection
+                            .lifetime
+                            .schedule(now, &mut *self.rng);
+                        if let Some(e) = self.sas.get_mut(&spi) {
+                            e.reauth_at = times.reauth_at;
+                        }
                     }
                     if peer_initial_contact {
                         // RFC 7296 §2.4: the peer has forgotten every other IKE SA with us.
@@ -658,7 +679,12 @@ impl Daemon {
                     if let Some(ci) = ci {
                         info!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} down");
                         self.uninstall(ci, spi, inbound_spi);
-                        if by_peer && !abandoned {
+                        // The peer closing one Child SA of a child another Child SA still
+                        // carries (its reauthentication, a duplicate) is no close.
+                        let carried = self.conns[ci]
+                            .child_by_name(&name)
+                            .is_some_and(|k| !self.conns[ci].children[k].installed.is_empty());
+                        if by_peer && !abandoned && !carried {
                             self.close_action(now, ci, &name);
                         }
                     }
@@ -737,13 +763,15 @@ impl Daemon {
         } else if phase == Phase::Established {
             // Children that should be up and are not: ask this IKE SA for them.
             if let Some(ci) = self.conn_index(&conn) {
-                let wants = self.conns[ci]
-                    .children
-                    .iter()
-                    .any(|c| c.wanted && c.installed.is_empty() && c.negotiating.is_none());
+                let wants = self.conns[ci].reauth.is_some()
+                    || self.conns[ci]
+                        .children
+                        .iter()
+                        .any(|c| c.wanted && c.installed.is_empty() && c.negotiating.is_none());
                 if wants {
                     self.ensure_up(now, ci);
                 }
+                self.reauth_progress(now, ci);
             }
         }
     }
@@ -774,6 +802,8 @@ impl Daemon {
             info!(conn = %conn, old_spi = format_args!("{old:#018x}"), new_spi = format_args!("{new:#018x}"), children = moved.len(), "IKE SA rekeyed");
         }
         let nat = sa.nat();
+        // Rekeying does not authenticate the peer again: the reauthentication stays due.
+        let reauth_at = self.sas.get(&old).and_then(|e| e.reauth_at);
         self.sas.insert(
             new,
             SaEntry {
@@ -784,6 +814,7 @@ impl Daemon {
                 next_keepalive: nat.then_some(now + self.opts.nat_keepalive_ms),
                 dpd_not_before: 0,
                 abandoned: false,
+                reauth_at,
             },
         );
         self.settle(now, new);
@@ -809,6 +840,9 @@ impl Daemon {
         }
         self.init_index.remove(&(e.sa.spis().0, e.sa.remote().ip()));
         if let Some(ci) = self.conn_index(&e.conn) {
+            if self.conns[ci].reauth == Some(spi) {
+                self.conns[ci].reauth = None;
+            }
             let left: Vec<u32> = self.conns[ci]
                 .children
                 .iter()
@@ -844,6 +878,9 @@ impl Daemon {
             warn!(conn = %conn, "{error}");
             return;
         };
+        if self.conns[ci].reauth.is_some() {
+            self.reauth_failed(now, ci, spi);
+        }
         if let IkeError::PeerDead { .. } = error {
             self.counters.peers_dead += 1;
             self.dpd_action(now, ci, &error);

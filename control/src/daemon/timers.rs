@@ -21,6 +21,9 @@ impl Daemon {
         for (spi, e) in &self.sas {
             at(e.sa.poll_timeout());
             at(e.next_keepalive);
+            if e.sa.phase() == Phase::Established {
+                at(e.reauth_at);
+            }
             if e.half_open_from.is_some() {
                 at(Some(e.created + self.opts.half_open_timeout_ms));
             }
@@ -77,6 +80,7 @@ impl Daemon {
             self.forget(spi);
         }
         self.dpd(now);
+        self.reauth_due(now);
         self.keepalives(now);
         let retry: Vec<usize> = (0..self.conns.len())
             .filter(|&ci| self.conns[ci].retry_at.is_some_and(|t| t <= now))
