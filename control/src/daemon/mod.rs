@@ -678,6 +678,9 @@ impl Daemon {
                 } => {
                     if let Some(ci) = ci {
                         info!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} down");
+                        if by_peer && !abandoned {
+                            self.peer_deleted_early(now, ci, &name, inbound_spi);
+                        }
                         self.uninstall(ci, spi, inbound_spi);
                         // The peer closing one Child SA of a child another Child SA still
                         // carries (its reauthentication, a duplicate) is no close.
@@ -931,6 +934,36 @@ impl Daemon {
             self.conns[ci].remote_index += 1;
             self.conns[ci].retry_at = None;
             self.pending_ensure.push(ci);
+        }
+    }
+
+    /// A lifetime mismatch, in plain words: the peer deleted a Child SA well before our
+    /// rekey time instead of rekeying it (its life_time is shorter than ours and it does not
+    /// rekey, or it rekeys by delete-and-recreate).
+    fn peer_deleted_early(&mut self, now: u64, ci: usize, name: &str, inbound_spi: u32) {
+        let Some(k) = self.conns[ci].child_by_name(name) else {
+            return;
+        };
+        let Some(i) = self.conns[ci].children[k]
+            .installed
+            .iter()
+            .find(|i| i.inbound_spi == inbound_spi)
+        else {
+            return;
+        };
+        let age_s = now.saturating_sub(i.since) / 1000;
+        let lt = self.conns[ci].cfg.connection.children[k].lifetime;
+        if lt.rekey_ms == 0 || now.saturating_sub(i.since) + lt.rand_ms >= lt.rekey_ms {
+            return;
+        }
+        if self.limiter.allow(now, "peer deleted early") {
+            warn!(
+                conn = %self.conns[ci].name(),
+                child = %name,
+                "the peer deleted the Child SA after {age_s} s instead of rekeying it; our rekey_time is {} s (life_time {} s). If this repeats, the peer's lifetime is shorter than ours and it does not rekey: set our rekey_time below the peer's life_time, or configure the peer to rekey (swanctl: rekey_time below life_time)",
+                lt.rekey_ms / 1000,
+                lt.life_ms / 1000
+            );
         }
     }
 
