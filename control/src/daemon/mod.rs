@@ -944,11 +944,11 @@ impl Daemon {
         let Some(k) = self.conns[ci].child_by_name(name) else {
             return;
         };
-        let Some(i) = self.conns[ci].children[k]
-            .installed
-            .iter()
-            .find(|i| i.inbound_spi == inbound_spi)
-        else {
+        let installed = &self.conns[ci].children[k].installed;
+        if installed.len() > 1 {
+            return; // another Child SA carries it (the peer reauthenticated)
+        }
+        let Some(i) = installed.iter().find(|i| i.inbound_spi == inbound_spi) else {
             return;
         };
         let age_s = now.saturating_sub(i.since) / 1000;
