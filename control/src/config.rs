@@ -9,7 +9,9 @@
 //! encap = false                                  # force UDP encapsulation (NAT-T)
 //! dpd_delay = "30s"                              # probe a silent peer (0 = off, the default)
 //! dpd_timeout = "30s"                            # declare it dead after this (default 30 s)
+//! rekey_time = "4h"                              # rekey the IKE SA (default 4 h; 0 = never)
 //!
+
 //! [connections.gw-b.local]
 //! id = "gw-a.example"
 //! auth = "psk"
@@ -26,6 +28,8 @@
 //! start_action = "start"                         # "none", "start" or "trap"
 //! dpd_action = "restart"                         # "clear" (default), "trap" or "restart"
 //! close_action = "none"                          # "none" (default), "trap" or "start"
+//! rekey_time = "1h"                              # rekey the Child SA (default 1 h)
+//! rekey_bytes = "500M"                           # and/or after this much traffic (k/M/G: 1024s)
 //!
 //! [secrets.ike-gw-b]
 //! id = ["gw-b.example"]
@@ -40,6 +44,19 @@
 //! a range (`1024-2048`), a service name (`https`) or `%any`. For ICMP the port is the message
 //! type when below 256, else type and code (type in the high byte), as in swanctl.conf(5).
 //! Durations are swanctl's: `30s`, `2m`, `1h`, `1d`, or a plain number of seconds.
+//!
+//! Lifetimes have swanctl's names, defaults and meaning (swanctl.conf(5), RFC 7296 §2.8):
+//! - IKE SA, in `[connections.X]`: `rekey_time` (default 4 h; 0 = never), `reauth_time`
+//!   (default 0 = never), `over_time` (the hard limit this long after the first of the two;
+//!   default 10 % of the larger), `rand_time` (the rekey comes up to this much earlier, drawn
+//!   per SA; default over_time).
+//! - Child SA, in `[connections.X.children.Y]`: `rekey_time` (default 1 h), `life_time` (hard
+//!   limit; default rekey_time + 10 %), `rand_time` (default life_time − rekey_time); the same
+//!   for traffic as `rekey_bytes`/`life_bytes`/`rand_bytes` and
+//!   `rekey_packets`/`life_packets`/`rand_packets` (default 0 = no limit; enforced by the
+//!   dataplane). Byte sizes take swanctl's suffixes `k`, `M`, `G` (powers of 1024); packet
+//!   counts are plain numbers. A life limit must be greater than its rekey limit, a rand
+//!   limit below it; 0 turns a rekey or life limit off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -51,6 +68,7 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use crate::ike::child::EspProposal;
+use crate::ike::lifetime::{ChildLifetime, IkeLifetime, Limits};
 use crate::ike::proposal::IkeProposal;
 use crate::ike::sa::{Connection, IKE_PORT};
 use crate::ike::wire::Ts;
@@ -185,6 +203,14 @@ struct RawConn {
     dpd_delay: Option<Spanned<toml::Value>>,
     #[serde(default)]
     dpd_timeout: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rekey_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    reauth_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    over_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rand_time: Option<Spanned<toml::Value>>,
     local: RawEnd,
     remote: RawEnd,
     children: Spanned<BTreeMap<String, Spanned<RawChild>>>,
@@ -212,6 +238,24 @@ struct RawChild {
     dpd_action: Option<Spanned<String>>,
     #[serde(default)]
     close_action: Option<Spanned<String>>,
+    #[serde(default)]
+    rekey_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    life_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rand_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rekey_bytes: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    life_bytes: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rand_bytes: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rekey_packets: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    life_packets: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rand_packets: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +293,7 @@ struct IkeParts {
     force_encap: bool,
     retransmit_ms: u64,
     retransmit_tries: u32,
+    lifetime: IkeLifetime,
 }
 
 /// The one place that knows the shape of `ike::sa::Connection`.
@@ -265,7 +310,7 @@ fn connection(p: IkeParts, children: &[ChildCfg]) -> Connection {
         force_encap: p.force_encap,
         retransmit_ms: p.retransmit_ms,
         retransmit_tries: p.retransmit_tries,
-        lifetime: Default::default(),
+        lifetime: p.lifetime,
     }
 }
 
@@ -314,25 +359,21 @@ fn addrs(
 }
 
 /// A swanctl duration in milliseconds: an integer number of seconds, or a string with an
-/// optional `s`, `m`, `h` or `d` suffix.
+/// optional `s`, `m`, `h` or `d` suffix (either case, spaces allowed before it, as
+/// strongSwan's vici parser takes them).
 fn duration_ms(v: &toml::Value) -> Result<u64, String> {
     let bad = || format!("{v}: use seconds (30) or a swanctl duration (\"30s\", \"2m\", \"1h\")");
     let (num, unit) = match v {
         toml::Value::Integer(n) => (u64::try_from(*n).map_err(|_| bad())?, 1),
         toml::Value::String(s) => {
-            let s = s.trim();
-            let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-                None => (s, 1),
-                Some((i, _)) => (
-                    &s[..i],
-                    match &s[i..] {
-                        "s" => 1,
-                        "m" => 60,
-                        "h" => 3600,
-                        "d" => 86_400,
-                        _ => return Err(bad()),
-                    },
-                ),
+            let (digits, suffix) = split_number(s);
+            let unit = match suffix {
+                "" => 1,
+                "s" | "S" => 1,
+                "m" | "M" => 60,
+                "h" | "H" => 3600,
+                "d" | "D" => 86_400,
+                _ => return Err(bad()),
             };
             (digits.parse::<u64>().map_err(|_| bad())?, unit)
         }
@@ -341,6 +382,241 @@ fn duration_ms(v: &toml::Value) -> Result<u64, String> {
     num.checked_mul(unit)
         .and_then(|s| s.checked_mul(1000))
         .ok_or_else(|| format!("{v} is too long"))
+}
+
+/// `" 500 M "` → (`"500"`, `"M"`): the leading decimal digits and what follows them,
+/// trimmed.
+fn split_number(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    let i = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    (&s[..i], s[i..].trim())
+}
+
+/// A swanctl byte volume (`rekey_bytes`, ...): an integer, or a string with an optional
+/// `k`, `m` or `g` suffix in either case, each a power of 1024 (strongSwan's vici
+/// `parse_bytes`: "500M" is 500 × 2^20).
+fn bytes_value(v: &toml::Value) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{v}: use a number of bytes (1000000) or a swanctl size (\"500k\", \"100M\", \"2G\")"
+        )
+    };
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
+        toml::Value::String(s) => {
+            let (digits, suffix) = split_number(s);
+            let shift = match suffix {
+                "" => 0,
+                "k" | "K" => 10,
+                "m" | "M" => 20,
+                "g" | "G" => 30,
+                _ => return Err(bad()),
+            };
+            let n = digits.parse::<u64>().map_err(|_| bad())?;
+            n.checked_mul(1 << shift)
+                .ok_or_else(|| format!("{v} is too large"))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A packet count (`rekey_packets`, ...): an integer, or a string of digits. Like
+/// strongSwan's vici parser, no size suffix.
+fn packets_value(v: &toml::Value) -> Result<u64, String> {
+    let bad = || format!("{v}: use a number of packets (1000000); swanctl takes no suffix here");
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
+        toml::Value::String(s) => s.trim().parse::<u64>().map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// A duration as an operator would write it, for messages: "90s", "2m", "1h", "1d".
+fn show_ms(ms: u64) -> String {
+    match ms {
+        0 => "0".into(),
+        _ if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// A byte volume for messages: the exact count, with its swanctl form when it has one.
+fn show_bytes(b: u64) -> String {
+    for (shift, s) in [(30, "G"), (20, "M"), (10, "k")] {
+        if b != 0 && b % (1 << shift) == 0 {
+            return format!("{}{s}", b >> shift);
+        }
+    }
+    b.to_string()
+}
+
+/// One kind of limit (time, bytes or packets) with swanctl's three names.
+struct LimitKind {
+    rekey: &'static str,
+    life: &'static str,
+    rand: &'static str,
+    parse: fn(&toml::Value) -> Result<u64, String>,
+    show: fn(u64) -> String,
+    /// The rekey limit when none is given (swanctl's default).
+    default_rekey: u64,
+}
+
+const CHILD_TIME: LimitKind = LimitKind {
+    rekey: "rekey_time",
+    life: "life_time",
+    rand: "rand_time",
+    parse: duration_ms,
+    show: show_ms,
+    default_rekey: 3_600_000,
+};
+const CHILD_BYTES: LimitKind = LimitKind {
+    rekey: "rekey_bytes",
+    life: "life_bytes",
+    rand: "rand_bytes",
+    parse: bytes_value,
+    show: show_bytes,
+    default_rekey: 0,
+};
+const CHILD_PACKETS: LimitKind = LimitKind {
+    rekey: "rekey_packets",
+    life: "life_packets",
+    rand: "rand_packets",
+    parse: packets_value,
+    show: |n| n.to_string(),
+    default_rekey: 0,
+};
+
+type Field = Option<Spanned<toml::Value>>;
+
+/// Parse a child's rekey/life/rand limits of one kind and check them against each other:
+/// the hard limit must come after the rekey (else the SA dies before it is replaced), and
+/// the random spread must stay below the rekey limit (RFC 7296 §2.8: the spread keeps the
+/// peers from rekeying at once; it cannot move the rekey to the SA's first instant). 0 is
+/// "off" for rekey and life, as in swanctl; what is not given is derived as swanctl does
+/// (see [`ChildLifetime::from_swanctl`]), and only what was written is checked.
+fn child_limits(
+    lines: &Lines<'_>,
+    k: &LimitKind,
+    [rekey, life, rand]: [&Field; 3],
+    field: &dyn Fn(&str) -> String,
+) -> Result<Limits, ConfigError> {
+    let get = |v: &Field, name: &str| match v {
+        None => Ok(None),
+        Some(v) => (k.parse)(v.get_ref())
+            .map(Some)
+            .map_err(|e| lines.err(v.span(), field(name), e)),
+    };
+    let l = Limits {
+        rekey: get(rekey, k.rekey)?,
+        life: get(life, k.life)?,
+        rand: get(rand, k.rand)?,
+    };
+    let r = l.rekey.unwrap_or(k.default_rekey);
+    let shown_rekey = || match l.rekey {
+        Some(_) => (k.show)(r),
+        None => format!("{}, the default", (k.show)(r)),
+    };
+    if let (Some(v), Some(life)) = (life, l.life) {
+        if life != 0 && r != 0 && life <= r {
+            return Err(lines.err(
+                v.span(),
+                field(k.life),
+                format!(
+                    "{} ({}) must be greater than {} ({}): the SA would expire before it is \
+                     rekeyed (give 0 for no hard limit)",
+                    k.life,
+                    (k.show)(life),
+                    k.rekey,
+                    shown_rekey()
+                ),
+            ));
+        }
+    }
+    if let (Some(v), Some(rand)) = (rand, l.rand) {
+        if r != 0 && rand >= r {
+            return Err(lines.err(
+                v.span(),
+                field(k.rand),
+                format!(
+                    "{} ({}) must be below {} ({}): the rekey happens up to {} early",
+                    k.rand,
+                    (k.show)(rand),
+                    k.rekey,
+                    shown_rekey(),
+                    k.rand
+                ),
+            ));
+        }
+    }
+    Ok(l)
+}
+
+/// The IKE SA's lifetime (swanctl `rekey_time`, `reauth_time`, `over_time`, `rand_time`),
+/// with the same kind of checks as [`child_limits`].
+fn ike_lifetime(
+    lines: &Lines<'_>,
+    c: &RawConn,
+    field: &dyn Fn(&str) -> String,
+) -> Result<IkeLifetime, ConfigError> {
+    let get = |v: &Field, name: &str| match v {
+        None => Ok(None),
+        Some(v) => duration_ms(v.get_ref())
+            .map(Some)
+            .map_err(|e| lines.err(v.span(), field(name), e)),
+    };
+    let lt = IkeLifetime::from_swanctl(
+        get(&c.rekey_time, "rekey_time")?,
+        get(&c.reauth_time, "reauth_time")?,
+        get(&c.over_time, "over_time")?,
+        get(&c.rand_time, "rand_time")?,
+    );
+    // The first of rekey and reauthentication is what the spread and over_time apply to.
+    let (first, name) = match (lt.rekey_ms, lt.reauth_ms) {
+        (0, 0) => return Ok(lt),
+        (0, a) => (a, "reauth_time"),
+        (r, a) if a != 0 && a < r => (a, "reauth_time"),
+        (r, _) => (r, "rekey_time"),
+    };
+    let shown = || {
+        let given = match name {
+            "rekey_time" => c.rekey_time.is_some(),
+            _ => c.reauth_time.is_some(),
+        };
+        if given {
+            show_ms(first)
+        } else {
+            format!("{}, the default", show_ms(first))
+        }
+    };
+    if let Some(v) = &c.rand_time {
+        if lt.rand_ms >= first {
+            return Err(lines.err(
+                v.span(),
+                field("rand_time"),
+                format!(
+                    "rand_time ({}) must be below {name} ({}): the rekey happens up to \
+                     rand_time early",
+                    show_ms(lt.rand_ms),
+                    shown()
+                ),
+            ));
+        }
+    }
+    if let (Some(v), 0) = (&c.over_time, lt.over_ms) {
+        return Err(lines.err(
+            v.span(),
+            field("over_time"),
+            format!(
+                "must be more than 0: the IKE SA is closed over_time after {name} ({}), \
+                 and its rekey needs time to complete",
+                shown()
+            ),
+        ));
+    }
+    Ok(lt)
 }
 
 /// IP protocols by name (getprotobyname(3) names, as swanctl accepts them).
@@ -794,6 +1070,8 @@ fn conn_config(
         ));
     }
 
+    let lifetime = ike_lifetime(lines, c, &f)?;
+
     let mut children = Vec::new();
     let mut child_cfgs = Vec::new();
     for (child, ch) in in_file_order(c.children.get_ref()) {
@@ -854,6 +1132,24 @@ fn conn_config(
             ],
         )?
         .unwrap_or_default();
+        let time = child_limits(
+            lines,
+            &CHILD_TIME,
+            [&ch.rekey_time, &ch.life_time, &ch.rand_time],
+            &g,
+        )?;
+        let bytes = child_limits(
+            lines,
+            &CHILD_BYTES,
+            [&ch.rekey_bytes, &ch.life_bytes, &ch.rand_bytes],
+            &g,
+        )?;
+        let packets = child_limits(
+            lines,
+            &CHILD_PACKETS,
+            [&ch.rekey_packets, &ch.life_packets, &ch.rand_packets],
+            &g,
+        )?;
         let reqid = reqids
             .get(&(name.to_string(), child.clone()))
             .copied()
@@ -871,7 +1167,7 @@ fn conn_config(
             local_ts,
             remote_ts,
             transport,
-            lifetime: Default::default(),
+            lifetime: ChildLifetime::from_swanctl(time, bytes, packets),
         });
     }
     if children.is_empty() {
@@ -892,6 +1188,7 @@ fn conn_config(
         force_encap: c.encap,
         retransmit_ms: c.retransmit_ms.unwrap_or(1000),
         retransmit_tries: c.retransmit_tries.unwrap_or(5),
+        lifetime,
     };
     Ok(ConnConfig {
         connection: connection(parts, &child_cfgs),
@@ -1321,6 +1618,341 @@ secret = "correct horse battery staple"
         ] {
             assert!(duration_ms(&v).is_err(), "{v}");
         }
+    }
+
+    /// GOOD with `conn` added to [connections.gw-b] and `child` to its child `net`.
+    fn with_lifetimes(conn: &str, child: &str) -> String {
+        GOOD.replacen(
+            "dpd_timeout = \"2m\"\n",
+            &format!("dpd_timeout = \"2m\"\n{conn}"),
+            1,
+        )
+        .replacen(
+            "close_action = \"start\"\n",
+            &format!("close_action = \"start\"\n{child}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn lifetimes_as_swanctl_writes_them() {
+        let text = with_lifetimes(
+            "rekey_time = \"2h\"\nreauth_time = \"1d\"\nover_time = \"10m\"\nrand_time = 300\n",
+            "rekey_time = \"20s\"\nlife_time = \"1m\"\nrand_time = \"5s\"\n\
+             rekey_bytes = \"500M\"\nlife_bytes = \"1g\"\nrand_bytes = 1048576\n\
+             rekey_packets = 1000000\nlife_packets = \"1200000\"\nrand_packets = 0\n",
+        );
+        let c = parse(&text).unwrap();
+        let gw = &c.connections[0];
+        assert_eq!(
+            gw.connection.lifetime,
+            IkeLifetime {
+                rekey_ms: 7_200_000,
+                reauth_ms: 86_400_000,
+                over_ms: 600_000,
+                rand_ms: 300_000,
+            }
+        );
+        let net = &gw.child_cfgs()[0];
+        assert_eq!(net.name, "net");
+        assert_eq!(
+            net.lifetime,
+            ChildLifetime {
+                rekey_ms: 20_000,
+                life_ms: 60_000,
+                rand_ms: 5_000,
+                rekey_bytes: 500 << 20,
+                life_bytes: 1 << 30,
+                rand_bytes: 1 << 20,
+                rekey_packets: 1_000_000,
+                life_packets: 1_200_000,
+                rand_packets: 0,
+            }
+        );
+        assert_eq!(gw.connection.children[0].lifetime, net.lifetime);
+        // The other child and the other connection keep strongSwan's defaults.
+        let alpha = &gw.child_cfgs()[1];
+        assert_eq!(alpha.lifetime, ChildLifetime::default());
+        assert_eq!(
+            (
+                alpha.lifetime.rekey_ms,
+                alpha.lifetime.life_ms,
+                alpha.lifetime.rand_ms
+            ),
+            (3_600_000, 3_960_000, 360_000),
+            "child: 1 h, life +10 %, rand the difference"
+        );
+        assert_eq!(
+            (alpha.lifetime.rekey_bytes, alpha.lifetime.life_packets),
+            (0, 0),
+            "no traffic limits unless asked"
+        );
+        let voice = &c.connections[1];
+        assert_eq!(voice.connection.lifetime, IkeLifetime::default());
+        assert_eq!(
+            voice.connection.lifetime,
+            IkeLifetime {
+                rekey_ms: 14_400_000,
+                reauth_ms: 0,
+                over_ms: 1_440_000,
+                rand_ms: 1_440_000,
+            },
+            "IKE: 4 h, over_time 10 %, rand_time = over_time"
+        );
+        // A lifetime change is a change of its connection only.
+        let d = parse(GOOD).unwrap().diff(&c);
+        assert_eq!(
+            (d.changed, d.unchanged),
+            (vec!["gw-b".into()], vec!["gw-b-voice".into()])
+        );
+    }
+
+    #[test]
+    fn lifetimes_derive_what_is_not_given() {
+        let c = parse(&with_lifetimes(
+            "rekey_time = \"1h\"\n",
+            "rekey_time = \"10m\"\nrekey_bytes = \"1G\"\nlife_packets = 5000\n",
+        ))
+        .unwrap();
+        let ike = c.connections[0].connection.lifetime;
+        assert_eq!(
+            (ike.rekey_ms, ike.reauth_ms, ike.over_ms, ike.rand_ms),
+            (3_600_000, 0, 360_000, 360_000)
+        );
+        let l = c.connections[0].child_cfgs()[0].lifetime;
+        assert_eq!(
+            (l.rekey_ms, l.life_ms, l.rand_ms),
+            (600_000, 660_000, 60_000)
+        );
+        let g = 1u64 << 30;
+        assert_eq!(
+            (l.rekey_bytes, l.life_bytes, l.rand_bytes),
+            (g, g + g / 10, g / 10)
+        );
+        // A hard packet limit alone: no rekey on packets, the SA stops at 5000.
+        assert_eq!(
+            (l.rekey_packets, l.life_packets, l.rand_packets),
+            (0, 5000, 5000)
+        );
+        // reauth_time alone: over_time is 10 % of it; 0 switches everything off.
+        let c = parse(&with_lifetimes(
+            "rekey_time = 0\nreauth_time = \"10h\"\n",
+            "rekey_time = 0\nlife_time = 0\n",
+        ))
+        .unwrap();
+        let ike = c.connections[0].connection.lifetime;
+        assert_eq!(
+            (ike.rekey_ms, ike.reauth_ms, ike.over_ms, ike.rand_ms),
+            (0, 36_000_000, 3_600_000, 3_600_000)
+        );
+        let l = c.connections[0].child_cfgs()[0].lifetime;
+        assert_eq!((l.rekey_ms, l.life_ms, l.rand_ms), (0, 0, 0));
+        // A life limit with its rekey off is just a hard limit.
+        let c = parse(&with_lifetimes(
+            "",
+            "rekey_time = 0\nlife_time = \"2h\"\nrand_time = \"1h\"\n",
+        ))
+        .unwrap();
+        let l = c.connections[0].child_cfgs()[0].lifetime;
+        assert_eq!((l.rekey_ms, l.life_ms), (0, 7_200_000));
+    }
+
+    #[test]
+    fn lifetime_errors_name_file_line_and_field() {
+        let net = "connections.gw-b.children.net";
+        for (conn, child, bad_line, field, what) in [
+            (
+                "",
+                "rekey_time = \"1h\"\nlife_time = \"30s\"\n",
+                "life_time = \"30s\"",
+                format!("{net}.life_time"),
+                "life_time (30s) must be greater than rekey_time (1h)",
+            ),
+            (
+                "",
+                "life_time = \"30m\"\n",
+                "life_time = \"30m\"",
+                format!("{net}.life_time"),
+                "life_time (30m) must be greater than rekey_time (1h, the default)",
+            ),
+            (
+                "",
+                "rekey_time = \"1h\"\nlife_time = \"1h\"\n",
+                "life_time = \"1h\"",
+                format!("{net}.life_time"),
+                "must be greater than rekey_time (1h)",
+            ),
+            (
+                "",
+                "rekey_time = \"10m\"\nrand_time = \"10m\"\n",
+                "rand_time = \"10m\"",
+                format!("{net}.rand_time"),
+                "rand_time (10m) must be below rekey_time (10m)",
+            ),
+            (
+                "",
+                "rekey_bytes = \"1G\"\nlife_bytes = \"512M\"\n",
+                "life_bytes = \"512M\"",
+                format!("{net}.life_bytes"),
+                "life_bytes (512M) must be greater than rekey_bytes (1G)",
+            ),
+            (
+                "",
+                "rekey_bytes = 1000\nrand_bytes = 2000\n",
+                "rand_bytes = 2000",
+                format!("{net}.rand_bytes"),
+                "rand_bytes (2000) must be below rekey_bytes (1000)",
+            ),
+            (
+                "",
+                "rekey_packets = 1000\nlife_packets = 999\n",
+                "life_packets = 999",
+                format!("{net}.life_packets"),
+                "life_packets (999) must be greater than rekey_packets (1000)",
+            ),
+            (
+                "",
+                "rekey_packets = 1000\nrand_packets = 1000\n",
+                "rand_packets = 1000",
+                format!("{net}.rand_packets"),
+                "rand_packets (1000) must be below rekey_packets (1000)",
+            ),
+            (
+                "",
+                "rekey_packets = \"1k\"\n",
+                "rekey_packets = \"1k\"",
+                format!("{net}.rekey_packets"),
+                "no suffix",
+            ),
+            (
+                "",
+                "rekey_bytes = \"1T\"\n",
+                "rekey_bytes = \"1T\"",
+                format!("{net}.rekey_bytes"),
+                "swanctl size",
+            ),
+            (
+                "",
+                "life_bytes = -1\n",
+                "life_bytes = -1",
+                format!("{net}.life_bytes"),
+                "number of bytes",
+            ),
+            (
+                "",
+                "rekey_time = \"soon\"\n",
+                "rekey_time = \"soon\"",
+                format!("{net}.rekey_time"),
+                "swanctl duration",
+            ),
+            (
+                "",
+                "rekey_bytes = \"99999999999G\"\n",
+                "rekey_bytes = \"99999999999G\"",
+                format!("{net}.rekey_bytes"),
+                "too large",
+            ),
+            (
+                "rekey_time = \"10m\"\nrand_time = \"1h\"\n",
+                "",
+                "rand_time = \"1h\"",
+                "connections.gw-b.rand_time".to_string(),
+                "rand_time (1h) must be below rekey_time (10m)",
+            ),
+            (
+                "rand_time = \"4h\"\n",
+                "",
+                "rand_time = \"4h\"",
+                "connections.gw-b.rand_time".to_string(),
+                "must be below rekey_time (4h, the default)",
+            ),
+            (
+                "rekey_time = 0\nreauth_time = \"1h\"\nrand_time = \"2h\"\n",
+                "",
+                "rand_time = \"2h\"",
+                "connections.gw-b.rand_time".to_string(),
+                "must be below reauth_time (1h)",
+            ),
+            (
+                "over_time = 0\n",
+                "",
+                "over_time = 0",
+                "connections.gw-b.over_time".to_string(),
+                "must be more than 0",
+            ),
+            (
+                "reauth_time = \"1 fortnight\"\n",
+                "",
+                "reauth_time = \"1 fortnight\"",
+                "connections.gw-b.reauth_time".to_string(),
+                "swanctl duration",
+            ),
+            (
+                "rekey_bytes = 1000\n",
+                "",
+                "rekey_bytes = 1000",
+                "connections.gw-b".to_string(),
+                "unknown field `rekey_bytes`",
+            ),
+        ] {
+            let text = with_lifetimes(conn, child);
+            let line = text.lines().position(|l| l == bad_line).unwrap() + 1;
+            let s = parse(&text).unwrap_err().to_string();
+            assert!(
+                s.starts_with(&format!("iked.toml:{line}: {field}")),
+                "line {line}, {field}: {s}"
+            );
+            assert!(s.contains(what), "{what}: {s}");
+        }
+    }
+
+    #[test]
+    fn sizes_as_swanctl_writes_them() {
+        use toml::Value::{Float, Integer, String as S};
+        for (v, n) in [
+            (Integer(0), 0),
+            (Integer(1_000_000), 1_000_000),
+            (S("1000".into()), 1000),
+            (S("500k".into()), 500 << 10),
+            (S("500K".into()), 500 << 10),
+            (S("100M".into()), 100 << 20),
+            (S("100m".into()), 100 << 20),
+            (S("2G".into()), 2 << 30),
+            (S(" 2 g ".into()), 2 << 30),
+        ] {
+            assert_eq!(bytes_value(&v), Ok(n), "{v}");
+        }
+        for v in [
+            Integer(-1),
+            Float(1.5),
+            S("".into()),
+            S("k".into()),
+            S("1.5G".into()),
+            S("1KB".into()),
+            S("1T".into()),
+            S("0x10".into()),
+            S("20000000000G".into()),
+        ] {
+            assert!(bytes_value(&v).is_err(), "{v}");
+        }
+        assert_eq!(packets_value(&Integer(5)), Ok(5));
+        assert_eq!(packets_value(&S("5".into())), Ok(5));
+        for v in [Integer(-5), S("5k".into()), Float(5.0)] {
+            assert!(packets_value(&v).is_err(), "{v}");
+        }
+        // Durations take strongSwan's upper-case units and spaces too.
+        assert_eq!(duration_ms(&S("2 H".into())), Ok(7_200_000));
+        assert_eq!(duration_ms(&S("90S".into())), Ok(90_000));
+        for (ms, shown) in [
+            (90_000, "90s"),
+            (120_000, "2m"),
+            (3_600_000, "1h"),
+            (1500, "1500ms"),
+        ] {
+            assert_eq!(show_ms(ms), shown);
+        }
+        assert_eq!(show_bytes((3 << 30) + 1), ((3u64 << 30) + 1).to_string());
+        assert_eq!(show_bytes(3 << 20), "3M");
     }
 
     #[test]

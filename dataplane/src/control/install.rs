@@ -119,13 +119,24 @@ impl Restore {
     }
 }
 
+/// An installed outbound SA, as the installer keeps it.
+struct OutboundEntry {
+    inst: Installed,
+    sa: Arc<OutboundSa>,
+    /// When it was installed (the installer's counter): if the SA carrying a reqid's
+    /// traffic is deleted, the most recently installed one left takes over.
+    order: u64,
+}
+
 /// Applies control records to the SA database.
 pub struct Installer {
     db: Arc<SaDb>,
     inbound: HashMap<u32, Installed>,
     /// Outbound SAs by (reqid, SPI), holding them so they can be listed and reported even
     /// after a rekey replaced them in the reqid slot.
-    outbound: BTreeMap<(u32, u32), (Installed, Arc<OutboundSa>)>,
+    outbound: BTreeMap<(u32, u32), OutboundEntry>,
+    /// The `order` of the next outbound SA installed.
+    next_order: u64,
     prefixes: PrefixRefs,
     /// Names for SAs from the static file (logs and stats), by (direction, SPI).
     names: HashMap<(bool, u32), String>,
@@ -147,6 +158,7 @@ impl Installer {
             db,
             inbound: HashMap::new(),
             outbound: BTreeMap::new(),
+            next_order: 0,
             prefixes: PrefixRefs::default(),
             names: HashMap::new(),
             remotes: Vec::new(),
@@ -193,7 +205,7 @@ impl Installer {
     /// A worker reports an outbound SA half-way through its lease: persist a higher one,
     /// then let the SA use it.
     pub fn extend_lease(&mut self, reqid: u32, spi: u32) {
-        let Some((inst, sa)) = self.outbound.get(&(reqid, spi)) else {
+        let Some(OutboundEntry { inst, sa, .. }) = self.outbound.get(&(reqid, spi)) else {
             return;
         };
         let lease = sa.lease().max(sa.last_seq()).saturating_add(LEASE_STEP);
@@ -217,7 +229,7 @@ impl Installer {
                     f.set_sa_counters(slot, c.packets, c.bytes, top, c.drops.as_array());
                 }
             }
-            for (inst, sa) in self.outbound.values() {
+            for OutboundEntry { inst, sa, .. } in self.outbound.values() {
                 if let Some(slot) = inst.slot {
                     let c = sa.counters();
                     f.set_sa_counters(slot, c.packets, c.bytes, sa.last_seq(), c.drops.as_array());
@@ -357,11 +369,15 @@ impl Installer {
                 }
                 let new = OutboundSa::new(sa.config).map_err(bad)?;
                 let slot;
+                // An update replaces the SA in place: it keeps its place in the install
+                // order, and carries the reqid's traffic only if the SA it replaces did.
+                let mut replaces = None;
                 match self.outbound.get(&(reqid, spi)) {
-                    Some((old_inst, old)) if sa.update => {
-                        new.set_last_seq(old.last_seq());
-                        new.set_lease(old.lease());
-                        slot = old_inst.slot;
+                    Some(old) if sa.update => {
+                        new.set_last_seq(old.sa.last_seq());
+                        new.set_lease(old.sa.lease());
+                        slot = old.inst.slot;
+                        replaces = Some((old.order, self.is_current(reqid, &old.sa)));
                     }
                     Some(_) => return Err(InstallError::DuplicateOutbound { spi, reqid }),
                     None => {
@@ -384,10 +400,29 @@ impl Installer {
                     }
                 }
                 let new = Arc::new(new);
-                // The newest SA of a reqid carries its traffic (make-before-break rekey).
-                self.db.outbound.store(reqid, Some(Arc::clone(&new)));
-                self.outbound
-                    .insert((reqid, spi), (Installed { reqid, name, slot }, new));
+                let order = match replaces {
+                    Some((order, current)) => {
+                        if current {
+                            self.db.outbound.store(reqid, Some(Arc::clone(&new)));
+                        }
+                        order
+                    }
+                    None => {
+                        // The newest SA of a reqid carries its traffic (make-before-break
+                        // rekey): one atomic swap, seen by every worker at its next load.
+                        self.db.outbound.store(reqid, Some(Arc::clone(&new)));
+                        self.next_order += 1;
+                        self.next_order
+                    }
+                };
+                self.outbound.insert(
+                    (reqid, spi),
+                    OutboundEntry {
+                        inst: Installed { reqid, name, slot },
+                        sa: new,
+                        order,
+                    },
+                );
                 tracing::debug!(
                     spi = format_args!("{spi:#010x}"),
                     reqid,
@@ -412,30 +447,38 @@ impl Installer {
                 self.free_slot(slot);
             }
             Direction::Outbound => {
-                let (inst, sa) = self
+                let gone = self
                     .outbound
                     .remove(&(reqid, spi))
                     .ok_or(InstallError::UnknownOutbound { spi, reqid })?;
-                self.free_slot(inst.slot);
-                let current = self.db.outbound.get(reqid);
-                if current
-                    .as_ref()
-                    .and_then(|g| g.as_ref())
-                    .is_some_and(|c| Arc::ptr_eq(c, &sa))
-                {
-                    drop(current);
-                    // Fall back to an older SA of the same reqid if one is still installed.
-                    let older = self
+                self.free_slot(gone.inst.slot);
+                // Deleting an SA that no longer carries the reqid's traffic (the old one
+                // after a rekey) leaves the slot alone: workers never see a change.
+                if self.is_current(reqid, &gone.sa) {
+                    // The most recently installed SA left takes over (e.g. the winner of
+                    // a rekey collision when the redundant, newer SA is deleted) — in one
+                    // swap, so no worker finds the slot empty while another SA exists.
+                    let next = self
                         .outbound
                         .range((reqid, 0)..=(reqid, u32::MAX))
-                        .next_back()
-                        .map(|(_, (_, s))| Arc::clone(s));
-                    self.db.outbound.store(reqid, older);
+                        .max_by_key(|(_, e)| e.order)
+                        .map(|(_, e)| Arc::clone(&e.sa));
+                    self.db.outbound.store(reqid, next);
                 }
             }
         }
         tracing::debug!(spi = format_args!("{spi:#010x}"), ?direction, "SA deleted");
         Ok(())
+    }
+
+    /// Whether `sa` is the one carrying `reqid`'s traffic now.
+    fn is_current(&self, reqid: u32, sa: &Arc<OutboundSa>) -> bool {
+        self.db
+            .outbound
+            .get(reqid)
+            .as_ref()
+            .and_then(|g| g.as_ref())
+            .is_some_and(|c| Arc::ptr_eq(c, sa))
     }
 
     fn add_policy(
@@ -475,9 +518,9 @@ impl Installer {
         for inst in std::mem::take(&mut self.inbound).into_values() {
             self.free_slot(inst.slot);
         }
-        for ((reqid, _), (inst, _)) in std::mem::take(&mut self.outbound) {
+        for ((reqid, _), e) in std::mem::take(&mut self.outbound) {
             self.db.outbound.store(reqid, None);
-            self.free_slot(inst.slot);
+            self.free_slot(e.inst.slot);
         }
         tracing::info!("flushed every SA and policy");
         Ok(())
@@ -509,7 +552,7 @@ impl Installer {
                 bytes: c.bytes,
             });
         }
-        for (&(reqid, spi), (_, sa)) in &self.outbound {
+        for (&(reqid, spi), OutboundEntry { sa, .. }) in &self.outbound {
             let c = sa.counters();
             out.push(DataplaneRecord::HeldSa {
                 txid,
@@ -545,7 +588,7 @@ impl Installer {
     }
     /// Installed outbound SAs.
     pub fn outbound(&self) -> impl Iterator<Item = (&Installed, &Arc<OutboundSa>)> {
-        self.outbound.values().map(|(i, s)| (i, s))
+        self.outbound.values().map(|e| (&e.inst, &e.sa))
     }
     pub fn counts(&self) -> (usize, usize) {
         (
@@ -794,6 +837,73 @@ mod tests {
             out.last(),
             Some(DataplaneRecord::ResyncEnd { txid: 77 })
         ));
+    }
+
+    /// The SA carrying a reqid's traffic: deleting it hands the reqid to the most recently
+    /// installed SA left — not to the one with the highest SPI — and deleting any other
+    /// leaves the slot alone; an update keeps an SA's place.
+    #[test]
+    fn a_deleted_current_sa_falls_back_to_the_newest_left() {
+        let db = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i = Installer::new(Arc::clone(&db));
+        let mut st = NoSteering;
+        let mut out = Vec::new();
+        let current = |db: &SaDb| db.outbound.get(3).map(|g| g.as_ref().unwrap().spi());
+        let mut b = [0u8; 64];
+        let mut delete = |i: &mut Installer, spi: u32, out: &mut Vec<DataplaneRecord>| {
+            let n = encode_delete_sa(&mut b, 0, Direction::Outbound, spi, 3);
+            i.apply_bytes(&b[..n], &mut NoSteering, out);
+            assert_eq!(status_of(out).0, status::OK);
+        };
+        // Installed in this order; SPIs deliberately not in that order.
+        for spi in [0x9000, 0x3000, 0x5000, 0x7000] {
+            i.apply_bytes(&sa(Direction::Outbound, spi, 3, false), &mut st, &mut out);
+            assert_eq!(status_of(&out).0, status::OK);
+            assert_eq!(current(&db), Some(spi), "the newest carries the traffic");
+        }
+        // An older, non-current SA goes: nothing changes for the workers (same Arc).
+        let before = db
+            .outbound
+            .get(3)
+            .unwrap()
+            .as_ref()
+            .map(Arc::clone)
+            .unwrap();
+        delete(&mut i, 0x3000, &mut out);
+        let after = db
+            .outbound
+            .get(3)
+            .unwrap()
+            .as_ref()
+            .map(Arc::clone)
+            .unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        // An update of an older SA does not make it current; of the current one, it stays
+        // current (the new object, same sequence state).
+        i.apply_bytes(&sa(Direction::Outbound, 0x9000, 3, true), &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        assert_eq!(current(&db), Some(0x7000));
+        before.set_last_seq(41);
+        i.apply_bytes(&sa(Direction::Outbound, 0x7000, 3, true), &mut st, &mut out);
+        let updated = db
+            .outbound
+            .get(3)
+            .unwrap()
+            .as_ref()
+            .map(Arc::clone)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&before, &updated));
+        assert_eq!((updated.spi(), updated.last_seq()), (0x7000, 41));
+        // The current SA goes (a redundant SA of a rekey collision): the newest left
+        // (0x5000) takes over, not the highest SPI (0x9000, the oldest).
+        delete(&mut i, 0x7000, &mut out);
+        assert_eq!(current(&db), Some(0x5000));
+        // The update above kept 0x9000's place: still older than 0x5000.
+        delete(&mut i, 0x5000, &mut out);
+        assert_eq!(current(&db), Some(0x9000));
+        delete(&mut i, 0x9000, &mut out);
+        assert_eq!(current(&db), None, "the last one gone: no SA");
+        assert_eq!(i.outbound().count(), 0);
     }
 
     /// A restarted dataplane resumes outbound numbering above the persisted lease, and the

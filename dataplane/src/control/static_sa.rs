@@ -14,6 +14,10 @@
 //! remote = "192.0.2.2"
 //! local_ts = ["10.1.0.0/16"]
 //! remote_ts = ["10.2.0.0/16"]
+//! rekey_bytes = "500M"           # soft limit: the dataplane reports it (swanctl's name)
+//! life_bytes = "1G"              # hard limit: the SA passes no more traffic
+//! rekey_packets = 1000000        # the same in packets (plain numbers)
+//! life_packets = 2000000
 //!
 //! [[policy]]
 //! src = "10.1.0.0/16"
@@ -23,6 +27,12 @@
 //! ```
 //!
 //! A bad file is refused with its path, line and the field at fault.
+//!
+//! Lifetimes (RFC 4301 §4.4.2.1) use swanctl's names: `rekey_bytes`/`life_bytes` and
+//! `rekey_packets`/`life_packets` are the soft and hard limits of [`Lifetime`]; byte sizes
+//! take swanctl's `k`, `M`, `G` suffixes (powers of 1024). Each is off (0) unless given:
+//! nothing rekeys a manual SA, so nothing is derived — the soft limit only raises an event.
+//! Time limits need a clock and are iked's; a static SA has none.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +44,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::crypto::{EspTransform, SaKeys};
-use crate::esp::{DfPolicy, Mode, SaConfig, SelectorSet, TrafficSelector, UdpEncap};
+use crate::esp::{DfPolicy, Lifetime, Mode, SaConfig, SelectorSet, TrafficSelector, UdpEncap};
 /// Re-exported: a [`StaticSa`] names its direction.
 pub use crate::sa::Direction;
 
@@ -147,6 +157,14 @@ struct RawSa {
     local_ts: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     remote_ts: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    rekey_bytes: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    life_bytes: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    rekey_packets: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    life_packets: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +377,90 @@ fn selectors(
     }
 }
 
+/// A swanctl byte volume: an integer, or a string with an optional `k`, `m` or `g` suffix
+/// in either case, each a power of 1024 (strongSwan's vici `parse_bytes`).
+fn bytes_value(v: &toml::Value) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{v}: use a number of bytes (1000000) or a swanctl size (\"500k\", \"100M\", \"2G\")"
+        )
+    };
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let i = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let shift = match s[i..].trim() {
+                "" => 0,
+                "k" | "K" => 10,
+                "m" | "M" => 20,
+                "g" | "G" => 30,
+                _ => return Err(bad()),
+            };
+            let n: u64 = s[..i].parse().map_err(|_| bad())?;
+            n.checked_mul(1 << shift)
+                .ok_or_else(|| format!("{v} is too large"))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A packet count: an integer or a string of digits (no suffix, as in swanctl).
+fn packets_value(v: &toml::Value) -> Result<u64, String> {
+    let bad = || format!("{v}: use a number of packets (1000000); swanctl takes no suffix here");
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
+        toml::Value::String(s) => s.trim().parse().map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// The SA's byte and packet limits: soft (`rekey_*`) below hard (`life_*`) when both are set.
+fn lifetime(lines: &Lines, i: usize, r: &RawSa) -> Result<Lifetime, ConfigError> {
+    let f = |n: &str| format!("sa[{i}].{n}");
+    type Parse = fn(&toml::Value) -> Result<u64, String>;
+    let get = |v: &Option<Spanned<toml::Value>>, n: &str, parse: Parse| match v {
+        None => Ok(0),
+        Some(v) => parse(v.get_ref()).map_err(|e| lines.err(v.span(), f(n), e)),
+    };
+    let l = Lifetime {
+        soft_bytes: get(&r.rekey_bytes, "rekey_bytes", bytes_value)?,
+        hard_bytes: get(&r.life_bytes, "life_bytes", bytes_value)?,
+        soft_packets: get(&r.rekey_packets, "rekey_packets", packets_value)?,
+        hard_packets: get(&r.life_packets, "life_packets", packets_value)?,
+    };
+    for (soft, hard, rekey, life, v) in [
+        (
+            l.soft_bytes,
+            l.hard_bytes,
+            "rekey_bytes",
+            "life_bytes",
+            &r.life_bytes,
+        ),
+        (
+            l.soft_packets,
+            l.hard_packets,
+            "rekey_packets",
+            "life_packets",
+            &r.life_packets,
+        ),
+    ] {
+        if let Some(v) = v {
+            if soft != 0 && hard != 0 && hard <= soft {
+                return Err(lines.err(
+                    v.span(),
+                    f(life),
+                    format!(
+                        "{life} ({hard}) must be greater than {rekey} ({soft}): the soft limit \
+                         warns before the hard one stops the SA"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(l)
+}
+
 fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigError> {
     let f = |n: &str| format!("sa[{i}].{n}");
     let direction = match r.direction.get_ref().as_str() {
@@ -446,6 +548,7 @@ fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigErro
         config.outer_ttl = int_in(lines, f("ttl"), t, "a TTL")?;
     }
     config.copy_dscp_on_decap = r.copy_dscp_on_decap;
+    config.lifetime = lifetime(lines, i, r)?;
     config.selectors = SelectorSet {
         local: selectors(lines, f("local_ts"), &r.local_ts, None)?,
         remote: selectors(lines, f("remote_ts"), &r.remote_ts, None)?,
@@ -669,6 +772,10 @@ integ_key = "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f"
 mode = "transport"
 esn = true
 replay_window = 4096
+rekey_bytes = "500M"
+life_bytes = 1073741824
+rekey_packets = 1000000
+life_packets = "2000000"
 
 [[policy]]
 src = "10.1.0.0/16"
@@ -692,6 +799,20 @@ sa = "a-to-b"
         assert_eq!(c.sas[1].direction, Direction::Inbound);
         assert_eq!(c.sas[1].config.replay_window, Some(4096));
         assert!(c.sas[1].config.esn);
+        assert_eq!(
+            c.sas[1].config.lifetime,
+            Lifetime {
+                soft_bytes: 500 << 20,
+                hard_bytes: 1 << 30,
+                soft_packets: 1_000_000,
+                hard_packets: 2_000_000,
+            }
+        );
+        assert_eq!(
+            c.sas[0].config.lifetime,
+            Lifetime::default(),
+            "no limits unless given"
+        );
         assert_eq!(c.policies[0].dst.protocol, 6);
         assert_eq!(
             (c.policies[0].dst.start_port, c.policies[0].dst.end_port),
@@ -749,6 +870,91 @@ sa = "a-to-b"
 
         let e = err_after("dst_port = \"443\"", "dst_port = \"9-1\"");
         assert_eq!(e.field, "policy[0].dst_port");
+    }
+
+    #[test]
+    fn lifetime_errors_name_the_field() {
+        for (from, to, field, what) in [
+            (
+                "life_bytes = 1073741824",
+                "life_bytes = \"100M\"",
+                "sa[1].life_bytes",
+                "life_bytes (104857600) must be greater than rekey_bytes (524288000)",
+            ),
+            (
+                "life_packets = \"2000000\"",
+                "life_packets = 1000000",
+                "sa[1].life_packets",
+                "life_packets (1000000) must be greater than rekey_packets (1000000)",
+            ),
+            (
+                "rekey_bytes = \"500M\"",
+                "rekey_bytes = \"500MB\"",
+                "sa[1].rekey_bytes",
+                "swanctl size",
+            ),
+            (
+                "rekey_bytes = \"500M\"",
+                "rekey_bytes = -5",
+                "sa[1].rekey_bytes",
+                "number of bytes",
+            ),
+            (
+                "rekey_packets = 1000000",
+                "rekey_packets = \"1M\"",
+                "sa[1].rekey_packets",
+                "no suffix",
+            ),
+            (
+                "life_packets = \"2000000\"",
+                "life_packets = 2.5",
+                "sa[1].life_packets",
+                "number of packets",
+            ),
+            (
+                "rekey_bytes = \"500M\"",
+                "rekey_bytes = \"99999999999G\"",
+                "sa[1].rekey_bytes",
+                "too large",
+            ),
+            (
+                "rekey_bytes = \"500M\"",
+                "rekey_time = \"1h\"",
+                "sa[1]",
+                "unknown field `rekey_time`",
+            ),
+        ] {
+            let e = err_after(from, to);
+            assert_eq!(e.line, line_of(from), "{to}: {e}");
+            assert!(e.field.starts_with(field), "{to}: {e}");
+            assert!(e.message.contains(what), "{to}: {e}");
+        }
+        // Only one of a pair given: no ordering to check.
+        let c = parse(&GOOD.replace("life_bytes = 1073741824\n", "")).unwrap();
+        assert_eq!(
+            (
+                c.sas[1].config.lifetime.soft_bytes,
+                c.sas[1].config.lifetime.hard_bytes
+            ),
+            (500 << 20, 0)
+        );
+    }
+
+    /// The limits go through the ring records into the installed SA.
+    #[test]
+    fn lifetimes_reach_the_installed_sa() {
+        let c = parse(GOOD).unwrap();
+        let db = std::sync::Arc::new(crate::sa::sadb::SaDb::with_capacity(64, 16));
+        let mut inst = crate::control::install::Installer::new(std::sync::Arc::clone(&db));
+        crate::control::install::install_static(
+            &mut inst,
+            &c,
+            &mut crate::control::install::NoSteering,
+        )
+        .unwrap();
+        let sa = db.inbound.get(0x2001).unwrap();
+        assert_eq!(sa.config().lifetime.hard_packets, 2_000_000);
+        assert_eq!(sa.config().lifetime.soft_bytes, 500 << 20);
     }
 
     #[test]
