@@ -499,7 +499,7 @@ impl IkeSa {
         p: &[Payload],
         ke: KeOffer,
         only: Option<usize>,
-    ) -> Result<Choice, (String, IkeError, u16)> {
+    ) -> Result<Choice, Box<(String, IkeError, u16)>> {
         let props = first!(p, Payload::Sa(props) => props);
         let tsi = first!(p, Payload::TsI(t) => t);
         let tsr = first!(p, Payload::TsR(t) => t);
@@ -509,13 +509,13 @@ impl IkeSa {
             None => self.cfg.name.clone(),
         };
         let (Some(props), Some(tsi), Some(tsr)) = (props, tsi, tsr) else {
-            return Err((
+            return Err(Box::new((
                 conn_name(),
                 IkeError::Malformed {
                     what: "a Child SA request lacks SA, TSi or TSr".into(),
                 },
                 notify::INVALID_SYNTAX,
-            ));
+            )));
         };
         let transport = find_notify(p, notify::USE_TRANSPORT_MODE).is_some();
         let (mut mode_miss, mut esp_miss) = (None, None);
@@ -559,18 +559,22 @@ impl IkeSa {
                     theirs: props.iter().map(describe).collect::<Vec<_>>().join(", "),
                 }
             };
-            return Err((c.name.clone(), error, notify::NO_PROPOSAL_CHOSEN));
+            return Err(Box::new((
+                c.name.clone(),
+                error,
+                notify::NO_PROPOSAL_CHOSEN,
+            )));
         }
         if let Some(i) = mode_miss {
             let c = &self.cfg.children[i];
-            return Err((
+            return Err(Box::new((
                 c.name.clone(),
                 IkeError::ModeMismatch {
                     peer_wants_transport: transport,
                     ours_transport: c.transport,
                 },
                 notify::TS_UNACCEPTABLE,
-            ));
+            )));
         }
         let allowed = self
             .cfg
@@ -581,14 +585,14 @@ impl IkeSa {
             .map(|(_, c)| format!("{} === {}", show_all(&c.remote_ts), show_all(&c.local_ts)))
             .collect::<Vec<_>>()
             .join(" or ");
-        Err((
+        Err(Box::new((
             conn_name(),
             IkeError::TsUnacceptable {
                 proposed: format!("{} === {}", show_all(tsi), show_all(tsr)),
                 allowed,
             },
             notify::TS_UNACCEPTABLE,
-        ))
+        )))
     }
 
     /// Responder: a Child SA request (in IKE_AUTH with `ke` = Ignore, or CREATE_CHILD_SA)
@@ -609,7 +613,8 @@ impl IkeSa {
     ) -> Result<(Vec<Payload>, ChildSa), Vec<Payload>> {
         let ch = match self.choose_child(p, ke, only.map(|o| o.0)) {
             Ok(ch) => ch,
-            Err((name, error, n)) => {
+            Err(e) => {
+                let (name, error, n) = *e;
                 self.child_failed(name, error);
                 return Err(vec![notify_payload(n, vec![])]);
             }
