@@ -108,7 +108,7 @@ impl std::fmt::Display for EspProposal {
             f.write_str("-none")?;
         }
         match (self.esn, self.esn_either) {
-            (true, true) => f.write_str("-esn-noesn"),
+            (true, true) => Ok(()), // the default
             (false, true) => f.write_str("-noesn-esn"),
             (true, false) => f.write_str("-esn"),
             (false, false) => f.write_str("-noesn"),
@@ -578,7 +578,11 @@ mod tests {
             esp("aes128gcm16-curve25519").groups,
             vec![Group::Curve25519]
         );
-        assert_eq!(p.to_string(), "aes128gcm16-x25519-none-esn-noesn");
+        assert_eq!(p.to_string(), "aes128gcm16-x25519-none");
+        assert_eq!(
+            esp("aes128gcm16-noesn-esn").to_string(),
+            "aes128gcm16-noesn-esn"
+        );
         // Wire form: the group, NONE, ESN then no ESN; without_ke drops the groups.
         let w = p.to_wire(1, 7);
         let ke: Vec<u16> = w

@@ -35,10 +35,10 @@ fn show_all(ts: &[Ts]) -> String {
 }
 
 fn offered_esp(c: &ChildCfg) -> String {
+    // strongSwan's syntax, as configured.
     c.esp
         .iter()
-        .enumerate()
-        .map(|(i, p)| describe(&p.to_wire(i as u8 + 1, 0)))
+        .map(|p| p.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -644,6 +644,10 @@ impl IkeSa {
                 group: g.iana(),
                 data: kp.public.clone(),
             });
+        }
+        if let (KeOffer::Ke(Some(g)), None) = (ke, ch.proposal.group()) {
+            // §1.3.1: a proposal without a group was chosen (PFS optional): no g^ir.
+            tracing::debug!(conn = %self.cfg.name, group = g.name(), "the initiator's KE is not used: the chosen proposal has no key exchange");
         }
         let Some(keys) = self.keys() else {
             return Err(vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])]);
