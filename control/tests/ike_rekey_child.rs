@@ -813,6 +813,12 @@ fn a_rekey_request_for_an_sa_we_already_replaced_gets_temporary_failure() {
     n.advance_to(n.now + 10_000);
     n.one_pair();
     assert_eq!(n.b.sa.children()[0].rekeys, 1);
+    // The SPI B drew for its refused rekey is kept for its next one, not leaked.
+    let spare = n.b.sa.unused_spis().to_vec();
+    assert_eq!(spare.len(), 1);
+    let (b_new, _) = rekey_once(&mut n, false);
+    assert_eq!(b_new.inbound_spi, spare[0]);
+    assert!(n.b.sa.unused_spis().is_empty());
 }
 
 #[test]
@@ -835,6 +841,8 @@ fn a_delete_crossing_our_rekey_leaves_nothing_behind() {
             assert_eq!(s.sa.child_book_len(), 0);
             assert_eq!(s.sa.phase(), Phase::Established);
         }
+        // The rekeyer's new SPI went unused, and is listed for the daemon to release.
+        assert_eq!(n.side(by_a).sa.unused_spis().len(), 1);
     }
 }
 

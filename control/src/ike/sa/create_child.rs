@@ -129,6 +129,9 @@ pub(super) struct ChildBook {
     pending: Vec<Pending>,
     retiring: Vec<Retiring>,
     peer_rekeys: Vec<PeerRekey>,
+    /// Inbound SPIs drawn for rekeys that did not happen (TEMPORARY_FAILURE, a rekey made
+    /// moot): the next rekey takes one of these before it asks the allocator.
+    spare: Vec<u32>,
 }
 
 impl ChildBook {
@@ -144,6 +147,21 @@ impl ChildBook {
     }
     fn rekeying(&self, spi: u32) -> bool {
         self.pending.iter().any(|p| p.rekey_of == Some(spi))
+    }
+    /// Forget every exchange and SA (the IKE SA is gone); the spare SPIs stay listed.
+    pub(super) fn reset(&mut self) {
+        let spare = std::mem::take(&mut self.spare);
+        *self = ChildBook {
+            spare,
+            ..Default::default()
+        };
+    }
+    /// Our rekey `p` ended without a Child SA: its SPI is free again (a new Child SA's SPI
+    /// the daemon releases itself on ChildFailed).
+    fn unused(&mut self, p: &Pending) {
+        if (p.rekey_of.is_some() || p.replaces.is_some()) && !self.spare.contains(&p.new_spi) {
+            self.spare.push(p.new_spi);
+        }
     }
     /// How many entries it holds (tests check it stays bounded).
     pub(super) fn len(&self) -> usize {
@@ -216,7 +234,8 @@ impl IkeSa {
         if let Some(old) = self.book.pending[pi].rekey_of {
             let gone = !self.children.iter().any(|x| x.inbound_spi == old);
             if gone || self.book.retiring(old).is_some() {
-                self.book.pending.remove(pi);
+                let p = self.book.pending.remove(pi);
+                self.book.unused(&p);
                 self.ignored(format!(
                     "our queued rekey of Child SA {old:#010x}: it was {} meanwhile",
                     if gone {
@@ -777,6 +796,7 @@ impl IkeSa {
                             self.queue.push_front(Queued::CreateChild(req));
                         }
                         _ => {
+                            self.book.unused(&pend);
                             let wanted = wanted.map_or("none".into(), |w| {
                                 Group::from_iana(w).map_or(format!("{w}"), |g| g.name().into())
                             });
@@ -803,6 +823,7 @@ impl IkeSa {
                         ci.rekey_at = Some(at);
                     }
                     tracing::info!(conn = %self.cfg.name, child = %c.name, retry_in_ms = at - now, "the peer answered our Child SA rekey with TEMPORARY_FAILURE: retrying later");
+                    self.book.unused(&pend);
                     return;
                 }
                 // §2.25: the peer no longer has the SA we rekey: make a fresh one instead,
@@ -822,6 +843,7 @@ impl IkeSa {
                             "CHILD_SA_NOT_FOUND for our rekey of a Child SA that is gone: nothing to do (new SPI {:#010x} unused)",
                             req.inbound_spi
                         ));
+                        self.book.unused(&pend);
                     }
                     return;
                 }
@@ -871,6 +893,7 @@ impl IkeSa {
             Ok(x) => x,
             Err(e) => {
                 self.child_failed(c.name, e);
+                self.book.unused(&pend);
                 if has_sa {
                     // The responder has this Child SA up; delete it so it is not left behind.
                     self.queue.push_back(Queued::DeleteChild(req.inbound_spi));
@@ -896,6 +919,7 @@ impl IkeSa {
                 req.inbound_spi
             ));
             self.queue.push_back(Queued::DeleteChild(req.inbound_spi));
+            self.book.unused(&pend);
             return;
         }
         let rekeys = old_alive
@@ -1318,7 +1342,7 @@ impl IkeSa {
         let Some(child) = self.cfg.children.iter().position(|x| x.name == name) else {
             return Err(IkeError::UnknownChildSa { inbound_spi });
         };
-        let new_spi = spis.alloc_spi();
+        let new_spi = self.book.spare.pop().unwrap_or_else(|| spis.alloc_spi());
         self.book.pending.push(Pending {
             new_spi,
             rekey_of: Some(inbound_spi),
@@ -1372,6 +1396,12 @@ impl IkeSa {
             self.queue.push_back(Queued::DeleteChild(inbound_spi));
             self.pump(now, rng);
         }
+    }
+
+    /// Inbound SPIs this IKE SA drew from the allocator for Child SA rekeys that did not
+    /// happen and holds for its next rekeys; the daemon releases them when it drops the SA.
+    pub fn unused_spis(&self) -> &[u32] {
+        &self.book.spare
     }
 
     /// Entries of the Child SA book (tests: no growth over many rekeys).

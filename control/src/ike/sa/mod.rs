@@ -662,7 +662,7 @@ impl IkeSa {
     }
 
     fn children_down(&mut self, by_peer: bool) {
-        self.book = Default::default();
+        self.book.reset();
         for c in std::mem::take(&mut self.children) {
             self.events.push_back(Event::ChildDown {
                 name: c.name,
