@@ -241,6 +241,10 @@ struct Net {
     to_b: VecDeque<Datagram>,
     /// Drop everything (a silent peer, a cut link).
     cut: bool,
+    /// Drop this many datagrams in a hundred, at random (`loss_rng`).
+    loss_pct: u64,
+    loss_rng: u64,
+    lost: usize,
 }
 
 fn kind(e: &Event) -> String {
@@ -296,6 +300,9 @@ impl Net {
             to_a: VecDeque::new(),
             to_b: VecDeque::new(),
             cut: false,
+            loss_pct: 0,
+            loss_rng: seed | 1,
+            lost: 0,
         };
         n.collect();
         n.pump();
@@ -324,6 +331,7 @@ impl Net {
         for is_a in [true, false] {
             let now = self.now;
             let cut = self.cut;
+            let (loss_pct, loss_rng, lost) = (self.loss_pct, &mut self.loss_rng, &mut self.lost);
             let (side, q) = if is_a {
                 (&mut self.a, &mut self.to_b)
             } else {
@@ -333,7 +341,12 @@ impl Net {
                 match e {
                     Event::Send { from, to, data } => {
                         side.log.push("send".into());
-                        if !cut {
+                        *loss_rng ^= *loss_rng << 13;
+                        *loss_rng ^= *loss_rng >> 7;
+                        *loss_rng ^= *loss_rng << 17;
+                        let drop = *loss_rng % 100 < loss_pct;
+                        *lost += usize::from(drop);
+                        if !cut && !drop {
                             q.push_back(Datagram { from, to, data });
                         }
                     }
@@ -1140,4 +1153,75 @@ fn requests_are_requests() {
     let d = n.to_b.front().unwrap();
     assert!(d.is_request());
     assert_eq!(d.exchange(), exchange::CREATE_CHILD_SA);
+}
+
+// ---- lifetimes that collide, a lossy network, transport mode -----------------------------
+
+#[test]
+fn lifetimes_without_spread_collide_every_time_and_still_leave_one_pair() {
+    // rand_time 0 on both sides: both rekey at the same instant, every time (§2.8.1).
+    let life = lifetime(10_000, 15_000, 0);
+    for esp in ["aes128gcm16", "aes128gcm16-ecp256"] {
+        let mut n = Net::established(esp, esp, life, 4242);
+        for round in 1..=30u32 {
+            n.a.events.clear();
+            n.b.events.clear();
+            let t = n.next_timer().unwrap();
+            n.advance_to(t);
+            n.pump();
+            // The redundant SA waits for its initiator's Delete; all settled right away.
+            n.one_pair();
+            assert_eq!(n.a.sa.children()[0].rekeys, round, "{esp}");
+            for (_, e) in n.a.events.iter().chain(n.b.events.iter()) {
+                match e {
+                    Event::ChildDown { rekeyed, .. } => assert!(rekeyed),
+                    Event::ChildFailed { .. } | Event::Failed(_) => panic!("{e:?}"),
+                    _ => {}
+                }
+            }
+        }
+        assert!(n.now < 31 * 10_000);
+    }
+}
+
+#[test]
+fn rekeys_on_a_lossy_network_keep_one_pair_and_lose_no_packet() {
+    for seed in [1u64, 2, 3, 4] {
+        let life = lifetime(20_000, 30_000, 4_000);
+        let mut n = Net::established("aes128gcm16-x25519", "aes128gcm16-x25519", life, seed);
+        n.loss_pct = 10;
+        n.advance_to(20 * 60_000);
+        n.loss_pct = 0;
+        // Let the retransmissions and fallbacks finish, short of the next rekey.
+        let quiet = n.a.sa.children()[0]
+            .rekey_at
+            .min(n.b.sa.children()[0].rekey_at)
+            .unwrap();
+        n.advance_to(quiet - 1);
+        assert!(n.lost > 0);
+        assert_eq!(n.a.sa.phase(), Phase::Established);
+        for (_, e) in n.a.events.iter().chain(n.b.events.iter()) {
+            if let Event::ChildDown { rekeyed, .. } = e {
+                assert!(rekeyed, "{e:?}");
+            }
+        }
+        n.one_pair();
+        assert!(n.a.sa.children()[0].rekeys >= 40, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_transport_mode_child_sa_rekeys_in_transport_mode() {
+    let mut ac = conn(true, "aes128gcm16", no_lifetime());
+    let mut bc = conn(false, "aes128gcm16", no_lifetime());
+    for c in [&mut ac, &mut bc] {
+        c.children[0].transport = true;
+        c.children[0].local_ts = vec![parse_ts(&c.local.ip().to_string()).unwrap()];
+        c.children[0].remote_ts = vec![parse_ts(&c.remote.ip().to_string()).unwrap()];
+    }
+    let mut n = Net::new(ac, bc, 17);
+    for by_a in [true, false] {
+        let (i, r) = rekey_once(&mut n, by_a);
+        assert!(i.transport && r.transport);
+    }
 }
