@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use control::ike::child::{parse_ts, ChildCfg, EspProposal};
+use control::ike::lifetime::{ChildLifetime, Limits};
 use control::ike::sa::{
     invalid_major_version, is_init_request, peek, ChildRequest, ChildSa, Connection, CookieJar,
     Event, IkeError, IkeSa, Phase, Random, SpiAllocator,
@@ -59,7 +60,16 @@ fn child(name: &str, lts: &str, rts: &str, esp: &str) -> ChildCfg {
         local_ts: lts.split(',').map(|t| parse_ts(t).unwrap()).collect(),
         remote_ts: rts.split(',').map(|t| parse_ts(t).unwrap()).collect(),
         transport: false,
-        lifetime: Default::default(),
+        // No time limits: `Pair::run` settles when no timer is left (the rekey tests in
+        // ike_rekey_child.rs set lifetimes).
+        lifetime: ChildLifetime::from_swanctl(
+            Limits {
+                rekey: Some(0),
+                ..Default::default()
+            },
+            Limits::default(),
+            Limits::default(),
+        ),
     }
 }
 

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use dataplane::crypto::{AlgorithmError, EspTransform, Integrity, SaKeys};
 
+use super::dh::Group;
 use super::keys::{child_keymat, Prf};
+use super::proposal::parse_group;
 use super::wire::{transform, Proposal, Transform, Ts};
 
 /// One Child SA of a connection, as configured (swanctl's `children` section).
@@ -26,35 +28,101 @@ pub struct ChildCfg {
 /// ESP protocol id in proposals.
 pub const PROTO_ESP: u8 = 3;
 
-/// One ESP proposal: a transform and whether ESN is offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One ESP proposal: a transform, the ESN choices and the key exchange groups for PFS.
+///
+/// As configured it lists what we offer; as chosen (in a [`super::sa::ChildSa`]) it is
+/// definite: `esn` says whether the SA uses extended sequence numbers, `esn_either` is
+/// false, and `groups` holds the group of the CREATE_CHILD_SA key exchange, if there was one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EspProposal {
     pub transform: EspTransform,
+    /// Configured: ESN is offered first (preferred). Chosen: the SA uses ESN.
     pub esn: bool,
+    /// Configured: the other ESN setting is offered too (the default, and `esn-noesn`).
+    pub esn_either: bool,
+    /// Key exchange groups for PFS on CREATE_CHILD_SA, in order of preference.
+    pub groups: Vec<Group>,
+    /// `-none` among the groups: a Child SA without a key exchange is acceptable too.
+    pub pfs_optional: bool,
+}
+
+/// Why an ESP proposal string was refused.
+fn group_error(e: super::proposal::ProposalError) -> AlgorithmError {
+    match e {
+        super::proposal::ProposalError::Weak { name, .. } => AlgorithmError::Deprecated {
+            name,
+            why: "MODP groups under 2048 bits, and those with small subgroups, are MUST NOT or SHOULD NOT (RFC 8247 §2.4)",
+        },
+        other => AlgorithmError::Unknown(other.to_string()),
+    }
 }
 
 impl std::str::FromStr for EspProposal {
     type Err = AlgorithmError;
-    /// `aes128gcm16`, `aes256-sha256-esn`, `chacha20poly1305-noesn` (strongSwan syntax;
-    /// no ESN unless asked, as strongSwan).
+    /// strongSwan syntax: `aes128gcm16`, `aes256-sha256-esn`, `chacha20poly1305-noesn`,
+    /// `aes128gcm16-x25519` (PFS), `aes256gcm16-ecp384-modp3072` (either group),
+    /// `aes128gcm16-x25519-none` (PFS optional). Without an ESN token both are offered, ESN
+    /// first; `esn` / `noesn` alone offer only that; `esn-noesn` both.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut esn = false;
-        let rest: Vec<&str> = s
-            .split('-')
-            .filter(|t| match t.trim().to_ascii_lowercase().as_str() {
-                "esn" => {
-                    esn = true;
-                    false
-                }
-                "noesn" => false,
-                _ => true,
-            })
-            .collect();
+        let mut esn_tokens = Vec::new();
+        let mut groups = Vec::new();
+        let mut pfs_optional = false;
+        let mut rest = Vec::new();
+        for t in s.split('-') {
+            let tok = t.trim().to_ascii_lowercase();
+            match tok.as_str() {
+                "esn" => esn_tokens.push(true),
+                "noesn" => esn_tokens.push(false),
+                "none" => pfs_optional = true,
+                _ => match parse_group(&tok).map_err(group_error)? {
+                    Some(g) if !groups.contains(&g) => groups.push(g),
+                    Some(_) => {}
+                    None => rest.push(t),
+                },
+            }
+        }
+        esn_tokens.dedup();
+        let (esn, esn_either) = match esn_tokens.as_slice() {
+            [] => (true, true),
+            [one] => (*one, false),
+            [first, ..] => (*first, true),
+        };
         Ok(EspProposal {
             transform: EspTransform::from_proposal(&rest.join("-"))?,
             esn,
+            esn_either,
+            pfs_optional: pfs_optional && !groups.is_empty(),
+            groups,
         })
     }
+}
+
+impl std::fmt::Display for EspProposal {
+    /// In strongSwan syntax, as configured or as chosen.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.transform)?;
+        for g in &self.groups {
+            write!(f, "-{}", g.name())?;
+        }
+        if self.pfs_optional {
+            f.write_str("-none")?;
+        }
+        match (self.esn, self.esn_either) {
+            (true, true) => Ok(()), // the default
+            (false, true) => f.write_str("-noesn-esn"),
+            (true, false) => f.write_str("-esn"),
+            (false, false) => f.write_str("-noesn"),
+        }
+    }
+}
+
+/// What the initiator's KE payload carried, for the responder's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeOffer {
+    /// IKE_AUTH: key exchange transforms are ignored (RFC 7296 §1.2), no PFS.
+    Ignore,
+    /// CREATE_CHILD_SA with a KE payload of this group, or none.
+    Ke(Option<Group>),
 }
 
 fn encr_transform(t: EspTransform) -> Transform {
@@ -83,7 +151,8 @@ fn integ_id(i: Integrity) -> Option<u16> {
 }
 
 impl EspProposal {
-    /// As an SA payload proposal carrying our inbound `spi`.
+    /// As an SA payload proposal carrying our inbound `spi`, with every choice we offer
+    /// (the key exchange groups too: see [`EspProposal::without_ke`] for IKE_AUTH).
     pub fn to_wire(&self, number: u8, spi: u32) -> Proposal {
         let mut t = vec![encr_transform(self.transform)];
         if let Some(id) = integ_id(self.transform.integrity) {
@@ -93,11 +162,33 @@ impl EspProposal {
                 key_len: None,
             });
         }
-        t.push(Transform {
-            kind: transform::ESN,
-            id: u16::from(self.esn),
-            key_len: None,
-        });
+        for g in &self.groups {
+            t.push(Transform {
+                kind: transform::KE,
+                id: g.iana(),
+                key_len: None,
+            });
+        }
+        if self.pfs_optional {
+            // RFC 7296 §3.3.2: NONE (0) among the groups makes the key exchange optional.
+            t.push(Transform {
+                kind: transform::KE,
+                id: 0,
+                key_len: None,
+            });
+        }
+        let esn = if self.esn_either {
+            vec![self.esn, !self.esn]
+        } else {
+            vec![self.esn]
+        };
+        for e in esn {
+            t.push(Transform {
+                kind: transform::ESN,
+                id: u16::from(e),
+                key_len: None,
+            });
+        }
         Proposal {
             number,
             protocol: PROTO_ESP,
@@ -106,9 +197,28 @@ impl EspProposal {
         }
     }
 
-    /// Whether the offered proposal is exactly this one (same encryption, integrity; ESN
-    /// among its choices).
-    fn accepts(&self, p: &Proposal) -> bool {
+    /// The proposal as offered in IKE_AUTH: no key exchange transforms (the first Child SA
+    /// takes its keys from the IKE SA's exchange, RFC 7296 §1.2; strongSwan strips them too).
+    pub fn without_ke(&self) -> EspProposal {
+        EspProposal {
+            groups: vec![],
+            pfs_optional: false,
+            ..self.clone()
+        }
+    }
+
+    /// The key exchange group of a chosen proposal (PFS), if any.
+    pub fn group(&self) -> Option<Group> {
+        self.groups.first().copied()
+    }
+
+    /// Whether a Child SA without a key exchange is acceptable.
+    pub fn accepts_no_ke(&self) -> bool {
+        self.groups.is_empty() || self.pfs_optional
+    }
+
+    /// Same encryption and integrity as offered in `p` (an ESP proposal with a 4-byte SPI).
+    fn same_algorithms(&self, p: &Proposal) -> bool {
         if p.protocol != PROTO_ESP || p.spi.len() != 4 {
             return false;
         }
@@ -125,28 +235,142 @@ impl EspProposal {
                 .iter()
                 .any(|t| t.kind == transform::INTEG && t.id != 0),
         };
-        let esn_offered: Vec<u16> = p
+        has(encr.kind, encr.id, encr.key_len) && integ_ok
+    }
+
+    /// The ESN setting both accept, ours preferred; absent ESN transforms mean none.
+    fn esn_choice(&self, p: &Proposal) -> Option<bool> {
+        let offered: Vec<bool> = p
             .transforms
             .iter()
             .filter(|t| t.kind == transform::ESN)
+            .map(|t| t.id == 1)
+            .collect();
+        let offered = if offered.is_empty() {
+            vec![false]
+        } else {
+            offered
+        };
+        let ours = if self.esn_either {
+            vec![self.esn, !self.esn]
+        } else {
+            vec![self.esn]
+        };
+        ours.into_iter().find(|e| offered.contains(e))
+    }
+
+    /// The key exchange choices both accept, ours in order (`None`: no key exchange).
+    fn group_choices(&self, p: &Proposal) -> Vec<Option<Group>> {
+        let ids: Vec<u16> = p
+            .transforms
+            .iter()
+            .filter(|t| t.kind == transform::KE)
             .map(|t| t.id)
             .collect();
-        let esn_ok = if esn_offered.is_empty() {
-            !self.esn
-        } else {
-            esn_offered.contains(&u16::from(self.esn))
-        };
-        has(encr.kind, encr.id, encr.key_len) && integ_ok && esn_ok
+        let mut out: Vec<Option<Group>> = self
+            .groups
+            .iter()
+            .filter(|g| ids.contains(&g.iana()))
+            .map(|g| Some(*g))
+            .collect();
+        if self.accepts_no_ke() && (ids.is_empty() || ids.contains(&0)) {
+            out.push(None);
+        }
+        out
+    }
+
+    /// This proposal made definite for the offered `p` with `group` and `esn`.
+    fn definite(&self, esn: bool, group: Option<Group>) -> EspProposal {
+        EspProposal {
+            transform: self.transform,
+            esn,
+            esn_either: false,
+            groups: group.into_iter().collect(),
+            pfs_optional: false,
+        }
     }
 
     /// The responder's choice: the first offered proposal one of ours accepts, in the
-    /// initiator's order. Returns (proposal number, the peer's SPI, what was chosen).
-    pub fn choose(ours: &[EspProposal], offered: &[Proposal]) -> Option<(u8, u32, EspProposal)> {
-        offered.iter().find_map(|p| {
-            ours.iter().find(|o| o.accepts(p)).map(|o| {
-                let spi = u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]]);
-                (p.number, spi, *o)
+    /// initiator's order. With a KE payload (`KeOffer::Ke`), a choice whose group is the
+    /// KE's (or needs no key exchange) comes before one that would need INVALID_KE_PAYLOAD
+    /// (RFC 7296 §1.3: the KE is of the group the initiator expects us to accept). Returns
+    /// (proposal number, the peer's SPI, what was chosen, made definite).
+    pub fn choose(
+        ours: &[EspProposal],
+        offered: &[Proposal],
+        ke: KeOffer,
+    ) -> Option<(u8, u32, EspProposal)> {
+        let pick = |strict: bool| {
+            offered.iter().find_map(|p| {
+                ours.iter().find_map(|o| {
+                    if !o.same_algorithms(p) {
+                        return None;
+                    }
+                    let esn = o.esn_choice(p)?;
+                    let group = match ke {
+                        KeOffer::Ignore => None,
+                        KeOffer::Ke(k) => {
+                            let choices = o.group_choices(p);
+                            let fits = |c: &&Option<Group>| c.is_none() || **c == k;
+                            if k.is_some() && choices.contains(&k) {
+                                k
+                            } else if strict {
+                                *choices.iter().find(fits)?
+                            } else {
+                                *choices.first()?
+                            }
+                        }
+                    };
+                    let spi = u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]]);
+                    Some((p.number, spi, o.definite(esn, group)))
+                })
             })
+        };
+        pick(true).or_else(|| pick(false))
+    }
+
+    /// Whether some offered proposal would be acceptable but for the key exchange (a PFS
+    /// mismatch, for the plain-words error).
+    pub fn pfs_only_mismatch(ours: &[EspProposal], offered: &[Proposal]) -> bool {
+        offered.iter().any(|p| {
+            ours.iter()
+                .any(|o| o.same_algorithms(p) && o.esn_choice(p).is_some())
+        })
+    }
+
+    /// Initiator: the responder's answer `p` checked against what we offered (`sent_ke`:
+    /// the group of our KE payload; `KeOffer::Ignore` in IKE_AUTH). The chosen proposal,
+    /// definite, or `None` if it is not one we offered (§2.7).
+    pub fn accept_answer(ours: &[EspProposal], p: &Proposal, ke: KeOffer) -> Option<EspProposal> {
+        let esn: Vec<bool> = p
+            .transforms
+            .iter()
+            .filter(|t| t.kind == transform::ESN)
+            .map(|t| t.id == 1)
+            .collect();
+        let ids: Vec<u16> = p
+            .transforms
+            .iter()
+            .filter(|t| t.kind == transform::KE && t.id != 0)
+            .map(|t| t.id)
+            .collect();
+        if esn.len() > 1 || ids.len() > 1 {
+            return None; // §3.3.6: the answer holds one transform of each type
+        }
+        let esn = esn.first().copied().unwrap_or(false);
+        ours.iter().find_map(|o| {
+            if !o.same_algorithms(p) || !(esn == o.esn || o.esn_either) {
+                return None;
+            }
+            let group = match (ke, ids.first()) {
+                (KeOffer::Ignore, _) => None,
+                (KeOffer::Ke(_), None) if o.accepts_no_ke() => None,
+                (KeOffer::Ke(Some(g)), Some(&id)) if id == g.iana() && o.groups.contains(&g) => {
+                    Some(g)
+                }
+                _ => return None,
+            };
+            Some(o.definite(esn, group))
         })
     }
 }
@@ -270,11 +494,19 @@ pub struct ChildKeys {
     pub r_to_i: SaKeys,
 }
 
-/// RFC 7296 §2.17: KEYMAT = prf+(SK_d, Ni | Nr), taken as initiator-to-responder
-/// encryption key, integrity key, then responder-to-initiator.
-pub fn child_keys(prf: Prf, sk_d: &[u8], ni: &[u8], nr: &[u8], t: EspTransform) -> ChildKeys {
+/// RFC 7296 §2.17: KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr), taken as
+/// initiator-to-responder encryption key, integrity key, then responder-to-initiator.
+/// `pfs`: the shared secret of the CREATE_CHILD_SA key exchange, if there was one.
+pub fn child_keys(
+    prf: Prf,
+    sk_d: &[u8],
+    pfs: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    t: EspTransform,
+) -> ChildKeys {
     let (e, i) = (t.encryption.key_material_len(), t.integrity.key_len());
-    let km = child_keymat(prf, sk_d, None, ni, nr, 2 * (e + i));
+    let km = child_keymat(prf, sk_d, pfs, ni, nr, 2 * (e + i));
     ChildKeys {
         i_to_r: SaKeys::new(&km[..e], &km[e..e + i]),
         r_to_i: SaKeys::new(&km[e + i..2 * e + i], &km[2 * e + i..]),
@@ -289,39 +521,126 @@ mod tests {
         parse_ts(s).unwrap()
     }
 
+    fn esp(s: &str) -> EspProposal {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn esp_proposals_choose_and_refuse() {
-        let ours: Vec<EspProposal> = ["aes256-sha256", "aes128gcm16"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let ours = vec![esp("aes256-sha256"), esp("aes128gcm16")];
         let offered = vec![
-            "chacha20poly1305"
-                .parse::<EspProposal>()
-                .unwrap()
-                .to_wire(1, 0x1111),
-            "aes128gcm16-esn"
-                .parse::<EspProposal>()
-                .unwrap()
-                .to_wire(2, 0x2222),
-            "aes128gcm16"
-                .parse::<EspProposal>()
-                .unwrap()
-                .to_wire(3, 0x3333),
+            esp("chacha20poly1305").to_wire(1, 0x1111),
+            esp("aes128gcm16-esn").to_wire(2, 0x2222),
+            esp("aes128gcm16").to_wire(3, 0x3333),
         ];
-        let (n, spi, p) = EspProposal::choose(&ours, &offered).unwrap();
+        let (n, spi, p) = EspProposal::choose(&ours, &offered, KeOffer::Ignore).unwrap();
         assert_eq!(
             (n, spi),
-            (3, 0x3333),
-            "ESN only offered in 2, we do not do it"
+            (2, 0x2222),
+            "ESN is offered and accepted by default"
         );
+        assert!(p.esn && !p.esn_either);
+        let noesn = vec![esp("aes128gcm16-noesn")];
+        assert!(EspProposal::choose(&noesn, &offered[1..2], KeOffer::Ignore).is_none());
+        let (n, _, p) = EspProposal::choose(&noesn, &offered, KeOffer::Ignore).unwrap();
+        assert_eq!(n, 3);
         assert!(!p.esn);
-        assert!(EspProposal::choose(&ours, &offered[..1]).is_none());
+        assert!(EspProposal::choose(&ours, &offered[..1], KeOffer::Ignore).is_none());
         assert!("3des-sha256"
             .parse::<EspProposal>()
             .unwrap_err()
             .to_string()
             .contains("RFC 8221"));
+        assert!("aes128gcm16-modp1024"
+            .parse::<EspProposal>()
+            .unwrap_err()
+            .to_string()
+            .contains("modp1024"));
+    }
+
+    #[test]
+    fn esn_and_group_tokens_parse_as_strongswan() {
+        let p = esp("aes128gcm16");
+        assert!(p.esn && p.esn_either && p.groups.is_empty() && !p.pfs_optional);
+        let p = esp("aes128gcm16-esn");
+        assert!(p.esn && !p.esn_either);
+        let p = esp("aes128gcm16-noesn");
+        assert!(!p.esn && !p.esn_either);
+        let p = esp("aes128gcm16-esn-noesn");
+        assert!(p.esn && p.esn_either);
+        let p = esp("aes256gcm16-ecp384-modp3072");
+        assert_eq!(p.groups, vec![Group::Ecp384, Group::Modp3072]);
+        assert!(!p.pfs_optional);
+        let p = esp("aes128gcm16-x25519-none");
+        assert_eq!(p.groups, vec![Group::Curve25519]);
+        assert!(p.pfs_optional && p.accepts_no_ke());
+        assert_eq!(
+            esp("aes128gcm16-curve25519").groups,
+            vec![Group::Curve25519]
+        );
+        assert_eq!(p.to_string(), "aes128gcm16-x25519-none");
+        assert_eq!(
+            esp("aes128gcm16-noesn-esn").to_string(),
+            "aes128gcm16-noesn-esn"
+        );
+        // Wire form: the group, NONE, ESN then no ESN; without_ke drops the groups.
+        let w = p.to_wire(1, 7);
+        let ke: Vec<u16> = w
+            .transforms
+            .iter()
+            .filter(|t| t.kind == transform::KE)
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ke, vec![31, 0]);
+        assert!(!p
+            .without_ke()
+            .to_wire(1, 7)
+            .transforms
+            .iter()
+            .any(|t| t.kind == transform::KE));
+    }
+
+    #[test]
+    fn the_key_exchange_group_is_chosen_as_rfc7296_1_3() {
+        let ours = vec![esp("aes128gcm16-ecp256-x25519")];
+        let offered = vec![esp("aes128gcm16-x25519-ecp256").to_wire(1, 9)];
+        // The KE's group when both accept it, else our first (INVALID_KE_PAYLOAD follows).
+        let c = |k| EspProposal::choose(&ours, &offered, k).map(|x| x.2.group());
+        assert_eq!(
+            c(KeOffer::Ke(Some(Group::Curve25519))),
+            Some(Some(Group::Curve25519))
+        );
+        assert_eq!(
+            c(KeOffer::Ke(Some(Group::Ecp384))),
+            Some(Some(Group::Ecp256))
+        );
+        assert_eq!(c(KeOffer::Ke(None)), Some(Some(Group::Ecp256)));
+        assert_eq!(
+            c(KeOffer::Ignore),
+            Some(None),
+            "IKE_AUTH ignores the groups"
+        );
+        // No group on our side: only a proposal that allows none.
+        let plain = vec![esp("aes128gcm16")];
+        assert!(
+            EspProposal::choose(&plain, &offered, KeOffer::Ke(Some(Group::Curve25519))).is_none()
+        );
+        assert!(EspProposal::pfs_only_mismatch(&plain, &offered));
+        let optional = vec![esp("aes128gcm16-x25519-none").to_wire(1, 9)];
+        let (_, _, p) =
+            EspProposal::choose(&plain, &optional, KeOffer::Ke(Some(Group::Curve25519))).unwrap();
+        assert_eq!(p.group(), None, "PFS optional on their side: none chosen");
+        // The answer must be one of ours.
+        let answer = esp("aes128gcm16-x25519-esn").to_wire(1, 3);
+        let got = EspProposal::accept_answer(&ours, &answer, KeOffer::Ke(Some(Group::Curve25519)));
+        assert_eq!(
+            got.map(|p| (p.group(), p.esn)),
+            Some((Some(Group::Curve25519), true))
+        );
+        assert!(
+            EspProposal::accept_answer(&ours, &answer, KeOffer::Ke(Some(Group::Ecp256))).is_none()
+        );
+        assert!(EspProposal::accept_answer(&plain, &answer, KeOffer::Ke(None)).is_none());
     }
 
     #[test]
@@ -348,7 +667,7 @@ mod tests {
     #[test]
     fn child_keys_split_in_rfc_order() {
         let t: EspTransform = "aes256-sha256".parse().unwrap();
-        let k = child_keys(Prf::HmacSha256, &[1; 32], &[2; 32], &[3; 32], t);
+        let k = child_keys(Prf::HmacSha256, &[1; 32], None, &[2; 32], &[3; 32], t);
         let km = child_keymat(
             Prf::HmacSha256,
             &[1; 32],

@@ -85,21 +85,7 @@ impl FromStr for IkeProposal {
                 }
                 _ => None,
             };
-            let group = match tok.as_str() {
-                "x25519" | "curve25519" => Some(Group::Curve25519),
-                "ecp256" => Some(Group::Ecp256),
-                "ecp384" => Some(Group::Ecp384),
-                "modp2048" => Some(Group::Modp2048),
-                "modp3072" => Some(Group::Modp3072),
-                "modp768" | "modp1024" | "modp1536" | "modp1024s160" | "modp2048s224"
-                | "modp2048s256" => {
-                    return Err(ProposalError::Weak {
-                        name: tok,
-                        why: "MODP groups under 2048 bits, and those with small subgroups, are MUST NOT or SHOULD NOT".into(),
-                    })
-                }
-                _ => None,
-            };
+            let group = parse_group(&tok)?;
             if let Some(f) = prf {
                 p.prf.push(f);
             } else if let Some(g) = group {
@@ -157,6 +143,26 @@ impl FromStr for IkeProposal {
         }
         Ok(p)
     }
+}
+
+/// A key exchange group token of a proposal string (strongSwan's names), shared by the IKE
+/// and the ESP proposals (PFS). `Ok(None)`: not a group token; weak groups are refused.
+pub fn parse_group(tok: &str) -> Result<Option<Group>, ProposalError> {
+    Ok(match tok {
+        "x25519" | "curve25519" => Some(Group::Curve25519),
+        "ecp256" => Some(Group::Ecp256),
+        "ecp384" => Some(Group::Ecp384),
+        "modp2048" => Some(Group::Modp2048),
+        "modp3072" => Some(Group::Modp3072),
+        "modp768" | "modp1024" | "modp1536" | "modp1024s160" | "modp2048s224"
+        | "modp2048s256" => {
+            return Err(ProposalError::Weak {
+                name: tok.into(),
+                why: "MODP groups under 2048 bits, and those with small subgroups, are MUST NOT or SHOULD NOT".into(),
+            })
+        }
+        _ => None,
+    })
 }
 
 fn encr_transform(e: Encryption) -> Transform {

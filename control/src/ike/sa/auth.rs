@@ -169,7 +169,7 @@ impl IkeSa {
         tracing::debug!(conn = %self.cfg.name, peer = %peer_id, "IKE SA established");
         // The first Child SA (or why there is none: the IKE SA stays up, §1.2). KEYMAT from
         // the IKE_SA_INIT nonces (§2.17).
-        self.accept_child_response(first, &hs.ni, &hs.nr, p, "IKE_AUTH");
+        self.accept_child_response(now, first, &hs.ni, &hs.nr, p, rng);
         self.pump(now, rng);
     }
 
@@ -244,7 +244,7 @@ impl IkeSa {
         ];
         // The first Child SA, if the initiator asked for one (RFC 6023 allows none).
         if first!(p, Payload::Sa(s) => s).is_some() {
-            out.extend(self.respond_child(&ni, &nr, p, spis));
+            out.extend(self.respond_child(now, &ni, &nr, p, rng, spis));
         } else {
             tracing::debug!(conn = %self.cfg.name, "IKE_AUTH without a Child SA");
         }

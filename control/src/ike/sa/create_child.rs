@@ -1,32 +1,65 @@
 //! Child SA negotiation (RFC 7296 §1.3.1, §2.9, §2.17), the same in IKE_AUTH (the first
-//! Child SA) and in CREATE_CHILD_SA (the others): the initiator's proposal, the responder's
-//! choice of a configured child by its selectors, narrowing, and the keys. Rekeying
-//! (§1.3.2, §1.3.3) and PFS come with the next issue: such requests are answered with an
-//! error notify so the peer is not left waiting.
+//! Child SA) and in CREATE_CHILD_SA (the others), with PFS (a KE payload, §1.3.1, §2.17);
+//! Child SA rekeying in both roles (§1.3.3, §2.8), its collisions (§2.8.1, §2.25), and
+//! the Child SAs' lifetimes.
+//!
+//! Make-before-break: the new Child SA's inbound half is installed (ChildRekeyed) before
+//! the exchange's last message leaves; the rekey's initiator switches outbound when the
+//! answer comes and then deletes the old SA; the responder switches outbound when that
+//! Delete arrives (ChildOutbound), or after [`REKEY_DELETE_WAIT_MS`] without it.
 
 use std::net::SocketAddr;
 
 use dataplane::crypto::SaKeys;
 
-use super::super::child::{self, child_keys, show_ts, ChildCfg, EspProposal};
+use super::super::child::{self, child_keys, show_ts, ChildCfg, EspProposal, KeOffer, PROTO_ESP};
+use super::super::dh::{Group, KeyPair};
+use super::super::lifetime::spread;
 use super::super::proposal::{describe, PROTO_IKE};
-use super::super::wire::{exchange, payload, Payload, Ts};
+use super::super::wire::{exchange, payload, transform, Notify, Payload, Proposal, Ts};
 use super::{
     error_notify, find_notify, first, notify, notify_payload, ChildInfo, ChildRequest, ChildSa,
-    Event, IkeError, IkeSa, IkeState, Queued, Random, SpiAllocator,
+    Event, IkeError, IkeSa, IkeState, Queued, Random, Req, SpiAllocator,
 };
+
+/// How long the responder of a Child SA rekey waits for the initiator's Delete of the old
+/// SA before it switches outbound and deletes the old SA itself.
+pub const REKEY_DELETE_WAIT_MS: u64 = 30_000;
+/// After TEMPORARY_FAILURE (§2.25) our rekey is retried after 2 s plus up to 3 s at random,
+/// so two peers do not collide again.
+const RETRY_BASE_MS: u64 = 2_000;
+const RETRY_SPREAD_MS: u64 = 3_000;
 
 fn show_all(ts: &[Ts]) -> String {
     ts.iter().map(show_ts).collect::<Vec<_>>().join(",")
 }
 
 fn offered_esp(c: &ChildCfg) -> String {
+    // strongSwan's syntax, as configured.
     c.esp
         .iter()
-        .enumerate()
-        .map(|(i, p)| describe(&p.to_wire(i as u8 + 1, 0)))
+        .map(|p| p.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn group_names(groups: &[Group]) -> String {
+    groups
+        .iter()
+        .map(|g| g.name())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Every group the child's proposals list, in order, once.
+fn child_groups(c: &ChildCfg) -> Vec<Group> {
+    let mut out = Vec::new();
+    for g in c.esp.iter().flat_map(|p| p.groups.iter()) {
+        if !out.contains(g) {
+            out.push(*g);
+        }
+    }
+    out
 }
 
 /// What CREATE_CHILD_SA acts on; anything else is reported.
@@ -50,9 +83,100 @@ struct Choice {
     tsr: Vec<Ts>,
 }
 
+/// One CREATE_CHILD_SA of ours, queued or in flight, by its new inbound SPI.
+#[derive(Debug)]
+struct Pending {
+    new_spi: u32,
+    /// A rekey of the Child SA with this inbound SPI (§1.3.3).
+    rekey_of: Option<u32>,
+    /// A fresh Child SA for this one, which the peer no longer has (CHILD_SA_NOT_FOUND).
+    replaces: Option<u32>,
+    /// The group to send a KE for, once the peer asked for it (INVALID_KE_PAYLOAD).
+    group: Option<Group>,
+    ke_retried: bool,
+    /// Our half of the key exchange while the request is out.
+    dh: Option<KeyPair>,
+}
+
+/// A Child SA on its way out: replaced by a rekey, or the redundant one of a collision.
+#[derive(Debug, Clone, Copy)]
+struct Retiring {
+    inbound_spi: u32,
+    /// The peer rekeyed it: outbound moves to this one (ChildOutbound) when the peer's
+    /// Delete comes, or at `deadline`.
+    successor: Option<u32>,
+    /// Our Delete of it is queued or out; ChildDown { rekeyed: true } on its answer.
+    deleting: bool,
+    /// Waiting for the peer's Delete until then; after, we delete it ourselves.
+    deadline: Option<u64>,
+}
+
+/// The peer's rekey of a Child SA we were rekeying ourselves (§2.8.1), answered while
+/// ours was out: which of the two new SAs survives is decided when ours is answered.
+#[derive(Debug)]
+struct PeerRekey {
+    old: u32,
+    new: u32,
+    /// The lower of that exchange's two nonces.
+    low_nonce: Vec<u8>,
+}
+
+/// The Child SAs' lifecycle beside [`IkeSa::children`]: our requests, the SAs on their
+/// way out and the collisions being resolved. Every entry leaves when its exchange or
+/// its Child SA ends, so it stays small however many rekeys go by.
+#[derive(Debug, Default)]
+pub(super) struct ChildBook {
+    pending: Vec<Pending>,
+    retiring: Vec<Retiring>,
+    peer_rekeys: Vec<PeerRekey>,
+    /// Inbound SPIs drawn for rekeys that did not happen (TEMPORARY_FAILURE, a rekey made
+    /// moot): the next rekey takes one of these before it asks the allocator.
+    spare: Vec<u32>,
+}
+
+impl ChildBook {
+    fn retiring(&self, spi: u32) -> Option<&Retiring> {
+        self.retiring.iter().find(|r| r.inbound_spi == spi)
+    }
+    fn retiring_mut(&mut self, spi: u32) -> Option<&mut Retiring> {
+        self.retiring.iter_mut().find(|r| r.inbound_spi == spi)
+    }
+    fn take_retiring(&mut self, spi: u32) -> Option<Retiring> {
+        let i = self.retiring.iter().position(|r| r.inbound_spi == spi)?;
+        Some(self.retiring.remove(i))
+    }
+    fn rekeying(&self, spi: u32) -> bool {
+        self.pending.iter().any(|p| p.rekey_of == Some(spi))
+    }
+    /// Forget every exchange and SA (the IKE SA is gone); the spare SPIs stay listed.
+    pub(super) fn reset(&mut self) {
+        let spare = std::mem::take(&mut self.spare);
+        *self = ChildBook {
+            spare,
+            ..Default::default()
+        };
+    }
+    /// Our rekey `p` ended without a Child SA: its SPI is free again (a new Child SA's SPI
+    /// the daemon releases itself on ChildFailed).
+    fn unused(&mut self, p: &Pending) {
+        if (p.rekey_of.is_some() || p.replaces.is_some()) && !self.spare.contains(&p.new_spi) {
+            self.spare.push(p.new_spi);
+        }
+    }
+    /// How many entries it holds (tests check it stays bounded).
+    pub(super) fn len(&self) -> usize {
+        self.pending.len() + self.retiring.len() + self.peer_rekeys.len()
+    }
+}
+
+/// The peer's KE payload, by group.
+fn ke_of(p: &[Payload]) -> Option<(u16, &Vec<u8>)> {
+    first!(p, Payload::Ke { group, data } => (*group, data))
+}
+
 impl IkeSa {
-    /// The payloads proposing a Child SA (§1.3.1): SA with our inbound SPI, the nonce (not
-    /// in IKE_AUTH, where `ni` is empty), TSi = our side, TSr = theirs.
+    /// The payloads proposing a Child SA in IKE_AUTH (§1.3.1, §1.2): SA with our inbound
+    /// SPI and no key exchange transforms, TSi = our side, TSr = theirs.
     pub(super) fn create_child_payloads(&self, req: ChildRequest, ni: &[u8]) -> Vec<Payload> {
         let Some(c) = self.cfg.children.get(req.child) else {
             return vec![];
@@ -65,7 +189,7 @@ impl IkeSa {
             c.esp
                 .iter()
                 .enumerate()
-                .map(|(i, p)| p.to_wire(i as u8 + 1, req.inbound_spi))
+                .map(|(i, p)| p.without_ke().to_wire(i as u8 + 1, req.inbound_spi))
                 .collect(),
         ));
         if !ni.is_empty() {
@@ -74,6 +198,96 @@ impl IkeSa {
         out.push(Payload::TsI(c.local_ts.clone()));
         out.push(Payload::TsR(c.remote_ts.clone()));
         out
+    }
+
+    /// Our CREATE_CHILD_SA request for `req` (a new Child SA or a rekey, §1.3.1, §1.3.3):
+    /// [REKEY_SA], [USE_TRANSPORT_MODE], SA, Ni, [KEi], TSi, TSr. `None` if it is moot
+    /// now (the Child SA to rekey went away meanwhile, or was rekeyed by the peer).
+    pub(super) fn create_child_request(
+        &mut self,
+        req: ChildRequest,
+        ni: &[u8],
+        rng: &mut dyn Random,
+    ) -> Option<Vec<Payload>> {
+        let c = self.cfg.children.get(req.child)?.clone();
+        let Some(pi) = self
+            .book
+            .pending
+            .iter()
+            .position(|p| p.new_spi == req.inbound_spi)
+        else {
+            // Not registered (cannot happen through create_child): a plain new Child SA.
+            let mut p = self.create_child_payloads(req, ni);
+            if let Some(i) = p.iter().position(|x| matches!(x, Payload::Sa(_))) {
+                p[i] = Payload::Sa(
+                    c.esp
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| e.to_wire(i as u8 + 1, req.inbound_spi))
+                        .collect(),
+                );
+            }
+            return Some(p);
+        };
+        let mut out = Vec::new();
+        let (mut lts, mut rts) = (c.local_ts.clone(), c.remote_ts.clone());
+        if let Some(old) = self.book.pending[pi].rekey_of {
+            let gone = !self.children.iter().any(|x| x.inbound_spi == old);
+            if gone || self.book.retiring(old).is_some() {
+                let p = self.book.pending.remove(pi);
+                self.book.unused(&p);
+                self.ignored(format!(
+                    "our queued rekey of Child SA {old:#010x}: it was {} meanwhile",
+                    if gone {
+                        "deleted"
+                    } else {
+                        "rekeyed by the peer"
+                    }
+                ));
+                return None;
+            }
+            if let Some(o) = self.children.iter().find(|x| x.inbound_spi == old) {
+                // §2.8: the new SA has the old one's selectors (as negotiated).
+                lts = o.local_ts.clone();
+                rts = o.remote_ts.clone();
+            }
+            // §1.3.3: REKEY_SA names the SA being rekeyed by our inbound SPI of it (the
+            // peer finds it as its outbound one), as strongSwan does.
+            out.push(Payload::Notify(Notify {
+                protocol: PROTO_ESP,
+                spi: old.to_be_bytes().to_vec(),
+                kind: notify::REKEY_SA,
+                data: vec![],
+            }));
+        }
+        if c.transport {
+            out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
+        }
+        out.push(Payload::Sa(
+            c.esp
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.to_wire(i as u8 + 1, req.inbound_spi))
+                .collect(),
+        ));
+        out.push(Payload::Nonce(ni.to_vec()));
+        // PFS: a KE for the first group of our first proposal, or the one the peer asked
+        // for (§1.3.1: KEi is of the group the initiator expects the responder to accept).
+        let group = self.book.pending[pi]
+            .group
+            .or_else(|| c.esp.first().and_then(|p| p.group()));
+        self.book.pending[pi].dh = None;
+        if let Some(g) = group {
+            let kp = super::init::keypair(g, rng);
+            out.push(Payload::Ke {
+                group: g.iana(),
+                data: kp.public.clone(),
+            });
+            self.book.pending[pi].dh = Some(kp);
+        }
+        out.push(Payload::TsI(lts));
+        out.push(Payload::TsR(rts));
+        Some(out)
     }
 
     /// CREATE_CHILD_SA for another child of the connection (queued behind an exchange in
@@ -93,6 +307,14 @@ impl IkeSa {
                 count: self.cfg.children.len(),
             });
         }
+        self.book.pending.push(Pending {
+            new_spi: req.inbound_spi,
+            rekey_of: None,
+            replaces: None,
+            group: None,
+            ke_retried: false,
+            dh: None,
+        });
         self.queue.push_back(Queued::CreateChild(req));
         self.pump(now, rng);
         Ok(())
@@ -103,9 +325,13 @@ impl IkeSa {
         self.events.push_back(Event::ChildFailed { name, error });
     }
 
+    /// A negotiated Child SA joins `children` (with its lifetimes from now); the caller
+    /// announces it (ChildUp, or ChildRekeyed for a rekey).
     #[allow(clippy::too_many_arguments)]
-    fn child_up(
+    fn new_child(
         &mut self,
+        now: u64,
+        rng: &mut dyn Random,
         name: String,
         inbound_spi: u32,
         outbound_spi: u32,
@@ -115,7 +341,8 @@ impl IkeSa {
         local_ts: Vec<Ts>,
         remote_ts: Vec<Ts>,
         transport: bool,
-    ) {
+        rekeys: u32,
+    ) -> ChildSa {
         tracing::info!(
             conn = %self.cfg.name,
             child = %name,
@@ -123,8 +350,17 @@ impl IkeSa {
             outbound_spi = format_args!("{outbound_spi:#010x}"),
             local_ts = %show_all(&local_ts),
             remote_ts = %show_all(&remote_ts),
+            proposal = %proposal,
+            rekeys,
             "Child SA up"
         );
+        let times = self
+            .cfg
+            .children
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.lifetime.schedule(now, rng))
+            .unwrap_or_default();
         self.children.push(ChildInfo {
             name: name.clone(),
             inbound_spi,
@@ -132,14 +368,13 @@ impl IkeSa {
             local_ts: local_ts.clone(),
             remote_ts: remote_ts.clone(),
             transport,
-            proposal,
-            // Timers come with the lifetimes (issue 12, ike-child stream).
-            created_at: 0,
-            rekey_at: None,
-            expire_at: None,
-            rekeys: 0,
+            proposal: proposal.clone(),
+            created_at: now,
+            rekey_at: times.rekey_at,
+            expire_at: times.expire_at,
+            rekeys,
         });
-        self.events.push_back(Event::ChildUp(ChildSa {
+        ChildSa {
             name,
             inbound_spi,
             outbound_spi,
@@ -153,29 +388,34 @@ impl IkeSa {
             remote: self.remote.ip(),
             // ESP-in-UDP to the peer's NAT-mapped port (§2.23).
             udp_encap: self.nat.then_some((self.local.port(), self.remote.port())),
-        }));
+        }
     }
 
-    /// Initiator: the responder's answer for the Child SA `req` (in IKE_AUTH or
-    /// CREATE_CHILD_SA). `ni`/`nr` are that exchange's nonces (§2.17).
-    pub(super) fn accept_child_response(
-        &mut self,
-        req: ChildRequest,
-        ni: &[u8],
-        nr: &[u8],
+    /// Initiator: check the responder's Child SA answer against what we offered for child
+    /// `c` (§2.7: one of our proposals, whole; §2.9: narrowed within ours; the mode).
+    #[allow(clippy::type_complexity)]
+    fn check_child_answer(
+        &self,
+        c: &ChildCfg,
         p: &[Payload],
+        ke: KeOffer,
         exch: &'static str,
-    ) {
-        let Some(c) = self.cfg.children.get(req.child).cloned() else {
-            return;
-        };
+        sent_ts: (&[Ts], &[Ts]),
+    ) -> Result<(u32, EspProposal, Vec<Ts>, Vec<Ts>, bool), IkeError> {
         let sa = first!(p, Payload::Sa(props) => props);
         let tsi = first!(p, Payload::TsI(t) => t);
         let tsr = first!(p, Payload::TsR(t) => t);
         let (Some(props), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
-            let error = match error_notify(p) {
-                Some(notify::NO_PROPOSAL_CHOSEN) => IkeError::PeerRefusedEsp {
-                    ours: offered_esp(&c),
+            return Err(match error_notify(p) {
+                Some(notify::NO_PROPOSAL_CHOSEN) => match ke {
+                    KeOffer::Ke(Some(g)) => IkeError::PeerRefusedPfs {
+                        child: c.name.clone(),
+                        ours: group_names(&child_groups(c)),
+                        first: g.name().into(),
+                    },
+                    _ => IkeError::PeerRefusedEsp {
+                        ours: offered_esp(c),
+                    },
                 },
                 Some(notify::TS_UNACCEPTABLE) => IkeError::PeerRefusedTs {
                     ours: format!("{} === {}", show_all(&c.local_ts), show_all(&c.remote_ts)),
@@ -185,83 +425,123 @@ impl IkeSa {
                     notify: e,
                 },
                 None => IkeError::NoChildSa,
-            };
-            self.child_failed(c.name, error);
-            return;
+            });
         };
         let transport = find_notify(p, notify::USE_TRANSPORT_MODE).is_some();
-        let chosen = match props.as_slice() {
-            [one] => EspProposal::choose(&c.esp, std::slice::from_ref(one)),
+        let one: Option<&Proposal> = match props.as_slice() {
+            [one] if one.spi.len() == 4 => Some(one),
             _ => None,
         };
-        let error = match chosen {
-            None => Some(IkeError::PeerChoseUnoffered {
+        let Some((one, proposal)) =
+            one.and_then(|one| EspProposal::accept_answer(&c.esp, one, ke).map(|x| (one, x)))
+        else {
+            return Err(IkeError::PeerChoseUnoffered {
                 what: "ESP",
                 chosen: props.first().map(describe).unwrap_or_default(),
-            }),
-            Some(_) if !child::within(tsi, &c.local_ts) || !child::within(tsr, &c.remote_ts) => {
-                Some(IkeError::TsNotWithin {
-                    got: format!("{} === {}", show_all(tsi), show_all(tsr)),
-                    ours: format!("{} === {}", show_all(&c.local_ts), show_all(&c.remote_ts)),
-                })
-            }
-            Some(_) if transport != c.transport => Some(IkeError::ModeMismatch {
+            });
+        };
+        if !child::within(tsi, sent_ts.0) || !child::within(tsr, sent_ts.1) {
+            return Err(IkeError::TsNotWithin {
+                got: format!("{} === {}", show_all(tsi), show_all(tsr)),
+                ours: format!("{} === {}", show_all(sent_ts.0), show_all(sent_ts.1)),
+            });
+        }
+        if transport != c.transport {
+            return Err(IkeError::ModeMismatch {
                 peer_wants_transport: transport,
                 ours_transport: c.transport,
-            }),
-            Some(_) => None,
-        };
-        let (Some((_, spi, proposal)), None) = (chosen, &error) else {
-            if let Some(e) = error {
-                self.child_failed(c.name, e);
-            }
-            // The responder has this Child SA up; delete it so it is not left behind.
-            self.queue.push_back(Queued::DeleteChild(req.inbound_spi));
+            });
+        }
+        let spi = u32::from_be_bytes([one.spi[0], one.spi[1], one.spi[2], one.spi[3]]);
+        Ok((spi, proposal, tsi.clone(), tsr.clone(), transport))
+    }
+
+    /// Initiator: the responder's answer for the first Child SA `req`, in IKE_AUTH. `ni`/`nr`
+    /// are IKE_SA_INIT's nonces (§2.17).
+    pub(super) fn accept_child_response(
+        &mut self,
+        now: u64,
+        req: ChildRequest,
+        ni: &[u8],
+        nr: &[u8],
+        p: &[Payload],
+        rng: &mut dyn Random,
+    ) {
+        let Some(c) = self.cfg.children.get(req.child).cloned() else {
             return;
+        };
+        let has_sa = first!(p, Payload::Sa(s) => s).is_some();
+        let checked = self.check_child_answer(
+            &c,
+            p,
+            KeOffer::Ignore,
+            "IKE_AUTH",
+            (&c.local_ts, &c.remote_ts),
+        );
+        let (spi, proposal, tsi, tsr, transport) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                self.child_failed(c.name, e);
+                if has_sa {
+                    // The responder has this Child SA up; delete it so it is not left behind.
+                    self.queue.push_back(Queued::DeleteChild(req.inbound_spi));
+                }
+                return;
+            }
         };
         let Some(keys) = self.keys() else {
             return;
         };
-        let ck = child_keys(keys.suite.prf, &keys.sk_d, ni, nr, proposal.transform);
-        self.child_up(
+        let ck = child_keys(keys.suite.prf, &keys.sk_d, None, ni, nr, proposal.transform);
+        let sa = self.new_child(
+            now,
+            rng,
             c.name,
             req.inbound_spi,
             spi,
             proposal,
             ck.r_to_i,
             ck.i_to_r,
-            tsi.clone(),
-            tsr.clone(),
+            tsi,
+            tsr,
             transport,
+            0,
         );
+        self.events.push_back(Event::ChildUp(sa));
     }
 
-    /// Responder (§2.9): the first configured child whose selectors narrow what the
-    /// initiator proposed to something, in the mode it asked for, with an ESP proposal in
-    /// common. Otherwise the error and its notify, naming the closest child.
-    fn choose_child(&self, p: &[Payload]) -> Result<Choice, (String, IkeError, u16)> {
+    /// Responder (§2.9): the first configured child (or only `only`) whose selectors narrow
+    /// what the initiator proposed to something, in the mode it asked for, with an ESP
+    /// proposal in common. Otherwise the error and its notify, naming the closest child.
+    fn choose_child(
+        &self,
+        p: &[Payload],
+        ke: KeOffer,
+        only: Option<usize>,
+    ) -> Result<Choice, Box<(String, IkeError, u16)>> {
         let props = first!(p, Payload::Sa(props) => props);
         let tsi = first!(p, Payload::TsI(t) => t);
         let tsr = first!(p, Payload::TsR(t) => t);
-        let conn_name = || {
-            if self.cfg.children.len() == 1 {
-                self.cfg.children[0].name.clone()
-            } else {
-                self.cfg.name.clone()
-            }
+        let conn_name = || match only {
+            Some(i) => self.cfg.children[i].name.clone(),
+            None if self.cfg.children.len() == 1 => self.cfg.children[0].name.clone(),
+            None => self.cfg.name.clone(),
         };
         let (Some(props), Some(tsi), Some(tsr)) = (props, tsi, tsr) else {
-            return Err((
+            return Err(Box::new((
                 conn_name(),
                 IkeError::Malformed {
                     what: "a Child SA request lacks SA, TSi or TSr".into(),
                 },
                 notify::INVALID_SYNTAX,
-            ));
+            )));
         };
         let transport = find_notify(p, notify::USE_TRANSPORT_MODE).is_some();
         let (mut mode_miss, mut esp_miss) = (None, None);
         for (i, c) in self.cfg.children.iter().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
             // TSi is the initiator's side: our remote; TSr ours.
             let ni = child::narrow(tsi, &c.remote_ts);
             let nr = child::narrow(tsr, &c.local_ts);
@@ -272,7 +552,7 @@ impl IkeSa {
                 mode_miss.get_or_insert(i);
                 continue;
             }
-            match EspProposal::choose(&c.esp, props) {
+            match EspProposal::choose(&c.esp, props, ke) {
                 None => {
                     esp_miss.get_or_insert(i);
                 }
@@ -290,67 +570,115 @@ impl IkeSa {
         }
         if let Some(i) = esp_miss {
             let c = &self.cfg.children[i];
-            return Err((
-                c.name.clone(),
+            let error = if ke != KeOffer::Ignore && EspProposal::pfs_only_mismatch(&c.esp, props) {
+                pfs_mismatch(c, props)
+            } else {
                 IkeError::NoEspProposal {
                     ours: offered_esp(c),
                     theirs: props.iter().map(describe).collect::<Vec<_>>().join(", "),
-                },
+                }
+            };
+            return Err(Box::new((
+                c.name.clone(),
+                error,
                 notify::NO_PROPOSAL_CHOSEN,
-            ));
+            )));
         }
         if let Some(i) = mode_miss {
             let c = &self.cfg.children[i];
-            return Err((
+            return Err(Box::new((
                 c.name.clone(),
                 IkeError::ModeMismatch {
                     peer_wants_transport: transport,
                     ours_transport: c.transport,
                 },
                 notify::TS_UNACCEPTABLE,
-            ));
+            )));
         }
         let allowed = self
             .cfg
             .children
             .iter()
-            .map(|c| format!("{} === {}", show_all(&c.remote_ts), show_all(&c.local_ts)))
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|o| o == *i))
+            .map(|(_, c)| format!("{} === {}", show_all(&c.remote_ts), show_all(&c.local_ts)))
             .collect::<Vec<_>>()
             .join(" or ");
-        Err((
+        Err(Box::new((
             conn_name(),
             IkeError::TsUnacceptable {
                 proposed: format!("{} === {}", show_all(tsi), show_all(tsr)),
                 allowed,
             },
             notify::TS_UNACCEPTABLE,
-        ))
+        )))
     }
 
-    /// Responder: a Child SA request (in IKE_AUTH or CREATE_CHILD_SA) answered; `ni`/`nr`
-    /// are that exchange's nonces. Returns the payloads of the answer and whether the Child
-    /// SA is up.
-    fn respond_child_inner(
+    /// Responder: a Child SA request (in IKE_AUTH with `ke` = Ignore, or CREATE_CHILD_SA)
+    /// answered; `ni`/`nr` are that exchange's nonces. `Ok`: the answer's payloads (with
+    /// Nr and KEr in CREATE_CHILD_SA) and the new Child SA, already in `children`, for the
+    /// caller to announce. `Err`: the refusal's payloads.
+    #[allow(clippy::too_many_arguments)]
+    fn respond_child_sa(
         &mut self,
+        now: u64,
         ni: &[u8],
         nr: &[u8],
         p: &[Payload],
+        ke: KeOffer,
+        only: Option<(usize, u32)>,
+        rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
-    ) -> (Vec<Payload>, bool) {
-        let ch = match self.choose_child(p) {
+    ) -> Result<(Vec<Payload>, ChildSa), Vec<Payload>> {
+        let ch = match self.choose_child(p, ke, only.map(|o| o.0)) {
             Ok(ch) => ch,
-            Err((name, error, n)) => {
+            Err(e) => {
+                let (name, error, n) = *e;
                 self.child_failed(name, error);
-                return (vec![notify_payload(n, vec![])], false);
+                return Err(vec![notify_payload(n, vec![])]);
             }
         };
+        // §1.3: the chosen group must be the KE's; else INVALID_KE_PAYLOAD naming ours.
+        let mut pfs = None;
+        let mut ker = None;
+        if let (KeOffer::Ke(k), Some(g)) = (ke, ch.proposal.group()) {
+            let peer = ke_of(p).filter(|_| k == Some(g)).map(|(_, d)| d.clone());
+            let Some(peer) = peer else {
+                tracing::info!(conn = %self.cfg.name, child = %self.cfg.children[ch.child].name, want = g.name(), got = ?k.map(|g| g.name()), "asking the initiator for another key exchange group (INVALID_KE_PAYLOAD)");
+                return Err(vec![notify_payload(
+                    notify::INVALID_KE_PAYLOAD,
+                    g.iana().to_be_bytes().to_vec(),
+                )]);
+            };
+            let kp = super::init::keypair(g, rng);
+            match kp.shared(&peer) {
+                Ok(s) => pfs = Some(s),
+                Err(e) => {
+                    let name = self.cfg.children[ch.child].name.clone();
+                    self.child_failed(name, IkeError::KeyExchange { why: e.to_string() });
+                    return Err(vec![notify_payload(notify::INVALID_SYNTAX, vec![])]);
+                }
+            }
+            ker = Some(Payload::Ke {
+                group: g.iana(),
+                data: kp.public.clone(),
+            });
+        }
+        if let (KeOffer::Ke(Some(g)), None) = (ke, ch.proposal.group()) {
+            // §1.3.1: a proposal without a group was chosen (PFS optional): no g^ir.
+            tracing::debug!(conn = %self.cfg.name, group = g.name(), "the initiator's KE is not used: the chosen proposal has no key exchange");
+        }
         let Some(keys) = self.keys() else {
-            return (
-                vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])],
-                false,
-            );
+            return Err(vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])]);
         };
-        let ck = child_keys(keys.suite.prf, &keys.sk_d, ni, nr, ch.proposal.transform);
+        let ck = child_keys(
+            keys.suite.prf,
+            &keys.sk_d,
+            pfs.as_ref().map(|s| s.as_slice()),
+            ni,
+            nr,
+            ch.proposal.transform,
+        );
         let c = self.cfg.children[ch.child].clone();
         let inbound_spi = spis.alloc_spi();
         let mut out = Vec::new();
@@ -360,9 +688,18 @@ impl IkeSa {
         out.push(Payload::Sa(vec![ch
             .proposal
             .to_wire(ch.number, inbound_spi)]));
+        if ke != KeOffer::Ignore {
+            out.push(Payload::Nonce(nr.to_vec()));
+        }
+        out.extend(ker);
         out.push(Payload::TsI(ch.tsi.clone()));
         out.push(Payload::TsR(ch.tsr.clone()));
-        self.child_up(
+        let rekeys = only
+            .and_then(|(_, old)| self.children.iter().find(|x| x.inbound_spi == old))
+            .map_or(0, |o| o.rekeys + 1);
+        let sa = self.new_child(
+            now,
+            rng,
             c.name,
             inbound_spi,
             ch.peer_spi,
@@ -372,53 +709,306 @@ impl IkeSa {
             ch.tsr,
             ch.tsi,
             c.transport,
+            rekeys,
         );
-        (out, true)
+        Ok((out, sa))
     }
 
     /// Responder, in IKE_AUTH: the payloads about the first Child SA.
     pub(super) fn respond_child(
         &mut self,
+        now: u64,
         ni: &[u8],
         nr: &[u8],
         p: &[Payload],
+        rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
     ) -> Vec<Payload> {
-        self.respond_child_inner(ni, nr, p, spis).0
+        match self.respond_child_sa(now, ni, nr, p, KeOffer::Ignore, None, rng, spis) {
+            Ok((out, sa)) => {
+                self.events.push_back(Event::ChildUp(sa));
+                out
+            }
+            Err(out) => out,
+        }
     }
 
-    /// Initiator: the answer to our CREATE_CHILD_SA request.
-    pub(super) fn on_create_child_response(&mut self, req: ChildRequest, ni: &[u8], p: &[Payload]) {
+    /// Initiator: the answer to our CREATE_CHILD_SA request (a new Child SA or a rekey).
+    pub(super) fn on_create_child_response(
+        &mut self,
+        now: u64,
+        req: ChildRequest,
+        ni: &[u8],
+        p: &[Payload],
+        rng: &mut dyn Random,
+    ) {
+        let pend = match self
+            .book
+            .pending
+            .iter()
+            .position(|x| x.new_spi == req.inbound_spi)
+        {
+            Some(i) => self.book.pending.remove(i),
+            None => Pending {
+                new_spi: req.inbound_spi,
+                rekey_of: None,
+                replaces: None,
+                group: None,
+                ke_retried: false,
+                dh: None,
+            },
+        };
+        let collided = pend.rekey_of.and_then(|old| {
+            let i = self.book.peer_rekeys.iter().position(|r| r.old == old)?;
+            Some(self.book.peer_rekeys.remove(i))
+        });
         if !matches!(self.state, IkeState::Established { .. }) {
             self.ignored("a CREATE_CHILD_SA answer while the IKE SA is going away".into());
             return;
         }
         self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
+        let Some(c) = self.cfg.children.get(req.child).cloned() else {
+            return;
+        };
+        // The Child SA this exchange was about, if it is still here and ours to rekey.
+        let old = pend.rekey_of.or(pend.replaces);
+        let old_alive = old.filter(|o| self.children.iter().any(|x| x.inbound_spi == *o));
         let has_sa = first!(p, Payload::Sa(s) => s).is_some();
+        if !has_sa {
+            match error_notify(p) {
+                // §1.3, §3.10.1: retry once with the group the responder wants.
+                Some(notify::INVALID_KE_PAYLOAD) => {
+                    let wanted = find_notify(p, notify::INVALID_KE_PAYLOAD)
+                        .and_then(|n| <[u8; 2]>::try_from(n.data.as_slice()).ok())
+                        .map(u16::from_be_bytes);
+                    let g = wanted
+                        .and_then(Group::from_iana)
+                        .filter(|g| child_groups(&c).contains(g));
+                    match g {
+                        Some(g) if !pend.ke_retried => {
+                            tracing::info!(conn = %self.cfg.name, child = %c.name, group = g.name(), "the responder wants another key exchange group: retrying with it");
+                            self.book.pending.push(Pending {
+                                group: Some(g),
+                                ke_retried: true,
+                                dh: None,
+                                ..pend
+                            });
+                            self.queue.push_front(Queued::CreateChild(req));
+                        }
+                        _ => {
+                            self.book.unused(&pend);
+                            let wanted = wanted.map_or("none".into(), |w| {
+                                Group::from_iana(w).map_or(format!("{w}"), |g| g.name().into())
+                            });
+                            self.child_failed(
+                                c.name.clone(),
+                                IkeError::KeGroupNotOffered {
+                                    wanted,
+                                    ours: group_names(&child_groups(&c)),
+                                },
+                            );
+                        }
+                    }
+                    return;
+                }
+                // §2.25: the responder is busy (rekeying the IKE SA, or this Child SA):
+                // try again a little later.
+                Some(notify::TEMPORARY_FAILURE) if old_alive.is_some() => {
+                    let at = now + RETRY_BASE_MS + spread(RETRY_SPREAD_MS, rng);
+                    if let Some(ci) = self
+                        .children
+                        .iter_mut()
+                        .find(|x| Some(x.inbound_spi) == old_alive)
+                    {
+                        ci.rekey_at = Some(at);
+                    }
+                    tracing::info!(conn = %self.cfg.name, child = %c.name, retry_in_ms = at - now, "the peer answered our Child SA rekey with TEMPORARY_FAILURE: retrying later");
+                    self.book.unused(&pend);
+                    return;
+                }
+                // §2.25: the peer no longer has the SA we rekey: make a fresh one instead,
+                // which replaces it.
+                Some(notify::CHILD_SA_NOT_FOUND) if pend.rekey_of.is_some() => {
+                    if let Some(o) = old_alive.filter(|o| self.book.retiring(*o).is_none()) {
+                        tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer does not know the Child SA we rekey (CHILD_SA_NOT_FOUND): creating a fresh one");
+                        self.book.pending.push(Pending {
+                            rekey_of: None,
+                            replaces: Some(o),
+                            dh: None,
+                            ..pend
+                        });
+                        self.queue.push_front(Queued::CreateChild(req));
+                    } else {
+                        self.ignored(format!(
+                            "CHILD_SA_NOT_FOUND for our rekey of a Child SA that is gone: nothing to do (new SPI {:#010x} unused)",
+                            req.inbound_spi
+                        ));
+                        self.book.unused(&pend);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         let nr = first!(p, Payload::Nonce(n) => n)
             .cloned()
             .unwrap_or_default();
-        if has_sa && !(16..=256).contains(&nr.len()) {
-            let name = self
-                .cfg
-                .children
-                .get(req.child)
-                .map_or(self.cfg.name.clone(), |c| c.name.clone());
-            self.child_failed(
-                name,
-                IkeError::Malformed {
-                    what: "CREATE_CHILD_SA response without a valid nonce".into(),
-                },
-            );
+        let sent_ke = KeOffer::Ke(pend.dh.as_ref().map(|k| k.group));
+        let (sent_l, sent_r) =
+            match old.and_then(|o| self.children.iter().find(|x| x.inbound_spi == o)) {
+                Some(o) if pend.rekey_of.is_some() => (o.local_ts.clone(), o.remote_ts.clone()),
+                _ => (c.local_ts.clone(), c.remote_ts.clone()),
+            };
+        let checked = if has_sa && !(16..=256).contains(&nr.len()) {
+            Err(IkeError::Malformed {
+                what: "CREATE_CHILD_SA response without a valid nonce".into(),
+            })
+        } else {
+            self.check_child_answer(&c, p, sent_ke, "CREATE_CHILD_SA", (&sent_l, &sent_r))
+        };
+        // PFS: g^ir from the responder's KE of the chosen group (§2.17).
+        let checked = checked.and_then(|(spi, proposal, tsi, tsr, transport)| {
+            let pfs = match (proposal.group(), &pend.dh) {
+                (None, _) => None,
+                (Some(g), Some(kp)) => {
+                    let Some((_, data)) = ke_of(p).filter(|(id, _)| *id == g.iana()) else {
+                        return Err(IkeError::PfsKeMissing {
+                            chosen: g.name().into(),
+                        });
+                    };
+                    Some(
+                        kp.shared(data)
+                            .map_err(|e| IkeError::KeyExchange { why: e.to_string() })?,
+                    )
+                }
+                (Some(g), None) => {
+                    return Err(IkeError::PfsKeMissing {
+                        chosen: g.name().into(),
+                    })
+                }
+            };
+            Ok((spi, proposal, tsi, tsr, transport, pfs))
+        });
+        let (spi, proposal, tsi, tsr, transport, pfs) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                self.child_failed(c.name, e);
+                self.book.unused(&pend);
+                if has_sa {
+                    // The responder has this Child SA up; delete it so it is not left behind.
+                    self.queue.push_back(Queued::DeleteChild(req.inbound_spi));
+                }
+                return;
+            }
+        };
+        let Some(keys) = self.keys() else {
+            return;
+        };
+        let ck = child_keys(
+            keys.suite.prf,
+            &keys.sk_d,
+            pfs.as_ref().map(|s| s.as_slice()),
+            ni,
+            &nr,
+            proposal.transform,
+        );
+        if old.is_some() && old_alive.is_none() {
+            // A Delete crossed our rekey (§2.8): the Child SA is gone, so is its successor.
+            self.ignored(format!(
+                "the answer to our rekey of a Child SA the peer deleted meanwhile: deleting the new one ({:#010x}) too",
+                req.inbound_spi
+            ));
             self.queue.push_back(Queued::DeleteChild(req.inbound_spi));
+            self.book.unused(&pend);
             return;
         }
-        self.accept_child_response(req, ni, &nr, p, "CREATE_CHILD_SA");
+        let rekeys = old_alive
+            .and_then(|o| self.children.iter().find(|x| x.inbound_spi == o))
+            .map_or(0, |o| o.rekeys + 1);
+        let sa = self.new_child(
+            now,
+            rng,
+            c.name.clone(),
+            req.inbound_spi,
+            spi,
+            proposal,
+            ck.r_to_i,
+            ck.i_to_r,
+            tsi,
+            tsr,
+            transport,
+            rekeys,
+        );
+        let Some(old) = old_alive else {
+            self.events.push_back(Event::ChildUp(sa));
+            return;
+        };
+        let new = sa.inbound_spi;
+        if pend.replaces.is_some() {
+            // The peer had lost the old SA: the fresh one takes over at once, both ways.
+            self.events.push_back(Event::ChildRekeyed {
+                replaces: old,
+                new: sa,
+                outbound_now: true,
+            });
+            self.child_gone(old, true, true);
+            return;
+        }
+        // §2.8.1: both of us rekeyed it. The SA made by the exchange with the lowest of the
+        // four nonces is redundant; whoever started that exchange deletes it.
+        if let Some(theirs) = collided {
+            let ours_low = ni.min(nr.as_slice()).to_vec();
+            if ours_low < theirs.low_nonce {
+                tracing::info!(conn = %self.cfg.name, child = %c.name, "rekey collision: ours has the lowest nonce and is redundant; deleting it, the peer's survives");
+                self.events.push_back(Event::ChildRekeyed {
+                    replaces: old,
+                    new: sa,
+                    outbound_now: false,
+                });
+                self.book.retiring.push(Retiring {
+                    inbound_spi: new,
+                    successor: None,
+                    deleting: true,
+                    deadline: None,
+                });
+                self.queue.push_back(Queued::DeleteChild(new));
+                return;
+            }
+            tracing::info!(conn = %self.cfg.name, child = %c.name, "rekey collision: the peer's has the lowest nonce and is redundant; it deletes it, ours survives");
+            // The peer's new SA is its to delete; it never carries our traffic.
+            if let Some(r) = self.book.retiring_mut(theirs.new) {
+                r.deadline = Some(now + REKEY_DELETE_WAIT_MS);
+            } else if self.children.iter().any(|x| x.inbound_spi == theirs.new) {
+                self.book.retiring.push(Retiring {
+                    inbound_spi: theirs.new,
+                    successor: None,
+                    deleting: false,
+                    deadline: Some(now + REKEY_DELETE_WAIT_MS),
+                });
+            }
+        }
+        // §2.8: outbound moves to the new SA now (the peer installed it before answering);
+        // then the old one is deleted.
+        self.events.push_back(Event::ChildRekeyed {
+            replaces: old,
+            new: sa,
+            outbound_now: true,
+        });
+        self.book.take_retiring(old);
+        self.book.retiring.push(Retiring {
+            inbound_spi: old,
+            successor: None,
+            deleting: true,
+            deadline: None,
+        });
+        self.queue.push_back(Queued::DeleteChild(old));
     }
 
     /// Responder: a CREATE_CHILD_SA request (§1.3).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_create_child_request(
         &mut self,
+        now: u64,
         mid: u32,
         local: SocketAddr,
         remote: SocketAddr,
@@ -429,8 +1019,8 @@ impl IkeSa {
         self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
         let ike_rekey = first!(p, Payload::Sa(s) => s)
             .is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
-        if ike_rekey || find_notify(p, notify::REKEY_SA).is_some() {
-            // §1.3.2, §1.3.3: not yet; refuse so the peer is not left waiting.
+        if ike_rekey {
+            // §1.3.2: not yet; refuse so the peer is not left waiting.
             self.answer(
                 exchange::CREATE_CHILD_SA,
                 mid,
@@ -443,68 +1033,289 @@ impl IkeSa {
             self.ignored("rekey not implemented yet".into());
             return;
         }
-        if first!(p, Payload::Ke { .. } => ()).is_some() {
-            self.answer(
+        let refuse = |sa: &mut IkeSa, n: u16, data: Vec<u8>, rng: &mut dyn Random| {
+            sa.answer(
                 exchange::CREATE_CHILD_SA,
                 mid,
                 local,
                 remote,
-                &[notify_payload(notify::NO_PROPOSAL_CHOSEN, vec![])],
+                &[notify_payload(n, data)],
                 rng,
             );
-            let name = self.cfg.name.clone();
-            self.child_failed(name, IkeError::PfsNotImplemented);
-            return;
-        }
+        };
         let Some(ni) = first!(p, Payload::Nonce(n) => n).filter(|n| (16..=256).contains(&n.len()))
         else {
-            self.answer(
-                exchange::CREATE_CHILD_SA,
-                mid,
-                local,
-                remote,
-                &[notify_payload(notify::INVALID_SYNTAX, vec![])],
-                rng,
-            );
+            refuse(self, notify::INVALID_SYNTAX, vec![], rng);
             self.ignored(
                 "a CREATE_CHILD_SA request without a valid nonce: answered INVALID_SYNTAX".into(),
             );
             return;
         };
         let ni = ni.clone();
+        // §1.3.3: REKEY_SA names the SA by the initiator's inbound SPI: our outbound one.
+        let mut only = None;
+        if let Some(n) = find_notify(p, notify::REKEY_SA) {
+            let outb = <[u8; 4]>::try_from(n.spi.as_slice())
+                .ok()
+                .filter(|_| n.protocol == PROTO_ESP)
+                .map(u32::from_be_bytes);
+            let found = outb.and_then(|o| {
+                self.children
+                    .iter()
+                    .find(|c| c.outbound_spi == o)
+                    .map(|c| (c.name.clone(), c.inbound_spi))
+            });
+            let Some((name, old)) = found else {
+                // §2.25: the SA to rekey does not exist (any more).
+                refuse(self, notify::CHILD_SA_NOT_FOUND, vec![], rng);
+                self.ignored(format!(
+                    "a rekey of Child SA {} which we do not have: answered CHILD_SA_NOT_FOUND",
+                    outb.map_or("(not ESP)".into(), |o| format!("{o:#010x}"))
+                ));
+                return;
+            };
+            if self.ike_rekeying() || self.book.retiring(old).is_some() {
+                // §2.25: the IKE SA is being rekeyed, or this Child SA is on its way out
+                // (we rekeyed it already): the peer retries later, or finds it gone.
+                refuse(self, notify::TEMPORARY_FAILURE, vec![], rng);
+                tracing::info!(conn = %self.cfg.name, child = %name, "a rekey of a Child SA that is being rekeyed or deleted (or of an IKE SA being rekeyed): answered TEMPORARY_FAILURE");
+                return;
+            }
+            let Some(idx) = self.cfg.children.iter().position(|c| c.name == name) else {
+                refuse(self, notify::CHILD_SA_NOT_FOUND, vec![], rng);
+                self.ignored(format!("a rekey of Child SA {name}, no longer configured"));
+                return;
+            };
+            only = Some((idx, old));
+        }
+        let ke = KeOffer::Ke(ke_of(p).map(|(g, _)| g).and_then(Group::from_iana));
         let mut nr = vec![0u8; 32];
         rng.fill(&mut nr);
-        let (mut out, up) = self.respond_child_inner(&ni, &nr, p, spis);
-        if up {
-            let at = out
-                .iter()
-                .position(|x| matches!(x, Payload::Sa(_)))
-                .map_or(0, |i| i + 1);
-            out.insert(at, Payload::Nonce(nr));
+        let (out, sa) = match self.respond_child_sa(now, &ni, &nr, p, ke, only, rng, spis) {
+            Ok(x) => x,
+            Err(out) => {
+                self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
+                return;
+            }
+        };
+        match only {
+            None => self.events.push_back(Event::ChildUp(sa)),
+            Some((_, old)) => {
+                let new = sa.inbound_spi;
+                // Inbound first (before our answer leaves), outbound once the initiator
+                // deleted the old SA (§2.8).
+                self.events.push_back(Event::ChildRekeyed {
+                    replaces: old,
+                    new: sa,
+                    outbound_now: false,
+                });
+                self.book.retiring.push(Retiring {
+                    inbound_spi: old,
+                    successor: Some(new),
+                    deleting: false,
+                    deadline: Some(now + REKEY_DELETE_WAIT_MS),
+                });
+                // §2.8.1: our own rekey of it is out: a collision, settled on its answer.
+                let ours_out = match self.out.as_ref().map(|o| &o.req) {
+                    Some(Req::CreateChild { req, .. }) => self
+                        .book
+                        .pending
+                        .iter()
+                        .any(|x| x.new_spi == req.inbound_spi && x.rekey_of == Some(old)),
+                    _ => false,
+                };
+                if ours_out {
+                    self.book.peer_rekeys.push(PeerRekey {
+                        old,
+                        new,
+                        low_nonce: ni.as_slice().min(nr.as_slice()).to_vec(),
+                    });
+                }
+            }
         }
         self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
     }
 
-    // ---- Child SA lifetimes and rekeying (issue 12: the ike-child stream fills these) --
-
-    /// The earliest Child SA rekey or expiry due.
-    pub(super) fn child_deadline(&self) -> Option<u64> {
-        None
+    /// Our Delete of a Child SA was answered.
+    pub(super) fn on_delete_child_answer(&mut self, inbound_spi: u32) {
+        if self.book.retiring(inbound_spi).is_some() {
+            self.child_gone(inbound_spi, false, true);
+        } else {
+            tracing::debug!(conn = %self.cfg.name, inbound_spi = format_args!("{inbound_spi:#010x}"), "the peer confirmed the Child SA delete");
+        }
     }
 
-    /// Start the rekeys and expiries that are due.
+    /// The Child SA with this inbound SPI is gone: out of `children` and the book, with its
+    /// ChildDown. False if we had no such Child SA.
+    pub(super) fn child_gone(&mut self, inbound_spi: u32, by_peer: bool, rekeyed: bool) -> bool {
+        let Some(i) = self
+            .children
+            .iter()
+            .position(|c| c.inbound_spi == inbound_spi)
+        else {
+            return false;
+        };
+        let c = self.children.remove(i);
+        self.book.take_retiring(inbound_spi);
+        self.book.peer_rekeys.retain(|r| r.old != inbound_spi);
+        // It can no longer be anyone's successor.
+        for r in &mut self.book.retiring {
+            if r.successor == Some(inbound_spi) {
+                r.successor = None;
+            }
+        }
+        self.events.push_back(Event::ChildDown {
+            name: c.name,
+            inbound_spi: c.inbound_spi,
+            outbound_spi: c.outbound_spi,
+            by_peer,
+            rekeyed,
+        });
+        true
+    }
+
+    /// The peer deleted our Child SA with this inbound SPI (§1.4.1): a rekey's old SA
+    /// (switch outbound to its successor first), a redundant one, or a plain delete.
+    pub(super) fn peer_deleted_child(&mut self, inbound_spi: u32) {
+        let retiring = self.book.retiring(inbound_spi).copied();
+        let is_successor = self
+            .book
+            .retiring
+            .iter()
+            .any(|r| r.successor == Some(inbound_spi));
+        if let Some(r) = retiring {
+            if let Some(new) = r.successor {
+                if let Some(c) = self.children.iter().find(|c| c.inbound_spi == new) {
+                    let name = c.name.clone();
+                    self.events.push_back(Event::ChildOutbound {
+                        name,
+                        inbound_spi: new,
+                    });
+                }
+            }
+            if r.deleting {
+                // Our Delete of it is queued or out: no need to send it any more.
+                self.queue
+                    .retain(|q| *q != Queued::DeleteChild(inbound_spi));
+            }
+        }
+        self.child_gone(inbound_spi, true, retiring.is_some() || is_successor);
+    }
+
+    // ---- Child SA lifetimes and rekeying ----------------------------------------------
+
+    /// The earliest Child SA rekey, expiry or rekey fallback due.
+    pub(super) fn child_deadline(&self) -> Option<u64> {
+        if !matches!(self.state, IkeState::Established { .. }) {
+            return None;
+        }
+        let mut t: Option<u64> = None;
+        let mut at = |x: u64| t = Some(t.map_or(x, |y| y.min(x)));
+        for c in &self.children {
+            let retiring = self.book.retiring(c.inbound_spi);
+            if let (Some(r), None) = (c.rekey_at, retiring) {
+                if !self.book.rekeying(c.inbound_spi) {
+                    at(r);
+                }
+            }
+            match retiring {
+                Some(r) if r.deleting => {}
+                Some(r) => {
+                    if let Some(d) = r.deadline.into_iter().chain(c.expire_at).min() {
+                        at(d);
+                    }
+                }
+                None => {
+                    if let Some(e) = c.expire_at {
+                        at(e);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// Start the rekeys and expiries that are due, and the rekey responder's fallback.
     pub(super) fn child_timers(
         &mut self,
         now: u64,
         rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
     ) {
-        let _ = (now, rng, spis);
+        if !matches!(self.state, IkeState::Established { .. }) {
+            return;
+        }
+        // Hard expiry first: an SA past its life is not rekeyed.
+        let expired: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|c| c.expire_at.is_some_and(|e| e <= now))
+            .filter(|c| self.book.retiring(c.inbound_spi).is_none())
+            .map(|c| c.inbound_spi)
+            .collect();
+        for spi in expired {
+            tracing::info!(conn = %self.cfg.name, inbound_spi = format_args!("{spi:#010x}"), "Child SA reached its life_time: deleting it");
+            self.expire_child(now, spi, rng);
+        }
+        // The peer rekeyed and has not deleted the old SA in time (or the old one expires):
+        // switch anyway and delete it ourselves. A redundant SA the peer did not delete:
+        // delete it.
+        let late: Vec<Retiring> = self
+            .book
+            .retiring
+            .iter()
+            .filter(|r| !r.deleting)
+            .filter(|r| {
+                let exp = self
+                    .children
+                    .iter()
+                    .find(|c| c.inbound_spi == r.inbound_spi)
+                    .and_then(|c| c.expire_at);
+                r.deadline
+                    .into_iter()
+                    .chain(exp)
+                    .min()
+                    .is_some_and(|d| d <= now)
+            })
+            .copied()
+            .collect();
+        for r in late {
+            if let Some(new) = r.successor {
+                if let Some(c) = self.children.iter().find(|c| c.inbound_spi == new) {
+                    tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer did not delete the Child SA it rekeyed: switching to the new one and deleting the old one ourselves");
+                    let name = c.name.clone();
+                    self.events.push_back(Event::ChildOutbound {
+                        name,
+                        inbound_spi: new,
+                    });
+                }
+            }
+            if let Some(x) = self.book.retiring_mut(r.inbound_spi) {
+                x.deleting = true;
+                x.successor = None;
+                x.deadline = None;
+            }
+            self.queue.push_back(Queued::DeleteChild(r.inbound_spi));
+        }
+        let due: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|c| c.rekey_at.is_some_and(|r| r <= now))
+            .filter(|c| self.book.retiring(c.inbound_spi).is_none())
+            .filter(|c| !self.book.rekeying(c.inbound_spi))
+            .map(|c| c.inbound_spi)
+            .collect();
+        for spi in due {
+            tracing::info!(conn = %self.cfg.name, inbound_spi = format_args!("{spi:#010x}"), "Child SA reached its rekey_time: rekeying it");
+            // Cannot fail: established, and the SA is ours.
+            let _ = self.rekey_child(now, spi, rng, spis);
+        }
+        self.pump(now, rng);
     }
 
     /// Rekey the Child SA whose inbound SPI is `inbound_spi` now (the dataplane reached its
     /// soft byte/packet limit or its sequence numbers run short). Nothing if a rekey of it is
-    /// already under way.
+    /// already under way, or it was replaced already.
     pub fn rekey_child(
         &mut self,
         now: u64,
@@ -512,13 +1323,129 @@ impl IkeSa {
         rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
     ) -> Result<(), IkeError> {
-        let _ = (now, inbound_spi, rng, spis);
-        Err(IkeError::NotEstablished)
+        if !matches!(self.state, IkeState::Established { .. }) {
+            return Err(IkeError::NotEstablished);
+        }
+        let Some(c) = self
+            .children
+            .iter_mut()
+            .find(|c| c.inbound_spi == inbound_spi)
+        else {
+            return Err(IkeError::UnknownChildSa { inbound_spi });
+        };
+        // Started: the timer is spent (set again if the peer asks us to retry).
+        c.rekey_at = None;
+        let name = c.name.clone();
+        if self.book.rekeying(inbound_spi) || self.book.retiring(inbound_spi).is_some() {
+            return Ok(());
+        }
+        let Some(child) = self.cfg.children.iter().position(|x| x.name == name) else {
+            return Err(IkeError::UnknownChildSa { inbound_spi });
+        };
+        let new_spi = self.book.spare.pop().unwrap_or_else(|| spis.alloc_spi());
+        self.book.pending.push(Pending {
+            new_spi,
+            rekey_of: Some(inbound_spi),
+            replaces: None,
+            group: None,
+            ke_retried: false,
+            dh: None,
+        });
+        self.queue.push_back(Queued::CreateChild(ChildRequest {
+            child,
+            inbound_spi: new_spi,
+        }));
+        self.pump(now, rng);
+        Ok(())
     }
 
-    /// The Child SA reached its hard limit in the dataplane: delete it (ChildDown follows;
-    /// the daemon negotiates a fresh one if the child is still wanted).
+    /// The Child SA reached its hard limit (life_time here, bytes or packets in the
+    /// dataplane): delete it (ChildDown follows; the daemon negotiates a fresh one if the
+    /// child is still wanted). An old SA that a rekey replaced goes as rekeyed, its
+    /// successor taking the traffic.
     pub fn expire_child(&mut self, now: u64, inbound_spi: u32, rng: &mut dyn Random) {
-        let _ = (now, inbound_spi, rng);
+        match self.book.retiring(inbound_spi).copied() {
+            Some(r) if r.deleting => {} // already on its way out
+            Some(r) => {
+                if let Some(new) = r.successor {
+                    if let Some(c) = self.children.iter().find(|c| c.inbound_spi == new) {
+                        let name = c.name.clone();
+                        self.events.push_back(Event::ChildOutbound {
+                            name,
+                            inbound_spi: new,
+                        });
+                    }
+                }
+                self.child_gone(inbound_spi, false, true);
+                self.send_child_delete(now, inbound_spi, rng);
+            }
+            None => {
+                if self.child_gone(inbound_spi, false, false) {
+                    self.send_child_delete(now, inbound_spi, rng);
+                } else {
+                    self.ignored(format!(
+                        "expire_child: no Child SA with inbound SPI {inbound_spi:#010x}"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn send_child_delete(&mut self, now: u64, inbound_spi: u32, rng: &mut dyn Random) {
+        if matches!(self.state, IkeState::Established { .. }) {
+            self.queue.push_back(Queued::DeleteChild(inbound_spi));
+            self.pump(now, rng);
+        }
+    }
+
+    /// Inbound SPIs this IKE SA drew from the allocator for Child SA rekeys that did not
+    /// happen and holds for its next rekeys; the daemon releases them when it drops the SA.
+    pub fn unused_spis(&self) -> &[u32] {
+        &self.book.spare
+    }
+
+    /// Entries of the Child SA book (tests: no growth over many rekeys).
+    #[doc(hidden)]
+    pub fn child_book_len(&self) -> usize {
+        self.book.len() + self.queue.len()
+    }
+}
+
+/// The plain-words error for a CREATE_CHILD_SA that only the key exchange keeps apart.
+fn pfs_mismatch(c: &ChildCfg, offered: &[Proposal]) -> IkeError {
+    let mut theirs: Vec<Group> = Vec::new();
+    let mut their_none = false;
+    for p in offered {
+        let ids: Vec<u16> = p
+            .transforms
+            .iter()
+            .filter(|t| t.kind == transform::KE)
+            .map(|t| t.id)
+            .collect();
+        their_none |= ids.is_empty() || ids.contains(&0);
+        for g in ids.into_iter().filter_map(Group::from_iana) {
+            if !theirs.contains(&g) {
+                theirs.push(g);
+            }
+        }
+    }
+    let ours = child_groups(c);
+    if !theirs.is_empty() && !their_none {
+        IkeError::PfsPeerWants {
+            child: c.name.clone(),
+            theirs: group_names(&theirs),
+            first: theirs[0].name().into(),
+            ours: if ours.is_empty() {
+                "no key exchange group".into()
+            } else {
+                group_names(&ours)
+            },
+        }
+    } else {
+        IkeError::PfsWeRequire {
+            child: c.name.clone(),
+            ours: group_names(&ours),
+            first: ours.first().map_or("", |g| g.name()).into(),
+        }
     }
 }

@@ -101,11 +101,40 @@ pub enum IkeError {
     /// Initiator: the IKE_AUTH response carried neither a Child SA nor an error notify.
     #[error("the responder created no Child SA")]
     NoChildSa,
-    /// Responder: the initiator asked for a Child SA with a KE payload (PFS); not yet done.
-    #[error(
-        "the initiator wants a new Child SA with its own key exchange (PFS); not implemented yet"
-    )]
-    PfsNotImplemented,
+    /// Responder: the initiator wants a key exchange (PFS) on CREATE_CHILD_SA with groups the
+    /// child's esp_proposals do not offer.
+    #[error("the peer wants a key exchange (PFS) with {theirs} on CREATE_CHILD_SA; our esp_proposals for child {child} offer {ours}: add -{first} to esp_proposals")]
+    PfsPeerWants {
+        child: String,
+        /// The groups the peer offered, by name.
+        theirs: String,
+        /// The first of them, for the hint.
+        first: String,
+        /// Ours ("no key exchange group" without PFS).
+        ours: String,
+    },
+    /// Responder: our esp_proposals require a key exchange (PFS) on CREATE_CHILD_SA, the
+    /// initiator offered none.
+    #[error("the peer offered no key exchange (PFS) on CREATE_CHILD_SA, but our esp_proposals for child {child} require one ({ours}): add -{first} to the peer's esp_proposals, or -none to ours to make PFS optional")]
+    PfsWeRequire {
+        child: String,
+        ours: String,
+        first: String,
+    },
+    /// Initiator: the responder refused our CREATE_CHILD_SA that carried a key exchange.
+    #[error("the responder refused the Child SA {child} on CREATE_CHILD_SA with NO_PROPOSAL_CHOSEN; we asked for a key exchange (PFS) with {ours}: if the peer does no PFS, add -none to our esp_proposals (PFS optional); else add -{first} to the peer's")]
+    PeerRefusedPfs {
+        child: String,
+        ours: String,
+        first: String,
+    },
+    /// Initiator: the responder answered our CREATE_CHILD_SA without the key exchange its
+    /// chosen proposal needs (or with one of another group).
+    #[error("the responder chose key exchange group {chosen} for the Child SA but sent no matching KE payload")]
+    PfsKeMissing { chosen: String },
+    /// A Child SA named by its inbound SPI that this IKE SA does not have.
+    #[error("this IKE SA has no Child SA with inbound SPI {inbound_spi:#010x}")]
+    UnknownChildSa { inbound_spi: u32 },
     /// The peer refused an exchange with an error notify, or sent one in an INFORMATIONAL
     /// request (§2.21.2).
     #[error("the peer sent {} in {exchange}", notify_name(.notify))]

@@ -33,19 +33,14 @@ impl IkeSa {
                         };
                         let outb = u32::from_be_bytes(b);
                         // The peer names its inbound SPI: our outbound one.
-                        match self.children.iter().position(|c| c.outbound_spi == outb) {
-                            Some(i) => {
-                                let c = self.children.remove(i);
+                        match self.children.iter().find(|c| c.outbound_spi == outb) {
+                            Some(c) => {
+                                let inbound = c.inbound_spi;
                                 tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer deleted the Child SA");
                                 // §1.4.1: answer with the SPI of our half.
-                                ours.push(c.inbound_spi.to_be_bytes().to_vec());
-                                self.events.push_back(Event::ChildDown {
-                                    name: c.name,
-                                    inbound_spi: c.inbound_spi,
-                                    outbound_spi: c.outbound_spi,
-                                    by_peer: true,
- rekeyed: false,
-                                });
+                                ours.push(inbound.to_be_bytes().to_vec());
+                                // A rekeyed SA's successor takes the traffic first (§2.8).
+                                self.peer_deleted_child(inbound);
                             }
                             None => self.ignored(format!(
                                 "a Delete for ESP SPI {outb:#010x}, which is not one of ours (already gone?)"
@@ -139,28 +134,14 @@ impl IkeSa {
 
     /// INFORMATIONAL Delete of one Child SA (by our inbound SPI). ChildDown follows at once.
     pub fn delete_child(&mut self, now: u64, inbound_spi: u32, rng: &mut dyn Random) {
-        let Some(i) = self
-            .children
-            .iter()
-            .position(|c| c.inbound_spi == inbound_spi)
-        else {
+        if !self.children.iter().any(|c| c.inbound_spi == inbound_spi) {
             self.ignored(format!(
                 "delete_child: no Child SA with inbound SPI {inbound_spi:#010x}"
             ));
             return;
-        };
-        let c = self.children.remove(i);
-        self.events.push_back(Event::ChildDown {
-            name: c.name,
-            inbound_spi: c.inbound_spi,
-            outbound_spi: c.outbound_spi,
-            by_peer: false,
-            rekeyed: false,
-        });
-        if matches!(self.state, IkeState::Established { .. }) {
-            self.queue.push_back(Queued::DeleteChild(inbound_spi));
-            self.pump(now, rng);
         }
+        // The same as a hard expiry: ChildDown now, the Delete queued.
+        self.expire_child(now, inbound_spi, rng);
     }
 
     /// DPD (§1.4, §2.4): an empty INFORMATIONAL request. If no answer within `timeout_ms`

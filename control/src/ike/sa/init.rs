@@ -38,7 +38,7 @@ fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-fn keypair(group: Group, rng: &mut dyn Random) -> KeyPair {
+pub(super) fn keypair(group: Group, rng: &mut dyn Random) -> KeyPair {
     loop {
         let mut r = Zeroizing::new(vec![0u8; group.random_len()]);
         rng.fill(&mut r);

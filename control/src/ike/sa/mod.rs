@@ -370,6 +370,8 @@ pub struct IkeSa {
     established_at: Option<u64>,
     last_heard: u64,
     peer_id: Option<String>,
+    /// Child SA rekeys, retiring SAs and collisions (create_child).
+    book: create_child::ChildBook,
 }
 
 impl std::fmt::Debug for IkeSa {
@@ -465,6 +467,7 @@ impl IkeSa {
             established_at: None,
             last_heard: 0,
             peer_id: None,
+            book: Default::default(),
         }
     }
 
@@ -659,6 +662,7 @@ impl IkeSa {
     }
 
     fn children_down(&mut self, by_peer: bool) {
+        self.book.reset();
         for c in std::mem::take(&mut self.children) {
             self.events.push_back(Event::ChildDown {
                 name: c.name,
@@ -688,7 +692,9 @@ impl IkeSa {
                     }
                     let mut ni = vec![0u8; 32];
                     rng.fill(&mut ni);
-                    let p = self.create_child_payloads(req, &ni);
+                    let Some(p) = self.create_child_request(req, &ni, rng) else {
+                        continue;
+                    };
                     (p, Req::CreateChild { req, ni }, exchange::CREATE_CHILD_SA)
                 }
                 Queued::DeleteChild(inbound_spi) => (
@@ -852,10 +858,8 @@ impl IkeSa {
         match out.req {
             Req::Init => {}
             Req::Auth => self.on_auth_response(now, &p, rng),
-            Req::CreateChild { req, ni } => self.on_create_child_response(req, &ni, &p),
-            Req::DeleteChild { inbound_spi } => {
-                tracing::debug!(conn = %self.cfg.name, inbound_spi = format_args!("{inbound_spi:#010x}"), "the peer confirmed the Child SA delete");
-            }
+            Req::CreateChild { req, ni } => self.on_create_child_response(now, req, &ni, &p, rng),
+            Req::DeleteChild { inbound_spi } => self.on_delete_child_answer(inbound_spi),
             Req::DeleteIke => {
                 tracing::info!(conn = %self.cfg.name, "IKE SA deleted");
                 self.state = IkeState::Closed;
@@ -964,7 +968,7 @@ impl IkeSa {
             }
             (exchange::CREATE_CHILD_SA, IkeState::Established { .. }) => {
                 self.follow_peer(remote);
-                self.on_create_child_request(mid, local, remote, &p, rng, spis);
+                self.on_create_child_request(now, mid, local, remote, &p, rng, spis);
             }
             (exchange::CREATE_CHILD_SA, IkeState::Deleting { .. }) => {
                 // §2.21: answer, so the peer is not left waiting; nothing new on a dying SA.

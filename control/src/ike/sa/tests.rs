@@ -214,28 +214,49 @@ fn status_notifies_and_invalid_spi_are_reported_not_acted_on() {
 }
 
 #[test]
+fn a_child_rekey_request_is_answered_and_an_unknown_spi_is_not_found() {
+    let mut rng = Seeded(6);
+    let (mut i, mut r) = pair(&mut rng);
+    let rekey = |spi: u32, i: &IkeSa| {
+        // §1.3.3: REKEY_SA with the old SPI, then what a new child has.
+        let mut p = vec![Payload::Notify(Notify {
+            protocol: super::super::child::PROTO_ESP,
+            spi: spi.to_be_bytes().to_vec(),
+            kind: notify::REKEY_SA,
+            data: vec![],
+        })];
+        p.extend(i.create_child_payloads(
+            ChildRequest {
+                child: 0,
+                inbound_spi: 0x101,
+            },
+            &[7; 32],
+        ));
+        p
+    };
+    let p = rekey(0x999, &i);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, _) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::CHILD_SA_NOT_FOUND), "§2.25");
+    assert_eq!(r.children().len(), 1, "no new Child SA");
+    let p = rekey(0x100, &i);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (_, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::ChildRekeyed {
+            outbound_now: false,
+            ..
+        }
+    )));
+    assert_eq!(r.children().len(), 2, "old and new until the Delete");
+    assert_eq!(r.children()[1].rekeys, 1);
+}
+
+#[test]
 fn rekey_requests_are_refused_with_an_error_notify() {
     let mut rng = Seeded(6);
     let (mut i, mut r) = pair(&mut rng);
-    // A Child SA rekey (§1.3.3): REKEY_SA with the old SPI, then what a new child has.
-    let mut p = vec![Payload::Notify(Notify {
-        protocol: super::super::child::PROTO_ESP,
-        spi: 0x100u32.to_be_bytes().to_vec(),
-        kind: notify::REKEY_SA,
-        data: vec![],
-    })];
-    p.extend(i.create_child_payloads(
-        ChildRequest {
-            child: 0,
-            inbound_spi: 0x101,
-        },
-        &[7; 32],
-    ));
-    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
-    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
-    assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
-    assert_eq!(ignored(&ev), vec!["rekey not implemented yet"]);
-    assert_eq!(r.children().len(), 1, "no new Child SA");
     // An IKE SA rekey (§1.3.2): an IKE proposal and a KE.
     let ike = i.cfg.ike[0].to_wire(1);
     let p = vec![
@@ -254,7 +275,7 @@ fn rekey_requests_are_refused_with_an_error_notify() {
 }
 
 #[test]
-fn a_new_child_with_pfs_is_refused_for_now() {
+fn a_key_exchange_our_child_does_not_offer_is_refused_in_plain_words() {
     let mut rng = Seeded(7);
     let (mut i, mut r) = pair(&mut rng);
     let mut p = i.create_child_payloads(
@@ -264,6 +285,13 @@ fn a_new_child_with_pfs_is_refused_for_now() {
         },
         &[7; 32],
     );
+    // The initiator offers only x25519 (no NONE) and sends a KE for it.
+    let with_group: crate::ike::child::EspProposal = "aes128gcm16-x25519".parse().unwrap();
+    for x in p.iter_mut() {
+        if let Payload::Sa(props) = x {
+            *props = vec![with_group.to_wire(1, 0x101)];
+        }
+    }
     p.push(Payload::Ke {
         group: 31,
         data: vec![9; 32],
@@ -271,13 +299,17 @@ fn a_new_child_with_pfs_is_refused_for_now() {
     let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
     let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
     assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
-    assert!(ev.iter().any(|e| matches!(
+    let e = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::ChildFailed { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
         e,
-        Event::ChildFailed {
-            error: IkeError::PfsNotImplemented,
-            ..
-        }
-    )));
+        "the peer wants a key exchange (PFS) with x25519 on CREATE_CHILD_SA; our esp_proposals for child net offer no key exchange group: add -x25519 to esp_proposals"
+    );
 }
 
 #[test]
