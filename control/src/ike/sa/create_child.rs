@@ -429,6 +429,11 @@ impl IkeSa {
         self.report_unused("CREATE_CHILD_SA", p, CHILD_PAYLOADS, CHILD_NOTIFIES);
         let ike_rekey = first!(p, Payload::Sa(s) => s)
             .is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
+        if ike_rekey {
+            // §1.3.2: an IKE SA rekey (rekey_ike.rs).
+            self.on_ike_rekey_request(mid, local, remote, p, rng);
+            return;
+        }
         if ike_rekey || find_notify(p, notify::REKEY_SA).is_some() {
             // §1.3.2, §1.3.3: not yet; refuse so the peer is not left waiting.
             self.answer(

@@ -236,21 +236,79 @@ fn rekey_requests_are_refused_with_an_error_notify() {
     assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
     assert_eq!(ignored(&ev), vec!["rekey not implemented yet"]);
     assert_eq!(r.children().len(), 1, "no new Child SA");
-    // An IKE SA rekey (§1.3.2): an IKE proposal and a KE.
-    let ike = i.cfg.ike[0].to_wire(1);
-    let p = vec![
-        Payload::Sa(vec![ike]),
-        Payload::Nonce(vec![8; 32]),
-        Payload::Ke {
-            group: 31,
-            data: vec![9; 32],
-        },
+}
+
+/// An IKE SA rekey request (§1.3.2) that cannot be served is answered with the notify
+/// that says why, and the IKE SA stays as it is.
+#[test]
+fn bad_ike_rekey_requests_are_answered_with_the_reason() {
+    let mut rng = Seeded(10);
+    let (mut i, mut r) = pair(&mut rng);
+    let ke = |group: u16, len: usize| Payload::Ke {
+        group,
+        data: vec![9; len],
+    };
+    let spi = 0x0102_0304_0506_0708;
+    let cases: Vec<(Vec<Payload>, u16, &str)> = vec![
+        // No KE.
+        (
+            vec![
+                Payload::Sa(vec![i.cfg.ike[0].to_wire_with_spi(1, spi)]),
+                Payload::Nonce(vec![8; 32]),
+            ],
+            notify::INVALID_SYNTAX,
+            "without SA, a valid nonce or KE",
+        ),
+        // No SPI in the proposal.
+        (
+            vec![
+                Payload::Sa(vec![i.cfg.ike[0].to_wire(1)]),
+                Payload::Nonce(vec![8; 32]),
+                ke(31, 32),
+            ],
+            notify::INVALID_SYNTAX,
+            "no 8-octet SPI",
+        ),
+        // A proposal we do not accept: both sides' proposals named.
+        (
+            vec![
+                Payload::Sa(vec!["aes256-sha512-modp3072"
+                    .parse::<IkeProposal>()
+                    .unwrap()
+                    .to_wire_with_spi(1, spi)]),
+                Payload::Nonce(vec![8; 32]),
+                ke(15, 384),
+            ],
+            notify::NO_PROPOSAL_CHOSEN,
+            "it offered aes256-prfsha512-sha512-modp3072; we accept aes128gcm16-prfsha256-x25519",
+        ),
+        // A KE for a group we did not choose: INVALID_KE_PAYLOAD naming ours.
+        (
+            vec![
+                Payload::Sa(vec!["aes128gcm16-prfsha256-ecp256-x25519"
+                    .parse::<IkeProposal>()
+                    .unwrap()
+                    .to_wire_with_spi(1, spi)]),
+                Payload::Nonce(vec![8; 32]),
+                ke(19, 64),
+            ],
+            notify::INVALID_KE_PAYLOAD,
+            "KE for group 19; we chose x25519",
+        ),
     ];
-    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
-    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
-    assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
-    assert_eq!(ignored(&ev), vec!["rekey not implemented yet"]);
-    assert_eq!(r.phase(), Phase::Established);
+    for (p, want, says) in cases {
+        let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+        let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+        assert!(has_notify(&answer, want), "{says}: {answer:?}");
+        let why = ignored(&ev);
+        assert!(why.len() == 1 && why[0].contains(says), "{says}: {why:?}");
+        if want == notify::INVALID_KE_PAYLOAD {
+            let n = find_notify(&answer, want).unwrap();
+            assert_eq!(n.data, 31u16.to_be_bytes().to_vec());
+        }
+        assert_eq!(r.phase(), Phase::Established);
+        assert!(!ev.iter().any(|e| matches!(e, Event::NewIkeSa(_))));
+    }
 }
 
 #[test]
