@@ -383,7 +383,12 @@ fn assert_children_pair(a: &[ChildInfo], b: &[ChildInfo]) {
 /// the role of the rekey initiator, the children moved, the old SAs closed without
 /// ChildDown, and the new SA works (DPD probe and CREATE_CHILD_SA with message IDs from
 /// 0), while the old SA's SPIs see nothing more.
-fn check_rekeyed(n: &mut Net, by_a: bool, old: (u64, u64), children: (Vec<ChildInfo>, Vec<ChildInfo>)) {
+fn check_rekeyed(
+    n: &mut Net,
+    by_a: bool,
+    old: (u64, u64),
+    children: (Vec<ChildInfo>, Vec<ChildInfo>),
+) {
     let (a, b) = (n.a.live(), n.b.live());
     assert_eq!(a.phase(), Phase::Established);
     assert_eq!(b.phase(), Phase::Established);
@@ -395,12 +400,27 @@ fn check_rekeyed(n: &mut Net, by_a: bool, old: (u64, u64), children: (Vec<ChildI
     } else {
         (Role::Responder, Role::Initiator)
     };
-    assert_eq!((a.role(), b.role()), (ra, rb), "§2.18: the rekey initiator's role");
-    assert_eq!(a.children(), &children.0[..], "A's children moved as they were");
-    assert_eq!(b.children(), &children.1[..], "B's children moved as they were");
+    assert_eq!(
+        (a.role(), b.role()),
+        (ra, rb),
+        "§2.18: the rekey initiator's role"
+    );
+    assert_eq!(
+        a.children(),
+        &children.0[..],
+        "A's children moved as they were"
+    );
+    assert_eq!(
+        b.children(),
+        &children.1[..],
+        "B's children moved as they were"
+    );
     assert_eq!((a.rekeys(), b.rekeys()), (1, 1));
     assert_eq!(a.suite(), b.suite());
-    assert!(n.a.closed.contains(&old) && n.b.closed.contains(&old), "old SA closed");
+    assert!(
+        n.a.closed.contains(&old) && n.b.closed.contains(&old),
+        "old SA closed"
+    );
     let (ea, eb) = (n.a.take_events(), n.b.take_events());
     assert_eq!(child_downs(&ea) + child_downs(&eb), 0, "{ea:?} {eb:?}");
     assert!(failures(&ea).is_empty() && failures(&eb).is_empty());
@@ -439,17 +459,30 @@ fn check_rekeyed(n: &mut Net, by_a: bool, old: (u64, u64), children: (Vec<ChildI
     assert_eq!(ua[0].0, n.a.live().our_spi());
     assert_eq!(ub[0].0, n.b.live().our_spi());
     // Both derived the Child SA keys from the new SK_d alike.
-    assert_eq!(ua[0].1.keys_in.encryption[..], ub[0].1.keys_out.encryption[..]);
-    assert_eq!(ua[0].1.keys_out.encryption[..], ub[0].1.keys_in.encryption[..]);
+    assert_eq!(
+        ua[0].1.keys_in.encryption[..],
+        ub[0].1.keys_out.encryption[..]
+    );
+    assert_eq!(
+        ua[0].1.keys_out.encryption[..],
+        ub[0].1.keys_in.encryption[..]
+    );
     assert_children_pair(n.a.live().children(), n.b.live().children());
     assert_eq!(n.a.live().children().len(), 2);
     assert!(n.a.unroutable.is_empty() && n.b.unroutable.is_empty());
 }
 
 fn rekey_once(ike_a: &str, ike_b: &str, by_a: bool, seed: u64) -> Net {
-    let mut n = Net::establish(conn(true, ike_a, never()), conn(false, ike_b, never()), seed);
+    let mut n = Net::establish(
+        conn(true, ike_a, never()),
+        conn(false, ike_b, never()),
+        seed,
+    );
     let old = n.a.live().spis();
-    let children = (n.a.live().children().to_vec(), n.b.live().children().to_vec());
+    let children = (
+        n.a.live().children().to_vec(),
+        n.b.live().children().to_vec(),
+    );
     n.now = 5_000;
     n.rekey(by_a);
     n.pump();
@@ -487,7 +520,10 @@ fn invalid_ke_makes_the_rekey_retry_with_the_responders_group() {
     let ike_b = "aes128gcm16-prfsha256-ecp256";
     let mut n = Net::establish(conn(true, ike_a, never()), conn(false, ike_b, never()), 9);
     let old = n.a.live().spis();
-    let children = (n.a.live().children().to_vec(), n.b.live().children().to_vec());
+    let children = (
+        n.a.live().children().to_vec(),
+        n.b.live().children().to_vec(),
+    );
     let mark = n.wire.len();
     n.rekey(true);
     n.pump();
@@ -556,7 +592,10 @@ fn colliding_rekeys_leave_exactly_one_ike_sa_on_each_side() {
     for seed in 1..=16u64 {
         let mut n = Net::establish(conn(true, P, never()), conn(false, P, never()), seed * 7919);
         let old = n.a.live().spis();
-        let children = (n.a.live().children().to_vec(), n.b.live().children().to_vec());
+        let children = (
+            n.a.live().children().to_vec(),
+            n.b.live().children().to_vec(),
+        );
         n.now = 1_000;
         // Both start within one round trip: both requests are delivered before either
         // answer.
@@ -577,7 +616,10 @@ fn colliding_rekeys_leave_exactly_one_ike_sa_on_each_side() {
         assert_eq!(n.b.closed.len(), 2);
         assert!(n.a.closed.contains(&old) && n.b.closed.contains(&old));
         let redundant = n.a.closed.iter().find(|s| **s != old).unwrap();
-        assert!(n.b.closed.contains(redundant), "the same SA is redundant on both sides");
+        assert!(
+            n.b.closed.contains(redundant),
+            "the same SA is redundant on both sides"
+        );
         let (ea, eb) = (n.a.take_events(), n.b.take_events());
         assert_eq!(child_downs(&ea) + child_downs(&eb), 0, "{ea:?}");
         assert!(failures(&ea).is_empty() && failures(&eb).is_empty());
@@ -607,7 +649,11 @@ fn the_rekey_happens_within_the_random_spread_of_rekey_time() {
             assert!((est + 8_000..=est + 10_000).contains(&at), "{at}");
             assert_eq!(sa.expire_at(), Some(est + 13_000));
         }
-        let first = n.a.live().rekey_at().unwrap().min(n.b.live().rekey_at().unwrap());
+        let first =
+            n.a.live()
+                .rekey_at()
+                .unwrap()
+                .min(n.b.live().rekey_at().unwrap());
         n.run_until(est + 10_000);
         let (a, b) = (n.a.live(), n.b.live());
         assert_eq!(a.spis(), b.spis());
@@ -676,7 +722,10 @@ fn the_ike_sa_expires_when_the_peer_stays_silent() {
 #[test]
 fn a_hundred_consecutive_rekeys_keep_the_state_flat() {
     let mut n = Net::establish(conn(true, P, never()), conn(false, P, never()), 77);
-    let children = (n.a.live().children().to_vec(), n.b.live().children().to_vec());
+    let children = (
+        n.a.live().children().to_vec(),
+        n.b.live().children().to_vec(),
+    );
     let mut wire_per_rekey = None;
     for k in 1..=100u32 {
         let mark = n.wire.len();
@@ -697,7 +746,11 @@ fn a_hundred_consecutive_rekeys_keep_the_state_flat() {
         assert_eq!(*wire_per_rekey.get_or_insert(sent), sent);
         assert_eq!(n.a.sas.len() + n.b.sas.len(), 2);
     }
-    assert_eq!(wire_per_rekey, Some(4), "rekey and delete, request and answer each");
+    assert_eq!(
+        wire_per_rekey,
+        Some(4),
+        "rekey and delete, request and answer each"
+    );
     assert_eq!((n.a.closed.len(), n.b.closed.len()), (100, 100));
     // The line's Debug shows no growth either.
     assert!(format!("{:?}", n.a.live()).len() < 200);

@@ -309,14 +309,14 @@ impl IkeSa {
         };
         let (suite, peer_spi, nr, kex) = answer;
         let spis = (ours.spi, peer_spi);
-        let keys = match self.rekey_keys(suite, Role::Initiator, &ours.dh, &kex, &ours.ni, &nr, spis)
-        {
-            Ok(k) => k,
-            Err(e) => {
-                self.rekey_failed(now, e, rng);
-                return;
-            }
-        };
+        let keys =
+            match self.rekey_keys(suite, Role::Initiator, &ours.dh, &kex, &ours.ni, &nr, spis) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.rekey_failed(now, e, rng);
+                    return;
+                }
+            };
         let made = Made {
             sa: Box::new(self.rekeyed(Role::Initiator, spis, keys, now, rng)),
             ni: ours.ni,
@@ -441,7 +441,9 @@ impl IkeSa {
         let ke = first!(p, Payload::Ke { group, data } => (*group, data));
         let (Some(props), Some(ni), Some((group, kex))) = (sa, ni, ke) else {
             self.answer_notify(mid, local, remote, notify::INVALID_SYNTAX, vec![], rng);
-            self.ignored("an IKE SA rekey without SA, a valid nonce or KE: answered INVALID_SYNTAX".into());
+            self.ignored(
+                "an IKE SA rekey without SA, a valid nonce or KE: answered INVALID_SYNTAX".into(),
+            );
             return;
         };
         let Some((number, suite)) = IkeProposal::choose_for_ke(&self.cfg.ike, props, group) else {
@@ -486,7 +488,9 @@ impl IkeSa {
             Ok(k) => k,
             Err(e) => {
                 self.answer_notify(mid, local, remote, notify::INVALID_SYNTAX, vec![], rng);
-                self.ignored(format!("an IKE SA rekey we cannot key ({e}): answered INVALID_SYNTAX"));
+                self.ignored(format!(
+                    "an IKE SA rekey we cannot key ({e}): answered INVALID_SYNTAX"
+                ));
                 return;
             }
         };

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::super::child::{parse_ts, ChildCfg};
+use super::super::proposal::PROTO_IKE;
 use super::super::wire::{exchange, Payload};
 use super::*;
 
@@ -379,4 +380,172 @@ fn unknown_payloads_and_status_notifies_are_reported() {
             "status notify 16430 in IKE_SA_INIT"
         ]
     );
+}
+
+// ---- IKE SA rekey: what only a crafted peer can do (rekey_ike.rs) ----------------------
+
+/// `i`'s IKE SA rekey request on the wire: its message ID.
+fn start_ike_rekey(i: &mut IkeSa, now: u64, rng: &mut Seeded) -> u32 {
+    i.rekey_ike(now, rng).unwrap();
+    let (sends, _) = drain(i);
+    assert_eq!(sends.len(), 1);
+    let mid = i.out.as_ref().unwrap().mid;
+    assert!(matches!(i.out.as_ref().unwrap().req, Req::RekeyIke));
+    mid
+}
+
+/// `from`'s answer `mid` carrying `payloads`, delivered to `to` at `now`.
+fn answer_with(
+    from: &IkeSa,
+    to: &mut IkeSa,
+    mid: u32,
+    payloads: &[Payload],
+    now: u64,
+    rng: &mut Seeded,
+) -> (Vec<Vec<u8>>, Vec<Event>) {
+    let h = from.header(exchange::CREATE_CHILD_SA, mid, true);
+    let msg = from.seal(h, payloads, rng).unwrap();
+    let (l, r) = (to.local(), to.remote());
+    to.handle(now, l, r, &msg, rng, &mut Counter(0x400));
+    drain(to)
+}
+
+#[test]
+fn a_refused_ike_rekey_is_tried_again_2_to_10_s_later_naming_both_proposals() {
+    let mut rng = Seeded(11);
+    for kind in [notify::TEMPORARY_FAILURE, notify::NO_PROPOSAL_CHOSEN] {
+        let (mut i, r) = pair(&mut rng);
+        let now = 1_000_000;
+        let mid = start_ike_rekey(&mut i, now, &mut rng);
+        assert!(i.ike_rekeying());
+        let (sends, ev) = answer_with(
+            &r,
+            &mut i,
+            mid,
+            &[notify_payload(kind, vec![])],
+            now,
+            &mut rng,
+        );
+        assert!(sends.is_empty() && ev.is_empty(), "{ev:?}");
+        assert_eq!(i.phase(), Phase::Established, "the IKE SA lives on");
+        assert!(!i.ike_rekeying(), "child rekeys may go ahead meanwhile");
+        let at = i.poll_timeout().unwrap();
+        assert!((now + 2_000..=now + 10_000).contains(&at), "{at}");
+        let why = i.ike_rekey_error().unwrap().to_string();
+        assert!(why.contains(&notify::name(kind)), "{why}");
+        assert!(
+            why.contains("We offered aes128gcm16-prfsha256-x25519; the IKE SA now uses aes128gcm16-prfsha256-x25519"),
+            "{why}"
+        );
+        // Not before its time; then a new request (the next message ID).
+        i.handle_timeout(at - 1, &mut rng, &mut Counter(0x500));
+        assert!(drain(&mut i).0.is_empty());
+        i.handle_timeout(at, &mut rng, &mut Counter(0x500));
+        assert_eq!(drain(&mut i).0.len(), 1, "tried again");
+        assert_eq!(i.out.as_ref().unwrap().mid, mid + 1);
+        assert!(i.ike_rekeying());
+    }
+}
+
+#[test]
+fn a_bad_ike_rekey_answer_is_not_used_and_tried_again() {
+    let mut rng = Seeded(12);
+    let (mut i, r) = pair(&mut rng);
+    let mid = start_ike_rekey(&mut i, 5, &mut rng);
+    // A proposal we did not offer.
+    let theirs = "aes256gcm16-prfsha384-ecp384"
+        .parse::<IkeProposal>()
+        .unwrap()
+        .to_wire_with_spi(1, 77);
+    let p = [
+        Payload::Sa(vec![theirs]),
+        Payload::Nonce(vec![1; 32]),
+        Payload::Ke {
+            group: 20,
+            data: vec![2; 96],
+        },
+    ];
+    let (_, ev) = answer_with(&r, &mut i, mid, &p, 5, &mut rng);
+    assert!(!ev.iter().any(|e| matches!(e, Event::NewIkeSa(_))));
+    assert!(matches!(
+        i.ike_rekey_error(),
+        Some(IkeError::PeerChoseUnoffered { what: "IKE", .. })
+    ));
+    assert!(i
+        .poll_timeout()
+        .is_some_and(|t| (2_005..=10_005).contains(&t)));
+    assert_eq!(i.phase(), Phase::Established);
+}
+
+#[test]
+fn ike_rekey_requests_while_deleting_or_already_rekeyed_get_temporary_failure() {
+    let mut rng = Seeded(13);
+    let (mut i, mut r) = pair(&mut rng);
+    let rekey = |sa: &IkeSa, spi: u64| {
+        vec![
+            Payload::Sa(vec![sa.cfg.ike[0].to_wire_with_spi(1, spi)]),
+            Payload::Nonce(vec![8; 32]),
+            Payload::Ke {
+                group: 31,
+                data: vec![9; 32],
+            },
+        ]
+    };
+    // r has a request of its own in flight: i's rekey is answered but held back.
+    assert!(r.dpd_probe(0, 10_000, &mut rng));
+    let dpd = drain(&mut r).0;
+    let p = rekey(&i, 0x1111);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(find_notify(&answer, notify::NO_PROPOSAL_CHOSEN).is_none());
+    assert!(
+        first!(answer, Payload::Sa(s) => s).is_some(),
+        "answered as usual"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::NewIkeSa(_))),
+        "held back"
+    );
+    assert!(r.ike_rekeying(), "child rekeys get TEMPORARY_FAILURE now");
+    // A second one from the peer (it should not): TEMPORARY_FAILURE.
+    let p = rekey(&i, 0x2222);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, _) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::TEMPORARY_FAILURE));
+    // The peer's Delete of the old SA (crossing our DPD's answer): the new SA first.
+    let del = request(
+        &mut i,
+        exchange::INFORMATIONAL,
+        &[Payload::Delete(super::super::wire::Delete {
+            protocol: PROTO_IKE,
+            spi_size: 0,
+            spis: vec![],
+        })],
+        &mut rng,
+    );
+    let (_, ev) = deliver(&i, &mut r, &del, &mut rng);
+    let new = ev.iter().position(|e| matches!(e, Event::NewIkeSa(_)));
+    let closed = ev
+        .iter()
+        .position(|e| matches!(e, Event::Closed { by_peer: true }));
+    assert!(new.unwrap() < closed.unwrap(), "{ev:?}");
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::ChildDown { .. })),
+        "{ev:?}"
+    );
+    let Some(Event::NewIkeSa(sa)) = ev.into_iter().find(|e| matches!(e, Event::NewIkeSa(_))) else {
+        unreachable!()
+    };
+    assert_eq!(sa.spis().0, 0x1111);
+    assert_eq!(sa.children().len(), 1, "the children moved");
+    assert_eq!(sa.role(), Role::Responder);
+    drop(dpd);
+    // And an SA being deleted answers a rekey with TEMPORARY_FAILURE (§2.25.2).
+    let (mut i, mut r) = pair(&mut rng);
+    r.delete(0, &mut rng);
+    drain(&mut r);
+    let p = rekey(&i, 0x3333);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, _) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::TEMPORARY_FAILURE));
 }
