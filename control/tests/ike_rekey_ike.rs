@@ -755,3 +755,129 @@ fn a_hundred_consecutive_rekeys_keep_the_state_flat() {
     // The line's Debug shows no growth either.
     assert!(format!("{:?}", n.a.live()).len() < 200);
 }
+
+/// Drop the datagrams whose (from A?, exchange, response?) match, `times` times each.
+fn drop_first(rules: Vec<(bool, u8, bool, usize)>) -> Network {
+    let mut rules = rules;
+    Box::new(move |from_a, d| {
+        let h = peek(&d.data).unwrap();
+        for r in rules.iter_mut() {
+            if r.3 > 0 && r.0 == from_a && r.1 == h.exchange && r.2 == h.is_response() {
+                r.3 -= 1;
+                return false;
+            }
+        }
+        true
+    })
+}
+
+#[test]
+fn lost_rekey_and_delete_messages_are_retransmitted() {
+    for by_a in [true, false] {
+        let mut n = Net::establish(conn(true, P, never()), conn(false, P, never()), 31);
+        let old = n.a.live().spis();
+        let children = (
+            n.a.live().children().to_vec(),
+            n.b.live().children().to_vec(),
+        );
+        let init = by_a;
+        // The rekey request, its answer, the Delete and its answer: each lost once.
+        n.deliver = drop_first(vec![
+            (init, exchange::CREATE_CHILD_SA, false, 1),
+            (!init, exchange::CREATE_CHILD_SA, true, 1),
+            (init, exchange::INFORMATIONAL, false, 1),
+        ]);
+        n.rekey(by_a);
+        n.run_until(n.now + 120_000);
+        let (a, b) = (n.a.live(), n.b.live());
+        assert_eq!(a.spis(), b.spis());
+        assert_eq!(a.children(), &children.0[..]);
+        assert_eq!(b.children(), &children.1[..]);
+        assert_eq!((n.a.new_sas, n.b.new_sas), (1, 1), "one new SA, made once");
+        assert!(n.a.closed.contains(&old) && n.b.closed.contains(&old));
+        let (ea, eb) = (n.a.take_events(), n.b.take_events());
+        assert_eq!(child_downs(&ea) + child_downs(&eb), 0);
+        assert!(failures(&ea).is_empty() && failures(&eb).is_empty());
+        assert_eq!(n.next_timer(), None);
+    }
+}
+
+#[test]
+fn the_old_sa_goes_even_if_its_delete_never_arrives() {
+    let mut n = Net::establish(conn(true, P, never()), conn(false, P, never()), 32);
+    let old = n.a.live().spis();
+    // Every Delete A sends on the old SA is lost.
+    n.deliver = Box::new(move |from_a, d| {
+        let h = peek(&d.data).unwrap();
+        !(from_a && h.exchange == exchange::INFORMATIONAL && (h.spi_i, h.spi_r) == old)
+    });
+    let start = n.now;
+    n.rekey(true);
+    n.run_until(start + 120_000);
+    assert_eq!(n.a.live().spis(), n.b.live().spis());
+    assert!(n.a.closed.contains(&old) && n.b.closed.contains(&old));
+    let (ea, eb) = (n.a.take_events(), n.b.take_events());
+    assert_eq!(child_downs(&ea) + child_downs(&eb), 0);
+    assert!(failures(&ea).is_empty() && failures(&eb).is_empty());
+    // B waited for A's Delete as long as A retransmits (31 s), then deleted it itself.
+    let b_delete = n
+        .wire
+        .iter()
+        .find(|(_, from_a, d)| {
+            let h = peek(&d.data).unwrap();
+            !from_a
+                && h.exchange == exchange::INFORMATIONAL
+                && !h.is_response()
+                && (h.spi_i, h.spi_r) == old
+        })
+        .map(|(t, _, _)| *t);
+    assert_eq!(b_delete, Some(start + 31_000));
+    assert_eq!(n.next_timer(), None);
+}
+
+#[test]
+fn colliding_rekeys_under_loss_still_converge_to_one_sa() {
+    let (mut failed, mut collided) = (0, 0);
+    for seed in 1..=40u64 {
+        let mut n = Net::establish(conn(true, P, never()), conn(false, P, never()), seed * 31);
+        let children = (
+            n.a.live().children().to_vec(),
+            n.b.live().children().to_vec(),
+        );
+        // Lose a quarter of the datagrams for the first 20 s.
+        let mut r = Seeded(seed * 0x9e37_79b9 + 1);
+        let mut count = 0u32;
+        n.deliver = Box::new(move |_, _| {
+            count += 1;
+            let mut b = [0u8; 1];
+            r.fill(&mut b);
+            count > 40 || b[0] >= 64
+        });
+        n.now = 1_000;
+        n.rekey(true);
+        if seed % 4 != 0 {
+            n.rekey(false);
+        }
+        n.run_until(n.now + 300_000);
+        let ctx = format!("seed {seed}: A {:?} B {:?}", n.a.sas, n.b.sas);
+        let (ea, eb) = (n.a.take_events(), n.b.take_events());
+        if !failures(&ea).is_empty() || !failures(&eb).is_empty() {
+            failed += 1;
+            // Every retransmission of one exchange lost: a peer declared dead is fine, as
+            // long as both agree nothing survives.
+            continue;
+        }
+        collided += usize::from(n.a.new_sas == 2);
+        assert_eq!((n.a.sas.len(), n.b.sas.len()), (1, 1), "{ctx}");
+        let (a, b) = (n.a.live(), n.b.live());
+        assert_eq!(a.spis(), b.spis(), "{ctx}");
+        assert_eq!(a.children(), &children.0[..], "{ctx}");
+        assert_eq!(b.children(), &children.1[..], "{ctx}");
+        assert_eq!(child_downs(&ea) + child_downs(&eb), 0, "{ctx}");
+        assert_eq!(n.next_timer(), None, "{ctx}");
+    }
+    assert!(
+        failed < 5 && collided >= 5,
+        "{failed} failed, {collided} collided"
+    );
+}
