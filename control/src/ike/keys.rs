@@ -125,13 +125,45 @@ pub fn derive_ike_keys(
     (spi_i, spi_r): (u64, u64),
     lens: KeyLengths,
 ) -> IkeKeys {
-    let (enc_len, integ_len) = (lens.enc, lens.integ);
     let nonces = [ni, nr].concat();
     let skeyseed = prf.prf(&nonces, &[shared]);
+    expand_ike_keys(prf, &skeyseed, ni, nr, (spi_i, spi_r), lens)
+}
+
+/// RFC 7296 §2.18: the keys of an IKE SA made by rekeying one (CREATE_CHILD_SA).
+/// SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) with the old IKE SA's PRF ("the
+/// rekeying exchange belongs to the old IKE SA"); then the seven keys as §2.14 with the
+/// new SA's PRF, the exchange's nonces and the new SPIs (SPIi is the rekey initiator's).
+#[allow(clippy::too_many_arguments)]
+pub fn derive_rekeyed_ike_keys(
+    old_prf: Prf,
+    old_sk_d: &[u8],
+    prf: Prf,
+    ni: &[u8],
+    nr: &[u8],
+    shared: &[u8],
+    spis: (u64, u64),
+    lens: KeyLengths,
+) -> IkeKeys {
+    let skeyseed = old_prf.prf(old_sk_d, &[shared, ni, nr]);
+    expand_ike_keys(prf, &skeyseed, ni, nr, spis, lens)
+}
+
+/// §2.14: {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
+/// = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
+fn expand_ike_keys(
+    prf: Prf,
+    skeyseed: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    (spi_i, spi_r): (u64, u64),
+    lens: KeyLengths,
+) -> IkeKeys {
+    let (enc_len, integ_len) = (lens.enc, lens.integ);
     let seed = [ni, nr, &spi_i.to_be_bytes()[..], &spi_r.to_be_bytes()[..]].concat();
     let p = prf.output_len();
     let total = p + 2 * integ_len + 2 * enc_len + 2 * p;
-    let km = prf.prf_plus(&skeyseed, &seed, total);
+    let km = prf.prf_plus(skeyseed, &seed, total);
     let mut at = 0;
     let mut take = |n: usize| {
         let s = Zeroizing::new(km[at..at + n].to_vec());
@@ -231,5 +263,33 @@ mod tests {
         assert_eq!(&k.sk_pi[..], &km[72..104]);
         assert_eq!(&k.sk_pr[..], &km[104..136]);
         assert_eq!(format!("{k:?}"), "IkeKeys { <redacted> }");
+    }
+
+    /// §2.18: SKEYSEED from the old SK_d and the old PRF, the rest as §2.14 with the new
+    /// PRF and the new SPIs.
+    #[test]
+    fn rekeyed_ike_keys_follow_2_18() {
+        let (old, new) = (Prf::HmacSha512, Prf::HmacSha256);
+        let (sk_d, ni, nr, g) = ([4u8; 64], [1u8; 32], [2u8; 32], [3u8; 32]);
+        let lens = KeyLengths { enc: 36, integ: 0 };
+        let k = derive_rekeyed_ike_keys(old, &sk_d, new, &ni, &nr, &g, (0x1111, 0x2222), lens);
+        let skeyseed = old.prf(&sk_d, &[&[g, ni, nr].concat()]);
+        let seed = [
+            &ni[..],
+            &nr[..],
+            &0x1111u64.to_be_bytes(),
+            &0x2222u64.to_be_bytes(),
+        ]
+        .concat();
+        let km = new.prf_plus(&skeyseed, &seed, 32 + 72 + 64);
+        assert_eq!(&k.sk_d[..], &km[..32]);
+        assert_eq!(&k.sk_ei[..], &km[32..68]);
+        assert_eq!(&k.sk_er[..], &km[68..104]);
+        assert_eq!(&k.sk_pr[..], &km[136..168]);
+        // Not the IKE_SA_INIT derivation, and the SPIs matter.
+        let fresh = derive_ike_keys(new, &ni, &nr, &g, (0x1111, 0x2222), lens);
+        assert_ne!(&fresh.sk_d[..], &k.sk_d[..]);
+        let other = derive_rekeyed_ike_keys(old, &sk_d, new, &ni, &nr, &g, (0x1111, 0x2223), lens);
+        assert_ne!(&other.sk_d[..], &k.sk_d[..]);
     }
 }

@@ -236,6 +236,39 @@ impl IkeProposal {
         }
     }
 
+    /// As a proposal in an IKE SA rekey (§1.3.2, §3.3.1): with the sender's SPI of the new
+    /// IKE SA (8 octets).
+    pub fn to_wire_with_spi(&self, number: u8, spi: u64) -> Proposal {
+        Proposal {
+            spi: spi.to_be_bytes().to_vec(),
+            ..self.to_wire(number)
+        }
+    }
+
+    /// The responder's choice for an IKE SA rekey (§1.3.2): as [`IkeProposal::choose`], but
+    /// taking the group of the initiator's KE payload when the proposal allows it and we
+    /// accept it, which saves an INVALID_KE_PAYLOAD round trip (§1.2 lets the responder pick
+    /// any offered group; the KE is for one of them).
+    pub fn choose_for_ke(
+        ours: &[IkeProposal],
+        offered: &[Proposal],
+        ke_group: u16,
+    ) -> Option<(u8, IkeSuite)> {
+        let with_ke: Vec<Proposal> = offered
+            .iter()
+            .map(|p| Proposal {
+                transforms: p
+                    .transforms
+                    .iter()
+                    .filter(|t| t.kind != transform::KE || t.id == ke_group)
+                    .copied()
+                    .collect(),
+                ..p.clone()
+            })
+            .collect();
+        IkeProposal::choose(ours, &with_ke).or_else(|| IkeProposal::choose(ours, offered))
+    }
+
     /// The responder's choice (RFC 7296 §2.7): the first of the initiator's proposals we
     /// can accept whole, taking in each transform type the initiator's first choice that is
     /// also ours. `None`: NO_PROPOSAL_CHOSEN.
@@ -298,6 +331,16 @@ impl IkeSuite {
             groups: vec![self.group],
         }
         .to_wire(number)
+    }
+}
+
+impl IkeSuite {
+    /// The chosen suite in an IKE SA rekey answer, with the responder's new SPI (§1.3.2).
+    pub fn to_wire_with_spi(&self, number: u8, spi: u64) -> Proposal {
+        Proposal {
+            spi: spi.to_be_bytes().to_vec(),
+            ..self.to_wire(number)
+        }
     }
 }
 
@@ -425,5 +468,29 @@ mod tests {
             .to_wire(1)];
         assert!(IkeProposal::choose(&ours, &theirs).is_none());
         assert_eq!(describe(&theirs[0]), "aes256-prfsha512-sha512-modp3072");
+    }
+
+    #[test]
+    fn a_rekey_responder_prefers_the_group_of_the_ke_payload() {
+        let offered = vec!["aes128gcm16-prfsha256-x25519-ecp256-modp2048"
+            .parse::<IkeProposal>()
+            .unwrap()
+            .to_wire_with_spi(1, 0x0102_0304_0506_0708)];
+        assert_eq!(offered[0].spi, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        let ours = vec!["aes128gcm16-prfsha256-modp2048-ecp256"
+            .parse::<IkeProposal>()
+            .unwrap()];
+        // Plain choice: the initiator's first group we accept.
+        assert_eq!(
+            IkeProposal::choose(&ours, &offered).unwrap().1.group,
+            Group::Ecp256
+        );
+        // With a KE for modp2048, that one (no INVALID_KE_PAYLOAD needed).
+        let (n, s) = IkeProposal::choose_for_ke(&ours, &offered, 14).unwrap();
+        assert_eq!((n, s.group), (1, Group::Modp2048));
+        // A KE for a group we do not accept: the plain choice (then INVALID_KE_PAYLOAD).
+        let (_, s) = IkeProposal::choose_for_ke(&ours, &offered, 31).unwrap();
+        assert_eq!(s.group, Group::Ecp256);
+        assert_eq!(s.to_wire_with_spi(1, 9).spi, 9u64.to_be_bytes().to_vec());
     }
 }

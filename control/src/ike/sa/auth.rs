@@ -159,6 +159,7 @@ impl IkeSa {
             keys: Box::new(hs.keys),
         };
         self.established_at = Some(now);
+        self.schedule_ike_lifetime(now, rng);
         self.peer_id = Some(peer_id.clone());
         self.events.push_back(Event::Established {
             suite,
@@ -227,6 +228,7 @@ impl IkeSa {
         let peer_id = show_id(idi);
         let peer_initial_contact = find_notify(p, notify::INITIAL_CONTACT).is_some();
         self.established_at = Some(now);
+        self.schedule_ike_lifetime(now, rng);
         self.peer_id = Some(peer_id.clone());
         self.events.push_back(Event::Established {
             suite,

@@ -1020,17 +1020,8 @@ impl IkeSa {
         let ike_rekey = first!(p, Payload::Sa(s) => s)
             .is_some_and(|s| s.iter().any(|x| x.protocol == PROTO_IKE));
         if ike_rekey {
-            // §1.3.2: not yet; refuse so the peer is not left waiting.
-            self.answer(
-                exchange::CREATE_CHILD_SA,
-                mid,
-                local,
-                remote,
-                &[notify_payload(notify::NO_PROPOSAL_CHOSEN, vec![])],
-                rng,
-            );
-            tracing::info!(conn = %self.cfg.name, ike = ike_rekey, "the peer wants to rekey; not implemented yet: answered NO_PROPOSAL_CHOSEN");
-            self.ignored("rekey not implemented yet".into());
+            // §1.3.2: an IKE SA rekey (rekey_ike.rs).
+            self.on_ike_rekey_request(mid, local, remote, p, rng);
             return;
         }
         let refuse = |sa: &mut IkeSa, n: u16, data: Vec<u8>, rng: &mut dyn Random| {

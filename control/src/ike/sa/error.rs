@@ -26,6 +26,39 @@ fn mode(transport: &bool) -> &'static str {
     }
 }
 
+/// A duration as swanctl writes it: "4h", "24m", "90s", "1500ms".
+fn dur(ms: &u64) -> String {
+    let ms = *ms;
+    match ms {
+        0 => "0s".into(),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+fn rekey_outcome(tried: &bool) -> &'static str {
+    if *tried {
+        "our rekey got no answer or was refused until then"
+    } else {
+        "no rekey was started"
+    }
+}
+
+fn refusal_hint(t: &u16) -> &'static str {
+    match *t {
+        notify::TEMPORARY_FAILURE => "it is busy with another exchange (RFC 7296 §2.25)",
+        notify::NO_PROPOSAL_CHOSEN => {
+            "it accepts none of our IKE proposals now: compare its IKE proposals with ours"
+        }
+        notify::INVALID_KE_PAYLOAD => {
+            "it wants a key exchange group none of our IKE proposals has: add it to ours"
+        }
+        _ => "see the peer's log",
+    }
+}
+
 /// A failure of the IKE SA ([`super::Event::Failed`]) or of one Child SA
 /// ([`super::Event::ChildFailed`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,4 +195,25 @@ pub enum IkeError {
     /// A Child SA was asked for by an index the connection does not have.
     #[error("the connection has no child number {index} (it has {count})")]
     NoSuchChild { index: usize, count: usize },
+    /// The IKE SA reached its hard lifetime (swanctl rekey_time, or reauth_time if earlier,
+    /// plus over_time) without a completed rekey: it is closed, and the daemon sets the
+    /// connection up anew.
+    #[error("the IKE SA reached its hard lifetime (rekey_time {} + over_time {}) without a completed rekey: {}", dur(.rekey_ms), dur(.over_ms), rekey_outcome(.rekey_tried))]
+    Expired {
+        rekey_tried: bool,
+        rekey_ms: u64,
+        over_ms: u64,
+    },
+    /// Responder: none of the proposals in the peer's IKE SA rekey is acceptable (§1.3.2).
+    #[error("the peer's IKE SA rekey has no proposal in common with ours: it offered {theirs}; we accept {ours} (answered NO_PROPOSAL_CHOSEN; the IKE SA stays until its hard lifetime)")]
+    NoIkeRekeyProposal { ours: String, theirs: String },
+    /// Initiator: the peer refused our IKE SA rekey; we try again later, until the hard
+    /// lifetime ends.
+    #[error("the peer refused our IKE SA rekey with {}: {}. We offered {ours}; the IKE SA now uses {current}. Trying again in {}.", notify_name(.notify), refusal_hint(.notify), dur(.retry_ms))]
+    PeerRefusedIkeRekey {
+        notify: u16,
+        ours: String,
+        current: String,
+        retry_ms: u64,
+    },
 }

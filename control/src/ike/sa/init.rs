@@ -8,7 +8,7 @@ use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use super::super::dh::{Group, KeyPair};
-use super::super::keys::{derive_ike_keys, KeyLengths};
+use super::super::keys::{derive_ike_keys, IkeKeys, KeyLengths};
 use super::super::proposal::{describe, IkeProposal, IkeSuite};
 use super::super::sk::SkCrypto;
 use super::super::wire::{exchange, flags, payload, Header, Message, Payload};
@@ -46,6 +46,25 @@ pub(super) fn keypair(group: Group, rng: &mut dyn Random) -> KeyPair {
             return k;
         }
     }
+}
+
+/// The SK keys of an IKE SA from its seven keys (§2.14), for our `role` in it.
+pub(super) fn sk_keys(suite: IkeSuite, role: Role, k: &IkeKeys) -> Result<SkKeys, IkeError> {
+    let (out_e, out_a, in_e, in_a) = match role {
+        Role::Initiator => (&k.sk_ei, &k.sk_ai, &k.sk_er, &k.sk_ar),
+        Role::Responder => (&k.sk_er, &k.sk_ar, &k.sk_ei, &k.sk_ai),
+    };
+    let bad = |e| IkeError::KeyExchange {
+        why: format!("keys for {suite}: {e:?}"),
+    };
+    let sk_out = SkCrypto::new(suite.encr, suite.integ, out_e, out_a).map_err(bad)?;
+    let sk_in = SkCrypto::new(suite.encr, suite.integ, in_e, in_a).map_err(bad)?;
+    Ok(SkKeys {
+        suite,
+        sk_d: k.sk_d.clone(),
+        sk_in,
+        sk_out,
+    })
 }
 
 /// What IKE_SA_INIT derived: the SK keys and what IKE_AUTH signs with.
@@ -178,22 +197,8 @@ impl IkeSa {
             integ: suite.integ.key_len(),
         };
         let k = derive_ike_keys(suite.prf, ni, nr, &shared, (self.spi_i, self.spi_r), lens);
-        let (out_e, out_a, in_e, in_a) = match self.role {
-            Role::Initiator => (&k.sk_ei, &k.sk_ai, &k.sk_er, &k.sk_ar),
-            Role::Responder => (&k.sk_er, &k.sk_ar, &k.sk_ei, &k.sk_ai),
-        };
-        let bad = |e| IkeError::KeyExchange {
-            why: format!("keys for {suite}: {e:?}"),
-        };
-        let sk_out = SkCrypto::new(suite.encr, suite.integ, out_e, out_a).map_err(bad)?;
-        let sk_in = SkCrypto::new(suite.encr, suite.integ, in_e, in_a).map_err(bad)?;
         Ok(Derived {
-            keys: SkKeys {
-                suite,
-                sk_d: k.sk_d.clone(),
-                sk_in,
-                sk_out,
-            },
+            keys: sk_keys(suite, self.role, &k)?,
             sk_pi: k.sk_pi.clone(),
             sk_pr: k.sk_pr.clone(),
         })

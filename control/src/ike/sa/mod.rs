@@ -299,6 +299,8 @@ enum Req {
     },
     /// §2.21.2: we rejected the responder's AUTH and say so.
     AuthFailedNotice,
+    /// Our IKE SA rekey (§1.3.2); what its answer needs is in `IkeSa::ike_rk`.
+    RekeyIke,
 }
 
 impl Req {
@@ -306,7 +308,7 @@ impl Req {
         match self {
             Req::Init => exchange::IKE_SA_INIT,
             Req::Auth => exchange::IKE_AUTH,
-            Req::CreateChild { .. } => exchange::CREATE_CHILD_SA,
+            Req::CreateChild { .. } | Req::RekeyIke => exchange::CREATE_CHILD_SA,
             _ => exchange::INFORMATIONAL,
         }
     }
@@ -319,6 +321,7 @@ impl Req {
             Req::DeleteIke => "the delete",
             Req::Dpd { .. } => "the DPD probe",
             Req::AuthFailedNotice => "the AUTHENTICATION_FAILED notice",
+            Req::RekeyIke => "the IKE SA rekey",
         }
     }
 }
@@ -340,6 +343,7 @@ enum Queued {
     Dpd { started: u64, deadline: u64 },
     DeleteIke,
     AuthFailedNotice,
+    RekeyIke,
 }
 
 /// One IKE SA.
@@ -372,6 +376,8 @@ pub struct IkeSa {
     peer_id: Option<String>,
     /// Child SA rekeys, retiring SAs and collisions (create_child).
     book: create_child::ChildBook,
+    /// The IKE SA's lifetime and rekeying (rekey_ike.rs).
+    ike_rk: rekey_ike::IkeRekey,
 }
 
 impl std::fmt::Debug for IkeSa {
@@ -468,6 +474,7 @@ impl IkeSa {
             last_heard: 0,
             peer_id: None,
             book: Default::default(),
+            ike_rk: Default::default(),
         }
     }
 
@@ -725,6 +732,10 @@ impl IkeSa {
                     Req::AuthFailedNotice,
                     exchange::INFORMATIONAL,
                 ),
+                Queued::RekeyIke => match self.rekey_ike_request(rng) {
+                    Some(p) => (p, Req::RekeyIke, exchange::CREATE_CHILD_SA),
+                    None => continue,
+                },
             };
             let h = self.header(exch, mid, false);
             let Some(msg) = self.seal(h, &payloads, rng) else {
@@ -874,7 +885,10 @@ impl IkeSa {
                 self.state = IkeState::Closed;
                 self.queue.clear();
             }
+            Req::RekeyIke => self.on_rekey_ike_response(now, &p, rng),
         }
+        // The window is free: a rekey of the peer's we answered meanwhile takes effect.
+        self.settle_ike_rekey(now, rng, false);
         self.pump(now, rng);
     }
 
@@ -964,6 +978,12 @@ impl IkeSa {
             }
             (exchange::INFORMATIONAL, IkeState::Established { .. } | IkeState::Deleting { .. }) => {
                 self.follow_peer(remote);
+                if p.iter().any(
+                    |x| matches!(x, Payload::Delete(d) if d.protocol == super::proposal::PROTO_IKE),
+                ) {
+                    // The peer deletes this SA: a rekey of its we answered takes effect first.
+                    self.settle_ike_rekey(now, rng, true);
+                }
                 self.on_informational(mid, local, remote, &p, rng);
             }
             (exchange::CREATE_CHILD_SA, IkeState::Established { .. }) => {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::super::child::{parse_ts, ChildCfg};
+use super::super::proposal::PROTO_IKE;
 use super::super::wire::{exchange, Payload};
 use super::*;
 
@@ -253,25 +254,77 @@ fn a_child_rekey_request_is_answered_and_an_unknown_spi_is_not_found() {
     assert_eq!(r.children()[1].rekeys, 1);
 }
 
+/// An IKE SA rekey request (§1.3.2) that cannot be served is answered with the notify
+/// that says why, and the IKE SA stays as it is.
 #[test]
-fn rekey_requests_are_refused_with_an_error_notify() {
-    let mut rng = Seeded(6);
+fn bad_ike_rekey_requests_are_answered_with_the_reason() {
+    let mut rng = Seeded(10);
     let (mut i, mut r) = pair(&mut rng);
-    // An IKE SA rekey (§1.3.2): an IKE proposal and a KE.
-    let ike = i.cfg.ike[0].to_wire(1);
-    let p = vec![
-        Payload::Sa(vec![ike]),
-        Payload::Nonce(vec![8; 32]),
-        Payload::Ke {
-            group: 31,
-            data: vec![9; 32],
-        },
+    let ke = |group: u16, len: usize| Payload::Ke {
+        group,
+        data: vec![9; len],
+    };
+    let spi = 0x0102_0304_0506_0708;
+    let cases: Vec<(Vec<Payload>, u16, &str)> = vec![
+        // No KE.
+        (
+            vec![
+                Payload::Sa(vec![i.cfg.ike[0].to_wire_with_spi(1, spi)]),
+                Payload::Nonce(vec![8; 32]),
+            ],
+            notify::INVALID_SYNTAX,
+            "without SA, a valid nonce or KE",
+        ),
+        // No SPI in the proposal.
+        (
+            vec![
+                Payload::Sa(vec![i.cfg.ike[0].to_wire(1)]),
+                Payload::Nonce(vec![8; 32]),
+                ke(31, 32),
+            ],
+            notify::INVALID_SYNTAX,
+            "no 8-octet SPI",
+        ),
+        // A proposal we do not accept: both sides' proposals named.
+        (
+            vec![
+                Payload::Sa(vec!["aes256-sha512-modp3072"
+                    .parse::<IkeProposal>()
+                    .unwrap()
+                    .to_wire_with_spi(1, spi)]),
+                Payload::Nonce(vec![8; 32]),
+                ke(15, 384),
+            ],
+            notify::NO_PROPOSAL_CHOSEN,
+            "it offered aes256-prfsha512-sha512-modp3072; we accept aes128gcm16-prfsha256-x25519",
+        ),
+        // A KE for a group we did not choose: INVALID_KE_PAYLOAD naming ours.
+        (
+            vec![
+                Payload::Sa(vec!["aes128gcm16-prfsha256-ecp256-x25519"
+                    .parse::<IkeProposal>()
+                    .unwrap()
+                    .to_wire_with_spi(1, spi)]),
+                Payload::Nonce(vec![8; 32]),
+                ke(19, 64),
+            ],
+            notify::INVALID_KE_PAYLOAD,
+            "KE for group 19; we chose x25519",
+        ),
     ];
-    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
-    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
-    assert!(has_notify(&answer, notify::NO_PROPOSAL_CHOSEN));
-    assert_eq!(ignored(&ev), vec!["rekey not implemented yet"]);
-    assert_eq!(r.phase(), Phase::Established);
+    for (p, want, says) in cases {
+        let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+        let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+        assert!(has_notify(&answer, want), "{says}: {answer:?}");
+        let why = ignored(&ev);
+        assert!(why.len() == 1 && why[0].contains(says), "{says}: {why:?}");
+        if want == notify::INVALID_KE_PAYLOAD {
+            let n = find_notify(&answer, want).unwrap();
+            assert_eq!(n.data, 31u16.to_be_bytes().to_vec());
+        }
+        assert_eq!(r.phase(), Phase::Established);
+        assert!(!ev.iter().any(|e| matches!(e, Event::NewIkeSa(_))));
+    }
 }
 
 #[test]
@@ -353,4 +406,172 @@ fn unknown_payloads_and_status_notifies_are_reported() {
             "status notify 16430 in IKE_SA_INIT"
         ]
     );
+}
+
+// ---- IKE SA rekey: what only a crafted peer can do (rekey_ike.rs) ----------------------
+
+/// `i`'s IKE SA rekey request on the wire: its message ID.
+fn start_ike_rekey(i: &mut IkeSa, now: u64, rng: &mut Seeded) -> u32 {
+    i.rekey_ike(now, rng).unwrap();
+    let (sends, _) = drain(i);
+    assert_eq!(sends.len(), 1);
+    let mid = i.out.as_ref().unwrap().mid;
+    assert!(matches!(i.out.as_ref().unwrap().req, Req::RekeyIke));
+    mid
+}
+
+/// `from`'s answer `mid` carrying `payloads`, delivered to `to` at `now`.
+fn answer_with(
+    from: &IkeSa,
+    to: &mut IkeSa,
+    mid: u32,
+    payloads: &[Payload],
+    now: u64,
+    rng: &mut Seeded,
+) -> (Vec<Vec<u8>>, Vec<Event>) {
+    let h = from.header(exchange::CREATE_CHILD_SA, mid, true);
+    let msg = from.seal(h, payloads, rng).unwrap();
+    let (l, r) = (to.local(), to.remote());
+    to.handle(now, l, r, &msg, rng, &mut Counter(0x400));
+    drain(to)
+}
+
+#[test]
+fn a_refused_ike_rekey_is_tried_again_2_to_10_s_later_naming_both_proposals() {
+    let mut rng = Seeded(11);
+    for kind in [notify::TEMPORARY_FAILURE, notify::NO_PROPOSAL_CHOSEN] {
+        let (mut i, r) = pair(&mut rng);
+        let now = 1_000_000;
+        let mid = start_ike_rekey(&mut i, now, &mut rng);
+        assert!(i.ike_rekeying());
+        let (sends, ev) = answer_with(
+            &r,
+            &mut i,
+            mid,
+            &[notify_payload(kind, vec![])],
+            now,
+            &mut rng,
+        );
+        assert!(sends.is_empty() && ev.is_empty(), "{ev:?}");
+        assert_eq!(i.phase(), Phase::Established, "the IKE SA lives on");
+        assert!(!i.ike_rekeying(), "child rekeys may go ahead meanwhile");
+        let at = i.poll_timeout().unwrap();
+        assert!((now + 2_000..=now + 10_000).contains(&at), "{at}");
+        let why = i.ike_rekey_error().unwrap().to_string();
+        assert!(why.contains(&notify::name(kind)), "{why}");
+        assert!(
+            why.contains("We offered aes128gcm16-prfsha256-x25519; the IKE SA now uses aes128gcm16-prfsha256-x25519"),
+            "{why}"
+        );
+        // Not before its time; then a new request (the next message ID).
+        i.handle_timeout(at - 1, &mut rng, &mut Counter(0x500));
+        assert!(drain(&mut i).0.is_empty());
+        i.handle_timeout(at, &mut rng, &mut Counter(0x500));
+        assert_eq!(drain(&mut i).0.len(), 1, "tried again");
+        assert_eq!(i.out.as_ref().unwrap().mid, mid + 1);
+        assert!(i.ike_rekeying());
+    }
+}
+
+#[test]
+fn a_bad_ike_rekey_answer_is_not_used_and_tried_again() {
+    let mut rng = Seeded(12);
+    let (mut i, r) = pair(&mut rng);
+    let mid = start_ike_rekey(&mut i, 5, &mut rng);
+    // A proposal we did not offer.
+    let theirs = "aes256gcm16-prfsha384-ecp384"
+        .parse::<IkeProposal>()
+        .unwrap()
+        .to_wire_with_spi(1, 77);
+    let p = [
+        Payload::Sa(vec![theirs]),
+        Payload::Nonce(vec![1; 32]),
+        Payload::Ke {
+            group: 20,
+            data: vec![2; 96],
+        },
+    ];
+    let (_, ev) = answer_with(&r, &mut i, mid, &p, 5, &mut rng);
+    assert!(!ev.iter().any(|e| matches!(e, Event::NewIkeSa(_))));
+    assert!(matches!(
+        i.ike_rekey_error(),
+        Some(IkeError::PeerChoseUnoffered { what: "IKE", .. })
+    ));
+    assert!(i
+        .poll_timeout()
+        .is_some_and(|t| (2_005..=10_005).contains(&t)));
+    assert_eq!(i.phase(), Phase::Established);
+}
+
+#[test]
+fn ike_rekey_requests_while_deleting_or_already_rekeyed_get_temporary_failure() {
+    let mut rng = Seeded(13);
+    let (mut i, mut r) = pair(&mut rng);
+    let rekey = |sa: &IkeSa, spi: u64| {
+        vec![
+            Payload::Sa(vec![sa.cfg.ike[0].to_wire_with_spi(1, spi)]),
+            Payload::Nonce(vec![8; 32]),
+            Payload::Ke {
+                group: 31,
+                data: vec![9; 32],
+            },
+        ]
+    };
+    // r has a request of its own in flight: i's rekey is answered but held back.
+    assert!(r.dpd_probe(0, 10_000, &mut rng));
+    let dpd = drain(&mut r).0;
+    let p = rekey(&i, 0x1111);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(find_notify(&answer, notify::NO_PROPOSAL_CHOSEN).is_none());
+    assert!(
+        first!(answer, Payload::Sa(s) => s).is_some(),
+        "answered as usual"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::NewIkeSa(_))),
+        "held back"
+    );
+    assert!(r.ike_rekeying(), "child rekeys get TEMPORARY_FAILURE now");
+    // A second one from the peer (it should not): TEMPORARY_FAILURE.
+    let p = rekey(&i, 0x2222);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, _) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::TEMPORARY_FAILURE));
+    // The peer's Delete of the old SA (crossing our DPD's answer): the new SA first.
+    let del = request(
+        &mut i,
+        exchange::INFORMATIONAL,
+        &[Payload::Delete(super::super::wire::Delete {
+            protocol: PROTO_IKE,
+            spi_size: 0,
+            spis: vec![],
+        })],
+        &mut rng,
+    );
+    let (_, ev) = deliver(&i, &mut r, &del, &mut rng);
+    let new = ev.iter().position(|e| matches!(e, Event::NewIkeSa(_)));
+    let closed = ev
+        .iter()
+        .position(|e| matches!(e, Event::Closed { by_peer: true }));
+    assert!(new.unwrap() < closed.unwrap(), "{ev:?}");
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::ChildDown { .. })),
+        "{ev:?}"
+    );
+    let Some(Event::NewIkeSa(sa)) = ev.into_iter().find(|e| matches!(e, Event::NewIkeSa(_))) else {
+        unreachable!()
+    };
+    assert_eq!(sa.spis().0, 0x1111);
+    assert_eq!(sa.children().len(), 1, "the children moved");
+    assert_eq!(sa.role(), Role::Responder);
+    drop(dpd);
+    // And an SA being deleted answers a rekey with TEMPORARY_FAILURE (§2.25.2).
+    let (mut i, mut r) = pair(&mut rng);
+    r.delete(0, &mut rng);
+    drain(&mut r);
+    let p = rekey(&i, 0x3333);
+    let msg = request(&mut i, exchange::CREATE_CHILD_SA, &p, &mut rng);
+    let (answer, _) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(has_notify(&answer, notify::TEMPORARY_FAILURE));
 }
