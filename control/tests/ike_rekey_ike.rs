@@ -897,3 +897,25 @@ fn colliding_rekeys_under_loss_still_converge_to_one_sa() {
         "{failed} failed, {collided} collided"
     );
 }
+
+#[test]
+fn a_rekeyed_sa_keeps_nat_t_and_its_ports() {
+    let (mut a, mut b) = (conn(true, P, never()), conn(false, P, never()));
+    a.force_encap = true;
+    b.force_encap = true;
+    let mut n = Net::establish(a, b, 41);
+    assert!(n.a.live().nat() && n.a.live().local().port() == 4500);
+    let mark = n.wire.len();
+    n.rekey(false);
+    n.pump();
+    for side in [&n.a, &n.b] {
+        let sa = side.live();
+        assert_eq!(sa.rekeys(), 1);
+        assert!(sa.nat(), "ESP stays in UDP");
+        assert_eq!((sa.local().port(), sa.remote().port()), (4500, 4500));
+    }
+    assert!(n.wire[mark..]
+        .iter()
+        .all(|(_, _, d)| d.from.port() == 4500 && d.to.port() == 4500));
+    assert_eq!(n.a.live().peer_id(), Some("gw-b.example".into()));
+}
