@@ -114,6 +114,8 @@ struct Side {
     /// How many NewIkeSa events, and how many SAs were dropped once Closed.
     new_sas: usize,
     closed: Vec<(u64, u64)>,
+    /// How many of those said they were superseded (their Closed ends no connection).
+    superseded: usize,
     /// Datagrams that found no IKE SA here.
     unroutable: Vec<Header>,
     /// Stateless answers, sent with the next drain.
@@ -129,6 +131,7 @@ impl Side {
             events: vec![],
             new_sas: 0,
             closed: vec![],
+            superseded: 0,
             unroutable: vec![],
             outbox: vec![],
         }
@@ -171,6 +174,11 @@ impl Side {
             .map(|s| s.spis())
             .collect();
         self.closed.extend(closed);
+        self.superseded += self
+            .sas
+            .iter()
+            .filter(|s| s.phase() == Phase::Closed && s.superseded())
+            .count();
         self.sas.retain(|s| s.phase() != Phase::Closed);
     }
 
@@ -431,6 +439,12 @@ fn check_rekeyed(
     assert!(closed(&ea, old.0), "A's old SA (its SPIi) reports Closed");
     assert!(closed(&eb, old.1), "B's old SA (its SPIr) reports Closed");
     assert_eq!((n.a.new_sas, n.b.new_sas), (1, 1));
+    assert_eq!(
+        (n.a.superseded, n.b.superseded),
+        (1, 1),
+        "the old SAs say so"
+    );
+    assert!(!n.a.live().superseded() && !n.b.live().superseded());
 
     // The new SA carries on: a DPD probe from A, a new Child SA from B.
     let mark = n.wire.len();
@@ -613,6 +627,8 @@ fn colliding_rekeys_leave_exactly_one_ike_sa_on_each_side() {
         assert_eq!(n.a.new_sas, 2, "seed {seed}");
         assert_eq!(n.b.new_sas, 2);
         assert_eq!(n.a.closed.len(), 2, "seed {seed}: {:?}", n.a.closed);
+        assert_eq!((n.a.superseded, n.b.superseded), (2, 2));
+        assert!(!n.a.live().superseded() && !n.b.live().superseded());
         assert_eq!(n.b.closed.len(), 2);
         assert!(n.a.closed.contains(&old) && n.b.closed.contains(&old));
         let redundant = n.a.closed.iter().find(|s| **s != old).unwrap();
@@ -880,4 +896,26 @@ fn colliding_rekeys_under_loss_still_converge_to_one_sa() {
         failed < 5 && collided >= 5,
         "{failed} failed, {collided} collided"
     );
+}
+
+#[test]
+fn a_rekeyed_sa_keeps_nat_t_and_its_ports() {
+    let (mut a, mut b) = (conn(true, P, never()), conn(false, P, never()));
+    a.force_encap = true;
+    b.force_encap = true;
+    let mut n = Net::establish(a, b, 41);
+    assert!(n.a.live().nat() && n.a.live().local().port() == 4500);
+    let mark = n.wire.len();
+    n.rekey(false);
+    n.pump();
+    for side in [&n.a, &n.b] {
+        let sa = side.live();
+        assert_eq!(sa.rekeys(), 1);
+        assert!(sa.nat(), "ESP stays in UDP");
+        assert_eq!((sa.local().port(), sa.remote().port()), (4500, 4500));
+    }
+    assert!(n.wire[mark..]
+        .iter()
+        .all(|(_, _, d)| d.from.port() == 4500 && d.to.port() == 4500));
+    assert_eq!(n.a.live().peer_id(), Some("gw-b.example".into()));
 }

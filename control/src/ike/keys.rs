@@ -1,5 +1,5 @@
-//! IKEv2 key derivation (RFC 7296 §2.13, §2.14, §2.17): the PRF, prf+, SKEYSEED, the seven
-//! IKE SA keys and Child SA key material. Every secret lives in `Zeroizing` buffers, and
+//! IKEv2 key derivation (RFC 7296 §2.13, §2.14, §2.17, §2.18): the PRF, prf+, SKEYSEED, the
+//! seven IKE SA keys (from IKE_SA_INIT, or from a rekey), and Child SA key material. Every secret lives in `Zeroizing` buffers, and
 //! `Debug` never prints one.
 
 use hmac::{Hmac, KeyInit, Mac};

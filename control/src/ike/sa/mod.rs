@@ -16,8 +16,9 @@
 //!
 //! Modules: `init` (IKE_SA_INIT, NAT detection, COOKIE and INVALID_KE retries), `auth`
 //! (IKE_AUTH with PSK and the first Child SA), `create_child` (Child SA negotiation, in
-//! IKE_AUTH and CREATE_CHILD_SA), `informational` (Delete, DPD, error notifies), `stateless`
-//! (cookies and version answers for the endpoint), `error` ([`IkeError`]).
+//! IKE_AUTH and CREATE_CHILD_SA), `informational` (Delete, DPD, error notifies), `rekey_ike`
+//! (IKE SA rekeying, its collisions and the IKE SA's lifetime), `stateless` (cookies and
+//! version answers for the endpoint), `error` ([`IkeError`]).
 
 mod auth;
 mod create_child;

@@ -66,6 +66,8 @@ pub(super) struct IkeRekey {
     /// The old SA that the peer rekeyed, or a redundant SA the peer made: delete it
     /// ourselves if the peer's Delete has not come by then.
     await_delete_until: Option<u64>,
+    /// Another IKE SA carries on for this one (see [`IkeSa::superseded`]).
+    superseded: bool,
 }
 
 /// Our rekey request in flight: what its answer needs.
@@ -105,6 +107,14 @@ impl IkeSa {
     /// When this IKE SA expires if no rekey completes by then; `None`: never.
     pub fn expire_at(&self) -> Option<u64> {
         self.ike_rk.expire_at
+    }
+    /// This SA was replaced by a rekey (it emitted [`Event::NewIkeSa`] with its
+    /// successor), or is the redundant SA of a rekey collision, or was made by a rekey that
+    /// completed while its predecessor was being deleted: its `Closed` (by either side)
+    /// ends nothing but itself, so no close_action, no reconnect. Its Child SAs, if any,
+    /// moved to the successor.
+    pub fn superseded(&self) -> bool {
+        self.ike_rk.superseded
     }
     /// Why our last IKE SA rekey failed (refused, or answered badly; it is tried again), or
     /// why we refused the peer's, in plain words.
@@ -612,6 +622,7 @@ impl IkeSa {
     /// peer has it up), with no children.
     fn discard_new(&mut self, now: u64, made: Made, rng: &mut dyn Random) {
         let mut sa = made.sa;
+        sa.ike_rk.superseded = true;
         sa.delete(now, rng);
         tracing::debug!(conn = %self.cfg.name, "an IKE SA rekey completed while we delete the SA; deleting the new one too");
         self.events.push_back(Event::NewIkeSa(sa));
@@ -640,6 +651,7 @@ impl IkeSa {
             return;
         };
         self.state = IkeState::Deleting { keys };
+        self.ike_rk.superseded = true;
         let mut new = winner.sa;
         let we_started = new.role == Role::Initiator;
         // The Child SAs move: their ESP SAs stay as they are, no ChildDown.
@@ -665,6 +677,7 @@ impl IkeSa {
         self.events.push_back(Event::NewIkeSa(new));
         if let Some(l) = loser {
             let mut sa = l.sa;
+            sa.ike_rk.superseded = true;
             if sa.role == Role::Initiator {
                 // §2.8.1: we made the redundant SA, we delete it.
                 sa.delete(now, rng);
