@@ -51,7 +51,16 @@ fn child(name: &str, lts: &str, rts: &str) -> ChildCfg {
         local_ts: vec![parse_ts(lts).unwrap()],
         remote_ts: vec![parse_ts(rts).unwrap()],
         transport: false,
-        lifetime: Default::default(),
+        // No Child SA lifetimes: the harness settles when no timer is left.
+        lifetime: control::ike::lifetime::ChildLifetime::from_swanctl(
+            control::ike::lifetime::Limits {
+                rekey: Some(0),
+                life: Some(0),
+                rand: None,
+            },
+            Default::default(),
+            Default::default(),
+        ),
     }
 }
 
