@@ -8,6 +8,7 @@
 //! answer comes and then deletes the old SA; the responder switches outbound when that
 //! Delete arrives (ChildOutbound), or after [`REKEY_DELETE_WAIT_MS`] without it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use dataplane::crypto::SaKeys;
@@ -1396,6 +1397,57 @@ impl IkeSa {
             self.queue.push_back(Queued::DeleteChild(inbound_spi));
             self.pump(now, rng);
         }
+    }
+
+    /// An IKE SA rekey (§1.3.2, §2.8) moves this SA's Child SAs to `to` (no ChildDown),
+    /// with their lifecycle: the SAs on their way out (deadlines kept), our queued Child SA
+    /// requests and Deletes (they go out on `to`, in order), and the spare SPIs. A request
+    /// of ours still in flight here is sent again on `to` (a Delete, a new Child SA) or
+    /// restarted there (a rekey: due at once).
+    #[allow(dead_code)] // for rekey_ike (issue 12, ike-rekey stream)
+    pub(super) fn move_children(&mut self, now: u64, to: &mut IkeSa) {
+        let mut book = std::mem::take(&mut self.book);
+        let mut moved = VecDeque::new();
+        self.queue.retain(|q| match q {
+            Queued::CreateChild(_) | Queued::DeleteChild(_) => {
+                moved.push_back(*q);
+                false
+            }
+            _ => true,
+        });
+        // What was in flight here: its answer will find this SA going away.
+        match self.out.as_ref().map(|o| o.req.clone()) {
+            Some(Req::CreateChild { req, .. }) => {
+                let rekey = book
+                    .pending
+                    .iter()
+                    .position(|p| p.new_spi == req.inbound_spi && p.rekey_of.is_some());
+                match rekey {
+                    Some(i) => {
+                        let p = book.pending.remove(i);
+                        if let Some(c) = self
+                            .children
+                            .iter_mut()
+                            .find(|c| Some(c.inbound_spi) == p.rekey_of)
+                        {
+                            c.rekey_at = Some(now);
+                        }
+                        book.unused(&p);
+                    }
+                    None => moved.push_front(Queued::CreateChild(req)),
+                }
+            }
+            Some(Req::DeleteChild { inbound_spi }) => {
+                moved.push_front(Queued::DeleteChild(inbound_spi))
+            }
+            _ => {}
+        }
+        book.peer_rekeys.clear();
+        to.queue.extend(moved);
+        to.children.append(&mut self.children);
+        to.book.pending.append(&mut book.pending);
+        to.book.retiring.append(&mut book.retiring);
+        to.book.spare.append(&mut book.spare);
     }
 
     /// Inbound SPIs this IKE SA drew from the allocator for Child SA rekeys that did not
