@@ -829,6 +829,14 @@ impl IkeSa {
                 }
                 // §2.25: the peer no longer has the SA we rekey: make a fresh one instead,
                 // which replaces it.
+                Some(notify::TEMPORARY_FAILURE) if pend.rekey_of.is_some() => {
+                    self.ignored(format!(
+                        "TEMPORARY_FAILURE for our rekey of a Child SA that is gone meanwhile: nothing to retry (new SPI {:#010x} unused)",
+                        req.inbound_spi
+                    ));
+                    self.book.unused(&pend);
+                    return;
+                }
                 Some(notify::CHILD_SA_NOT_FOUND) if pend.rekey_of.is_some() => {
                     if let Some(o) = old_alive.filter(|o| self.book.retiring(*o).is_none()) {
                         tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer does not know the Child SA we rekey (CHILD_SA_NOT_FOUND): creating a fresh one");
@@ -1159,7 +1167,11 @@ impl IkeSa {
         let c = self.children.remove(i);
         self.book.take_retiring(inbound_spi);
         self.book.peer_rekeys.retain(|r| r.old != inbound_spi);
-        // It can no longer be anyone's successor.
+        // It can no longer be anyone's successor: an old SA that waited for it carries on
+        // as the live one (its own timers apply), unless our Delete of it is out.
+        self.book
+            .retiring
+            .retain(|r| r.successor != Some(inbound_spi) || r.deleting);
         for r in &mut self.book.retiring {
             if r.successor == Some(inbound_spi) {
                 r.successor = None;
