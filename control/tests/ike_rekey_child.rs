@@ -1225,3 +1225,77 @@ fn a_transport_mode_child_sa_rekeys_in_transport_mode() {
         assert!(i.transport && r.transport);
     }
 }
+
+#[test]
+fn colliding_rekeys_in_every_delivery_order_leave_one_pair() {
+    let mut outcomes = HashMap::new();
+    for seed in 1..=300u64 {
+        let esp = if seed % 3 == 0 {
+            "aes128gcm16-x25519"
+        } else {
+            "aes128gcm16"
+        };
+        let mut n = Net::established(esp, esp, no_lifetime(), seed * 104_729);
+        n.a.events.clear();
+        n.b.events.clear();
+        // Every other run on a lossy network (retransmissions sort it out).
+        n.loss_pct = if seed % 2 == 0 { 5 } else { 0 };
+        n.rekey(true);
+        n.rekey(false);
+        // Deliver one datagram at a time, each direction in order, the two directions
+        // interleaved at random; sometimes the two first of a direction swap (UDP reorders).
+        let mut pick = seed;
+        for _ in 0..200 {
+            pick ^= pick << 13;
+            pick ^= pick >> 7;
+            pick ^= pick << 17;
+            let to_a = pick % 2 == 0;
+            let q = if to_a { &mut n.to_a } else { &mut n.to_b };
+            if q.len() >= 2 && pick % 7 == 0 {
+                q.swap(0, 1);
+            }
+            if !n.step(to_a) && !n.step(!to_a) {
+                break;
+            }
+        }
+        n.pump();
+        n.advance_to(n.now + 120_000);
+        n.loss_pct = 0;
+        n.advance_to(n.now + 120_000);
+        n.one_pair();
+        for (_, e) in n.a.events.iter().chain(n.b.events.iter()) {
+            match e {
+                Event::ChildDown { rekeyed, .. } => assert!(rekeyed, "seed {seed}: {e:?}"),
+                Event::ChildFailed { .. } | Event::Failed(_) => panic!("seed {seed}: {e:?}"),
+                _ => {}
+            }
+        }
+        let ra = rekeyed(
+            &n.a.events
+                .iter()
+                .map(|x| clone_event(&x.1))
+                .collect::<Vec<_>>(),
+        )
+        .len();
+        *outcomes.entry(ra).or_insert(0) += 1;
+    }
+    // Both kinds happened: a true collision (two new SAs on A) and a refused one.
+    assert!(outcomes.len() >= 2, "{outcomes:?}");
+}
+
+fn clone_event(e: &Event) -> Event {
+    match e {
+        Event::ChildRekeyed {
+            replaces,
+            new,
+            outbound_now,
+        } => Event::ChildRekeyed {
+            replaces: *replaces,
+            new: clone_sa(new),
+            outbound_now: *outbound_now,
+        },
+        _ => Event::Ignored {
+            what: String::new(),
+        },
+    }
+}

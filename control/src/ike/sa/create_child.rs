@@ -8,6 +8,7 @@
 //! answer comes and then deletes the old SA; the responder switches outbound when that
 //! Delete arrives (ChildOutbound), or after [`REKEY_DELETE_WAIT_MS`] without it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use dataplane::crypto::SaKeys;
@@ -828,6 +829,14 @@ impl IkeSa {
                 }
                 // §2.25: the peer no longer has the SA we rekey: make a fresh one instead,
                 // which replaces it.
+                Some(notify::TEMPORARY_FAILURE) if pend.rekey_of.is_some() => {
+                    self.ignored(format!(
+                        "TEMPORARY_FAILURE for our rekey of a Child SA that is gone meanwhile: nothing to retry (new SPI {:#010x} unused)",
+                        req.inbound_spi
+                    ));
+                    self.book.unused(&pend);
+                    return;
+                }
                 Some(notify::CHILD_SA_NOT_FOUND) if pend.rekey_of.is_some() => {
                     if let Some(o) = old_alive.filter(|o| self.book.retiring(*o).is_none()) {
                         tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer does not know the Child SA we rekey (CHILD_SA_NOT_FOUND): creating a fresh one");
@@ -1149,7 +1158,11 @@ impl IkeSa {
         let c = self.children.remove(i);
         self.book.take_retiring(inbound_spi);
         self.book.peer_rekeys.retain(|r| r.old != inbound_spi);
-        // It can no longer be anyone's successor.
+        // It can no longer be anyone's successor: an old SA that waited for it carries on
+        // as the live one (its own timers apply), unless our Delete of it is out.
+        self.book
+            .retiring
+            .retain(|r| r.successor != Some(inbound_spi) || r.deleting);
         for r in &mut self.book.retiring {
             if r.successor == Some(inbound_spi) {
                 r.successor = None;
@@ -1387,6 +1400,57 @@ impl IkeSa {
             self.queue.push_back(Queued::DeleteChild(inbound_spi));
             self.pump(now, rng);
         }
+    }
+
+    /// An IKE SA rekey (§1.3.2, §2.8) moves this SA's Child SAs to `to` (no ChildDown),
+    /// with their lifecycle: the SAs on their way out (deadlines kept), our queued Child SA
+    /// requests and Deletes (they go out on `to`, in order), and the spare SPIs. A request
+    /// of ours still in flight here is sent again on `to` (a Delete, a new Child SA) or
+    /// restarted there (a rekey: due at once).
+    #[allow(dead_code)] // for rekey_ike (issue 12, ike-rekey stream)
+    pub(super) fn move_children(&mut self, now: u64, to: &mut IkeSa) {
+        let mut book = std::mem::take(&mut self.book);
+        let mut moved = VecDeque::new();
+        self.queue.retain(|q| match q {
+            Queued::CreateChild(_) | Queued::DeleteChild(_) => {
+                moved.push_back(*q);
+                false
+            }
+            _ => true,
+        });
+        // What was in flight here: its answer will find this SA going away.
+        match self.out.as_ref().map(|o| o.req.clone()) {
+            Some(Req::CreateChild { req, .. }) => {
+                let rekey = book
+                    .pending
+                    .iter()
+                    .position(|p| p.new_spi == req.inbound_spi && p.rekey_of.is_some());
+                match rekey {
+                    Some(i) => {
+                        let p = book.pending.remove(i);
+                        if let Some(c) = self
+                            .children
+                            .iter_mut()
+                            .find(|c| Some(c.inbound_spi) == p.rekey_of)
+                        {
+                            c.rekey_at = Some(now);
+                        }
+                        book.unused(&p);
+                    }
+                    None => moved.push_front(Queued::CreateChild(req)),
+                }
+            }
+            Some(Req::DeleteChild { inbound_spi }) => {
+                moved.push_front(Queued::DeleteChild(inbound_spi))
+            }
+            _ => {}
+        }
+        book.peer_rekeys.clear();
+        to.queue.extend(moved);
+        to.children.append(&mut self.children);
+        to.book.pending.append(&mut book.pending);
+        to.book.retiring.append(&mut book.retiring);
+        to.book.spare.append(&mut book.spare);
     }
 
     /// Inbound SPIs this IKE SA drew from the allocator for Child SA rekeys that did not

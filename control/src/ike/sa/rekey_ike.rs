@@ -654,8 +654,9 @@ impl IkeSa {
         self.ike_rk.superseded = true;
         let mut new = winner.sa;
         let we_started = new.role == Role::Initiator;
-        // The Child SAs move: their ESP SAs stay as they are, no ChildDown.
-        new.children = std::mem::take(&mut self.children);
+        // The Child SAs move with their rekey state and queued requests: their ESP SAs stay
+        // as they are, no ChildDown.
+        self.move_children(now, &mut new);
         for q in std::mem::take(&mut self.queue) {
             match q {
                 Queued::RekeyIke | Queued::DeleteIke | Queued::AuthFailedNotice => {}

@@ -575,3 +575,27 @@ fn ike_rekey_requests_while_deleting_or_already_rekeyed_get_temporary_failure() 
     let (answer, _) = deliver(&i, &mut r, &msg, &mut rng);
     assert!(has_notify(&answer, notify::TEMPORARY_FAILURE));
 }
+
+#[test]
+fn an_ike_rekey_moves_the_child_sas_with_their_rekeys_and_deletes() {
+    let mut rng = Seeded(10);
+    let (mut i, _r) = pair(&mut rng);
+    let (mut to, _r2) = pair(&mut rng);
+    to.children.clear();
+    let old = i.children()[0].inbound_spi;
+    // A rekey goes out (in flight), a Delete of another SA waits behind it.
+    i.rekey_child(5, old, &mut rng, &mut Counter(0x500))
+        .unwrap();
+    i.queue.push_back(Queued::DeleteChild(0x777));
+    i.move_children(9, &mut to);
+    assert!(i.children().is_empty());
+    assert_eq!(to.children().len(), 1);
+    assert_eq!(
+        to.children()[0].rekey_at,
+        Some(9),
+        "the rekey in flight restarts at once"
+    );
+    assert_eq!(to.queue, vec![Queued::DeleteChild(0x777)]);
+    assert_eq!(to.unused_spis().len(), 1, "its SPI is kept for the restart");
+    assert_eq!(i.child_book_len(), 0);
+}
