@@ -148,6 +148,27 @@ impl Daemon {
                 "{}: {local} === {remote} ({} → {}), {state}",
                 cc.name, cc.local_id, cc.remote_id
             );
+            for e in self
+                .sas
+                .values()
+                .filter(|e| e.conn == cc.name && e.sa.phase() == Phase::Established)
+            {
+                let (i, r) = e.sa.spis();
+                let _ = writeln!(
+                    out,
+                    "  IKE SA {i:016x}_i {r:016x}_r ({:?}): {}{}; {} rekeys",
+                    e.sa.role(),
+                    timers(now, e.sa.rekey_at(), e.sa.expire_at()),
+                    e.reauth_at.map_or(String::new(), |t| format!(
+                        ", reauthentication in {:.0} s",
+                        t.saturating_sub(now) as f64 / 1000.0
+                    )),
+                    e.sa.rekeys()
+                );
+                if let Some(err) = e.sa.ike_rekey_error() {
+                    let _ = writeln!(out, "    last rekey attempt: {err}");
+                }
+            }
             if let Some((t, why)) = &c.last_failure {
                 let _ = writeln!(out, "  last failure {}: {why}", ago(now, *t));
             }
@@ -186,6 +207,9 @@ impl Daemon {
                         ),
                         k.rekeys,
                     );
+                }
+                if let (false, Some((t, why))) = (k.installed.is_empty(), &k.last_failure) {
+                    let _ = writeln!(out, "    last rekey failure {}: {why}", ago(now, *t));
                 }
                 if !k.retiring.is_empty() {
                     let _ = writeln!(

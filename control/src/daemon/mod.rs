@@ -694,6 +694,23 @@ impl Daemon {
                 }
                 Event::NewIkeSa(sa) => new_sas.push(sa),
                 Event::ChildFailed { name, error } => {
+                    let rekey = ci.and_then(|ci| {
+                        let k = self.conns[ci].child_by_name(&name)?;
+                        Some(!self.conns[ci].children[k].installed.is_empty())
+                    });
+                    if rekey == Some(true) {
+                        // A rekey refused (a PFS mismatch, say): the current Child SA carries
+                        // on until it expires; the child stays wanted, so it is negotiated
+                        // afresh then.
+                        warn!(conn = %conn, child = %name, "Child SA not rekeyed: {error}; the current one carries on until its life_time");
+                        if let Some(ci) = ci {
+                            if let Some(k) = self.conns[ci].child_by_name(&name) {
+                                self.conns[ci].children[k].last_failure =
+                                    Some((now, error.to_string()));
+                            }
+                        }
+                        continue;
+                    }
                     warn!(conn = %conn, child = %name, "Child SA not created: {error}");
                     if let Some(ci) = ci {
                         if let Some(k) = self.conns[ci].child_by_name(&name) {
@@ -842,6 +859,10 @@ impl Daemon {
             self.release_half_open(ip);
         }
         self.init_index.remove(&(e.sa.spis().0, e.sa.remote().ip()));
+        // SPIs drawn for rekeys that never happened.
+        for &s in e.sa.unused_spis() {
+            self.spis.release(s);
+        }
         if let Some(ci) = self.conn_index(&e.conn) {
             if self.conns[ci].reauth == Some(spi) {
                 self.conns[ci].reauth = None;
