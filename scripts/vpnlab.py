@@ -513,7 +513,9 @@ class Lab:
         raise RuntimeError("no path client-a -> client-b:\n" + self.log("a") + self.log("b"))
 
     def iperf(self, seconds: float = 2, udp_rate: str | None = None, parallel: int = 1,
-              length: int | None = None, port: int = 5201) -> dict:
+              length: int | None = None, port: int = 5201, bitrate: str | None = None) -> dict:
+        """iperf3 client-a -> client-b: TCP (paced to `bitrate` if given, e.g. "200M"), or UDP
+        at `udp_rate`; returns iperf3's JSON."""
         srv = subprocess.Popen(["ip", "netns", "exec", self.ns("client-b"), "iperf3", "-s", "-1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -527,6 +529,8 @@ class Lab:
                     "-P", str(parallel)]
             if udp_rate:
                 args += ["-u", "-b", udp_rate]
+            elif bitrate:
+                args += ["-b", bitrate]
             if length:
                 args += ["-l", str(length)]
             r = ns_exec(self.ns("client-a"), *args, check=False, timeout=seconds + 30)
