@@ -436,6 +436,8 @@ class Lab:
     log {{
       path = {log}
       flush_line = yes
+      time_format = %H:%M:%S
+      time_add_ms = yes
       default = 1
       ike = 2
       cfg = 2
