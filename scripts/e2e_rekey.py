@@ -508,9 +508,12 @@ def rekey_strongswan(lab: Lab, charon_rekeys: bool, pfs: bool) -> None:
           f"Child SA rekeys {'carry a KE payload (PFS)' if pfs else 'carry no KE payload (no PFS)'} in charon's log",
           f"{len(with_ke)} of {len(child_rekeys)} CREATE_CHILD_SA requests with REKEY_SA have KE; "
           f"{(child_rekeys or [''])[0]}")
-    if pfs:
-        check(any("CURVE_25519" in e for e in c["esp_selected"][1:]), "charon selected x25519 for the rekeyed Child SAs",
-              ", ".join(sorted(set(c["esp_selected"]))))
+    # charon logs each ESP proposal it selects: IKE_AUTH's first (no KE there, RFC 7296 §1.2),
+    # then one per Child SA rekey.
+    rekeyed = c["esp_selected"][1:]
+    check(bool(rekeyed) and all(("CURVE_25519" in e) == pfs for e in rekeyed),
+          f"charon selected {'x25519 (PFS)' if pfs else 'no key exchange group'} for every rekeyed Child SA",
+          f"{len(rekeyed)} selections after IKE_AUTH's: " + ", ".join(sorted(set(rekeyed))))
     sw = watch.switches("a")
     check(sw >= SWAN_MIN_CHILD, "our dataplane's outbound SA switched at each Child SA rekey", f"{sw} switches")
     no_gap(watch, "a")
