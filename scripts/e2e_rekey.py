@@ -186,17 +186,19 @@ class SaWatcher:
         self.t.join(timeout=5)
 
 
-def ike_spi_pairs(cap) -> set[tuple[str, str]]:
-    """Distinct (SPIi, SPIr) of IKE messages after IKE_SA_INIT (IKE_AUTH, CREATE_CHILD_SA,
-    INFORMATIONAL) captured on either WAN interface, on UDP 500 or 4500 (behind the non-ESP
-    marker). RFC 7296 §3.1: SPIi(8) SPIr(8) next payload, version, exchange type, flags, ..."""
-    from scapy.all import UDP  # noqa: PLC0415
+def ike_messages(cap) -> list[dict]:
+    """IKE messages after IKE_SA_INIT (IKE_AUTH 35, CREATE_CHILD_SA 36, INFORMATIONAL 37)
+    captured on either WAN interface, on UDP 500 or 4500 (behind the non-ESP marker), each once
+    (a datagram is seen leaving one gateway and reaching the other), in time order.
+    RFC 7296 §3.1: SPIi(8) SPIr(8) next payload, version, exchange type, flags, message ID."""
+    from scapy.all import IP, UDP, IPv6  # noqa: PLC0415
 
-    pairs = set()
+    seen: dict[tuple, dict] = {}
     for side in ("a", "b"):
         for p in cap.packets(side):
             udp = p.getlayer(UDP)
-            if udp is None or not {500, 4500} & {udp.sport, udp.dport}:
+            ip = p.getlayer(IP) or p.getlayer(IPv6)
+            if udp is None or ip is None or not {500, 4500} & {udp.sport, udp.dport}:
                 continue
             raw = bytes(udp.payload)
             if 4500 in (udp.sport, udp.dport):
@@ -205,8 +207,35 @@ def ike_spi_pairs(cap) -> set[tuple[str, str]]:
                 raw = raw[4:]
             if len(raw) < 28 or raw[17] != 0x20 or raw[18] not in (35, 36, 37):
                 continue
-            pairs.add((raw[0:8].hex(), raw[8:16].hex()))
-    return pairs
+            m = {"t": float(p.time), "src": ip.src, "spis": (raw[0:8].hex(), raw[8:16].hex()), "exchange": raw[18],
+                 "response": bool(raw[19] & 0x20), "msgid": int.from_bytes(raw[20:24], "big")}
+            key = (m["src"], m["spis"], m["exchange"], m["response"], m["msgid"], len(raw))
+            if key not in seen or m["t"] < seen[key]["t"]:
+                seen[key] = m
+    return sorted(seen.values(), key=lambda m: m["t"])
+
+
+def ike_spi_pairs(cap) -> set[tuple[str, str]]:
+    """Distinct (SPIi, SPIr) of the IKE SAs that exchanged anything during the capture: each IKE
+    SA's CREATE_CHILD_SA and INFORMATIONAL name its SPIs in the clear header."""
+    return {m["spis"] for m in ike_messages(cap)}
+
+
+def simultaneous_requests(cap, window: float = 0.1) -> int:
+    """CREATE_CHILD_SA requests sent by each gateway within `window` s of one from the other:
+    rekeys both sides started within a round trip (RFC 7296 §2.8.1 collisions), counted once per
+    pair, seen on the wire whatever either side logs."""
+    reqs = [m for m in ike_messages(cap) if m["exchange"] == 36 and not m["response"]]
+    n, used = 0, set()
+    for i, a in enumerate(reqs):
+        for j in range(i + 1, len(reqs)):
+            b = reqs[j]
+            if b["t"] - a["t"] > window:
+                break
+            if b["src"] != a["src"] and i not in used and j not in used:
+                used |= {i, j}
+                n += 1
+    return n
 
 
 def warnings(lab: Lab, side: str, tag: str) -> list[str]:
@@ -315,47 +344,57 @@ def iperf_report(box: dict, what: str) -> None:
 OURS_SECONDS = 90
 OURS_CHILD_REKEY, OURS_IKE_REKEY = "10s", "25s"
 OURS_MIN_CHILD_REKEYS, OURS_MIN_IKE_REKEYS = 7, 2
+# rekey-collide: rand_time 0 on both sides, so both start every rekey within a round trip.
+COLLIDE_SECONDS = 20
+COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY = "4s", "9s"
+COLLIDE_MIN_CHILD_REKEYS, COLLIDE_MIN_IKE_REKEYS, COLLIDE_MIN_COLLISIONS = 3, 1, 3
 
 
 def ours_conf(lab: Lab, side: str, **lifetimes) -> str:
     return vpnlab.iked_conf(lab.case, side, **lifetimes)
 
 
-def rekey_ours(lab: Lab) -> None:
-    """ours <-> ours, 2 workers per dataplane: child rekey_time 10 s and IKE rekey_time 25 s on
-    both sides (rand_time small, so the two sides start their rekeys close together and collide
-    now and then), a 0.01 s ping and an iperf3 TCP stream for 90 s: 0 pings lost; iperf3's
-    retransmissions reported; at least 7 Child SA and 2 IKE SA rekeys; afterwards each
-    dataplane holds exactly the current pair of SAs and the SPIs match across the sides."""
-    lt = dict(rekey_time=OURS_IKE_REKEY, rand_time=RAND, child_rekey_time=OURS_CHILD_REKEY, child_rand_time=RAND)
-    procs = e2e_faults.start_pair(lab, conf_a=ours_conf(lab, "a", **lt), conf_b=ours_conf(lab, "b", **lt))
-    del procs
+def ours_rekeys(lab: Lab, seconds: float, child: str, ike: str, rand: str, iperf: bool, min_child: int,
+                min_ike: int, min_collisions: int = 0) -> None:
+    """ours <-> ours with the same lifetimes on both sides, a 0.01 s ping (and iperf3) for
+    `seconds`: 0 pings lost; at least `min_child` Child SA and `min_ike` IKE SA rekeys (and
+    `min_collisions` simultaneous rekeys); afterwards each dataplane holds exactly the current
+    pair of SAs and the SPIs match across the sides."""
+    what = f"ours <-> ours, {seconds} s, child rekey_time {child}, IKE rekey_time {ike}, rand_time {rand}"
+    lt = dict(rekey_time=ike, rand_time=rand, child_rekey_time=child, child_rand_time=rand)
+    e2e_faults.start_pair(lab, conf_a=ours_conf(lab, "a", **lt), conf_b=ours_conf(lab, "b", **lt))
     with lab.wan_capture("rekey-ours") as cap:
         control_ping(lab)
         watch = SaWatcher(lab, "ab")
         ping = Pinger(lab)
         check(ping.flowing(), "the 0.01 s ping flows through the tunnel", f"{len(ping.replies)} replies")
-        it, box = iperf_thread(lab, OURS_SECONDS - 1)
-        ping.hold(OURS_SECONDS)
+        it, box = iperf_thread(lab, seconds - 1) if iperf else (None, {})
+        ping.hold(seconds)
         tx, rx, lost = ping.finish()
-        it.join(timeout=60)
+        if it:
+            it.join(timeout=60)
         took = time.time() - ping.t0
         watch.stop()
     print(f"  ran {took:.0f} s", flush=True)
-    loss_check(ping, tx, rx, lost, f"ours <-> ours, {OURS_SECONDS} s with child rekey_time {OURS_CHILD_REKEY}, "
-               f"IKE rekey_time {OURS_IKE_REKEY}, rand_time {RAND}")
-    iperf_report(box, "ours <-> ours")
+    loss_check(ping, tx, rx, lost, what)
+    if iperf:
+        iperf_report(box, "ours <-> ours")
     sw = {s: watch.switches(s) for s in "ab"}
-    check(min(sw.values()) >= OURS_MIN_CHILD_REKEYS,
-          f"at least {OURS_MIN_CHILD_REKEYS} Child SA rekeys: each dataplane's outbound SA switched",
+    check(min(sw.values()) >= min_child,
+          f"at least {min_child} Child SA rekeys: each dataplane's outbound SA switched",
           f"gw-a {sw['a']}, gw-b {sw['b']} switches; inbound SPIs seen gw-a {len(watch.inbound['a'])}, "
           f"gw-b {len(watch.inbound['b'])}; most SAs at once gw-a {watch.max_sas['a']}, gw-b {watch.max_sas['b']}")
     for s in "ab":
         no_gap(watch, s)
     pairs = ike_spi_pairs(cap)
-    check(len(pairs) - 1 >= OURS_MIN_IKE_REKEYS,
-          f"at least {OURS_MIN_IKE_REKEYS} IKE SA rekeys: distinct IKE SPI pairs on the WAN",
+    check(len(pairs) - 1 >= min_ike, f"at least {min_ike} IKE SA rekeys: distinct IKE SPI pairs on the WAN",
           f"{len(pairs)} IKE SAs seen (the first + {len(pairs) - 1} rekeys)")
+    both = simultaneous_requests(cap)
+    print(f"  {both} times both gateways sent a CREATE_CHILD_SA request within 0.1 s of each other "
+          "(rekey collisions, RFC 7296 §2.8.1)", flush=True)
+    if min_collisions:
+        check(both >= min_collisions, f"at least {min_collisions} rekey collisions (both sides' CREATE_CHILD_SA "
+              "requests within 0.1 s on the WAN)", f"{both}")
     ok, detail = settled_ours(lab)
     check(ok, "afterwards each dataplane holds only the current SAs: one inbound and one outbound, the SPIs "
           "matching across the sides; each iked has one IKE SA with one Child SA", detail)
@@ -369,6 +408,26 @@ def rekey_ours(lab: Lab) -> None:
             print(f"    {ln}")
     alive(lab)
     clean_wan(cap, "across the rekeys")
+
+
+def rekey_ours(lab: Lab) -> None:
+    """ours <-> ours, 2 workers per dataplane: child rekey_time 10 s and IKE rekey_time 25 s on
+    both sides (rand_time small: the two sides' rekeys start close together), a 0.01 s ping and
+    an iperf3 TCP stream for 90 s: 0 pings lost; iperf3's retransmissions reported; at least 7
+    Child SA and 2 IKE SA rekeys; afterwards each dataplane holds exactly the current pair of
+    SAs and the SPIs match across the sides."""
+    ours_rekeys(lab, OURS_SECONDS, OURS_CHILD_REKEY, OURS_IKE_REKEY, RAND, iperf=True,
+                min_child=OURS_MIN_CHILD_REKEYS, min_ike=OURS_MIN_IKE_REKEYS)
+
+
+def rekey_collide(lab: Lab) -> None:
+    """ours <-> ours with rand_time 0 on both sides (child rekey_time 4 s, IKE 9 s): both
+    gateways start every rekey within a round trip, so Child SA and IKE SA rekeys collide (RFC
+    7296 §2.8.1: the lowest nonce's SA is redundant, its initiator deletes it). A 0.01 s ping for
+    20 s: 0 lost, collisions seen on the wire, and afterwards exactly one pair of SAs each side."""
+    ours_rekeys(lab, COLLIDE_SECONDS, COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY, "0", iperf=False,
+                min_child=COLLIDE_MIN_CHILD_REKEYS, min_ike=COLLIDE_MIN_IKE_REKEYS,
+                min_collisions=COLLIDE_MIN_COLLISIONS)
 
 
 # --- packet-count lifetime ----------------------------------------------------------------------
@@ -421,7 +480,7 @@ def rekey_packets(lab: Lab) -> None:
 SWAN_CHILD_REKEY, SWAN_IKE_REKEY = "15s", "30s"
 # When we rekey: ours shorter than charon's 15 s / 30 s (so ours always fire first: a Child SA's
 # rekey restarts both sides' timers).
-OUR_CHILD_REKEY, OUR_IKE_REKEY = "12s", "24s"
+OUR_CHILD_REKEY, OUR_IKE_REKEY = "10s", "20s"
 SWAN_MIN_CHILD, SWAN_MIN_IKE = 4, 2
 SWAN_CAP_SECONDS = 90  # the case stops once charon logged the rekeys it needs (+3 s), at most this
 
@@ -455,7 +514,7 @@ def rekey_strongswan(lab: Lab, charon_rekeys: bool, pfs: bool) -> None:
     """Our iked + dataplane on gw-a against strongSwan 5.9.8 (charon, kernel-libipsec) on gw-b.
     charon_rekeys: charon initiates the tunnel and every rekey (its child rekey_time 15 s, IKE
     30 s; ours the defaults, 1 h / 4 h). Otherwise we initiate the tunnel and every rekey (ours
-    12 s / 24 s, charon's 15 s / 30 s never reached). With pfs, both sides' esp_proposals are
+    10 s / 20 s, charon's 15 s / 30 s never reached). With pfs, both sides' esp_proposals are
     aes128gcm16-x25519: every Child SA rekey carries a KE payload. 0 pings lost (0.01 s) over at
     least 4 Child SA and 2 IKE SA rekeys, each completed in charon's log."""
     esp = PFS_ESP if pfs else "aes128gcm16"
@@ -619,6 +678,7 @@ def pfs_mismatch(lab: Lab) -> None:
 
 SCENARIOS = {
     "rekey-ours": (Case(workers=2), rekey_ours),
+    "rekey-collide": (Case(), rekey_collide),
     "rekey-packets": (Case(workers=2), rekey_packets),
     "rekey-strongswan-init": (Case(nat_t=True), lambda lab: rekey_strongswan(lab, charon_rekeys=True, pfs=False)),
     "rekey-strongswan-init-pfs": (Case(nat_t=True), lambda lab: rekey_strongswan(lab, charon_rekeys=True, pfs=True)),
