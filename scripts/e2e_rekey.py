@@ -344,9 +344,13 @@ def iperf_report(box: dict, what: str) -> None:
 OURS_SECONDS = 90
 OURS_CHILD_REKEY, OURS_IKE_REKEY = "10s", "25s"
 OURS_MIN_CHILD_REKEYS, OURS_MIN_IKE_REKEYS = 7, 2
-# rekey-collide: rand_time 0 on both sides, so both start every rekey within a round trip.
-COLLIDE_SECONDS = 20
-COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY = "4s", "9s"
+# rekey-collide: both ikeds are frozen (SIGSTOP) past their rekey times and thawed together,
+# so both start the same rekeys at the same instant. (Equal rekey times alone never collide on a
+# real network: the rekey's responder installs the new SA, and starts its timer, half a round
+# trip before the initiator, so it always fires first and the other side answers it — measured.)
+COLLIDE_ROUNDS = 4
+COLLIDE_FREEZE = 3.5  # s: longer than the child rekey_time, so both timers are overdue at the thaw
+COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY = "3s", "10s"
 COLLIDE_MIN_CHILD_REKEYS, COLLIDE_MIN_IKE_REKEYS, COLLIDE_MIN_COLLISIONS = 3, 1, 3
 
 
@@ -355,20 +359,22 @@ def ours_conf(lab: Lab, side: str, **lifetimes) -> str:
 
 
 def ours_rekeys(lab: Lab, seconds: float, child: str, ike: str, rand: str, iperf: bool, min_child: int,
-                min_ike: int, min_collisions: int = 0) -> None:
+                min_ike: int, min_collisions: int = 0, extra: dict | None = None, drive=None) -> None:
     """ours <-> ours with the same lifetimes on both sides, a 0.01 s ping (and iperf3) for
-    `seconds`: 0 pings lost; at least `min_child` Child SA and `min_ike` IKE SA rekeys (and
-    `min_collisions` simultaneous rekeys); afterwards each dataplane holds exactly the current
-    pair of SAs and the SPIs match across the sides."""
-    what = f"ours <-> ours, {seconds} s, child rekey_time {child}, IKE rekey_time {ike}, rand_time {rand}"
-    lt = dict(rekey_time=ike, rand_time=rand, child_rekey_time=child, child_rand_time=rand)
-    e2e_faults.start_pair(lab, conf_a=ours_conf(lab, "a", **lt), conf_b=ours_conf(lab, "b", **lt))
+    `seconds` (after `drive(lab, procs)`, if given, has run): 0 pings lost; at least `min_child`
+    Child SA and `min_ike` IKE SA rekeys (and `min_collisions` simultaneous rekeys); afterwards
+    each dataplane holds exactly the current pair of SAs and the SPIs match across the sides."""
+    what = f"ours <-> ours, child rekey_time {child}, IKE rekey_time {ike}, rand_time {rand}"
+    lt = dict(rekey_time=ike, rand_time=rand, child_rekey_time=child, child_rand_time=rand, **(extra or {}))
+    procs = e2e_faults.start_pair(lab, conf_a=ours_conf(lab, "a", **lt), conf_b=ours_conf(lab, "b", **lt))
     with lab.wan_capture("rekey-ours") as cap:
         control_ping(lab)
         watch = SaWatcher(lab, "ab")
         ping = Pinger(lab)
         check(ping.flowing(), "the 0.01 s ping flows through the tunnel", f"{len(ping.replies)} replies")
         it, box = iperf_thread(lab, seconds - 1) if iperf else (None, {})
+        if drive:
+            drive(lab, procs)
         ping.hold(seconds)
         tx, rx, lost = ping.finish()
         if it:
@@ -420,14 +426,50 @@ def rekey_ours(lab: Lab) -> None:
                 min_child=OURS_MIN_CHILD_REKEYS, min_ike=OURS_MIN_IKE_REKEYS)
 
 
+def quiet(lab: Lab, timeout: float = 10) -> bool:
+    """Readiness for a freeze: no exchange in flight on either side (one IKE SA, one Child SA
+    whose outbound is installed)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        lists = [plain(lab.vpnctl_iked(s, "list").stdout) for s in "ab"]
+        if all("(1 IKE SA)" in x and e2e_faults.children_up(x) == 1 and "outbound not yet" not in x for x in lists):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def freeze_and_thaw(lab: Lab, procs: dict) -> None:
+    """COLLIDE_ROUNDS times: once no exchange is in flight, SIGSTOP both ikeds for longer than
+    the child rekey_time, then SIGCONT both at once: each wakes with its rekey overdue and sends
+    its CREATE_CHILD_SA before it reads the other's (and, when the IKE SA's time came during a
+    freeze, both rekey the IKE SA too). The dataplanes forward meanwhile on the SAs they hold."""
+    import os  # noqa: PLC0415
+
+    pids = {s: vpnlab.own_pid(procs[s], "iked") for s in "ab"}
+    for n in range(COLLIDE_ROUNDS):
+        if not quiet(lab):
+            print(f"  round {n + 1}: an exchange was still in flight after 10 s", flush=True)
+        try:
+            for s in "ab":
+                os.kill(pids[s], signal.SIGSTOP)
+            time.sleep(COLLIDE_FREEZE)
+        finally:
+            for s in "ab":
+                os.kill(pids[s], signal.SIGCONT)
+        time.sleep(0.3)
+
+
 def rekey_collide(lab: Lab) -> None:
-    """ours <-> ours with rand_time 0 on both sides (child rekey_time 4 s, IKE 9 s): both
-    gateways start every rekey within a round trip, so Child SA and IKE SA rekeys collide (RFC
-    7296 §2.8.1: the lowest nonce's SA is redundant, its initiator deletes it). A 0.01 s ping for
-    20 s: 0 lost, collisions seen on the wire, and afterwards exactly one pair of SAs each side."""
-    ours_rekeys(lab, COLLIDE_SECONDS, COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY, "0", iperf=False,
+    """ours <-> ours, both sides child rekey_time 3 s and IKE rekey_time 10 s with rand_time 0
+    (life_time and over_time 60 s): four times both ikeds are frozen past their rekey time and
+    thawed together, so both start the same Child SA rekey (and sometimes IKE SA rekey) at once:
+    RFC 7296 §2.8.1 collisions (the lowest nonce's SA is redundant, its initiator deletes it).
+    0 pings lost (0.01 s), at least 3 collisions seen on the wire, and afterwards exactly one
+    pair of SAs on each side, matching."""
+    ours_rekeys(lab, 0, COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY, "0", iperf=False,
                 min_child=COLLIDE_MIN_CHILD_REKEYS, min_ike=COLLIDE_MIN_IKE_REKEYS,
-                min_collisions=COLLIDE_MIN_COLLISIONS)
+                min_collisions=COLLIDE_MIN_COLLISIONS, extra=dict(over_time="60s", child_life_time="60s"),
+                drive=freeze_and_thaw)
 
 
 # --- packet-count lifetime ----------------------------------------------------------------------

@@ -239,9 +239,9 @@ fn rekey_ours_under_load_loses_nothing() {
     rekey_scenario("rekey-ours");
 }
 
-/// ours <-> ours with rand_time 0 on both sides (child rekey_time 4 s, IKE 9 s): both start
-/// every rekey within a round trip, so Child SA and IKE SA rekeys collide (RFC 7296 §2.8.1);
-/// 0 pings lost, collisions seen on the wire, exactly one pair of SAs left on each side.
+/// Rekey collisions (RFC 7296 §2.8.1): both ikeds frozen (SIGSTOP) past their child rekey_time
+/// (3 s, rand_time 0) and thawed together, four times, so both start the same rekey at once:
+/// 0 pings lost, at least 3 collisions seen on the wire, exactly one pair of SAs left each side.
 #[test]
 fn rekey_collisions_lose_nothing() {
     rekey_scenario("rekey-collide");
