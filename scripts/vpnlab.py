@@ -114,16 +114,55 @@ sa = "{out_name}"
 '''
 
 
+# Lifetime settings with swanctl's names (swanctl.conf(5)): the IKE SA's, and the Child SA's
+# (given to iked_conf/swanctl_conf as child_<name>).
+IKE_LIFETIME_KEYS = ("rekey_time", "reauth_time", "over_time", "rand_time")
+CHILD_LIFETIME_KEYS = ("rekey_time", "life_time", "rand_time", "rekey_bytes", "life_bytes", "rand_bytes",
+                       "rekey_packets", "life_packets", "rand_packets")
+
+
+def _toml_value(v) -> str:
+    """An iked TOML value: integers as they are (seconds, bytes, packets), anything else a
+    swanctl string ("10s", "2m", "1h", "20k")."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else f'"{v}"'
+
+
+def _lifetimes(keys: tuple[str, ...], given: dict, fmt) -> str:
+    """One line per setting that was given (None: not written, the daemon's default)."""
+    return "".join(fmt(k, given[k]) + "\n" for k in keys if given.get(k) is not None)
+
+
+def _esp_list(esp: str | list[str]) -> list[str]:
+    return [esp] if isinstance(esp, str) else list(esp)
+
+
 def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
               ike: str = "aes128gcm16-prfsha256-x25519", dpd_delay: str | None = None,
-              dpd_timeout: str | None = None, dpd_action: str | None = None) -> str:
+              dpd_timeout: str | None = None, dpd_action: str | None = None,
+              esp_proposals: str | list[str] | None = None, start_action: str | None = None,
+              **lifetimes) -> str:
     """iked's configuration for gateway `side`: a initiates, b responds. `dpd_delay` and
     `dpd_timeout` (connection) and `dpd_action` (child) are written only when given, in
-    swanctl's syntax ("2s", "clear")."""
+    swanctl's syntax ("2s", "clear").
+
+    Lifetimes, also written only when given (ints as numbers, else swanctl strings): the IKE
+    SA's `rekey_time`, `reauth_time`, `over_time`, `rand_time`; the Child SA's as
+    `child_rekey_time`, `child_life_time`, `child_rand_time`, `child_rekey_bytes`,
+    `child_life_bytes`, `child_rand_bytes`, `child_rekey_packets`, `child_life_packets`,
+    `child_rand_packets`. `esp_proposals` (one string or a list, strongSwan syntax such as
+    "aes128gcm16-x25519") replaces the case's proposal; `start_action` replaces the default
+    (gw-a "start", gw-b "none")."""
+    ike_lt = {k: lifetimes.pop(k) for k in IKE_LIFETIME_KEYS if k in lifetimes}
+    child_lt = {k: lifetimes.pop(f"child_{k}") for k in CHILD_LIFETIME_KEYS if f"child_{k}" in lifetimes}
+    if lifetimes:
+        raise TypeError(f"iked_conf: unknown settings {sorted(lifetimes)}")
     other = "b" if side == "a" else "a"
-    start = "start" if side == "a" else "none"
+    start = start_action or ("start" if side == "a" else "none")
     dpd = "".join(f'{k} = "{v}"\n' for k, v in (("dpd_delay", dpd_delay), ("dpd_timeout", dpd_timeout)) if v)
+    dpd += _lifetimes(IKE_LIFETIME_KEYS, ike_lt, lambda k, v: f"{k} = {_toml_value(v)}")
     child_dpd = f'dpd_action = "{dpd_action}"\n' if dpd_action else ""
+    child_dpd += _lifetimes(CHILD_LIFETIME_KEYS, child_lt, lambda k, v: f"{k} = {_toml_value(v)}")
+    esp = ", ".join(f'"{e}"' for e in _esp_list(esp_proposals or case.proposal))
     return f'''[connections.gw-{other}]
 local_addrs = ["{case.outer(side)}"]
 remote_addrs = ["{case.public(other)}"]
@@ -140,7 +179,7 @@ id = "gw-{other}.example"
 [connections.gw-{other}.children.net]
 local_ts = ["{case.inside_net(side)}"]
 remote_ts = ["{case.inside_net(other)}"]
-esp_proposals = ["{case.proposal}"]
+esp_proposals = [{esp}]
 start_action = "{start}"
 {child_dpd}
 [secrets.psk]
@@ -149,11 +188,27 @@ secret = "{psk}"
 '''
 
 
-def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: bool,
-                 dpd_delay: str = "") -> str:
-    """strongSwan's swanctl.conf for gateway `side` (the peer of our gateway)."""
+def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str | list[str], start: bool,
+                 dpd_delay: str = "", rekey_time: str | int = 0, child_rekey_time: str | int = 0,
+                 **lifetimes) -> str:
+    """strongSwan's swanctl.conf for gateway `side` (the peer of our gateway). `esp` is its
+    esp_proposals (one or a list, e.g. "aes128gcm16-x25519" to require PFS on rekeys).
+    Rekeying is off unless `rekey_time` (IKE SA) / `child_rekey_time` are given; the other
+    lifetimes (`reauth_time`, `over_time`, `rand_time`; `child_life_time`, `child_rand_time`,
+    `child_rekey_bytes`, ... `child_rand_packets`) are written only when given, in swanctl's
+    syntax ("15s", "2m")."""
+    ike_lt = {k: lifetimes.pop(k) for k in IKE_LIFETIME_KEYS if k in lifetimes}
+    child_lt = {k: lifetimes.pop(f"child_{k}") for k in CHILD_LIFETIME_KEYS if f"child_{k}" in lifetimes}
+    if lifetimes:
+        raise TypeError(f"swanctl_conf: unknown settings {sorted(lifetimes)}")
+    ike_lt["rekey_time"] = rekey_time
+    child_lt["rekey_time"] = child_rekey_time
     other = "b" if side == "a" else "a"
     dpd = f"\n    dpd_delay = {dpd_delay}" if dpd_delay else ""
+    # swanctl.conf wants one setting per line.
+    conn_lt = _lifetimes(IKE_LIFETIME_KEYS, ike_lt, lambda k, v: f"    {k} = {v}").rstrip("\n")
+    child_lt_s = _lifetimes(CHILD_LIFETIME_KEYS, child_lt, lambda k, v: f"        {k} = {v}").rstrip("\n")
+    esp = ",".join(_esp_list(esp))
     return f"""connections {{
   gw-{other} {{
     version = 2
@@ -161,7 +216,7 @@ def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: boo
     remote_addrs = {case.public(other)}
     proposals = {ike}
     encap = yes
-    rekey_time = 0{dpd}
+{conn_lt}{dpd}
     local {{
       auth = psk
       id = gw-{side}.example
@@ -175,7 +230,7 @@ def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str, start: boo
         local_ts = {case.inside_net(side)}
         remote_ts = {case.inside_net(other)}
         esp_proposals = {esp}
-        rekey_time = 0
+{child_lt_s}
         start_action = {"start" if start else "none"}
       }}
     }}
@@ -356,10 +411,15 @@ class Lab:
         vpnctl = self.vpnctl or str(pathlib.Path(self.dataplane).with_name("vpnctl"))
         return sh(vpnctl, *args, "--socket", str(self.workdir / f"iked-{side}.sock"), check=False)
 
-    def start_charon(self, side: str, swanctl: str) -> pathlib.Path:
+    def start_charon(self, side: str, swanctl: str, retransmit_timeout: float | None = None,
+                     retransmit_tries: int | None = None) -> pathlib.Path:
         """strongSwan's charon (kernel-libipsec) in gw-`side`, configured with `swanctl`;
-        returns its log. Waits until the connections are loaded."""
+        returns its log. Waits until the connections are loaded. `retransmit_timeout` (s) and
+        `retransmit_tries` go into its strongswan.conf when given (2 and 3: it gives up on an
+        unanswered exchange after ~24 s instead of ~165 s)."""
         d = self.workdir / f"strongswan-{side}"
+        retransmit = "".join(f"  {k} = {v}\n" for k, v in (("retransmit_timeout", retransmit_timeout),
+                                                           ("retransmit_tries", retransmit_tries)) if v is not None)
         run = d / "run"
         run.mkdir(parents=True, exist_ok=True)
         vici = d / "charon.vici"
@@ -367,7 +427,7 @@ class Lab:
         (d / "strongswan.conf").write_text(f"""charon {{
   load = {STRONGSWAN_LOAD}
   install_routes = yes
-  plugins {{
+{retransmit}  plugins {{
     vici {{
       socket = unix://{vici}
     }}
@@ -376,6 +436,8 @@ class Lab:
     log {{
       path = {log}
       flush_line = yes
+      time_format = %H:%M:%S
+      time_add_ms = yes
       default = 1
       ike = 2
       cfg = 2
@@ -453,7 +515,9 @@ class Lab:
         raise RuntimeError("no path client-a -> client-b:\n" + self.log("a") + self.log("b"))
 
     def iperf(self, seconds: float = 2, udp_rate: str | None = None, parallel: int = 1,
-              length: int | None = None, port: int = 5201) -> dict:
+              length: int | None = None, port: int = 5201, bitrate: str | None = None) -> dict:
+        """iperf3 client-a -> client-b: TCP (paced to `bitrate` if given, e.g. "200M"), or UDP
+        at `udp_rate`; returns iperf3's JSON."""
         srv = subprocess.Popen(["ip", "netns", "exec", self.ns("client-b"), "iperf3", "-s", "-1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -467,6 +531,8 @@ class Lab:
                     "-P", str(parallel)]
             if udp_rate:
                 args += ["-u", "-b", udp_rate]
+            elif bitrate:
+                args += ["-b", bitrate]
             if length:
                 args += ["-l", str(length)]
             r = ns_exec(self.ns("client-a"), *args, check=False, timeout=seconds + 30)
