@@ -435,10 +435,10 @@ fn packets_value(v: &toml::Value) -> Result<u64, String> {
 fn show_ms(ms: u64) -> String {
     match ms {
         0 => "0".into(),
-        _ if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
-        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
         _ => format!("{ms}ms"),
     }
 }
@@ -446,7 +446,7 @@ fn show_ms(ms: u64) -> String {
 /// A byte volume for messages: the exact count, with its swanctl form when it has one.
 fn show_bytes(b: u64) -> String {
     for (shift, s) in [(30, "G"), (20, "M"), (10, "k")] {
-        if b != 0 && b % (1 << shift) == 0 {
+        if b != 0 && b.is_multiple_of(1 << shift) {
             return format!("{}{s}", b >> shift);
         }
     }

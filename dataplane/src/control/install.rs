@@ -967,3 +967,110 @@ mod tests {
         );
     }
 }
+
+/// Model checks (loom) of the outbound switch: every interleaving of a worker's loads with
+/// the installer's swap-then-delete. Under loom the reqid slot is the mutex stand-in of
+/// `sync::swap`, so this checks the installer's order of stores — never an intermediate
+/// empty slot, never a step back to a replaced SA — taking arc-swap's atomicity as given.
+/// Run with `RUSTFLAGS="--cfg loom" cargo test -p dataplane --lib loom_`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::crypto::{EspTransform, SaKeys};
+    use crate::esp::SaConfig;
+    use crate::shm::records::{encode_add_sa, encode_delete_sa};
+
+    const REQID: u32 = 1;
+
+    fn apply(i: &mut Installer, rec: &[u8]) {
+        let mut out = Vec::new();
+        i.apply_bytes(rec, &mut NoSteering, &mut out);
+        assert!(matches!(
+            out.last(),
+            Some(DataplaneRecord::Ack {
+                status: status::OK,
+                ..
+            })
+        ));
+    }
+
+    fn install(i: &mut Installer, spi: u32) {
+        let cfg = SaConfig::transport(spi, EspTransform::AES_GCM_128, SaKeys::new(&[3; 20], &[]));
+        let mut b = vec![0u8; records::MAX_RECORD];
+        let sa = SaInstall {
+            direction: Direction::Outbound,
+            reqid: REQID,
+            update: false,
+            config: cfg,
+        };
+        let n = encode_add_sa(&mut b, spi, &sa).unwrap();
+        apply(i, &b[..n]);
+    }
+
+    fn delete(i: &mut Installer, spi: u32) {
+        let mut b = [0u8; 64];
+        let n = encode_delete_sa(&mut b, spi, Direction::Outbound, spi, REQID);
+        apply(i, &b[..n]);
+    }
+
+    /// The control side's steps against a worker loading the slot `loads` times; the
+    /// worker's view must always be an SA, and its `rank` (install order, the redundant SA
+    /// of a collision excluded) must never go down.
+    fn check(steps: fn(&mut Installer), loads: usize, rank: fn(u32) -> Option<u32>) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(move || {
+            let db = Arc::new(SaDb::with_capacity(4, 4));
+            let mut i = Installer::new(Arc::clone(&db));
+            install(&mut i, 0x3000);
+            let worker = {
+                let db = Arc::clone(&db);
+                loom::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    for _ in 0..loads {
+                        let g = db.outbound.get(REQID);
+                        let spi = g.as_ref().and_then(|g| g.as_ref()).map(|sa| sa.spi());
+                        seen.push(spi.expect("a worker found no SA for the reqid"));
+                    }
+                    seen
+                })
+            };
+            steps(&mut i);
+            let seen = worker.join().unwrap();
+            let ranks: Vec<u32> = seen.iter().filter_map(|&s| rank(s)).collect();
+            assert!(
+                ranks.windows(2).all(|w| w[0] <= w[1]),
+                "went back: {seen:x?}"
+            );
+        });
+    }
+
+    /// A rekey in make-before-break order: install the new SA, delete the old one.
+    #[test]
+    fn loom_rekey_swap_then_delete_never_leaves_no_sa() {
+        check(
+            |i| {
+                install(i, 0x2000);
+                delete(i, 0x3000);
+            },
+            3,
+            |spi| Some(0x3000 - spi),
+        );
+    }
+
+    /// A collision: the redundant SA (0x9000, installed last) is deleted first, the reqid
+    /// goes back to the winner (0x2000), then the old SA goes.
+    #[test]
+    fn loom_collision_falls_back_to_the_winner() {
+        check(
+            |i| {
+                install(i, 0x2000);
+                install(i, 0x9000);
+                delete(i, 0x9000);
+                delete(i, 0x3000);
+            },
+            3,
+            |spi| (spi != 0x9000).then(|| 0x3000 - spi),
+        );
+    }
+}
