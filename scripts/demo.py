@@ -143,6 +143,9 @@ def main() -> int:
         print(f"\ndemo failed: {e}")
         for side in "ab":
             print(f"--- dataplane {side} log ---\n{lab.log(side)[-2000:]}")
+            iked = lab.workdir / f"iked-{side}-demo.log"
+            if iked.exists():
+                print(f"--- iked {side} log ---\n{iked.read_text()[-6000:]}")
         return 1
     finally:
         lab.down()
