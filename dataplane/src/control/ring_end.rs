@@ -22,11 +22,15 @@ pub struct RingEnd {
     lost: u64,
     buf: zeroize::Zeroizing<Vec<u8>>,
     out: Vec<DataplaneRecord>,
+    replica_timeouts: u64,
     /// Held open: this process is the ring's one dataplane.
     _claim: std::fs::File,
 }
 
 const MAX_QUEUED: usize = 1 << 20;
+/// How long acks wait for the workers to apply what they acknowledge (idle workers wake
+/// every 5 ms).
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl RingEnd {
     /// Claim `/dev/shm/NAME`, create or attach it, and say Hello with what `installer` holds.
@@ -42,6 +46,7 @@ impl RingEnd {
             lost: 0,
             buf: zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]),
             out: Vec::new(),
+            replica_timeouts: 0,
             _claim: claim,
         };
         // Tell a controller that is already running to send what it wants installed.
@@ -71,6 +76,15 @@ impl RingEnd {
             // Key bytes do not outlive the install in our buffer either.
             self.buf[..n].fill(0);
         }
+        if any && !installer.db().wait_replicas(REPLICA_WAIT) {
+            self.replica_timeouts += 1;
+            warn!(
+                times = self.replica_timeouts,
+                "a worker has not applied the controller's changes within {REPLICA_WAIT:?}: acknowledging anyway"
+            );
+        }
+        // Acked once every worker uses what was installed (a rekey's peer may send on a
+        // new inbound SA as soon as the controller hears of it).
         for r in self.out.drain(..) {
             self.queued.push_back(r);
         }

@@ -13,8 +13,10 @@
 //! and their keys zeroized by `SaCrypto`'s `ZeroizeOnDrop` — when the last worker that
 //! still holds one lets go of it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crate::sync::swap::{ArcSwapOption, Guard};
 
@@ -57,13 +59,18 @@ pub struct ReplicaData {
 pub struct Replica {
     data: ReplicaData,
     changes: Receiver<Change>,
+    /// How many changes of the broadcast sequence this replica has applied (published for
+    /// [`SaDb::wait_replicas`]).
+    applied: Arc<AtomicU64>,
 }
 
 impl Replica {
     /// Apply the changes sent since the last call (one atomic load when there are none).
     #[inline]
     pub fn sync(&mut self) {
+        let mut n = 0;
         while let Ok(c) = self.changes.try_recv() {
+            n += 1;
             let d = &mut self.data;
             match c {
                 // The control thread validated the change against its master copy, so
@@ -79,6 +86,9 @@ impl Replica {
                 Change::InboundRemove(spi) => d.inbound.remove(spi),
                 Change::InboundClear => d.inbound.clear(),
             }
+        }
+        if n > 0 {
+            self.applied.fetch_add(n, Ordering::Release);
         }
     }
 
@@ -136,6 +146,9 @@ pub struct SaDb {
     /// The master SPD and the senders to every replica, under one lock so a new replica
     /// starts from the master and misses no change.
     spd: Mutex<(Spd, Vec<Sender<Change>>)>,
+    /// Changes broadcast so far, and each replica's count of those it applied.
+    broadcasts: AtomicU64,
+    applied: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl Default for SaDb {
@@ -156,6 +169,8 @@ impl SaDb {
             inbound: SpiTable::with_slots(inbound_slots),
             outbound: ReqidTable::new(reqids.clamp(1, REQIDS)),
             spd: Mutex::new((Spd::new(), Vec::new())),
+            broadcasts: AtomicU64::new(0),
+            applied: Mutex::new(Vec::new()),
         }
     }
 
@@ -166,18 +181,52 @@ impl SaDb {
         let (tx, rx) = channel();
         g.1.push(tx);
         let inbound = SpiReplica::from_table(&self.inbound);
+        // It starts from the master: every change broadcast so far is in it.
+        let applied = Arc::new(AtomicU64::new(self.broadcasts.load(Ordering::Acquire)));
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&applied));
         Replica {
             data: ReplicaData {
                 spd: g.0.clone(),
                 inbound,
             },
             changes: rx,
+            applied,
         }
     }
 
-    fn broadcast(senders: &mut Vec<Sender<Change>>, c: Change) {
+    fn broadcast(&self, senders: &mut Vec<Sender<Change>>, c: Change) {
         // A replica whose worker has gone is dropped from the list.
         senders.retain(|tx| tx.send(c.clone()).is_ok());
+        self.broadcasts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Wait until every worker has applied the changes broadcast so far (at most
+    /// `timeout`): what the control thread acknowledges is then what every worker uses. A
+    /// rekey relies on it (RFC 7296 §2.8): once the controller hears the new inbound SA is
+    /// installed it lets the peer send on it. Workers sync at every batch and at least every
+    /// few ms when idle. Returns false on timeout (a stuck worker must not stall control).
+    pub fn wait_replicas(&self, timeout: Duration) -> bool {
+        let target = self.broadcasts.load(Ordering::Acquire);
+        let until = Instant::now() + timeout;
+        loop {
+            let behind = {
+                let mut list = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+                list.retain(|w| w.strong_count() > 0);
+                list.iter()
+                    .filter_map(Weak::upgrade)
+                    .any(|a| a.load(Ordering::Acquire) < target)
+            };
+            if !behind {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 
     /// Writer: change the master SPD and, if that worked, every replica.
@@ -197,7 +246,7 @@ impl SaDb {
                 None
             }
         };
-        Self::broadcast(&mut g.1, Change::Spd(c));
+        self.broadcast(&mut g.1, Change::Spd(c));
         Ok(old)
     }
 
@@ -206,21 +255,21 @@ impl SaDb {
     pub(crate) fn publish_inbound(&self, spi: u32) {
         if let Some(sa) = self.inbound.get_arc(spi) {
             let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
-            Self::broadcast(&mut g.1, Change::InboundInsert(spi, sa));
+            self.broadcast(&mut g.1, Change::InboundInsert(spi, sa));
         }
     }
 
     /// Writer: after removing `spi` from the master table, from every replica too.
     pub(crate) fn retract_inbound(&self, spi: u32) {
         let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
-        Self::broadcast(&mut g.1, Change::InboundRemove(spi));
+        self.broadcast(&mut g.1, Change::InboundRemove(spi));
     }
 
     /// Writer: every inbound SA is gone.
     pub(crate) fn clear_inbound(&self) {
         self.inbound.clear();
         let mut g = self.spd.lock().unwrap_or_else(|e| e.into_inner());
-        Self::broadcast(&mut g.1, Change::InboundClear);
+        self.broadcast(&mut g.1, Change::InboundClear);
     }
 
     /// A copy of the master SPD (resync reports, the stats writer).
@@ -231,5 +280,33 @@ impl SaDb {
     /// Run `f` on the master SPD without copying it.
     pub fn with_spd<R>(&self, f: impl FnOnce(&Spd) -> R) -> R {
         f(&self.spd.lock().unwrap_or_else(|e| e.into_inner()).0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_can_wait_until_every_worker_applied_the_changes() {
+        let db = SaDb::with_capacity(16, 16);
+        let mut a = db.replica();
+        let mut b = db.replica();
+        assert!(db.wait_replicas(Duration::ZERO), "nothing changed yet");
+        db.change_spd(SpdChange::Clear).unwrap();
+        assert!(
+            !db.wait_replicas(Duration::from_millis(1)),
+            "no worker synced"
+        );
+        a.sync();
+        assert!(!db.wait_replicas(Duration::from_millis(1)), "b has not");
+        b.sync();
+        assert!(db.wait_replicas(Duration::ZERO));
+        // A worker that has gone is not waited for; a new one starts up to date.
+        drop(b);
+        db.change_spd(SpdChange::Clear).unwrap();
+        let _c = db.replica();
+        a.sync();
+        assert!(db.wait_replicas(Duration::ZERO));
     }
 }
