@@ -247,7 +247,8 @@ def rekey_lines(lab: Lab, side: str, tag: str) -> list[str]:
 
 
 def collision_lines(lab: Lab, side: str, tag: str) -> list[str]:
-    return [ln for ln in iked_log(lab, side, tag).splitlines() if re.search(r"collision|simultaneous", ln, re.I)]
+    return [ln for ln in iked_log(lab, side, tag).splitlines()
+            if re.search(r"collision(?!=false)|simultaneous", ln, re.I)]
 
 
 def vpnctl_rekeys(listing: str) -> list[int]:
@@ -475,19 +476,19 @@ def rekey_collide(lab: Lab) -> None:
 # --- packet-count lifetime ----------------------------------------------------------------------
 
 PACKETS_SECONDS = 30
-# iperf3 through the tunnel carries ~10 000-14 000 packets/s with debug binaries and ~85 000-
-# 130 000 with the test profile's (what `cargo test` runs): 200 000 is crossed once or twice in
-# 30 s with the first and every ~2 s with the second. The hard limit (3x) is far enough above
-# that a rekey taking a second still completes before the SA stops being used (measured: without
-# a rekey the SA stops at exactly life_packets and the tunnel goes dark).
-REKEY_PACKETS = 200_000
+# iperf3 through the tunnel carries ~7 500-14 000 packets/s with debug binaries and ~85 000-
+# 130 000 with the test profile's (what `cargo test` runs): 100 000 is crossed two or three times
+# in 30 s with the first and about every second with the second. The hard limit (5x) is far
+# enough above that a rekey taking two seconds still completes before the SA stops being used
+# (measured: without a rekey the SA stops at exactly life_packets and the tunnel goes dark).
+REKEY_PACKETS = 100_000
 
 
 def rekey_packets(lab: Lab) -> None:
-    """Child rekey_packets 200 000 (life_packets 3x, rand_packets 10 %) on both sides, no
+    """Child rekey_packets 100 000 (life_packets 5x, rand_packets 10 %) on both sides, no
     time limit in reach: an iperf3 TCP stream crosses it several times in 30 s while a 0.01 s
     ping runs. The dataplane's soft event makes iked rekey: at least one rekey, 0 pings lost."""
-    lt = dict(child_rekey_packets=REKEY_PACKETS, child_life_packets=3 * REKEY_PACKETS,
+    lt = dict(child_rekey_packets=REKEY_PACKETS, child_life_packets=5 * REKEY_PACKETS,
               child_rand_packets=REKEY_PACKETS // 10)
     e2e_faults.start_pair(lab, conf_a=ours_conf(lab, "a", **lt), conf_b=ours_conf(lab, "b", **lt))
     with lab.wan_capture("rekey-packets") as cap:
