@@ -303,6 +303,26 @@ def alive(lab: Lab) -> None:
           f"{sorted(want)}" + (f"; exited: {dead}" if dead else ""))
 
 
+def esp_drops(lab: Lab, side: str) -> dict[str, int]:
+    """The dataplane's ESP drop counters, summed over its workers (since it started)."""
+    out: dict[str, int] = {}
+    for w in lab.stats(side)["workers"]:
+        for k, v in w.get("esp_drops", {}).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def icv_check(lab: Lab, sides: str) -> None:
+    """No ESP packet failed authentication: between two honest peers an ICV failure means a
+    packet was sent on an SA whose key the receiver does not have under that SPI (a rekey that
+    went wrong), whether or not a ping happened to be that packet. Other drops are printed."""
+    drops = {s: esp_drops(lab, s) for s in sides}
+    print("  ESP drops: " + "; ".join(f"gw-{s} {d or 'none'}" for s, d in drops.items()), flush=True)
+    bad = {s: d.get("icv_failed", 0) for s, d in drops.items() if d.get("icv_failed", 0)}
+    check(not bad, "no ESP packet failed its integrity check (icv_failed) on " + " or ".join(f"gw-{s}" for s in sides),
+          ", ".join(f"gw-{s}: {n}" for s, n in bad.items()) or "0")
+
+
 def loss_check(ping: Pinger, tx: int, rx: int, lost: list[int], what: str) -> None:
     rate = tx / max(time.time() - ping.t0, 1e-3)
     print(f"  {what}: {tx - rx} of {tx} echo requests lost (ping -i {ping.interval}: {rate:.0f} sent a second)"
@@ -386,6 +406,7 @@ def ours_rekeys(lab: Lab, seconds: float, child: str, ike: str, rand: str, iperf
     loss_check(ping, tx, rx, lost, what)
     if iperf:
         iperf_report(box, "ours <-> ours")
+    icv_check(lab, "ab")
     sw = {s: watch.switches(s) for s in "ab"}
     check(min(sw.values()) >= min_child,
           f"at least {min_child} Child SA rekeys: each dataplane's outbound SA switched",
@@ -503,6 +524,7 @@ def rekey_packets(lab: Lab) -> None:
         watch.stop()
     loss_check(ping, tx, rx, lost, f"rekey_packets {REKEY_PACKETS}, {PACKETS_SECONDS} s of iperf3")
     iperf_report(box, "rekey_packets")
+    icv_check(lab, "ab")
     sent = box.get("json", {}).get("end", {}).get("sum_sent", {}).get("bytes", 0)
     sw = {s: watch.switches(s) for s in "ab"}
     check(max(sw.values()) >= 1, "the packet limit triggered rekeys (the outbound SA switched)",
@@ -605,6 +627,7 @@ def rekey_strongswan(lab: Lab, charon_rekeys: bool, pfs: bool) -> None:
           f"{c['ike']} IKE SA rekeys; {c['retransmits']} retransmits, notifies received {c['notifies']}", flush=True)
     loss_check(ping, tx, rx, lost, f"strongSwan, {who} rekey, "
                f"{'with' if pfs else 'without'} PFS")
+    icv_check(lab, "a")
     check(c["child"] >= SWAN_MIN_CHILD and c["closed"] >= c["child"] - 1,
           f"charon's log shows at least {SWAN_MIN_CHILD} Child SA rekeys completing (\"outbound CHILD_SA ... "
           "established\", the old one closed)", f"{c['child']} completed, {c['closed']} closed")
