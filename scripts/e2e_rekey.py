@@ -10,7 +10,14 @@ and always tears everything down. Exit status 0 only if every check passed.
 
 Every case also asserts: no clear-text packet between the protected networks on either WAN
 interface (with a control packet the capture must see), every process it started alive at the
-end, and the namespaces deleted.
+end, and the namespaces deleted; the rekey cases also that no ESP packet failed its integrity
+check (icv_failed) in our dataplanes.
+
+Collisions: equal rekey times alone never make both sides rekey at once on a real network (the
+rekey's responder installs the new SA, and starts its timer, half a round trip before the
+initiator, so it always fires first): rekey-collide freezes both ikeds (SIGSTOP) past their
+rekey time and thaws them together, and counts collisions as CREATE_CHILD_SA requests from both
+gateways within 0.1 s on the wire.
 
 How rekeys are counted without trusting our own logs:
   - Child SA rekeys: a thread samples each dataplane's stats file (written every 200 ms) and
