@@ -283,7 +283,7 @@ fn pfs_mismatch_is_explained() {
     rekey_scenario("pfs-mismatch");
 }
 
-/// Child rekey_packets 200 000: an iperf3 stream crosses it one or more times in 30 s; the
+/// Child rekey_packets 100 000: an iperf3 stream crosses it several times in 30 s; the
 /// dataplane's soft event makes iked rekey, with 0 pings lost.
 #[test]
 fn rekey_on_packet_count() {
