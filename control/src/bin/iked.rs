@@ -140,7 +140,7 @@ fn run(args: Args) -> Result<(), String> {
     info!(control = %args.control.display(), ring = %args.ring, "iked running");
     d.start(0, held);
     let mut ready_written = false;
-    let mut gate = shell::SendGate::new(Duration::from_millis(200));
+    let mut gate = shell::SendGate::new(Duration::from_millis(500));
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;

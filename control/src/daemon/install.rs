@@ -52,6 +52,8 @@ impl Daemon {
             .dataplane(&mut *self.rng);
         inbound.config.lifetime = limits;
         outbound.config.lifetime = limits;
+        let window = self.conns[ci].children[k].cfg.replay_window;
+        inbound.config.replay_window = (window > 0).then_some(window);
         self.dp(DpOp::AddSa(Box::new(inbound.clone())));
         if outbound_now {
             self.dp(DpOp::AddSa(Box::new(outbound.clone())));

@@ -30,7 +30,7 @@ pub struct RingEnd {
 const MAX_QUEUED: usize = 1 << 20;
 /// How long acks wait for the workers to apply what they acknowledge (idle workers wake
 /// every 5 ms).
-const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl RingEnd {
     /// Claim `/dev/shm/NAME`, create or attach it, and say Hello with what `installer` holds.
