@@ -601,7 +601,6 @@ impl Daemon {
     /// Act on an SA's events, keep the half-open accounting, forget it once closed.
     fn settle(&mut self, now: u64, spi: u64) {
         let mut abandon = Vec::new();
-        let mut new_sas = Vec::new();
         loop {
             let Some(e) = self.sas.get_mut(&spi) else {
                 return;
@@ -692,7 +691,12 @@ impl Daemon {
                         }
                     }
                 }
-                Event::NewIkeSa(sa) => new_sas.push(sa),
+                Event::NewIkeSa(sa) => {
+                    // Taken over at once: this SA may close (and be forgotten, uninstalling
+                    // what still points at it) by the end of its events.
+                    let reauth_at = self.sas.get(&spi).and_then(|e| e.reauth_at);
+                    self.adopt(now, spi, conn.clone(), reauth_at, sa);
+                }
                 Event::ChildFailed { name, error } => {
                     let rekey = ci.and_then(|ci| {
                         let k = self.conns[ci].child_by_name(&name)?;
@@ -743,9 +747,6 @@ impl Daemon {
             }
         }
         self.after_events(now, spi);
-        for sa in new_sas {
-            self.adopt(now, spi, sa);
-        }
         for other in abandon {
             if let Some(e) = self.sas.get_mut(&other) {
                 info!(conn = %e.conn, "the peer sent INITIAL_CONTACT: dropping the IKE SA it forgot");
@@ -798,10 +799,7 @@ impl Daemon {
 
     /// A new IKE SA from `old` (RFC 7296 §1.3.2 rekey, or a collision's redundant one):
     /// route to it, and re-point the Child SAs it took over.
-    fn adopt(&mut self, now: u64, old: u64, sa: Box<IkeSa>) {
-        let Some(conn) = self.sas.get(&old).map(|e| e.conn.clone()) else {
-            return;
-        };
+    fn adopt(&mut self, now: u64, old: u64, conn: String, reauth_at: Option<u64>, sa: Box<IkeSa>) {
         let new = sa.our_spi();
         let moved: Vec<u32> = sa.children().iter().map(|c| c.inbound_spi).collect();
         if let Some(ci) = self.conn_index(&conn) {
@@ -823,7 +821,6 @@ impl Daemon {
         }
         let nat = sa.nat();
         // Rekeying does not authenticate the peer again: the reauthentication stays due.
-        let reauth_at = self.sas.get(&old).and_then(|e| e.reauth_at);
         self.sas.insert(
             new,
             SaEntry {
@@ -897,6 +894,7 @@ impl Daemon {
     fn failed(&mut self, now: u64, spi: u64, ci: Option<usize>, error: IkeError) {
         let Some(e) = self.sas.get(&spi) else { return };
         let role = e.sa.role();
+        let established_before = e.sa.established_at().is_some();
         let conn = e.conn.clone();
         let Some(ci) = ci else {
             warn!(conn = %conn, "{error}");
@@ -916,8 +914,13 @@ impl Daemon {
             // The next attempt tries the next remote address.
             self.conns[ci].remote_index += 1;
         }
+        // Whoever wants the children up tries again — not "the initiator": after an IKE SA
+        // rekey the role is whoever started the rekey (§2.18), not who set the tunnel up.
+        // A responder-only connection wants nothing and waits for its peer; a half-open
+        // responder SA (role responder, still connecting) is not ours to retry either.
         let wanted = self.conns[ci].children.iter().any(|c| c.wanted);
-        if role == Role::Initiator && wanted {
+        let half_open_responder = role == Role::Responder && !established_before;
+        if wanted && !half_open_responder {
             self.backoff(now, ci);
         }
     }
