@@ -222,7 +222,7 @@ fn colliding_rekeys_on_a_lossy_network_still_leave_one_sa_of_each() {
         let mut n = 0usize;
         w.filter = Box::new(move |_, d| {
             n += 1;
-            (n % drop_every != 0).then_some(d)
+            (!n.is_multiple_of(drop_every)).then_some(d)
         });
         w.run_until(200_000);
         // Loss loses packets by itself; what must hold is the end state, no leak.
