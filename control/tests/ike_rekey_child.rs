@@ -11,33 +11,12 @@ use std::net::SocketAddr;
 use control::ike::child::{parse_ts, ChildCfg, EspProposal};
 use control::ike::dh::Group;
 use control::ike::lifetime::{ChildLifetime, Limits};
-use control::ike::sa::{
-    ChildRequest, ChildSa, Connection, Event, IkeError, IkeSa, Phase, Random, SpiAllocator,
-};
+use control::ike::sa::{ChildRequest, ChildSa, Connection, Event, IkeError, IkeSa, Phase};
 use control::ike::wire::{exchange, Header};
 use zeroize::Zeroizing;
 
-struct Seeded(u64);
-impl Random for Seeded {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
-
-/// The daemon's SPI allocator, as a counter.
-struct Counter(u32);
-impl SpiAllocator for Counter {
-    fn alloc_spi(&mut self) -> u32 {
-        let s = self.0;
-        self.0 += 1;
-        s
-    }
-}
+mod support;
+use support::{Counter, Seeded};
 
 const A: &str = "192.0.2.1:500";
 const B: &str = "192.0.2.2:500";

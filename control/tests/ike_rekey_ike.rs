@@ -10,32 +10,13 @@ use control::ike::child::{parse_ts, ChildCfg, EspProposal};
 use control::ike::lifetime::IkeLifetime;
 use control::ike::sa::{
     is_init_request, peek, ChildInfo, ChildRequest, ChildSa, Connection, Event, IkeError, IkeSa,
-    Phase, Random, Role, SpiAllocator,
+    Phase, Random, Role,
 };
 use control::ike::wire::{exchange, Header};
 use zeroize::Zeroizing;
 
-struct Seeded(u64);
-impl Random for Seeded {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
-
-/// The daemon's SPI allocator, as a counter.
-struct Counter(u32);
-impl SpiAllocator for Counter {
-    fn alloc_spi(&mut self) -> u32 {
-        let s = self.0;
-        self.0 += 1;
-        s
-    }
-}
+mod support;
+use support::{Counter, Seeded};
 
 const A: &str = "192.0.2.1:500";
 const B: &str = "192.0.2.2:500";

@@ -13,32 +13,13 @@ use control::ike::child::{parse_ts, ChildCfg, EspProposal};
 use control::ike::lifetime::{ChildLifetime, Limits};
 use control::ike::sa::{
     invalid_major_version, is_init_request, peek, ChildRequest, ChildSa, Connection, CookieJar,
-    Event, IkeError, IkeSa, Phase, Random, SpiAllocator,
+    Event, IkeError, IkeSa, Phase,
 };
 use control::ike::wire::exchange;
 use zeroize::Zeroizing;
 
-struct Seeded(u64);
-impl Random for Seeded {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
-
-/// The daemon's SPI allocator, as a counter.
-struct Counter(u32);
-impl SpiAllocator for Counter {
-    fn alloc_spi(&mut self) -> u32 {
-        let s = self.0;
-        self.0 += 1;
-        s
-    }
-}
+mod support;
+use support::{Counter, Seeded};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
