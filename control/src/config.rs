@@ -72,6 +72,7 @@ use crate::ike::lifetime::{ChildLifetime, IkeLifetime, Limits};
 use crate::ike::proposal::IkeProposal;
 use crate::ike::sa::{Connection, IKE_PORT};
 use crate::ike::wire::Ts;
+use dataplane::control::static_sa::{bytes_value, packets_value};
 
 pub use crate::ike::child::ChildCfg;
 
@@ -402,45 +403,6 @@ fn split_number(s: &str) -> (&str, &str) {
     let s = s.trim();
     let i = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     (&s[..i], s[i..].trim())
-}
-
-/// A swanctl byte volume (`rekey_bytes`, ...): an integer, or a string with an optional
-/// `k`, `m` or `g` suffix in either case, each a power of 1024 (strongSwan's vici
-/// `parse_bytes`: "500M" is 500 × 2^20).
-fn bytes_value(v: &toml::Value) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "{v}: use a number of bytes (1000000) or a swanctl size (\"500k\", \"100M\", \"2G\")"
-        )
-    };
-    match v {
-        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
-        toml::Value::String(s) => {
-            let (digits, suffix) = split_number(s);
-            let shift = match suffix {
-                "" => 0,
-                "k" | "K" => 10,
-                "m" | "M" => 20,
-                "g" | "G" => 30,
-                _ => return Err(bad()),
-            };
-            let n = digits.parse::<u64>().map_err(|_| bad())?;
-            n.checked_mul(1 << shift)
-                .ok_or_else(|| format!("{v} is too large"))
-        }
-        _ => Err(bad()),
-    }
-}
-
-/// A packet count (`rekey_packets`, ...): an integer, or a string of digits. Like
-/// strongSwan's vici parser, no size suffix.
-fn packets_value(v: &toml::Value) -> Result<u64, String> {
-    let bad = || format!("{v}: use a number of packets (1000000); swanctl takes no suffix here");
-    match v {
-        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
-        toml::Value::String(s) => s.trim().parse::<u64>().map_err(|_| bad()),
-        _ => Err(bad()),
-    }
 }
 
 /// A duration as an operator would write it, for messages: "90s", "2m", "1h", "1d".

@@ -377,9 +377,10 @@ fn selectors(
     }
 }
 
-/// A swanctl byte volume: an integer, or a string with an optional `k`, `m` or `g` suffix
-/// in either case, each a power of 1024 (strongSwan's vici `parse_bytes`).
-fn bytes_value(v: &toml::Value) -> Result<u64, String> {
+/// A swanctl byte volume (`rekey_bytes`, ...): an integer, or a string with an optional
+/// `k`, `m` or `g` suffix in either case, each a power of 1024 (strongSwan's vici
+/// `parse_bytes`: "500M" is 500 × 2^20). iked's configuration parses the same way.
+pub fn bytes_value(v: &toml::Value) -> Result<u64, String> {
     let bad = || {
         format!(
             "{v}: use a number of bytes (1000000) or a swanctl size (\"500k\", \"100M\", \"2G\")"
@@ -405,8 +406,9 @@ fn bytes_value(v: &toml::Value) -> Result<u64, String> {
     }
 }
 
-/// A packet count: an integer or a string of digits (no suffix, as in swanctl).
-fn packets_value(v: &toml::Value) -> Result<u64, String> {
+/// A packet count (`rekey_packets`, ...): an integer or a string of digits (no suffix, as
+/// strongSwan's vici parser).
+pub fn packets_value(v: &toml::Value) -> Result<u64, String> {
     let bad = || format!("{v}: use a number of packets (1000000); swanctl takes no suffix here");
     match v {
         toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad()),
