@@ -11,3 +11,20 @@ pub mod ike;
 pub mod ring_client;
 pub mod ring_pump;
 pub mod shell;
+
+/// A deterministic random source for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    use crate::ike::sa::Random;
+
+    /// A linear congruential generator: the same bytes for the same seed.
+    pub struct Seq(pub u64);
+    impl Random for Seq {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *b = (self.0 >> 56) as u8;
+            }
+        }
+    }
+}

@@ -1016,15 +1016,7 @@ impl Daemon {
 mod tests {
     use super::*;
 
-    struct Seq(u64);
-    impl Random for Seq {
-        fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1);
-                *b = (self.0 >> 56) as u8;
-            }
-        }
-    }
+    use crate::test_rng::Seq;
 
     #[test]
     fn jitter_stays_within_a_quarter() {

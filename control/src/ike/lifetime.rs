@@ -192,15 +192,7 @@ pub fn spread(max: u64, rng: &mut dyn Random) -> u64 {
 mod tests {
     use super::*;
 
-    struct Seq(u64);
-    impl Random for Seq {
-        fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1);
-                *b = (self.0 >> 56) as u8;
-            }
-        }
-    }
+    use crate::test_rng::Seq;
 
     #[test]
     fn defaults_are_strongswans() {

@@ -856,6 +856,8 @@ impl IkeSa {
                     }
                     return;
                 }
+                // Any other answer without an SA (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...):
+                // check_child_answer below turns it into a ChildFailed naming the notify.
                 _ => {}
             }
         }
@@ -1443,6 +1445,8 @@ impl IkeSa {
             Some(Req::DeleteChild { inbound_spi }) => {
                 moved.push_front(Queued::DeleteChild(inbound_spi))
             }
+            // Nothing in flight, or a request about the IKE SA itself (its rekey, Delete,
+            // DPD): it stays with this SA and concerns no Child SA.
             _ => {}
         }
         book.peer_rekeys.clear();

@@ -218,6 +218,7 @@ impl IkeSa {
                     self.pump(now, rng);
                 }
             }
+            // Still negotiating or already closed: there is no SA to delete.
             _ => {}
         }
     }
@@ -549,6 +550,9 @@ impl IkeSa {
             IkeState::Established { .. } => self.finish_rekey(now, None, Some(made), rng),
             // We delete this SA meanwhile: the new one goes too.
             IkeState::Deleting { .. } => self.discard_new(now, made, rng),
+            // Closed meanwhile (failed or deleted): the new SA was never handed to the
+            // daemon, so dropping it here leaves nothing behind on our side; the peer's copy
+            // expires with its half-open and DPD timers.
             _ => {}
         }
     }
