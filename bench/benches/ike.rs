@@ -54,6 +54,8 @@ fn conn(initiator: bool, ike: &str) -> Connection {
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        auth: Default::default(),
+        fragmentation: Default::default(),
         lifetime: Default::default(),
     }
 }

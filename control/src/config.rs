@@ -324,6 +324,8 @@ fn connection(p: IkeParts, children: &[ChildCfg]) -> Connection {
         retransmit_ms: p.retransmit_ms,
         retransmit_tries: p.retransmit_tries,
         lifetime: p.lifetime,
+        auth: Default::default(),
+        fragmentation: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod ike;
+pub mod pki;
 pub mod ring_client;
 pub mod ring_pump;
 pub mod shell;

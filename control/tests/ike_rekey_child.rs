@@ -79,6 +79,8 @@ fn conn(initiator: bool, esp: &str, life: ChildLifetime) -> Connection {
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        auth: Default::default(),
+        fragmentation: Default::default(),
         lifetime: Default::default(),
     }
 }

@@ -76,6 +76,8 @@ fn conn(is_a: bool, ike: &str, lifetime: IkeLifetime) -> Connection {
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        auth: Default::default(),
+        fragmentation: Default::default(),
         lifetime,
     }
 }

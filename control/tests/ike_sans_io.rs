@@ -87,6 +87,8 @@ fn conn(initiator: bool, ike: &str, esp: &str, psk: &[u8]) -> Connection {
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        auth: Default::default(),
+        fragmentation: Default::default(),
         // No IKE SA rekey: `run` lets time pass until no timer is left (ike_rekey_ike.rs
         // tests the lifetimes).
         lifetime: control::ike::lifetime::IkeLifetime::from_swanctl(Some(0), Some(0), None, None),

@@ -123,12 +123,15 @@ fn run(args: Args) -> Result<(), String> {
     }
     let rng =
         OsRandom(std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?);
+    let epoch = Instant::now();
     let opts = Options {
         nat_keepalive_ms: args.nat_keepalive_s.max(1) * 1000,
         cookie_threshold: args.cookie_threshold,
+        wall_clock_base_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         ..Options::default()
     };
-    let epoch = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let mut d = Daemon::new(cfg, opts, Box::new(rng));
     let mut pump = RingPump::new(ring);

@@ -61,6 +61,9 @@ pub struct Options {
     /// The inbound SA a rekey replaced stays this long after its Delete was exchanged, for
     /// packets in flight and reordered.
     pub rekey_grace_ms: u64,
+    /// Unix time in ms at `now == 0`, for certificate validity (the shell sets it from the
+    /// system clock; tests choose it).
+    pub wall_clock_base_ms: u64,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             stale_grace_ms: 5_000,
             stale_timeout_ms: 120_000,
             rekey_grace_ms: 2_000,
+            wall_clock_base_ms: 0,
         }
     }
 }
@@ -413,7 +417,7 @@ impl Daemon {
             .any(|e| e.conn == name && e.sa.phase() == Phase::Established);
         let inbound_spi = self.spis.alloc(&mut *self.rng);
         info!(conn = %name, peer = %remote_ip, child = %self.conns[ci].children[k].cfg.name, initial_contact, "initiating");
-        let sa = IkeSa::initiate(
+        let mut sa = IkeSa::initiate(
             cfg,
             SocketAddr::new(local_ip, IKE_PORT),
             SocketAddr::new(remote_ip, IKE_PORT),
@@ -425,6 +429,7 @@ impl Daemon {
             now,
             &mut *self.rng,
         );
+        sa.set_wall_clock(self.opts.wall_clock_base_ms);
         let spi = sa.our_spi();
         self.conns[ci].children[k].negotiating = Some((spi, inbound_spi));
         self.sas.insert(
@@ -560,7 +565,8 @@ impl Daemon {
         let cfg = self.conns[ci].cfg.connection.clone();
         let name = cfg.name.clone();
         match IkeSa::respond(cfg, local, remote, msg, now, &mut *self.rng) {
-            Ok(sa) => {
+            Ok(mut sa) => {
+                sa.set_wall_clock(self.opts.wall_clock_base_ms);
                 let spi = sa.our_spi();
                 self.init_index.insert((sa.spis().0, remote.ip()), spi);
                 *self.half_open.entry(remote.ip()).or_default() += 1;

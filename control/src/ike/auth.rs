@@ -77,21 +77,32 @@ pub fn show_id(id: &Id) -> String {
     }
 }
 
-/// RFC 7296 §2.15: AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>), where
-/// SignedOctets = the sender's first message | the peer's nonce | prf(SK_p, ID body).
-pub fn psk_auth(
+/// RFC 7296 §2.15: the octets an AUTH payload covers, for every method:
+/// the sender's first message | the peer's nonce | prf(SK_p, ID body) [| IntAuth, RFC 9242
+/// §3.3.2, empty without IKE_INTERMEDIATE].
+pub fn signed_octets(
     prf: Prf,
-    psk: &[u8],
     first_message: &[u8],
     peer_nonce: &[u8],
     sk_p: &[u8],
     id: &Id,
-) -> Secret {
+    int_auth: &[u8],
+) -> Vec<u8> {
     let mut id_body = vec![id.kind, 0, 0, 0];
     id_body.extend_from_slice(&id.data);
     let maced_id = prf.prf(sk_p, &[&id_body]);
+    let mut out = Vec::with_capacity(first_message.len() + peer_nonce.len() + 64);
+    out.extend_from_slice(first_message);
+    out.extend_from_slice(peer_nonce);
+    out.extend_from_slice(&maced_id);
+    out.extend_from_slice(int_auth);
+    out
+}
+
+/// RFC 7296 §2.15: AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>).
+pub fn psk_auth(prf: Prf, psk: &[u8], signed_octets: &[u8]) -> Secret {
     let key = prf.prf(psk, &[b"Key Pad for IKEv2"]);
-    prf.prf(&key, &[first_message, peer_nonce, &maced_id])
+    prf.prf(&key, &[signed_octets])
 }
 
 /// Constant-time comparison of AUTH values.
@@ -123,18 +134,21 @@ mod tests {
     fn psk_auth_depends_on_every_input() {
         let prf = Prf::HmacSha256;
         let id = parse_id("gw-a");
-        let base = psk_auth(prf, b"secret", b"msg1", b"nonce", b"skp", &id);
+        let psk_auth = |psk: &[u8], m: &[u8], n: &[u8], skp: &[u8], id: &Id| {
+            psk_auth(prf, psk, &signed_octets(prf, m, n, skp, id, &[]))
+        };
+        let base = psk_auth(b"secret", b"msg1", b"nonce", b"skp", &id);
         assert_eq!(base.len(), 32);
         assert!(auth_matches(
             &base,
-            &psk_auth(prf, b"secret", b"msg1", b"nonce", b"skp", &id)
+            &psk_auth(b"secret", b"msg1", b"nonce", b"skp", &id)
         ));
         for other in [
-            psk_auth(prf, b"Secret", b"msg1", b"nonce", b"skp", &id),
-            psk_auth(prf, b"secret", b"msg2", b"nonce", b"skp", &id),
-            psk_auth(prf, b"secret", b"msg1", b"nonce2", b"skp", &id),
-            psk_auth(prf, b"secret", b"msg1", b"nonce", b"skq", &id),
-            psk_auth(prf, b"secret", b"msg1", b"nonce", b"skp", &parse_id("gw-b")),
+            psk_auth(b"Secret", b"msg1", b"nonce", b"skp", &id),
+            psk_auth(b"secret", b"msg2", b"nonce", b"skp", &id),
+            psk_auth(b"secret", b"msg1", b"nonce2", b"skp", &id),
+            psk_auth(b"secret", b"msg1", b"nonce", b"skq", &id),
+            psk_auth(b"secret", b"msg1", b"nonce", b"skp", &parse_id("gw-b")),
         ] {
             assert!(!auth_matches(&base, &other));
         }

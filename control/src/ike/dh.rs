@@ -2,8 +2,15 @@
 //! (RFC 5903), MODP-2048/3072 (RFC 3526). Sans-IO: the caller supplies the random bytes
 //! for the private value. Peer public values are checked before use (RFC 7296 §3.4,
 //! RFC 5903 §9, RFC 8031 §2.3) and refused with a reason.
+//!
+//! MODP runs on `crypto-bigint` in Montgomery form: `pow` takes the same time for every
+//! exponent of a given width (a fixed window over all of the exponent's bits), so the
+//! secret exponent does not leak through timing as `num-bigint`'s `modpow` let it. The
+//! exponent is zeroized when dropped; the intermediates inside `pow` live on the stack of
+//! that call and are not (crypto-bigint does not offer it).
 
-use num_bigint::BigUint;
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{Odd, Uint, U2048, U256, U3072, U384};
 use zeroize::Zeroizing;
 
 use super::keys::Secret;
@@ -83,16 +90,31 @@ const MODP_3072_P: &str = concat!(
     "08e24fa074e5ab3143db5bfce0fd108e4b82d120a93ad2caffffffffffffffff",
 );
 
-fn modp_prime(hex: &str) -> BigUint {
-    BigUint::parse_bytes(hex.as_bytes(), 16).expect("valid hex constant")
+/// `base^exp mod p`, constant time in `exp` (its full width is always processed), as
+/// big-endian bytes of the prime's width (RFC 3526 left-pads).
+fn modp_pow<const L: usize, const E: usize>(p_hex: &str, base: &[u8], exp: &[u8]) -> Vec<u8> {
+    let p = Odd::<Uint<L>>::from_be_hex(p_hex);
+    let params = FixedMontyParams::new_vartime(p); // the modulus is public
+    let base = Uint::<L>::from_be_slice(base);
+    let exp = Zeroizing::new(Uint::<E>::from_be_slice(exp));
+    let r = FixedMontyForm::new(&base, &params).pow(&exp).retrieve();
+    r.to_be_bytes().as_ref().to_vec()
 }
 
-/// Big-endian, left-padded to `len` bytes.
-fn to_fixed(n: &BigUint, len: usize) -> Vec<u8> {
-    let b = n.to_bytes_be();
-    let mut out = vec![0u8; len.saturating_sub(b.len())];
-    out.extend_from_slice(&b);
-    out
+/// RFC 7296 §3.4 / RFC 6989 §2.1: a MODP public value must satisfy 1 < y < p - 1. The
+/// value is public, so a variable-time comparison is fine.
+fn modp_public_ok<const L: usize>(p_hex: &str, y: &[u8]) -> bool {
+    let p = Uint::<L>::from_be_hex(p_hex);
+    let y = Uint::<L>::from_be_slice(y);
+    let pm1 = p.wrapping_sub(&Uint::ONE);
+    y > Uint::ONE && y < pm1
+}
+
+/// The generator 2, as big-endian bytes of `len`.
+fn two(len: usize) -> Vec<u8> {
+    let mut g = vec![0u8; len];
+    g[len - 1] = 2;
+    g
 }
 
 impl Group {
@@ -172,13 +194,19 @@ impl Group {
                 (s.to_bytes().to_vec(), p[1..].to_vec())
             }
             Group::Modp2048 | Group::Modp3072 => {
-                let p = self.prime();
-                let x = BigUint::from_bytes_be(random);
-                if x < BigUint::from(2u8) {
+                // x < 2 would make y = 1 or 2: refuse such random bytes.
+                let high_zero = random[..random.len() - 1].iter().all(|b| *b == 0);
+                if high_zero && random[random.len() - 1] < 2 {
                     return Err(bad);
                 }
-                let y = BigUint::from(2u8).modpow(&x, &p);
-                (random.to_vec(), to_fixed(&y, self.public_len()))
+                let g = two(self.public_len());
+                let y = match self {
+                    Group::Modp2048 => {
+                        modp_pow::<{ U2048::LIMBS }, { U256::LIMBS }>(MODP_2048_P, &g, random)
+                    }
+                    _ => modp_pow::<{ U3072::LIMBS }, { U384::LIMBS }>(MODP_3072_P, &g, random),
+                };
+                (random.to_vec(), y)
             }
         };
         Ok(KeyPair {
@@ -186,13 +214,6 @@ impl Group {
             secret: Zeroizing::new(secret),
             public,
         })
-    }
-
-    fn prime(self) -> BigUint {
-        match self {
-            Group::Modp3072 => modp_prime(MODP_3072_P),
-            _ => modp_prime(MODP_2048_P),
-        }
     }
 }
 
@@ -245,17 +266,17 @@ impl KeyPair {
                 let shared = p384::ecdh::diffie_hellman(s.to_nonzero_scalar(), pk.as_affine());
                 shared.raw_secret_bytes().to_vec()
             }
-            Group::Modp2048 | Group::Modp3072 => {
-                let p = g.prime();
-                let y = BigUint::from_bytes_be(peer);
-                // RFC 7296 §3.4 / RFC 6989: 1 < y < p - 1.
-                let one = BigUint::from(1u8);
-                if y <= one || y >= &p - &one {
+            Group::Modp2048 => {
+                if !modp_public_ok::<{ U2048::LIMBS }>(MODP_2048_P, peer) {
                     return Err(DhError::Invalid(g.name()));
                 }
-                let x = BigUint::from_bytes_be(&self.secret);
-                let z = y.modpow(&x, &p);
-                to_fixed(&z, g.public_len())
+                modp_pow::<{ U2048::LIMBS }, { U256::LIMBS }>(MODP_2048_P, peer, &self.secret)
+            }
+            Group::Modp3072 => {
+                if !modp_public_ok::<{ U3072::LIMBS }>(MODP_3072_P, peer) {
+                    return Err(DhError::Invalid(g.name()));
+                }
+                modp_pow::<{ U3072::LIMBS }, { U384::LIMBS }>(MODP_3072_P, peer, &self.secret)
             }
         };
         Ok(Zeroizing::new(out))
@@ -318,7 +339,15 @@ mod tests {
         let mut one = vec![0u8; 256];
         one[255] = 1;
         assert_eq!(a.shared(&one), Err(DhError::Invalid("modp2048")));
-        let pm1 = to_fixed(&(Group::Modp2048.prime() - BigUint::from(1u8)), 256);
+        let mut pm1 = Uint::<{ U2048::LIMBS }>::from_be_hex(MODP_2048_P)
+            .to_be_bytes()
+            .as_ref()
+            .to_vec();
+        pm1[255] -= 1; // p ends in 0xff
+        assert_eq!(a.shared(&pm1), Err(DhError::Invalid("modp2048")));
+        // p itself and p + something are out of range too.
+        let p = Uint::<{ U2048::LIMBS }>::from_be_hex(MODP_2048_P).to_be_bytes();
+        assert_eq!(a.shared(p.as_ref()), Err(DhError::Invalid("modp2048")));
         assert_eq!(a.shared(&pm1), Err(DhError::Invalid("modp2048")));
     }
 
@@ -336,10 +365,38 @@ mod tests {
             "f1cf3b960c074301cd93c1d17603d147dae2aef837a62964ef15e5fb4aac0b8c",
             "1ccaa4be754ab5728ae9130c4c7d02880ab9472d455655347fffffffffffffff",
         );
-        let q = modp_prime(q2048);
-        assert_eq!(Group::Modp2048.prime(), q * 2u8 + 1u8);
-        assert_eq!(Group::Modp2048.prime().bits(), 2048);
-        assert_eq!(Group::Modp3072.prime().bits(), 3072);
+        let q = Uint::<{ U2048::LIMBS }>::from_be_hex(q2048);
+        let p = Uint::<{ U2048::LIMBS }>::from_be_hex(MODP_2048_P);
+        assert_eq!(p, q.shl(1).wrapping_add(&Uint::ONE));
+        assert_eq!(p.bit_width(), 2048);
+        assert_eq!(
+            Uint::<{ U3072::LIMBS }>::from_be_hex(MODP_3072_P).bit_width(),
+            3072
+        );
+    }
+
+    /// Known answers: with a small exponent x the public value is exactly 2^x, and the
+    /// shared secret with the peer value 2^y is 2^(xy) (both below p, so no reduction).
+    #[test]
+    fn modp_known_answers_in_both_groups() {
+        for g in [Group::Modp2048, Group::Modp3072] {
+            let mut x = vec![0u8; g.random_len()];
+            *x.last_mut().unwrap() = 10;
+            let a = g.keypair(&x).unwrap();
+            let mut want = vec![0u8; g.public_len()];
+            want[g.public_len() - 2] = 4; // 2^10 = 0x0400
+            assert_eq!(a.public, want, "{g:?}");
+            let mut y = vec![0u8; g.public_len()];
+            y[g.public_len() - 1] = 8; // 2^3
+            let z = a.shared(&y).unwrap();
+            let mut want = vec![0u8; g.public_len()];
+            want[g.public_len() - 4] = 0x40; // 2^30
+            assert_eq!(&z[..], &want[..], "{g:?}");
+            // x = 0 and 1 are refused as random input.
+            let mut one = vec![0u8; g.random_len()];
+            *one.last_mut().unwrap() = 1;
+            assert!(matches!(g.keypair(&one), Err(DhError::BadRandom(_))));
+        }
     }
 
     /// RFC 7748 §5.2 / RFC 8031: the X25519 function on the published test vector.

@@ -4,9 +4,12 @@
 pub mod auth;
 pub mod child;
 pub mod dh;
+pub mod frag;
+pub mod kem;
 pub mod keys;
 pub mod lifetime;
 pub mod proposal;
 pub mod sa;
+pub mod sig;
 pub mod sk;
 pub mod wire;

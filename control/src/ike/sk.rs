@@ -27,6 +27,26 @@ pub enum SkError {
     Length,
 }
 
+/// RFC 9242 §3.3.2: the octets an IKE_INTERMEDIATE message contributes to IntAuth, `A | P`:
+/// the IKE header and SK payload header with their lengths as if the SK payload held only
+/// the plaintext inner payloads (no IV, padding, pad length or ICV), then those payloads.
+/// The same for a fragmented message (computed on the reassembled plaintext) and for one
+/// sent whole. `first` is the type of the first inner payload.
+pub fn intauth_octets(header: Header, first: u8, inner_plain: &[u8]) -> Vec<u8> {
+    let sk_len = PAYLOAD_HEADER_LEN + inner_plain.len();
+    let mut out = Vec::with_capacity(HEADER_LEN + sk_len);
+    Header {
+        next_payload: payload::SK,
+        length: (HEADER_LEN + sk_len) as u32,
+        ..header
+    }
+    .emit(&mut out);
+    out.extend_from_slice(&[first, 0]);
+    out.extend_from_slice(&(sk_len as u16).to_be_bytes());
+    out.extend_from_slice(inner_plain);
+    out
+}
+
 /// One direction's keys for the encrypted payload (SK_ei/SK_ai or SK_er/SK_ar).
 pub struct SkCrypto {
     crypto: SaCrypto,

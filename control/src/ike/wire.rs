@@ -15,6 +15,10 @@ pub mod exchange {
     pub const IKE_AUTH: u8 = 35;
     pub const CREATE_CHILD_SA: u8 = 36;
     pub const INFORMATIONAL: u8 = 37;
+    /// RFC 9242 §3.
+    pub const IKE_INTERMEDIATE: u8 = 43;
+    /// RFC 9370 §2.2.4.
+    pub const IKE_FOLLOWUP_KE: u8 = 44;
 }
 
 /// Payload types (RFC 7296 §3.2).
@@ -36,6 +40,14 @@ pub mod payload {
     pub const SK: u8 = 46;
     pub const CP: u8 = 47;
     pub const EAP: u8 = 48;
+    /// RFC 7383 §2.5: the Encrypted Fragment payload.
+    pub const SKF: u8 = 53;
+}
+
+/// Certificate encodings (RFC 7296 §3.6).
+pub mod cert_encoding {
+    /// X.509 Certificate - Signature: one DER certificate.
+    pub const X509_SIGNATURE: u8 = 4;
 }
 
 /// Header flags (RFC 7296 §3.1).
@@ -225,6 +237,17 @@ pub enum Payload {
     VendorId(Vec<u8>),
     TsI(Vec<Ts>),
     TsR(Vec<Ts>),
+    /// RFC 7296 §3.6: one certificate (`encoding` 4 = DER X.509).
+    Cert {
+        encoding: u8,
+        data: Vec<u8>,
+    },
+    /// RFC 7296 §3.7: for encoding 4, `data` is a list of 20-byte SHA-1 hashes of the
+    /// trusted CAs' SubjectPublicKeyInfo.
+    CertReq {
+        encoding: u8,
+        data: Vec<u8>,
+    },
     /// RFC 7296 §3.14: the encrypted payload, kept whole (IV ‖ ciphertext ‖ ICV);
     /// `first` is the type of the first payload inside.
     Sk {
@@ -252,6 +275,8 @@ impl Payload {
             Payload::VendorId(_) => payload::VENDOR_ID,
             Payload::TsI(_) => payload::TSI,
             Payload::TsR(_) => payload::TSR,
+            Payload::Cert { .. } => payload::CERT,
+            Payload::CertReq { .. } => payload::CERTREQ,
             Payload::Sk { .. } => payload::SK,
             Payload::Other { kind, .. } => *kind,
         }
@@ -287,6 +312,15 @@ impl Payload {
                 }
             }
             payload::NONCE => Payload::Nonce(b.to_vec()),
+            payload::CERT | payload::CERTREQ => {
+                need("CERT/CERTREQ payload", b, 1)?;
+                let (encoding, data) = (b[0], b[1..].to_vec());
+                if kind == payload::CERT {
+                    Payload::Cert { encoding, data }
+                } else {
+                    Payload::CertReq { encoding, data }
+                }
+            }
             payload::NOTIFY => {
                 need("Notify payload", b, 4)?;
                 let spi_size = usize::from(b[1]);
@@ -401,6 +435,10 @@ impl Payload {
                         }
                     }
                 }
+            }
+            Payload::Cert { encoding, data } | Payload::CertReq { encoding, data } => {
+                out.push(*encoding);
+                out.extend_from_slice(data);
             }
             Payload::Sk { body, .. } => out.extend_from_slice(body),
             Payload::Other { body, .. } => out.extend_from_slice(body),

@@ -2,7 +2,7 @@
 //! the first Child SA, and the AUTHENTICATION_FAILED notice when we reject the responder
 //! (§2.21.2).
 
-use super::super::auth::{auth_matches, parse_id, psk_auth, show_id, AUTH_PSK};
+use super::super::auth::{auth_matches, parse_id, psk_auth, show_id, signed_octets, AUTH_PSK};
 use super::super::wire::{exchange, payload, Id, Payload};
 use super::{
     error_notify, find_notify, first, notify, notify_payload, ChildRequest, Event, Handshake,
@@ -27,15 +27,9 @@ impl IkeSa {
             Role::Initiator => (&hs.init_request, &hs.nr, &hs.sk_pi),
             Role::Responder => (&hs.init_response, &hs.ni, &hs.sk_pr),
         };
-        psk_auth(
-            hs.keys.suite.prf,
-            &self.cfg.psk,
-            first,
-            peer_nonce,
-            sk_p,
-            &id,
-        )
-        .to_vec()
+        let prf = hs.keys.suite.prf;
+        let octets = signed_octets(prf, first, peer_nonce, sk_p, &id, &hs.int_auth);
+        psk_auth(prf, &self.cfg.psk, &octets).to_vec()
     }
 
     /// The peer's identity and AUTH payload (RFC 7296 §2.15): `None` when both are what
@@ -63,17 +57,9 @@ impl IkeSa {
             Role::Initiator => (&hs.init_response, &hs.ni, &hs.sk_pr),
             Role::Responder => (&hs.init_request, &hs.nr, &hs.sk_pi),
         };
-        auth_matches(
-            &psk_auth(
-                hs.keys.suite.prf,
-                &self.cfg.psk,
-                first,
-                peer_nonce,
-                sk_p,
-                id,
-            ),
-            auth,
-        )
+        let prf = hs.keys.suite.prf;
+        let octets = signed_octets(prf, first, peer_nonce, sk_p, id, &hs.int_auth);
+        auth_matches(&psk_auth(prf, &self.cfg.psk, &octets), auth)
     }
 
     pub(super) fn send_auth(

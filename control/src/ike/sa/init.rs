@@ -337,6 +337,7 @@ impl IkeSa {
             nr: nr.clone(),
             init_request: std::mem::take(&mut init.request),
             init_response: raw.to_vec(),
+            int_auth: Vec::new(),
         };
         self.send_auth(now, hs, init.first, init.initial_contact, rng);
     }
@@ -468,6 +469,7 @@ impl IkeSa {
                 nr,
                 init_request: raw.to_vec(),
                 init_response: resp.clone(),
+                int_auth: Vec::new(),
             }),
             expires,
         };

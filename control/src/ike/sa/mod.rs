@@ -70,6 +70,10 @@ pub struct Connection {
     pub retransmit_tries: u32,
     /// When the IKE SA is rekeyed and expires.
     pub lifetime: super::lifetime::IkeLifetime,
+    /// How each side authenticates (PSK or certificates) and with what.
+    pub auth: crate::pki::AuthConfig,
+    /// IKE fragmentation (RFC 7383).
+    pub fragmentation: super::frag::FragConfig,
 }
 
 /// Random bytes, supplied by the caller (a CSPRNG in the daemon, a seeded one in tests).
@@ -247,6 +251,9 @@ struct Handshake {
     nr: Vec<u8>,
     init_request: Vec<u8>,
     init_response: Vec<u8>,
+    /// RFC 9242 §3.3.2: `IntAuth_i | IntAuth_r | IKE_AUTH MID` when IKE_INTERMEDIATE
+    /// exchanges ran, else empty; appended to both sides' signed octets.
+    int_auth: Vec<u8>,
 }
 
 /// Initiator: IKE_SA_INIT sent.
@@ -379,6 +386,9 @@ pub struct IkeSa {
     book: create_child::ChildBook,
     /// The IKE SA's lifetime and rekeying (rekey_ike.rs).
     ike_rk: rekey_ike::IkeRekey,
+    /// Unix time in ms at `now == 0`: certificates are valid by the calendar, not by our
+    /// monotonic clock. Set by the daemon ([`IkeSa::set_wall_clock`]).
+    wall_base_ms: u64,
 }
 
 impl std::fmt::Debug for IkeSa {
@@ -476,7 +486,19 @@ impl IkeSa {
             peer_id: None,
             book: Default::default(),
             ike_rk: Default::default(),
+            wall_base_ms: 0,
         }
+    }
+
+    /// Tell the SA the calendar time at `now == 0` (Unix ms), for certificate validity.
+    pub fn set_wall_clock(&mut self, unix_ms_at_zero: u64) {
+        self.wall_base_ms = unix_ms_at_zero;
+    }
+
+    /// Unix seconds at `now`.
+    #[allow(dead_code)] // certificate validity (issue 13 work in progress)
+    pub(crate) fn unix_now_s(&self, now: u64) -> i64 {
+        (self.wall_base_ms.saturating_add(now) / 1000) as i64
     }
 
     // ---- what the daemon reads -----------------------------------------------------

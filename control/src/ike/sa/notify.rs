@@ -14,6 +14,8 @@ pub const NO_ADDITIONAL_SAS: u16 = 35;
 pub const TS_UNACCEPTABLE: u16 = 38;
 pub const TEMPORARY_FAILURE: u16 = 43;
 pub const CHILD_SA_NOT_FOUND: u16 = 44;
+/// RFC 9370 §2.2.4: an IKE_FOLLOWUP_KE names a link the responder does not know.
+pub const STATE_NOT_FOUND: u16 = 47;
 /// Types below this are errors, at or above it status (§3.10.1).
 pub const FIRST_STATUS: u16 = 16384;
 pub const INITIAL_CONTACT: u16 = 16384;
@@ -22,6 +24,14 @@ pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
 pub const COOKIE: u16 = 16390;
 pub const USE_TRANSPORT_MODE: u16 = 16391;
 pub const REKEY_SA: u16 = 16393;
+/// RFC 7383 §2.3.
+pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
+/// RFC 7427 §4: the hash algorithms we can verify signatures with (u16 list).
+pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
+/// RFC 9242 §3.
+pub const INTERMEDIATE_EXCHANGE_SUPPORTED: u16 = 16438;
+/// RFC 9370 §2.2.4: the link for the next IKE_FOLLOWUP_KE.
+pub const ADDITIONAL_KEY_EXCHANGE: u16 = 16441;
 
 /// A name for logs.
 pub fn name(t: u16) -> String {
@@ -43,12 +53,17 @@ pub fn name(t: u16) -> String {
         39 => "INVALID_SELECTORS".into(),
         43 => "TEMPORARY_FAILURE".into(),
         44 => "CHILD_SA_NOT_FOUND".into(),
+        47 => "STATE_NOT_FOUND".into(),
         16384 => "INITIAL_CONTACT".into(),
         16388 => "NAT_DETECTION_SOURCE_IP".into(),
         16389 => "NAT_DETECTION_DESTINATION_IP".into(),
         16390 => "COOKIE".into(),
         16391 => "USE_TRANSPORT_MODE".into(),
         16393 => "REKEY_SA".into(),
+        16430 => "IKEV2_FRAGMENTATION_SUPPORTED".into(),
+        16431 => "SIGNATURE_HASH_ALGORITHMS".into(),
+        16438 => "INTERMEDIATE_EXCHANGE_SUPPORTED".into(),
+        16441 => "ADDITIONAL_KEY_EXCHANGE".into(),
         t if t < FIRST_STATUS => format!("error notify {t}"),
         t => format!("status notify {t}"),
     }

@@ -605,6 +605,7 @@ impl IkeSa {
         rng: &mut dyn Random,
     ) -> IkeSa {
         let mut sa = IkeSa::new(self.cfg.clone(), role, self.local, self.remote);
+        sa.wall_base_ms = self.wall_base_ms;
         sa.spi_i = spi_i;
         sa.spi_r = spi_r;
         sa.suite = Some(keys.suite);

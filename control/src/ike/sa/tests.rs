@@ -58,6 +58,8 @@ fn conn(initiator: bool) -> Connection {
         force_encap: false,
         retransmit_ms: 1000,
         retransmit_tries: 5,
+        auth: Default::default(),
+        fragmentation: Default::default(),
         lifetime: Default::default(),
     }
 }
