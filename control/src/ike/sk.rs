@@ -147,6 +147,14 @@ impl SkCrypto {
     /// Open a message whose (last) payload is SK: check its integrity, decrypt, and parse
     /// the payloads inside. Returns the header and those payloads.
     pub fn open(&self, msg: &[u8]) -> Result<(Header, Vec<Payload>), SkError> {
+        let o = self.open_plain(msg)?;
+        let payloads = wire::parse_chain(o.first, &o.plain)?;
+        Ok((o.header, payloads))
+    }
+
+    /// Like [`SkCrypto::open`], but the inner payloads stay bytes: what IntAuth (RFC 9242
+    /// §3.3.2, [`intauth_octets`]) and reassembly (RFC 7383) need.
+    pub fn open_plain(&self, msg: &[u8]) -> Result<OpenedSk, SkError> {
         let header = Header::parse(msg)?;
         let len = header.length as usize;
         if len > msg.len() || len < HEADER_LEN {
@@ -207,9 +215,22 @@ impl SkCrypto {
             return Err(SkError::Length);
         }
         plain.truncate(plain.len() - pad - 1);
-        let payloads = wire::parse_chain(first, &plain)?;
-        Ok((header, payloads))
+        Ok(OpenedSk {
+            header,
+            first,
+            plain,
+        })
     }
+}
+
+/// A decrypted SK payload, its inner payloads not yet parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedSk {
+    pub header: Header,
+    /// The type of the first inner payload.
+    pub first: u8,
+    /// The inner payloads (padding and pad length removed).
+    pub plain: Vec<u8>,
 }
 
 #[cfg(test)]
