@@ -33,6 +33,9 @@ want strongswan-charon /usr/lib/ipsec/charon
 want strongswan-swanctl /usr/sbin/swanctl
 want libcharon-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so
 want libstrongswan-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-curve25519.so
+# strongSwan's `pki`: the certificate tests make their PKI with it at run time
+# (vpnlab.Pki; scripts/gen-test-pki.sh for the committed unit-test certificates).
+want strongswan-pki /usr/bin/pki
 # Intel ipsec-mb, the baseline of the AES-GCM benchmark (bench/ipsecmb/shim.c links it).
 want libipsec-mb-dev /usr/include/intel-ipsec-mb.h
 if ((${#need_apt[@]})); then

@@ -136,11 +136,44 @@ def _esp_list(esp: str | list[str]) -> list[str]:
     return [esp] if isinstance(esp, str) else list(esp)
 
 
+@dataclass
+class Auth:
+    """How the two ends of a connection authenticate, for `iked_conf` and `swanctl_conf`
+    (the same field names in both: swanctl's). The default is the PSK of earlier issues with
+    the ids gw-<side>.example. With certificates: `Auth.pubkey(own, peer_id)`.
+
+    `certs` are file names in the config's x509/ directory, `cacerts` in x509ca/ (None: every
+    trust anchor there), `key_files` (iked only) in private/ (None: every key there is loaded
+    and the one matching the certificate used). `revocation` is swanctl's remote.revocation
+    (strongSwan only; its default is "relaxed": a CRL that is there is checked)."""
+    local_auth: str = "psk"
+    remote_auth: str = "psk"
+    local_id: str | None = None
+    remote_id: str | None = None
+    certs: list[str] | None = None
+    cacerts: list[str] | None = None
+    send_cert: str | None = None
+    send_certreq: bool | None = None
+    clock_skew: str | None = None
+    fragmentation: str | None = None
+    fragment_size: int | None = None
+    key_files: list[str] | None = None
+    revocation: str | None = None
+
+    @classmethod
+    def pubkey(cls, own: "Cert", peer_id: str, local_id: str | None = None, **kw) -> "Auth":
+        """Certificates both ways: ours is `own` (its DN as our id unless `local_id`), the
+        peer must prove `peer_id` with a certificate under our anchors."""
+        kw.setdefault("cacerts", None)
+        return cls(local_auth="pubkey", remote_auth="pubkey", local_id=local_id or own.dn, remote_id=peer_id,
+                   certs=[own.cert.name], **kw)
+
+
 def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
-              ike: str = "aes128gcm16-prfsha256-x25519", dpd_delay: str | None = None,
+              ike: str | list[str] = "aes128gcm16-prfsha256-x25519", dpd_delay: str | None = None,
               dpd_timeout: str | None = None, dpd_action: str | None = None,
               esp_proposals: str | list[str] | None = None, start_action: str | None = None,
-              **lifetimes) -> str:
+              auth: Auth | None = None, **lifetimes) -> str:
     """iked's configuration for gateway `side`: a initiates, b responds. `dpd_delay` and
     `dpd_timeout` (connection) and `dpd_action` (child) are written only when given, in
     swanctl's syntax ("2s", "clear").
@@ -151,7 +184,12 @@ def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
     `child_life_bytes`, `child_rand_bytes`, `child_rekey_packets`, `child_life_packets`,
     `child_rand_packets`. `esp_proposals` (one string or a list, strongSwan syntax such as
     "aes128gcm16-x25519") replaces the case's proposal; `start_action` replaces the default
-    (gw-a "start", gw-b "none")."""
+    (gw-a "start", gw-b "none"). `ike` may be a list of IKE proposals.
+
+    `auth` (an `Auth`): identities, certificates, fragmentation (INTERFACES13.md's syntax);
+    without it, both ends use the PSK with the ids gw-a.example / gw-b.example. The files it
+    names are in the swanctl directories beside the config file (`Pki.install`, and
+    `Lab.start_iked(..., conf_dir=...)`)."""
     ike_lt = {k: lifetimes.pop(k) for k in IKE_LIFETIME_KEYS if k in lifetimes}
     child_lt = {k: lifetimes.pop(f"child_{k}") for k in CHILD_LIFETIME_KEYS if f"child_{k}" in lifetimes}
     if lifetimes:
@@ -163,44 +201,80 @@ def iked_conf(case: Case, side: str, psk: str = "an e2e test pre-shared key",
     child_dpd = f'dpd_action = "{dpd_action}"\n' if dpd_action else ""
     child_dpd += _lifetimes(CHILD_LIFETIME_KEYS, child_lt, lambda k, v: f"{k} = {_toml_value(v)}")
     esp = ", ".join(f'"{e}"' for e in _esp_list(esp_proposals or case.proposal))
+    ikes = ", ".join(f'"{e}"' for e in _esp_list(ike))
+    a = auth or Auth()
+    conn = "".join(f"{k} = {_toml_any(v)}\n" for k, v in (
+        ("send_cert", a.send_cert), ("send_certreq", a.send_certreq), ("clock_skew", a.clock_skew),
+        ("fragmentation", a.fragmentation), ("fragment_size", a.fragment_size)) if v is not None)
+    local_id = a.local_id or f"gw-{side}.example"
+    remote_id = a.remote_id or f"gw-{other}.example"
+    local = _end_toml(local_id, a.local_auth, certs=a.certs)
+    remote = _end_toml(remote_id, a.remote_auth, cacerts=a.cacerts)
+    secrets = ""
+    if "psk" in (a.local_auth, a.remote_auth):
+        secrets = f'''[secrets.psk]
+id = [{", ".join(_toml_any(i) for i in sorted((local_id, remote_id)))}]
+secret = "{psk}"
+'''
+    for n, f in enumerate(a.key_files or []):
+        secrets += f'\n[secrets.private-{n}]\nfile = {_toml_any(f)}\n'
     return f'''[connections.gw-{other}]
 local_addrs = ["{case.outer(side)}"]
 remote_addrs = ["{case.public(other)}"]
-proposals = ["{ike}"]
+proposals = [{ikes}]
 encap = {"true" if case.nat_t else "false"}
 retransmit_ms = 500
-{dpd}
+{conn}{dpd}
 [connections.gw-{other}.local]
-id = "gw-{side}.example"
-
+{local}
 [connections.gw-{other}.remote]
-id = "gw-{other}.example"
-
+{remote}
 [connections.gw-{other}.children.net]
 local_ts = ["{case.inside_net(side)}"]
 remote_ts = ["{case.inside_net(other)}"]
 esp_proposals = [{esp}]
 start_action = "{start}"
 {child_dpd}
-[secrets.psk]
-id = ["gw-a.example", "gw-b.example"]
-secret = "{psk}"
-'''
+{secrets}'''
+
+
+def _toml_any(v) -> str:
+    """A TOML value: booleans and integers as they are, strings quoted (json's escaping is
+    TOML's for the strings used here)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    return json.dumps(str(v))
+
+
+def _end_toml(ident: str, auth: str, certs: list[str] | None = None, cacerts: list[str] | None = None) -> str:
+    """One end (local or remote) of an iked connection. `auth` "psk" is the default and not
+    written (the configuration of earlier issues, unchanged)."""
+    out = f"id = {_toml_any(ident)}\n"
+    if auth != "psk":
+        out += f"auth = {_toml_any(auth)}\n"
+    for k, v in (("certs", certs), ("cacerts", cacerts)):
+        if v:
+            out += f"{k} = [{', '.join(_toml_any(x) for x in v)}]\n"
+    return out
 
 
 def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str | list[str], start: bool,
                  dpd_delay: str = "", rekey_time: str | int = 0, child_rekey_time: str | int = 0,
-                 **lifetimes) -> str:
+                 auth: Auth | None = None, **lifetimes) -> str:
     """strongSwan's swanctl.conf for gateway `side` (the peer of our gateway). `esp` is its
     esp_proposals (one or a list, e.g. "aes128gcm16-x25519" to require PFS on rekeys).
     Rekeying is off unless `rekey_time` (IKE SA) / `child_rekey_time` are given; the other
     lifetimes (`reauth_time`, `over_time`, `rand_time`; `child_life_time`, `child_rand_time`,
     `child_rekey_bytes`, ... `child_rand_packets`) are written only when given, in swanctl's
-    syntax ("15s", "2m")."""
+    syntax ("15s", "2m"). `auth` (an `Auth`): identities, certificates, fragmentation;
+    strongSwan 5.9.8's default local id is its IP address, so the id is always written."""
     ike_lt = {k: lifetimes.pop(k) for k in IKE_LIFETIME_KEYS if k in lifetimes}
     child_lt = {k: lifetimes.pop(f"child_{k}") for k in CHILD_LIFETIME_KEYS if f"child_{k}" in lifetimes}
     if lifetimes:
         raise TypeError(f"swanctl_conf: unknown settings {sorted(lifetimes)}")
+    a = auth or Auth()
     ike_lt["rekey_time"] = rekey_time
     child_lt["rekey_time"] = child_rekey_time
     other = "b" if side == "a" else "a"
@@ -209,21 +283,39 @@ def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str | list[str]
     conn_lt = _lifetimes(IKE_LIFETIME_KEYS, ike_lt, lambda k, v: f"    {k} = {v}").rstrip("\n")
     child_lt_s = _lifetimes(CHILD_LIFETIME_KEYS, child_lt, lambda k, v: f"        {k} = {v}").rstrip("\n")
     esp = ",".join(_esp_list(esp))
+    local_id = a.local_id or f"gw-{side}.example"
+    remote_id = a.remote_id or f"gw-{other}.example"
+    conn = "".join(f"\n    {k} = {_swan_value(v)}" for k, v in (
+        ("send_cert", a.send_cert), ("send_certreq", a.send_certreq), ("fragmentation", a.fragmentation))
+        if v is not None)
+    local = "".join(f"\n      {k} = {v}" for k, v in (
+        ("certs", ",".join(a.certs or [])),) if v)
+    remote = "".join(f"\n      {k} = {v}" for k, v in (
+        ("cacerts", ",".join(a.cacerts or [])), ("revocation", a.revocation or "")) if v)
+    secrets = ""
+    if "psk" in (a.local_auth, a.remote_auth):
+        ids = sorted((local_id, remote_id))
+        secrets = f"""
+  ike-1 {{
+    id-1 = {_swan_value(ids[0])}
+    id-2 = {_swan_value(ids[1])}
+    secret = "{psk}"
+  }}"""
     return f"""connections {{
   gw-{other} {{
     version = 2
     local_addrs = {case.outer(side)}
     remote_addrs = {case.public(other)}
     proposals = {ike}
-    encap = yes
+    encap = yes{conn}
 {conn_lt}{dpd}
     local {{
-      auth = psk
-      id = gw-{side}.example
+      auth = {a.local_auth}
+      id = {_swan_value(local_id)}{local}
     }}
     remote {{
-      auth = psk
-      id = gw-{other}.example
+      auth = {a.remote_auth}
+      id = {_swan_value(remote_id)}{remote}
     }}
     children {{
       net {{
@@ -236,18 +328,24 @@ def swanctl_conf(case: Case, side: str, psk: str, ike: str, esp: str | list[str]
     }}
   }}
 }}
-secrets {{
-  ike-1 {{
-    id-1 = gw-a.example
-    id-2 = gw-b.example
-    secret = "{psk}"
-  }}
+secrets {{{secrets}
 }}
 """
 
 
+def _swan_value(v) -> str:
+    """A swanctl.conf value: yes/no for booleans; a string with a comma or space (a DN) in
+    double quotes."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    v = str(v)
+    return f'"{v}"' if re.search(r"[\s,=]", v) else v
+
+
+# revocation: CRLs from x509crl/ are checked (certificate tests); constraints: name and path
+# length constraints of CA certificates.
 STRONGSWAN_LOAD = ("random nonce openssl aes sha1 sha2 hmac gcm chapoly curve25519 gmp kdf pem pkcs1 x509 "
-                   "pubkey kernel-libipsec kernel-netlink socket-default vici")
+                   "revocation constraints pubkey kernel-libipsec kernel-netlink socket-default vici")
 
 
 @dataclass
@@ -391,9 +489,26 @@ class Lab:
             time.sleep(0.05)
         return ready.read_text().strip()
 
-    def start_iked(self, side: str, tag: str, conf: str) -> tuple[subprocess.Popen, pathlib.Path]:
-        """iked on gw-`side`, talking to that gateway's dataplane ring."""
-        path = self.workdir / f"iked-{side}-{tag}.toml"
+    def iked_dir(self, side: str) -> pathlib.Path:
+        """A directory for gw-`side`'s iked config with its own swanctl-style x509/, x509ca/,
+        private/, x509crl/ beside it (`Pki.install`; `start_iked(..., conf_dir=...)`)."""
+        d = self.workdir / f"iked-{side}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def swan_dir(self, side: str) -> pathlib.Path:
+        """charon's directory on gw-`side`: its swanctl.conf, strongswan.conf and log, and the
+        x509/, x509ca/, private/, x509crl/ that `swanctl --load-all` loads."""
+        d = self.workdir / f"strongswan-{side}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def start_iked(self, side: str, tag: str, conf: str,
+                   conf_dir: pathlib.Path | None = None) -> tuple[subprocess.Popen, pathlib.Path]:
+        """iked on gw-`side`, talking to that gateway's dataplane ring. The config file goes
+        into `conf_dir` (default: the work dir), whose x509/ etc. it uses; the log stays
+        workdir/iked-SIDE-TAG.log."""
+        path = (conf_dir or self.workdir) / f"iked-{side}-{tag}.toml"
         path.write_text(conf)
         log = self.workdir / f"iked-{side}-{tag}.log"
         iked = str(pathlib.Path(self.dataplane).with_name("iked"))
@@ -412,14 +527,19 @@ class Lab:
         return sh(vpnctl, *args, "--socket", str(self.workdir / f"iked-{side}.sock"), check=False)
 
     def start_charon(self, side: str, swanctl: str, retransmit_timeout: float | None = None,
-                     retransmit_tries: int | None = None) -> pathlib.Path:
+                     retransmit_tries: int | None = None, options: dict | None = None) -> pathlib.Path:
         """strongSwan's charon (kernel-libipsec) in gw-`side`, configured with `swanctl`;
-        returns its log. Waits until the connections are loaded. `retransmit_timeout` (s) and
-        `retransmit_tries` go into its strongswan.conf when given (2 and 3: it gives up on an
-        unanswered exchange after ~24 s instead of ~165 s)."""
-        d = self.workdir / f"strongswan-{side}"
-        retransmit = "".join(f"  {k} = {v}\n" for k, v in (("retransmit_timeout", retransmit_timeout),
-                                                           ("retransmit_tries", retransmit_tries)) if v is not None)
+        returns its log (appended to across restarts). Waits until the connections and the
+        credentials in the swanctl directories beside it (`swan_dir`, `Pki.install`) are loaded.
+        `retransmit_timeout` (s) and `retransmit_tries` go into its strongswan.conf when given
+        (2 and 3: it gives up on an unanswered exchange after ~24 s instead of ~165 s), and so
+        does each of `options`, strongswan.conf's charon settings such as `rsa_pss` (True: RSA
+        signatures with PSS), `fragment_size` (bytes of an IP datagram) and
+        `signature_authentication` (False: the classic AUTH methods 1/9/10/11)."""
+        d = self.swan_dir(side)
+        settings = [("retransmit_timeout", retransmit_timeout), ("retransmit_tries", retransmit_tries)]
+        settings += list((options or {}).items())
+        retransmit = "".join(f"  {k} = {_swan_value(v)}\n" for k, v in settings if v is not None)
         run = d / "run"
         run.mkdir(parents=True, exist_ok=True)
         vici = d / "charon.vici"
@@ -688,3 +808,195 @@ def summary_bps(j: dict) -> float:
 
 def unique_name(tag: str) -> str:
     return f"v{os.getpid() % 100000}{tag}"[:12]
+
+
+# --- certificates made at run time with strongSwan's pki ----------------------------------------
+
+# pki's stderr on a machine without a TPM, on every run: not an error.
+PKI_NOISE = ("TPM 2.0", "plugin 'tpm'")
+
+# Key kinds: pki --gen --type / --size.
+KEY_KINDS = {
+    "rsa3072": ("rsa", "3072"),
+    "rsa4096": ("rsa", "4096"),
+    "p256": ("ecdsa", "256"),
+    "p384": ("ecdsa", "384"),
+    "ed25519": ("ed25519", None),
+}
+
+# End-entity variants: the key kind, the CA that issues it, and anything special.
+#   rsa      RSA-3072, signed by the (RSA-3072) intermediate with RSA-PSS
+#   p256 / p384 / ed25519   signed by the intermediate (PKCS#1 v1.5)
+#   rsa4096  RSA-4096 under the RSA-4096 root and intermediate (big CERT payloads: fragmentation)
+#   expired (2020-2021), notyet (2040-2041), revoked (in the intermediate's CRL): ECDSA P-256
+EE_VARIANTS = {
+    "rsa": ("rsa3072", "im"),
+    "p256": ("p256", "im"),
+    "p384": ("p384", "im"),
+    "ed25519": ("ed25519", "im"),
+    "rsa4096": ("rsa4096", "im4096"),
+    "expired": ("p256", "im"),
+    "notyet": ("p256", "im"),
+    "revoked": ("p256", "im"),
+}
+# Fixed serials for the revoked certificates, so a refusal naming the serial can be checked.
+REVOKED_SERIALS = {"a": "7e5701", "b": "7e5702"}
+
+
+@dataclass
+class Cert:
+    """An end-entity certificate of gateway `side` and its key (files in the Pki's directory)."""
+    name: str
+    side: str
+    dn: str
+    fqdn: str
+    ip: str
+    cert: pathlib.Path
+    key: pathlib.Path
+    serial: str | None = None
+
+
+class Pki:
+    """A test PKI made at run time with strongSwan's `pki` in `directory` (each case its own:
+    RSA-4096 keys take seconds, so only what a case asks for is made, once):
+
+        Root CA (ECDSA P-384) -> Intermediate CA (RSA-3072, pathlen 0) -> gw-a / gw-b EE certs
+        Root CA 4096 (RSA-4096) -> Intermediate CA 4096 (RSA-4096) -> gw-a / gw-b RSA-4096 EEs
+
+    `ee(side, variant)` (EE_VARIANTS) gives gw-`side`'s certificate: DN
+    "C=CH, O=example, OU=<variant>, CN=gw-<side>", SANs gw-<side>.example and the gateway's
+    address. `crl()` is the intermediate's CRL revoking both gateways' "revoked" certs.
+    `install(dir, own, cas, crl)` lays them out the way swanctl (and iked) read them."""
+
+    CAS = {
+        # name: (key kind, DN, issuer or None for self-signed)
+        "root": ("p384", "C=CH, O=example, CN=Root CA", None),
+        "im": ("rsa3072", "C=CH, O=example, CN=Intermediate CA", "root"),
+        "root4096": ("rsa4096", "C=CH, O=example, CN=Root CA 4096", None),
+        "im4096": ("rsa4096", "C=CH, O=example, CN=Intermediate CA 4096", "root4096"),
+    }
+
+    def __init__(self, directory: pathlib.Path, addrs: dict[str, str]):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.addrs = addrs
+        self.certs: dict[str, Cert] = {}
+
+    @staticmethod
+    def run(*args: str, stdin: bytes | None = None) -> bytes:
+        """`pki ARGS`: its stdout; an error names the command and pki's own message."""
+        r = subprocess.run(["pki", *args], input=stdin, capture_output=True, timeout=120)
+        err = "\n".join(ln for ln in r.stderr.decode(errors="replace").splitlines()
+                        if not any(n in ln for n in PKI_NOISE))
+        if r.returncode != 0 or not r.stdout:
+            raise RuntimeError(f"pki {' '.join(args[:2])}: exit {r.returncode}: {err.strip()}")
+        return r.stdout
+
+    def path(self, name: str, what: str) -> pathlib.Path:
+        return self.dir / f"{name}{what}.pem"
+
+    @staticmethod
+    def _write(path: pathlib.Path, data: bytes, mode: int = 0o644) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+
+    def keys(self, wanted: list[tuple[str, str]]) -> None:
+        """Make the keys (name, kind) that do not exist yet, in parallel (RSA-4096 ~2-5 s each)."""
+        procs = []
+        for name, kind in wanted:
+            path = self.path(name, "Key")
+            if path.exists():
+                continue
+            t, size = KEY_KINDS[kind]
+            args = ["pki", "--gen", "--type", t] + (["--size", size] if size else []) + ["--outform", "pem"]
+            procs.append((path, args, subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+        for path, args, p in procs:
+            out, err = p.communicate(timeout=120)
+            if p.returncode != 0 or not out:
+                msg = "\n".join(ln for ln in err.decode(errors="replace").splitlines()
+                                if not any(n in ln for n in PKI_NOISE))
+                raise RuntimeError(f"{' '.join(args)}: exit {p.returncode}: {msg.strip()}")
+            self._write(path, out, 0o600)
+
+    def ca(self, name: str) -> pathlib.Path:
+        """The CA certificate `name` (CAS), made with its issuers if needed."""
+        cert = self.path(name, "Cert")
+        if cert.exists():
+            return cert
+        kind, dn, issuer = self.CAS[name]
+        chain = [name] + ([issuer] if issuer else [])
+        self.keys([(n, self.CAS[n][0]) for n in chain if not self.path(n, "Cert").exists()])
+        key = self.path(name, "Key")
+        if issuer is None:
+            out = self.run("--self", "--ca", "--lifetime", "3650", "--in", str(key), "--dn", dn, "--outform", "pem")
+        else:
+            icert = self.ca(issuer)
+            pub = self.run("--pub", "--in", str(key))
+            out = self.run("--issue", "--cacert", str(icert), "--cakey", str(self.path(issuer, "Key")), "--ca",
+                           "--pathlen", "0", "--lifetime", "3000", "--dn", dn, "--outform", "pem", stdin=pub)
+        self._write(cert, out)
+        return cert
+
+    def ee(self, side: str, variant: str) -> Cert:
+        """gw-`side`'s certificate of `variant` (EE_VARIANTS), made if needed."""
+        name = f"gw-{side}-{variant}"
+        if name in self.certs:
+            return self.certs[name]
+        kind, issuer = EE_VARIANTS[variant]
+        fqdn, ip = f"gw-{side}.example", self.addrs[side]
+        dn = f"C=CH, O=example, OU={variant}, CN=gw-{side}"
+        c = Cert(name=name, side=side, dn=dn, fqdn=fqdn, ip=ip, cert=self.path(name, "Cert"), key=self.path(name, "Key"),
+                 serial=REVOKED_SERIALS[side] if variant == "revoked" else None)
+        if not c.cert.exists():
+            icert = self.ca(issuer)
+            self.keys([(name, kind)])
+            pub = self.run("--pub", "--in", str(c.key))
+            args = ["--issue", "--cacert", str(icert), "--cakey", str(self.path(issuer, "Key")), "--dn", dn,
+                    "--san", fqdn, "--san", ip, "--flag", "serverAuth", "--flag", "clientAuth", "--outform", "pem"]
+            if variant == "rsa":
+                args += ["--rsa-padding", "pss"]
+            if variant == "expired":
+                args += ["--not-before", "01.01.20 00:00:00", "--not-after", "01.01.21 00:00:00"]
+            elif variant == "notyet":
+                args += ["--not-before", "01.01.40 00:00:00", "--not-after", "01.01.41 00:00:00"]
+            else:
+                args += ["--lifetime", "1000"]
+            if c.serial:
+                args += ["--serial", c.serial]
+            self._write(c.cert, self.run(*args, stdin=pub))
+        self.certs[name] = c
+        return c
+
+    def crl(self) -> pathlib.Path:
+        """The intermediate's CRL, revoking gw-a's and gw-b's "revoked" certificates."""
+        path = self.dir / "im.crl.pem"
+        if path.exists():
+            return path
+        revoked = [self.ee(s, "revoked") for s in "ab"]
+        args = ["--signcrl", "--cacert", str(self.ca("im")), "--cakey", str(self.path("im", "Key")),
+                "--lifetime", "30", "--outform", "pem"]
+        for c in revoked:
+            # A reason applies to the --cert after it.
+            args += ["--reason", "key-compromise", "--cert", str(c.cert)]
+        self._write(path, self.run(*args))
+        return path
+
+    def install(self, directory: pathlib.Path, own: list[Cert], cas: list[str], crl: bool = False) -> None:
+        """Lay out swanctl's directories in `directory` (replacing what was there): x509/ our
+        certificates, private/ their keys (0600), x509ca/ the CA certificates `cas` (names of
+        CAS: self-signed ones are trust anchors, the others intermediates we send and accept),
+        x509crl/ the intermediate's CRL when `crl`."""
+        import shutil  # noqa: PLC0415
+
+        for sub in ("x509", "x509ca", "private", "x509crl"):
+            shutil.rmtree(directory / sub, ignore_errors=True)
+            (directory / sub).mkdir(parents=True)
+        for c in own:
+            shutil.copyfile(c.cert, directory / "x509" / c.cert.name)
+            self._write(directory / "private" / c.key.name, c.key.read_bytes(), 0o600)
+        for name in cas:
+            shutil.copyfile(self.ca(name), directory / "x509ca" / f"{name}Cert.pem")
+        if crl:
+            shutil.copyfile(self.crl(), directory / "x509crl" / "im.crl.pem")

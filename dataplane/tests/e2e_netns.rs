@@ -1,6 +1,8 @@
 //! End-to-end: two of our dataplanes on AF_XDP between network namespaces, driven by
 //! `scripts/e2e.py` (ping, iperf3, tcpdump + scapy decryption, SIGKILL, MTU, two workers;
-//! the NAT topology's self-check) and `scripts/e2e_rekey.py` (SA lifetimes and rekeying).
+//! the NAT topology's self-check), `scripts/e2e_rekey.py` (SA lifetimes and rekeying),
+//! `scripts/e2e_certs.py` (certificates and IKE fragmentation against strongSwan) and
+//! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -38,6 +40,16 @@ fn rekey_scenario(case: &str) {
     run_script("e2e_rekey.py", case);
 }
 
+/// A case of `scripts/e2e_certs.py` (issue 13: certificates, fragmentation).
+fn certs_scenario(case: &str) {
+    run_script("e2e_certs.py", case);
+}
+
+/// A case of `scripts/e2e_pq.py` (issue 13: RFC 9370 hybrid key exchange with ML-KEM).
+fn pq_scenario(case: &str) {
+    run_script("e2e_pq.py", case);
+}
+
 fn run_script(script: &str, case: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
@@ -62,6 +74,10 @@ fn run_script(script: &str, case: &str) {
         ("rekey", "vpnctl"),
         ("pfs", "iked"),
         ("pfs", "vpnctl"),
+        ("certs", "iked"),
+        ("certs", "vpnctl"),
+        ("pq", "iked"),
+        ("pq", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -288,4 +304,70 @@ fn pfs_mismatch_is_explained() {
 #[test]
 fn rekey_on_packet_count() {
     rekey_scenario("rekey-packets");
+}
+
+// Certificates (scripts/e2e_certs.py, issue 13): a PKI made at run time with strongSwan's `pki`
+// (root ECDSA P-384 -> intermediate RSA-3072 -> gateway certificates; an RSA-4096 chain;
+// expired, not-yet-valid and revoked ones and a CRL), our iked on gw-a against charon on gw-b.
+
+/// The test PKI and the swanctl layout, charon <-> charon (no iked): the certificates load
+/// (`swanctl --list-certs`) and authenticate (RSA-PSS, Ed25519), and strongSwan 5.9.8 writes
+/// the lines the other cases assert on (revoked, expired, not yet valid, an id its certificate
+/// lacks, fragments).
+#[test]
+fn certs_test_pki_works_with_strongswan() {
+    certs_scenario("certs-pki");
+}
+
+/// RSA-3072 (PSS), ECDSA P-256, P-384 and Ed25519 certificates, each in both roles, ids as DN,
+/// FQDN and IP address: CERTREQ honoured both ways (charon received ours for the root CA and
+/// sent its end-entity and intermediate certificates; it received ours and verified our
+/// signature with the key type's RFC 7427 scheme); ping crosses.
+#[test]
+fn certs_each_key_type_both_roles_against_strongswan() {
+    certs_scenario("certs-strongswan");
+}
+
+/// Revoked, expired and not-yet-valid certificates on each side: our refusal names the serial
+/// or says "check the clocks"; charon's says "certificate was revoked on" / "certificate
+/// invalid (valid from"; nothing is installed.
+#[test]
+fn certs_revoked_expired_notyet_refused_both_ways() {
+    certs_scenario("certs-refused");
+}
+
+/// charon authenticates as an id its certificate does not hold: we refuse it, in both roles.
+#[test]
+fn certs_identity_not_in_certificate_refused() {
+    certs_scenario("certs-id");
+}
+
+/// An RSA-4096 chain with fragment_size 576 on both sides: IKE_AUTH crosses in RFC 7383
+/// fragments both ways, in both roles (charon's split/reassembled lines, SKF on the wire, no
+/// datagram above 576 bytes).
+#[test]
+fn certs_fragmented_ike_auth_against_strongswan() {
+    certs_scenario("certs-frag");
+}
+
+// Hybrid post-quantum key exchange (scripts/e2e_pq.py, issue 13).
+
+/// ours <-> ours, x25519 + ML-KEM-768 in IKE and ESP proposals: one IKE_INTERMEDIATE, Child and
+/// IKE SA rekeys through IKE_FOLLOWUP_KE, a 0.01 s ping loses nothing.
+#[test]
+fn pq_x25519_mlkem768_establish_and_rekey() {
+    pq_scenario("pq-mlkem768");
+}
+
+/// The same with ecp384 + ML-KEM-1024, whose IKE_INTERMEDIATE travels in fragments.
+#[test]
+fn pq_ecp384_mlkem1024_establish_and_rekey() {
+    pq_scenario("pq-mlkem1024");
+}
+
+/// `...-ke1_mlkem768-ke1_none` against strongSwan 5.9.8: a classical x25519 tunnel in both
+/// roles, with a PFS Child SA rekey each time.
+#[test]
+fn pq_optional_mlkem_falls_back_with_strongswan() {
+    pq_scenario("pq-strongswan");
 }
