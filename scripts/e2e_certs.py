@@ -22,11 +22,14 @@ log is appended to across restarts).
   certs-strongswan each key type (RSA-3072 with PSS, ECDSA P-256, P-384, Ed25519) in both roles,
                    ids as DN, FQDN and IP address; CERTREQ honoured: charon receives our
                    request, sends its certificate and intermediate, receives ours; ping crosses.
+  certs-classic    charon with signature_authentication = no: the classic AUTH methods (RSA 1,
+                   ECDSA 9 and 10), the roles alternating.
   certs-refused    revoked, expired and not-yet-valid certificates, on each side: ours refuses
                    charon's (the serial, "check the clocks"), charon refuses ours ("certificate
                    was revoked on", "certificate invalid (valid from").
   certs-id         charon authenticates as an id its certificate does not hold: we refuse it,
-                   in both roles.
+                   in both roles; charon signs where we expect a pre-shared key: our refusal
+                   says so.
   certs-frag       an RSA-4096 chain with fragment_size 576 on both sides: IKE_AUTH is split
                    (RFC 7383), both ways, in both roles; charon's split/reassembled lines, the
                    SKF payloads and their sizes on the wire, our log.
@@ -60,6 +63,9 @@ ID_STYLE = {"rsa": "dn", "p256": "fqdn", "p384": "ip", "ed25519": "dn"}
 # (regexes: the PSS hash and salt are the signer's choice, e.g. RSA_EMSA_PSS_SHA2_256_SALT_32).
 SCHEME = {"rsa": r"RSA_EMSA_PSS_SHA2_(?:256|384|512)_SALT_\d+", "p256": "ECDSA_WITH_SHA256_DER",
           "p384": "ECDSA_WITH_SHA384_DER", "ed25519": "ED25519"}
+# charon's names of the classic AUTH methods (RFC 7296 §3.8 method 1, RFC 4754 methods 9/10),
+# used when the peer sent no SIGNATURE_HASH_ALGORITHMS (charon's signature_authentication = no).
+CLASSIC = {"rsa": "RSA signature", "p256": "ECDSA-256 signature", "p384": "ECDSA-384 signature"}
 # strongswan.conf for charon in every phase: RSA signatures with PSS (RFC 7427 method 14; the
 # default would be PKCS#1 v1.5).
 SWAN_OPTS = {"rsa_pss": True}
@@ -221,11 +227,46 @@ def phase(lab: Lab, what: str, fn) -> None:
 
 # --- certs-strongswan ---------------------------------------------------------------------------
 
+def establish(lab: Lab, ph: SwanPhase, what: str, scheme: str, first: bool = False) -> None:
+    """A phase that must succeed: the tunnel comes up and carries ping; CERTREQ honoured both
+    ways (charon's log: it received our cert request for the root CA, sent its end-entity and
+    intermediate certificates, received ours and our intermediate) and charon verified our AUTH
+    with `scheme` (a regex of its name for the signature scheme or classic method)."""
+    try:
+        ph.start()
+        if first:
+            listing = list_certs(lab, "b")
+            check(ph.theirs.dn in listing and ROOT_DN in listing and IM_DN in listing,
+                  "charon loaded its certificate, the root and the intermediate (swanctl --list-certs)",
+                  f"{listing.count('subject:')} certificates")
+        ok = ph.up()
+        check(ok, f"{what}: the tunnel comes up", "" if ok else "no SAs installed")
+        if not ok:
+            ph.dump()
+            return
+        lab.wait_next_hop("a")
+        ping_through(lab, what)
+        log = ph.clog.text()
+        want = {
+            f'received cert request for "{ROOT_DN}"': "charon received our CERTREQ for the root CA",
+            f'sending end entity cert "{ph.theirs.dn}"': "charon sent its certificate (asked for it)",
+            f'sending issuer cert "{IM_DN}"': "charon sent its intermediate",
+            f'received end entity cert "{ph.ours.dn}"': "charon received our certificate",
+            f'received issuer cert "{IM_DN}"': "charon received our intermediate",
+        }
+        for line, why in want.items():
+            check(line in log, f"{what}: {why}", line)
+        auth = re.search(rf"authentication of '{re.escape(ph.our_auth.local_id or '')}' with (.+) successful", log)
+        check(auth is not None and re.fullmatch(scheme, auth.group(1)) is not None,
+              f"{what}: charon verified our AUTH with {scheme}", auth.group(0) if auth else "no such line")
+        show("our log about certificates", our_lines(lab, ph.tag, r"cert|auth"), 4)
+    finally:
+        ph.stop()
+
+
 def key_types(lab: Lab, pki: Pki) -> None:
-    """Each key type in both roles against strongSwan: the tunnel comes up and carries ping;
-    CERTREQ honoured both ways (charon's log: it received our cert request for the root CA, it
-    sent its end-entity and intermediate certificates, it received ours and verified our
-    signature with the RFC 7427 scheme of the key type)."""
+    """Each key type in both roles against strongSwan (RFC 7427 signatures: charon runs with
+    rsa_pss = yes and signature_authentication on, its default): see `establish`."""
     lab.start_dataplane("a", ring=True)
     n = 0
     for kt in KEY_TYPES:
@@ -235,41 +276,19 @@ def key_types(lab: Lab, pki: Pki) -> None:
             style = ID_STYLE[kt]
             ph = SwanPhase(lab, pki, f"k{n}", ours, theirs, we_init, style=style)
             what = f"{kt} ({style} ids), {ph.role}"
+            phase(lab, what, lambda ph=ph, what=what, kt=kt, n=n: establish(lab, ph, what, SCHEME[kt], first=n == 1))
 
-            def body(ph=ph, what=what, kt=kt, ours=ours, theirs=theirs, n=n) -> None:
-                try:
-                    ph.start()
-                    if n == 1:
-                        listing = list_certs(lab, "b")
-                        check(theirs.dn in listing and ROOT_DN in listing and IM_DN in listing,
-                              "charon loaded its certificate, the root and the intermediate (swanctl --list-certs)",
-                              f"{listing.count('subject:')} certificates")
-                    ok = ph.up()
-                    check(ok, f"{what}: the tunnel comes up", "" if ok else "no SAs installed")
-                    if not ok:
-                        ph.dump()
-                        return
-                    lab.wait_next_hop("a")
-                    ping_through(lab, what)
-                    log = ph.clog.text()
-                    want = {
-                        f'received cert request for "{ROOT_DN}"': "charon received our CERTREQ for the root CA",
-                        f'sending end entity cert "{theirs.dn}"': "charon sent its certificate (asked for it)",
-                        f'sending issuer cert "{IM_DN}"': "charon sent its intermediate",
-                        f'received end entity cert "{ours.dn}"': "charon received our certificate",
-                        f'received issuer cert "{IM_DN}"': "charon received our intermediate",
-                    }
-                    for line, why in want.items():
-                        check(line in log, f"{what}: {why}", line)
-                    auth = re.search(rf"authentication of '{re.escape(ident(ours, ID_STYLE[kt]))}' with (\S+) successful",
-                                     log)
-                    check(auth is not None and re.fullmatch(SCHEME[kt], auth.group(1)) is not None,
-                          f"{what}: charon verified our AUTH with {SCHEME[kt]} (RFC 7427)",
-                          auth.group(0) if auth else "no such line")
-                    show("our log about certificates", our_lines(lab, ph.tag, r"cert|auth"), 4)
-                finally:
-                    ph.stop()
-            phase(lab, what, body)
+
+def classic(lab: Lab, pki: Pki) -> None:
+    """charon with signature_authentication = no sends no SIGNATURE_HASH_ALGORITHMS: both sides
+    use the classic AUTH methods, RSA (1, PKCS#1 v1.5 with SHA-1), ECDSA P-256 (9) and P-384
+    (10), the roles alternating: see `establish` (charon names the method it verified)."""
+    lab.start_dataplane("a", ring=True)
+    for n, (kt, we_init) in enumerate((("rsa", True), ("p256", False), ("p384", True))):
+        ours, theirs = pki.ee("a", kt), pki.ee("b", kt)
+        ph = SwanPhase(lab, pki, f"c{n}", ours, theirs, we_init, swan_opts={"signature_authentication": False})
+        what = f"{kt}, classic AUTH method, {ph.role}"
+        phase(lab, what, lambda ph=ph, what=what, kt=kt: establish(lab, ph, what, re.escape(CLASSIC[kt])))
 
 
 # --- certs-refused ------------------------------------------------------------------------------
@@ -355,7 +374,9 @@ def id_not_in_cert(lab: Lab, pki: Pki) -> None:
     """charon authenticates as "elsewhere.example", a name its certificate (SAN gw-b.example,
     192.0.2.2) does not hold (strongSwan 5.9.8 signs with the configured certificate whatever
     the id; certs-pki shows its own peer refusing it), and our remote.id asks for that name: we
-    refuse, with a line naming the id, in both roles; nothing is installed."""
+    refuse, with a line naming the id, in both roles; nothing is installed. Then charon signs
+    where our connection expects a pre-shared key: our refusal says so (not "the PSK
+    differs") and charon is told AUTHENTICATION_FAILED."""
     lab.start_dataplane("a", ring=True)
     other = "elsewhere.example"
     ours, theirs = pki.ee("a", "p256"), pki.ee("b", "p256")
@@ -381,6 +402,32 @@ def id_not_in_cert(lab: Lab, pki: Pki) -> None:
             finally:
                 ph.stop()
         phase(lab, what, body)
+
+    # charon signs (pubkey), our connection expects a pre-shared key from it: the refusal says
+    # so, rather than "the PSK differs".
+    swan_auth = Auth(local_auth="pubkey", remote_auth="psk", local_id=theirs.fqdn, remote_id=ours.fqdn,
+                     certs=[theirs.cert.name])
+    our_auth = Auth(local_id=ours.fqdn, remote_id=theirs.fqdn)
+    ph = SwanPhase(lab, pki, "i-psk", ours, theirs, False, our_auth=our_auth, swan_auth=swan_auth)
+    what = "charon signs with its certificate, our connection expects a pre-shared key, charon initiates"
+
+    def mismatch() -> None:
+        try:
+            ph.start()
+            line = ""
+            deadline = time.time() + 12
+            while time.time() < deadline and not line and all(p.poll() is None for p in ph.procs()):
+                line = next(iter(our_lines(lab, ph.tag, r"pre-shared key.*signature|signature.*pre-shared key")), "")
+                time.sleep(0.1)
+            check(bool(line), f"{what}: our refusal says the peer signed and we expect a pre-shared key",
+                  line or "no such line")
+            got = ph.clog.wait(r"received AUTHENTICATION_FAILED notify", timeout=5)
+            check(bool(got), f"{what}: charon is told AUTHENTICATION_FAILED", got or "no such line")
+            if not line:
+                ph.dump()
+        finally:
+            ph.stop()
+    phase(lab, what, mismatch)
 
 
 # --- certs-frag ---------------------------------------------------------------------------------
@@ -555,6 +602,19 @@ def pki_selfcheck(lab: Lab, pki: Pki) -> None:
         finally:
             stop()
 
+    def classic(kt: str) -> None:
+        ca, cb = pki.ee("a", kt), pki.ee("b", kt)
+        try:
+            ta, tb = pair(kt, ca, cb, opts={"signature_authentication": False})
+            line = ta.wait(established, timeout=10)
+            check(bool(line), f"{kt}, signature_authentication = no: charon <-> charon", line or ta.text()[-1500:])
+            want = rf"authentication of '{re.escape(ca.dn)}' with {CLASSIC[kt]} successful"
+            got = tb.line(want)
+            check(bool(got), f"{kt}: charon-b verified the classic AUTH method", got or want)
+        finally:
+            stop()
+
+    phase(lab, "classic", lambda: classic("p256"))
     phase(lab, "rsa", lambda: good("rsa"))
     phase(lab, "ed25519", lambda: good("ed25519"))
     phase(lab, "revoked", lambda: bad("revoked", r"certificate was revoked on"))
@@ -567,6 +627,7 @@ def pki_selfcheck(lab: Lab, pki: Pki) -> None:
 SCENARIOS = {
     "certs-pki": (Case(nat_t=True), pki_selfcheck),
     "certs-strongswan": (Case(nat_t=True), key_types),
+    "certs-classic": (Case(nat_t=True), classic),
     "certs-refused": (Case(nat_t=True), refused),
     "certs-id": (Case(nat_t=True), id_not_in_cert),
     "certs-frag": (Case(nat_t=True), frag),

@@ -328,6 +328,13 @@ fn certs_each_key_type_both_roles_against_strongswan() {
     certs_scenario("certs-strongswan");
 }
 
+/// charon without RFC 7427 (signature_authentication = no): the classic AUTH methods, RSA (1),
+/// ECDSA P-256 (9) and P-384 (10), the roles alternating.
+#[test]
+fn certs_classic_auth_methods_against_strongswan() {
+    certs_scenario("certs-classic");
+}
+
 /// Revoked, expired and not-yet-valid certificates on each side: our refusal names the serial
 /// or says "check the clocks"; charon's says "certificate was revoked on" / "certificate
 /// invalid (valid from"; nothing is installed.
@@ -337,6 +344,7 @@ fn certs_revoked_expired_notyet_refused_both_ways() {
 }
 
 /// charon authenticates as an id its certificate does not hold: we refuse it, in both roles.
+/// charon signs where we expect a pre-shared key: our refusal says so.
 #[test]
 fn certs_identity_not_in_certificate_refused() {
     certs_scenario("certs-id");
