@@ -47,7 +47,7 @@ import e2e
 import e2e_faults
 import vpnlab
 from e2e import check
-from e2e_faults import iked_log, plain, wait_control
+from e2e_faults import iked_log, plain
 from vpnlab import Auth, Case, Cert, Lab, Pki
 
 IKE = "aes256gcm16-prfsha384-x25519"
@@ -112,6 +112,17 @@ def ident(c: Cert, style: str) -> str:
     return {"dn": c.dn, "fqdn": c.fqdn, "ip": c.ip}[style]
 
 
+def wait_iked(lab: Lab, tag: str, p: subprocess.Popen, timeout: float = 10) -> None:
+    """Readiness of gw-a's iked: its control socket answers `vpnctl list`; if it exits or does
+    not answer, the error carries this iked's log (a refused configuration says why)."""
+    deadline = time.time() + timeout
+    while lab.vpnctl_iked("a", "list").returncode != 0:
+        if p.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"iked-a-{tag} does not answer on its control socket: "
+                               + iked_log(lab, "a", tag)[-1500:].strip())
+        time.sleep(0.05)
+
+
 def charon_log(lab: Lab, side: str) -> pathlib.Path:
     return lab.swan_dir(side) / "charon.log"
 
@@ -123,7 +134,14 @@ def stop_charon(lab: Lab, side: str) -> None:
         p.wait(timeout=10)
 
 
-def stop_iked(p: subprocess.Popen | None) -> None:
+def stop_iked(p: subprocess.Popen | None, lab: Lab | None = None) -> None:
+    """Stop an iked of gw-a. With `lab`: `vpnctl down` first, so its SAs leave the dataplane
+    (an iked stopped with SIGTERM leaves them forwarding, and the next iked on that dataplane
+    takes them over and initiates to renegotiate them, whatever its start_action); then wait
+    until the dataplane holds no SA."""
+    if p is not None and p.poll() is None and lab is not None:
+        lab.vpnctl_iked("a", "down", e2e_faults.CONN)
+        lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=5)
     if p is not None and p.poll() is None:
         p.terminate()
         try:
@@ -190,10 +208,10 @@ class SwanPhase:
         if self.we_init:
             lab.start_charon("b", swan, retransmit_timeout=2, retransmit_tries=3, options=self.swan_opts)
             self.iked, _ = lab.start_iked("a", self.tag, conf, conf_dir=lab.iked_dir("a"))
-            wait_control(lab, "a", self.iked)
+            wait_iked(lab, self.tag, self.iked)
         else:
             self.iked, _ = lab.start_iked("a", self.tag, conf, conf_dir=lab.iked_dir("a"))
-            wait_control(lab, "a", self.iked)
+            wait_iked(lab, self.tag, self.iked)
             lab.start_charon("b", swan, retransmit_timeout=2, retransmit_tries=3, options=self.swan_opts)
 
     def up(self, timeout: float = 15) -> bool:
@@ -204,9 +222,11 @@ class SwanPhase:
         return tuple(p for p in (self.iked, self.lab.procs.get("charon-b")) if p is not None)
 
     def stop(self) -> None:
-        stop_iked(self.iked)
+        stop_iked(self.iked, self.lab)
         stop_charon(self.lab, "b")
-        self.lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=5)
+        s = self.lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=5)
+        if s["sa_count"]:
+            print(f"  after {self.tag}: our dataplane still holds {s['sa_count']} SAs", flush=True)
 
     def ours_log(self) -> str:
         return iked_log(self.lab, "a", self.tag)
@@ -549,21 +569,23 @@ def pki_selfcheck(lab: Lab, pki: Pki) -> None:
 
     established = r"IKE_SA gw-b\[\d+\] established between"
 
-    def good(kt: str) -> None:
+    def good(kt: str, style: str = "dn") -> None:
         ca, cb = pki.ee("a", kt), pki.ee("b", kt)
         try:
-            ta, tb = pair(kt, ca, cb)
+            ta, tb = pair(kt, ca, cb,
+                          auth_a=Auth.pubkey(ca, ident(cb, style), local_id=ident(ca, style), cacerts=["rootCert.pem"]),
+                          auth_b=Auth.pubkey(cb, ident(ca, style), local_id=ident(cb, style), cacerts=["rootCert.pem"]))
             listing = list_certs(lab, "b")
             check(all(x in listing for x in (cb.dn, ROOT_DN, IM_DN)) and "has private key" in listing,
                   f"charon-b loaded {cb.name}, its key, the root and the intermediate", f"{listing.count('subject:')} certs")
             line = ta.wait(established, timeout=10)
-            check(bool(line), f"{kt}: charon <-> charon with the generated certificates", line or ta.text()[-1500:])
+            check(bool(line), f"{kt} ({style} ids): charon <-> charon with the generated certificates", line or ta.text()[-1500:])
             b = tb.text()
             for want in (f'received cert request for "{ROOT_DN}"', f'sending end entity cert "{cb.dn}"',
                          f'sending issuer cert "{IM_DN}"', f'received end entity cert "{ca.dn}"',
-                         f"authentication of '{re.escape(ca.dn)}' with {SCHEME[kt]} successful"):
+                         f"authentication of '{re.escape(ident(ca, style))}' with {SCHEME[kt]} successful"):
                 check(re.search(want if "authentication" in want else re.escape(want), b) is not None,
-                      f"{kt}: charon-b logs {want!r}")
+                      f"{kt} ({style} ids): charon-b logs {want!r}")
         finally:
             stop()
 
@@ -617,6 +639,8 @@ def pki_selfcheck(lab: Lab, pki: Pki) -> None:
     phase(lab, "classic", lambda: classic("p256"))
     phase(lab, "rsa", lambda: good("rsa"))
     phase(lab, "ed25519", lambda: good("ed25519"))
+    phase(lab, "p256 fqdn", lambda: good("p256", "fqdn"))
+    phase(lab, "p384 ip", lambda: good("p384", "ip"))
     phase(lab, "revoked", lambda: bad("revoked", r"certificate was revoked on"))
     phase(lab, "expired", lambda: bad("expired", r"certificate invalid \(valid from"))
     phase(lab, "notyet", lambda: bad("notyet", r"certificate invalid \(valid from"))

@@ -161,8 +161,11 @@ def pq_strongswan(lab: Lab) -> None:
         else:
             conf = vpnlab.iked_conf(lab.case, "a", psk=PSK, ike=OURS_OPT[0], esp_proposals=OURS_OPT[1],
                                     start_action="none")
+            # life_time well above rekey_time (swanctl's default, 110 %, lets the SA expire
+            # before a 5 s rekey gets its turn).
             swan = vpnlab.swanctl_conf(lab.case, "b", PSK, SWAN[0], SWAN[1], start=True,
-                                       child_rekey_time=SWAN_CHILD_REKEY)
+                                       child_rekey_time=SWAN_CHILD_REKEY, child_life_time="30s",
+                                       child_rand_time="1s")
         clog = Tail(charon_log(lab, "b"))
         p = None
         try:
@@ -203,7 +206,7 @@ def pq_strongswan(lab: Lab) -> None:
         except Exception as e:  # noqa: BLE001
             check(False, f"ke1_none vs strongSwan, {role}: ran to the end", repr(e)[-600:])
         finally:
-            stop_iked(p)
+            stop_iked(p, lab)
             stop_charon(lab, "b")
             lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=5)
 
