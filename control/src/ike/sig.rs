@@ -927,9 +927,11 @@ impl PublicKey {
             OID_ED25519 => {
                 PubInner::Ed25519(ed25519_dalek::VerifyingKey::from_public_key_der(der).map_err(e)?)
             }
-            oid => return Err(SigError::Key(format!(
+            oid => {
+                return Err(SigError::Key(format!(
                 "public key of type {oid}: only RSA, ECDSA P-256/P-384 and Ed25519 are supported"
-            ))),
+            )))
+            }
         };
         Ok(PublicKey { inner })
     }
@@ -1186,7 +1188,7 @@ mod tests {
             ("300b06092a864886f70d01010a", "SHA-1"),     // PSS without parameters
             ("300d06092a864886f70d0101050500", "SHA-1"), // sha1WithRSAEncryption
             // PSS SHA-256 with a 20-byte salt
-            ("303e06092a864886f70d01010a3031a00f300d06096086480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500", "salt"),
+            ("303c06092a864886f70d01010a302fa00f300d06096086480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500", "salt"),
             ("300c06082a8648ce3d0403020500", "parameters"), // ECDSA with NULL params
             ("3009060700000000000000", "OID"),
         ] {
@@ -1360,8 +1362,10 @@ mod tests {
                 key: "ECDSA P-384".into()
             })
         );
-        let crl =
-            x509_cert::crl::CertificateList::from_pem(fixture("im.crl.pem").as_bytes()).unwrap();
+        let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_pem(
+            fixture("im.crl.pem").as_bytes(),
+        )
+        .unwrap();
         let spki = im
             .tbs_certificate()
             .subject_public_key_info()
