@@ -340,7 +340,8 @@ def refused(lab: Lab, pki: Pki) -> None:
                 ph.start()
                 if bad == "theirs":
                     if variant == "revoked":
-                        pat = r"revoked"
+                        # Not "received end entity cert ... OU=revoked": the refusal.
+                        pat = r"was revoked|revoked on|refused.*revoked"
                     else:
                         pat = r"check the clocks"
                     line = ""
@@ -372,17 +373,23 @@ def refused(lab: Lab, pki: Pki) -> None:
                     # The certificate charon refused is ours (it names what it received).
                     got = ph.clog.line(rf'received end entity cert "{re.escape(ours.dn)}"')
                     check(bool(got), f"{what}: charon received our {variant} certificate", got or "no such line")
-                    if we_init:
-                        ln = ""
-                        deadline = time.time() + 5
-                        while time.time() < deadline and not ln:
-                            ln = next(iter(our_lines(lab, ph.tag, r"AUTHENTICATION_FAILED")), "")
-                            time.sleep(0.1)
-                        check(bool(ln), f"{what}: our log has charon's AUTHENTICATION_FAILED", ln or "no such line")
+                    ln = ""
+                    deadline = time.time() + 5
+                    while time.time() < deadline and not ln:
+                        ln = next(iter(our_lines(lab, ph.tag, r"AUTHENTICATION_FAILED")), "")
+                        time.sleep(0.1)
+                    check(bool(ln), f"{what}: our log has charon's AUTHENTICATION_FAILED", ln or "no such line")
                 if not line:
                     ph.dump()
-                s = lab.wait_stats("a", lambda s: s["sa_count"] > 0, timeout=1)
-                check(s["sa_count"] == 0, f"{what}: nothing installed", f"{s['sa_count']} SAs")
+                if bad == "ours" and not we_init:
+                    # We answered charon's IKE_AUTH, so our SAs were up (RFC 7296 §2.21.2) until
+                    # its AUTHENTICATION_FAILED notify arrived: they must be gone.
+                    s = lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=5)
+                    check(s["sa_count"] == 0, f"{what}: charon's AUTHENTICATION_FAILED removed the SAs we had "
+                          "installed as responder", f"{s['sa_count']} SAs")
+                else:
+                    s = lab.wait_stats("a", lambda s: s["sa_count"] > 0, timeout=1)
+                    check(s["sa_count"] == 0, f"{what}: nothing installed", f"{s['sa_count']} SAs")
             finally:
                 ph.stop()
         phase(lab, what, body)
