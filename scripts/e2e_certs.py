@@ -531,14 +531,17 @@ def frag(lab: Lab, pki: Pki) -> None:
                     mine = [d for d in dgrams if d["src"] == src]
                     frags = [d for d in mine if d["frag"]]
                     big = max((d["iplen"] for d in mine), default=0)
-                    who = "we" if side == "a" else "charon"
+                    who = "us" if side == "a" else "charon"
                     check(len(frags) >= 2 and all(d["exchange"] == 35 for d in frags),
-                          f"{what}: {who} sent IKE_AUTH as SKF fragments on the wire",
+                          f"{what}: {'we' if side == 'a' else 'charon'} sent IKE_AUTH as SKF fragments on the wire",
                           f"{len(frags)} fragments " + ", ".join(sorted({"#%d/%d" % d["frag"] for d in frags})))
                     check(0 < big <= FRAG_SIZE, f"{what}: no IKE datagram from {who} above {FRAG_SIZE} bytes",
                           f"largest {big} bytes of {len(mine)}")
                 lines = our_lines(lab, ph.tag, r"fragment")
-                check(bool(lines), f"{what}: our log tells about the fragments", lines[0] if lines else "no such line")
+                ours_split = next((ln for ln in lines if re.search(r"splitting IKE message .* into \d+ fragments", ln)), "")
+                ours_got = next((ln for ln in lines if re.search(r"reassembled fragmented IKE message", ln)), "")
+                check(bool(ours_split) and bool(ours_got), f"{what}: our log says we split ours and reassembled "
+                      "charon's", f"{ours_split[-150:]} / {ours_got[-150:]}" if ours_split or ours_got else "no such lines")
                 show("our log about fragments", lines, 4)
                 if not ok:
                     ph.dump()
