@@ -927,9 +927,11 @@ impl PublicKey {
             OID_ED25519 => {
                 PubInner::Ed25519(ed25519_dalek::VerifyingKey::from_public_key_der(der).map_err(e)?)
             }
-            oid => return Err(SigError::Key(format!(
+            oid => {
+                return Err(SigError::Key(format!(
                 "public key of type {oid}: only RSA, ECDSA P-256/P-384 and Ed25519 are supported"
-            ))),
+            )))
+            }
         };
         Ok(PublicKey { inner })
     }
@@ -1360,8 +1362,10 @@ mod tests {
                 key: "ECDSA P-384".into()
             })
         );
-        let crl =
-            x509_cert::crl::CertificateList::from_pem(fixture("im.crl.pem").as_bytes()).unwrap();
+        let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_pem(
+            fixture("im.crl.pem").as_bytes(),
+        )
+        .unwrap();
         let spki = im
             .tbs_certificate()
             .subject_public_key_info()
