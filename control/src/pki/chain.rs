@@ -795,6 +795,43 @@ pub(crate) mod tests {
         assert!(matches!(e, CertError::Expired { .. }), "{e}");
     }
 
+    /// A certificate of control/tests/data/pki-extra (scripts/gen-test-pki-extra.sh).
+    fn extra(name: &str) -> Vec<u8> {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/pki-extra")
+            .join(name);
+        read_certs(&p).expect("fixture").remove(0)
+    }
+
+    #[test]
+    fn each_broken_rule_is_named() {
+        let im = cert("imCert.pem");
+        // An end-entity keyUsage without digitalSignature/nonRepudiation (RFC 4945 §5.1.3.2).
+        let e = validate(&[extra("kuCert.pem"), im.clone()], &store(true), NOW, 300)
+            .expect_err("keyEncipherment only");
+        assert!(matches!(e, CertError::Constraint { .. }), "{e}");
+        assert!(e.to_string().contains("digitalSignature"), "{e}");
+        assert!(e.to_string().contains("CN=ku"), "{e}");
+        // A critical extension we do not know (RFC 5280 §4.2).
+        let e = validate(&[extra("critCert.pem"), im.clone()], &store(true), NOW, 300)
+            .expect_err("unknown critical extension");
+        assert!(e.to_string().contains("1.3.6.1.4.1.99999.1"), "{e}");
+        // An end entity (gw-b, no basicConstraints) that signed another certificate: the
+        // signature verifies, but gw-b is not a CA.
+        let e = validate(
+            &[extra("undergwbCert.pem"), cert("gw-bCert.pem"), im],
+            &store(true),
+            NOW,
+            300,
+        )
+        .expect_err("issued by an end entity");
+        assert!(matches!(e, CertError::Constraint { .. }), "{e}");
+        assert!(
+            e.to_string().contains("CN=gw-b") && e.to_string().contains("not a CA"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn spans_and_times_read_well() {
         assert_eq!(show_span(5), "5 seconds");
