@@ -23,6 +23,7 @@ const INIT_NOTIFIES: &[u16] = &[
     notify::NAT_DETECTION_SOURCE_IP,
     notify::NAT_DETECTION_DESTINATION_IP,
     notify::COOKIE,
+    notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
 ];
 
 fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
@@ -123,9 +124,10 @@ impl IkeSa {
         if let Some(c) = &init.cookie {
             payloads.push(notify_payload(notify::COOKIE, c.clone())); // §2.6: first
         }
+        // RFC 9370: proposals whose additional key exchanges may all be NONE go with a
+        // twin without them, for peers that do not know the ADDKE transform types.
         payloads.push(Payload::Sa(
-            self.cfg
-                .ike
+            IkeProposal::offer(&self.cfg.ike)
                 .iter()
                 .enumerate()
                 .map(|(i, p)| p.to_wire(i as u8 + 1))
@@ -137,6 +139,13 @@ impl IkeSa {
         });
         payloads.push(Payload::Nonce(init.ni.clone()));
         payloads.extend(self.nat_notifies(0));
+        if self.cfg.ike.iter().any(|p| p.has_addke()) {
+            // RFC 9242 §3.2: IKE_INTERMEDIATE carries the additional key exchanges.
+            payloads.push(notify_payload(
+                notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                vec![],
+            ));
+        }
         let msg = Message {
             header: self.header(exchange::IKE_SA_INIT, 0, false),
             payloads,
@@ -205,8 +214,7 @@ impl IkeSa {
     }
 
     pub(super) fn offered_ike(&self) -> String {
-        self.cfg
-            .ike
+        IkeProposal::offer(&self.cfg.ike)
             .iter()
             .enumerate()
             .map(|(i, p)| describe(&p.to_wire(i as u8 + 1)))
@@ -312,6 +320,15 @@ impl IkeSa {
             });
             return;
         }
+        let addke = suite.addke.iter().any(Option::is_some);
+        if addke && find_notify(p, notify::INTERMEDIATE_EXCHANGE_SUPPORTED).is_none() {
+            self.fail(IkeError::AddKe {
+                why: format!(
+                    "the responder chose {suite} but did not announce IKE_INTERMEDIATE (RFC 9242), which carries the additional key exchanges"
+                ),
+            });
+            return;
+        }
         self.spi_r = msg.header.spi_r;
         let d = match self.derive(suite, &init.dh, kex, &init.ni, nr) {
             Ok(d) => d,
@@ -338,8 +355,9 @@ impl IkeSa {
             init_request: std::mem::take(&mut init.request),
             init_response: raw.to_vec(),
             int_auth: Vec::new(),
+            inter: super::intermediate::Intermediate::new(&suite),
         };
-        self.send_auth(now, hs, init.first, init.initial_contact, rng);
+        self.after_init(now, hs, init.first, init.initial_contact, rng);
     }
 
     /// Responder, for an IKE_SA_INIT request that arrived on `local` (addr + port) from
@@ -421,6 +439,21 @@ impl IkeSa {
                 },
             ));
         }
+        let peer_inter = find_notify(p, notify::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        if suite.addke.iter().any(Option::is_some) && !peer_inter {
+            // ss: ike_init.c refuses several key exchanges without IKE_INTERMEDIATE.
+            return Err(reject(
+                &mut sa,
+                hdr,
+                notify::NO_PROPOSAL_CHOSEN,
+                vec![],
+                IkeError::AddKe {
+                    why: format!(
+                        "the initiator proposed {suite} but did not announce IKE_INTERMEDIATE (RFC 9242), which carries the additional key exchanges"
+                    ),
+                },
+            ));
+        }
         if !(16..=256).contains(&ni.len()) {
             return Err(reject(
                 &mut sa,
@@ -452,6 +485,12 @@ impl IkeSa {
             Payload::Nonce(nr.clone()),
         ];
         payloads.extend(sa.nat_notifies(sa.spi_r));
+        if peer_inter && sa.cfg.ike.iter().any(|p| p.has_addke()) {
+            payloads.push(notify_payload(
+                notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                vec![],
+            ));
+        }
         let resp = Message {
             header: sa.header(exchange::IKE_SA_INIT, 0, true),
             payloads,
@@ -470,6 +509,7 @@ impl IkeSa {
                 init_request: raw.to_vec(),
                 init_response: resp.clone(),
                 int_auth: Vec::new(),
+                inter: super::intermediate::Intermediate::new(&suite),
             }),
             expires,
         };
@@ -483,7 +523,9 @@ impl IkeSa {
     pub fn first_message(&self) -> &[u8] {
         match &self.state {
             IkeState::InitSent(i) => &i.request,
-            IkeState::InitDone { hs, .. } | IkeState::AuthSent { hs, .. } => &hs.init_request,
+            IkeState::InitDone { hs, .. }
+            | IkeState::AuthSent { hs, .. }
+            | IkeState::InterSent { hs, .. } => &hs.init_request,
             _ => &[],
         }
     }
