@@ -128,7 +128,7 @@ impl IkeSa {
         }];
         let mid = self.next_mid;
         let h = self.header(exchange::IKE_INTERMEDIATE, mid, false);
-        let msg = Self::seal_with(&hs.keys, h, &inner, rng);
+        let msg = self.seal_with(&hs.keys, h, &inner, rng);
         hs.inter.int_i = chain(&hs, true, &sealed_octets(h, &inner));
         self.next_mid += 1;
         tracing::debug!(conn = %self.cfg.name, method = method.name(), mid, "IKE_INTERMEDIATE: additional key exchange");
@@ -142,24 +142,14 @@ impl IkeSa {
     }
 
     /// Initiator: the answer to our IKE_INTERMEDIATE (matched to the request in flight).
+    /// `opened`: the whole message, reassembled if it came in fragments (RFC 9242 §3.3.2
+    /// computes IntAuth over the message as if it had not been fragmented).
     pub(super) fn on_intermediate_response(
         &mut self,
         now: u64,
-        remote: SocketAddr,
-        raw: &[u8],
+        opened: OpenedSk,
         rng: &mut dyn Random,
     ) {
-        let opened = match self.keys().map(|k| k.sk_in.open_plain(raw)) {
-            Some(Ok(o)) => o,
-            Some(Err(e)) => {
-                // RFC 7296 §2.21: dropped; our retransmissions go on.
-                self.ignored(format!(
-                    "an IKE_INTERMEDIATE response from {remote} that does not open: {e}"
-                ));
-                return;
-            }
-            None => return,
-        };
         let IkeState::InterSent {
             mut hs,
             first,
@@ -228,20 +218,9 @@ impl IkeSa {
         local: SocketAddr,
         remote: SocketAddr,
         hdr: Header,
-        raw: &[u8],
+        opened: OpenedSk,
         rng: &mut dyn Random,
     ) {
-        let opened = match self.keys().map(|k| k.sk_in.open_plain(raw)) {
-            Some(Ok(o)) => o,
-            Some(Err(e)) => {
-                // RFC 7296 §2.21: a request that does not verify gets no answer.
-                self.ignored(format!(
-                    "an IKE_INTERMEDIATE request from {remote} that does not open: {e}"
-                ));
-                return;
-            }
-            None => return,
-        };
         self.peer_mid += 1;
         self.last_heard = now;
         let mid = hdr.message_id;
@@ -300,14 +279,13 @@ impl IkeSa {
             Err(err) => {
                 // ss: ike_init.c answers a missing or wrong KE with INVALID_SYNTAX.
                 let h = self.header(exchange::IKE_INTERMEDIATE, mid, true);
-                let msg = Self::seal_with(
+                let msg = self.seal_with(
                     &hs.keys,
                     h,
                     &[notify_payload(notify::INVALID_SYNTAX, vec![])],
                     rng,
                 );
-                self.last_response = Some((mid, msg.clone()));
-                self.send_to(local, remote, msg);
+                self.respond_with(mid, local, remote, msg);
                 self.fail(err);
                 return;
             }
@@ -321,7 +299,7 @@ impl IkeSa {
             data: reply,
         }];
         let h = self.header(exchange::IKE_INTERMEDIATE, mid, true);
-        let msg = Self::seal_with(&hs.keys, h, &inner, rng);
+        let msg = self.seal_with(&hs.keys, h, &inner, rng);
         hs.inter.int_r = chain(&hs, false, &sealed_octets(h, &inner));
         if let Err(e) = self.update_keys(&mut hs, &secret) {
             self.fail(e);
@@ -337,8 +315,7 @@ impl IkeSa {
         tracing::debug!(conn = %self.cfg.name, method = method.name(), mid, "IKE_INTERMEDIATE answered; keys updated (RFC 9370 §2.2.2)");
         let expires = now + self.half_open_ms();
         self.state = IkeState::InitDone { hs, expires };
-        self.last_response = Some((mid, msg.clone()));
-        self.send_to(local, remote, msg);
+        self.respond_with(mid, local, remote, msg);
     }
 
     /// Responder: IKE_AUTH arrived while additional key exchanges are still due.
@@ -367,6 +344,6 @@ impl IkeSa {
         let keys = self.keys()?;
         let (h, mut p) = keys.sk_out.open(raw).ok()?;
         edit(&mut p);
-        Some(Self::seal_with(keys, h, &p, rng))
+        self.seal_with(keys, h, &p, rng).into_iter().next()
     }
 }
