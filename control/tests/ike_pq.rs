@@ -266,12 +266,25 @@ fn assert_up_and_keys_cross(p: &Pair) {
     assert_ne!(ui[0].keys_in.encryption[..], ui[0].keys_out.encryption[..]);
 }
 
-/// The exchanges on the wire, as (from initiator, exchange, message ID).
+/// The messages on the wire, as (from initiator, exchange, message ID); the fragments of
+/// one message (RFC 7383) count once.
 fn exchanges(p: &Pair) -> Vec<(bool, u8, u32)> {
-    p.headers()
+    let mut out: Vec<(bool, u8, u32)> = p
+        .headers()
         .into_iter()
         .map(|(i, h)| (i, h.exchange, h.message_id))
-        .collect()
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Bytes and datagrams of the message (from initiator, exchange, message ID).
+fn message_size(p: &Pair, m: (bool, u8, u32)) -> (usize, usize) {
+    p.wire
+        .iter()
+        .zip(p.headers())
+        .filter(|(_, (i, h))| (*i, h.exchange, h.message_id) == m)
+        .fold((0, 0), |(b, n), (d, _)| (b + d.data.len(), n + 1))
 }
 
 #[test]
@@ -295,7 +308,8 @@ fn x25519_with_mlkem768_establishes_through_one_ike_intermediate() {
         ]
     );
     // The ML-KEM-768 encapsulation key (1184 B) and ciphertext (1088 B) are inside.
-    assert!(p.wire[2].data.len() > 1184 && p.wire[3].data.len() > 1088);
+    assert!(message_size(&p, (true, exchange::IKE_INTERMEDIATE, 1)).0 > 1184);
+    assert!(message_size(&p, (false, exchange::IKE_INTERMEDIATE, 1)).0 > 1088);
 }
 
 #[test]
@@ -303,7 +317,15 @@ fn ecp384_with_mlkem1024_and_a_second_addke_establish() {
     let ike = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024";
     let p = establish(ike, ike, 2);
     assert_up_and_keys_cross(&p);
-    assert!(p.wire[2].data.len() > 1568 && p.wire[3].data.len() > 1568);
+    // The encapsulation key and the ciphertext (1568 B each) do not fit in 1280 bytes:
+    // both IKE_INTERMEDIATE messages go in fragments (RFC 7383).
+    for by_i in [true, false] {
+        let (bytes, datagrams) = message_size(&p, (by_i, exchange::IKE_INTERMEDIATE, 1));
+        assert!(
+            bytes > 1568 && datagrams >= 2,
+            "{by_i}: {bytes} B in {datagrams}"
+        );
+    }
     // Two additional key exchanges: two IKE_INTERMEDIATE exchanges, IKE_AUTH is MID 3.
     let ike2 = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke2_mlkem768";
     let p = establish(ike2, ike2, 3);
@@ -321,8 +343,12 @@ fn ecp384_with_mlkem1024_and_a_second_addke_establish() {
 #[test]
 fn a_changed_ike_intermediate_that_still_decrypts_makes_auth_fail() {
     let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
-    let ci = conn(true, ike, "aes256gcm16");
-    let cr = conn(false, ike, "aes256gcm16");
+    // Unfragmented, so the hook sees the whole message (fragmented IntAuth is the same
+    // octets, RFC 9242 §3.3.2).
+    let mut ci = conn(true, ike, "aes256gcm16");
+    ci.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut cr = conn(false, ike, "aes256gcm16");
+    cr.fragmentation.mode = control::ike::frag::FragMode::No;
     let mut p = Pair::new(ci, 4);
     // The initiator's IKE_INTERMEDIATE request gains a vendor ID on the way: sealed again
     // with the initiator's own keys, so the responder opens it, ignores the payload, and

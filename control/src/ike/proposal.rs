@@ -696,7 +696,16 @@ mod tests {
             .enumerate()
             .map(|(i, x)| x.to_wire(i as u8 + 1))
             .collect();
+        // Ours takes NONE from the first (RFC 9370 §2.2.1); strongSwan 5.9.8 refuses a
+        // proposal with unknown transform types and takes the twin.
         let (n, s) = IkeProposal::choose(std::slice::from_ref(&classic), &wire).unwrap();
+        assert_eq!((n, s.addke), (1, [None; ADDKE_SLOTS]));
+        assert_eq!(
+            s.to_wire(1).transforms.len(),
+            3,
+            "no ADDKE transform in the answer"
+        );
+        let (n, s) = IkeProposal::choose(std::slice::from_ref(&classic), &wire[1..]).unwrap();
         assert_eq!((n, s.addke), (2, [None; ADDKE_SLOTS]));
         // ... and our initiator accepts that answer (no ADDKE = NONE in every slot).
         assert!(IkeProposal::choose(std::slice::from_ref(&p), &[s.to_wire(n)]).is_some());
