@@ -680,7 +680,8 @@ mod tests {
         assert_eq!(IkeProposal::offer(std::slice::from_ref(&m)).len(), 1);
 
         // Responder with ML-KEM: takes it; the suite says so and round-trips.
-        let (_, s) = IkeProposal::choose(std::slice::from_ref(&p), &[w.clone()]).unwrap();
+        let (_, s) =
+            IkeProposal::choose(std::slice::from_ref(&p), std::slice::from_ref(&w)).unwrap();
         assert_eq!(s.addke[0], mlkem768);
         assert_eq!(s.to_string(), "aes256gcm16-prfsha384-x25519-ke1_mlkem768");
         assert_eq!(
