@@ -400,7 +400,7 @@ fn unknown_payloads_and_status_notifies_are_reported() {
     let i = IkeSa::initiate(ic.clone(), ic.local, ic.remote, first, false, 0, &mut rng);
     let mut m = Message::parse(i.first_message()).unwrap();
     m.payloads.push(Payload::VendorId(b"strongSwan".to_vec()));
-    m.payloads.push(notify_payload(16430, vec![])); // IKEV2_FRAGMENTATION_SUPPORTED
+    m.payloads.push(notify_payload(16392, vec![])); // HTTP_CERT_LOOKUP_SUPPORTED (unused)
     let rc = conn(false);
     let mut r = IkeSa::respond(rc.clone(), rc.local, rc.remote, &m.emit(), 0, &mut rng)
         .ok()
@@ -411,7 +411,7 @@ fn unknown_payloads_and_status_notifies_are_reported() {
         ignored(&ev),
         vec![
             "a vendor ID in IKE_SA_INIT",
-            "status notify 16430 in IKE_SA_INIT"
+            "status notify 16392 in IKE_SA_INIT"
         ]
     );
 }
