@@ -149,6 +149,71 @@ pub fn derive_rekeyed_ike_keys(
     expand_ike_keys(prf, &skeyseed, ni, nr, spis, lens)
 }
 
+/// RFC 9370 §2.2.2: the keys after the additional key exchange `n` of an IKE SA setup
+/// (an IKE_INTERMEDIATE exchange): SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr), then all
+/// seven keys as §2.14 with the IKE_SA_INIT nonces and the SPIs.
+pub fn derive_intermediate_keys(
+    prf: Prf,
+    sk_d_prev: &[u8],
+    sk_n: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    spis: (u64, u64),
+    lens: KeyLengths,
+) -> IkeKeys {
+    let skeyseed = prf.prf(sk_d_prev, &[sk_n, ni, nr]);
+    expand_ike_keys(prf, &skeyseed, ni, nr, spis, lens)
+}
+
+/// RFC 9370 §2.2.4: an IKE SA rekey with additional key exchanges:
+/// SKEYSEED = prf(SK_d (old), SK(0) | Ni | Nr | SK(1) | ... | SK(n)), the rest as
+/// [`derive_rekeyed_ike_keys`]. `secrets[0]` is the KE transform's, then ADDKE1.. in order.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_rekeyed_ike_keys_multi(
+    old_prf: Prf,
+    old_sk_d: &[u8],
+    prf: Prf,
+    ni: &[u8],
+    nr: &[u8],
+    secrets: &[&[u8]],
+    spis: (u64, u64),
+    lens: KeyLengths,
+) -> IkeKeys {
+    let seed = multi_seed(secrets, ni, nr);
+    let skeyseed = old_prf.prf(old_sk_d, &[&seed]);
+    expand_ike_keys(prf, &skeyseed, ni, nr, spis, lens)
+}
+
+/// SK(0) | Ni | Nr | SK(1) | ... | SK(n) (RFC 9370 §2.2.4); without SK(0), Ni | Nr.
+fn multi_seed(secrets: &[&[u8]], ni: &[u8], nr: &[u8]) -> Secret {
+    let mut s = Zeroizing::new(Vec::new());
+    if let Some((first, rest)) = secrets.split_first() {
+        s.extend_from_slice(first);
+        s.extend_from_slice(ni);
+        s.extend_from_slice(nr);
+        for x in rest {
+            s.extend_from_slice(x);
+        }
+    } else {
+        s.extend_from_slice(ni);
+        s.extend_from_slice(nr);
+    }
+    s
+}
+
+/// RFC 9370 §2.2.4: Child SA KEYMAT with PFS and additional key exchanges:
+/// prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)). No secrets: §2.17 without PFS.
+pub fn child_keymat_multi(
+    prf: Prf,
+    sk_d: &[u8],
+    secrets: &[&[u8]],
+    ni: &[u8],
+    nr: &[u8],
+    len: usize,
+) -> Secret {
+    prf.prf_plus(sk_d, &multi_seed(secrets, ni, nr), len)
+}
+
 /// §2.14: {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
 /// = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
 fn expand_ike_keys(
@@ -263,6 +328,66 @@ mod tests {
         assert_eq!(&k.sk_pi[..], &km[72..104]);
         assert_eq!(&k.sk_pr[..], &km[104..136]);
         assert_eq!(format!("{k:?}"), "IkeKeys { <redacted> }");
+    }
+
+    /// RFC 9370 §2.2.2 / §2.2.4, recomputed from the formulas with fixed inputs.
+    #[test]
+    fn additional_key_exchanges_follow_rfc9370() {
+        let prf = Prf::HmacSha384;
+        let lens = KeyLengths { enc: 36, integ: 0 };
+        let (ni, nr, spis) = ([1u8; 32], [2u8; 32], (0x1111u64, 0x2222u64));
+        let (sk0, sk1, sk2) = ([3u8; 32], [5u8; 32], [6u8; 32]);
+        let seed = [
+            &ni[..],
+            &nr[..],
+            &spis.0.to_be_bytes(),
+            &spis.1.to_be_bytes(),
+        ]
+        .concat();
+        let total = 48 + 72 + 96;
+        // IKE_SA_INIT, then two IKE_INTERMEDIATE updates.
+        let k0 = derive_ike_keys(prf, &ni, &nr, &sk0, spis, lens);
+        let k1 = derive_intermediate_keys(prf, &k0.sk_d, &sk1, &ni, &nr, spis, lens);
+        let k2 = derive_intermediate_keys(prf, &k1.sk_d, &sk2, &ni, &nr, spis, lens);
+        let mut skd = prf.prf(&[ni, nr].concat(), &[&sk0])[..].to_vec();
+        skd = prf.prf_plus(&skd, &seed, total)[..48].to_vec();
+        assert_eq!(&k0.sk_d[..], &skd[..]);
+        for (k, sk) in [(&k1, &sk1), (&k2, &sk2)] {
+            let skeyseed = prf.prf(&skd, &[&[&sk[..], &ni, &nr].concat()]);
+            let km = prf.prf_plus(&skeyseed, &seed, total);
+            assert_eq!(&k.sk_d[..], &km[..48]);
+            assert_eq!(&k.sk_ei[..], &km[48..84]);
+            assert_eq!(&k.sk_er[..], &km[84..120]);
+            assert_eq!(&k.sk_pi[..], &km[120..168]);
+            assert_eq!(&k.sk_pr[..], &km[168..216]);
+            skd = km[..48].to_vec();
+        }
+        // Rekey: SKEYSEED = prf(SK_d(old), SK(0) | Ni | Nr | SK(1) | SK(2)).
+        let old = [9u8; 48];
+        let r = derive_rekeyed_ike_keys_multi(
+            prf,
+            &old,
+            prf,
+            &ni,
+            &nr,
+            &[&sk0, &sk1, &sk2],
+            spis,
+            lens,
+        );
+        let skeyseed = prf.prf(&old, &[&[&sk0[..], &ni, &nr, &sk1, &sk2].concat()]);
+        let km = prf.prf_plus(&skeyseed, &seed, total);
+        assert_eq!(&r.sk_d[..], &km[..48]);
+        assert_eq!(&r.sk_pr[..], &km[168..216]);
+        // One secret: the same as §2.18.
+        let one = derive_rekeyed_ike_keys_multi(prf, &old, prf, &ni, &nr, &[&sk0], spis, lens);
+        let classic = derive_rekeyed_ike_keys(prf, &old, prf, &ni, &nr, &sk0, spis, lens);
+        assert_eq!(&one.sk_d[..], &classic.sk_d[..]);
+        // Child KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1)).
+        let c = child_keymat_multi(prf, &old, &[&sk0, &sk1], &ni, &nr, 100);
+        let want = prf.prf_plus(&old, &[&sk0[..], &ni, &nr, &sk1].concat(), 100);
+        assert_eq!(&c[..], &want[..]);
+        let c = child_keymat_multi(prf, &old, &[], &ni, &nr, 100);
+        assert_eq!(&c[..], &child_keymat(prf, &old, None, &ni, &nr, 100)[..]);
     }
 
     /// §2.18: SKEYSEED from the old SK_d and the old PRF, the rest as §2.14 with the new

@@ -9,11 +9,22 @@ use dataplane::crypto::algorithm::{parse_encryption, parse_integrity};
 use dataplane::crypto::{AlgorithmError, Encryption, Integrity};
 
 use super::dh::Group;
+use super::kem::Method;
 use super::keys::Prf;
 use super::wire::{transform, Proposal, Transform};
 
 /// IKE protocol id in proposals (RFC 7296 §3.3.1).
 pub const PROTO_IKE: u8 = 1;
+
+/// RFC 9370 §2.2.1: transform types 6..12 are the Additional Key Exchanges 1..7.
+pub const ADDKE1: u8 = 6;
+/// How many additional key exchanges a proposal can carry.
+pub const ADDKE_SLOTS: usize = 7;
+/// RFC 9370 §2.2.1: transform ID 0 of an ADDKE type is NONE (this one may be skipped).
+pub const ADDKE_NONE: u16 = 0;
+
+/// What each ADDKE slot of a negotiated SA holds: `None` when none runs.
+pub type AddKe = [Option<Method>; ADDKE_SLOTS];
 
 /// Why a proposal string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +45,9 @@ pub struct IkeProposal {
     pub integ: Vec<Integrity>,
     pub prf: Vec<Prf>,
     pub groups: Vec<Group>,
+    /// RFC 9370: per additional key exchange (ADDKE1..7) the methods allowed, `None` being
+    /// NONE (the exchange may be skipped); an empty list: the type is not offered.
+    pub addke: [Vec<Option<Method>>; ADDKE_SLOTS],
 }
 
 /// What was chosen for an IKE SA.
@@ -44,6 +58,8 @@ pub struct IkeSuite {
     pub integ: Integrity,
     pub prf: Prf,
     pub group: Group,
+    /// The additional key exchanges to run, in slot order (RFC 9370 §2.2.1).
+    pub addke: AddKe,
 }
 
 fn weak(e: AlgorithmError) -> ProposalError {
@@ -71,6 +87,7 @@ impl FromStr for IkeProposal {
             integ: vec![],
             prf: vec![],
             groups: vec![],
+            addke: Default::default(),
         };
         for tok in s.split('-').map(|t| t.trim().to_ascii_lowercase()) {
             let prf = match tok.as_str() {
@@ -85,6 +102,10 @@ impl FromStr for IkeProposal {
                 }
                 _ => None,
             };
+            if let Some((slot, m)) = parse_addke(&tok)? {
+                p.addke[slot].push(m);
+                continue;
+            }
             let group = parse_group(&tok)?;
             if let Some(f) = prf {
                 p.prf.push(f);
@@ -145,6 +166,35 @@ impl FromStr for IkeProposal {
     }
 }
 
+/// strongSwan 6's additional key exchange token `keN_<method>` (N = 1..7, method a KE
+/// method name or `none`). `Ok(None)`: not such a token.
+pub fn parse_addke(tok: &str) -> Result<Option<(usize, Option<Method>)>, ProposalError> {
+    let Some(rest) = tok.strip_prefix("ke") else {
+        return Ok(None);
+    };
+    let Some((n, method)) = rest.split_once('_') else {
+        return Ok(None);
+    };
+    let slot = match n.parse::<usize>() {
+        Ok(n @ 1..=ADDKE_SLOTS) => n - 1,
+        _ => {
+            return Err(ProposalError::Incomplete(
+                "an additional key exchange is ke1_ .. ke7_ followed by a method (ke1_mlkem768, ke1_none)",
+            ))
+        }
+    };
+    if method == "none" {
+        return Ok(Some((slot, None)));
+    }
+    if !method.starts_with("mlkem") {
+        parse_group(method)?; // refuses weak groups with the reason
+    }
+    match Method::from_name(method) {
+        Some(m) => Ok(Some((slot, Some(m)))),
+        None => Err(ProposalError::Unknown(tok.into())),
+    }
+}
+
 /// A key exchange group token of a proposal string (strongSwan's names), shared by the IKE
 /// and the ESP proposals (PFS). `Ok(None)`: not a group token; weak groups are refused.
 pub fn parse_group(tok: &str) -> Result<Option<Group>, ProposalError> {
@@ -154,6 +204,11 @@ pub fn parse_group(tok: &str) -> Result<Option<Group>, ProposalError> {
         "ecp384" => Some(Group::Ecp384),
         "modp2048" => Some(Group::Modp2048),
         "modp3072" => Some(Group::Modp3072),
+        "mlkem512" | "mlkem768" | "mlkem1024" => {
+            return Err(ProposalError::Incomplete(
+                "ML-KEM goes in an additional key exchange here (ke1_mlkem768), with a classic group as the first key exchange",
+            ))
+        }
         "modp768" | "modp1024" | "modp1536" | "modp1024s160" | "modp2048s224"
         | "modp2048s256" => {
             return Err(ProposalError::Weak {
@@ -228,12 +283,58 @@ impl IkeProposal {
             id: g.iana(),
             key_len: None,
         }));
+        for (i, slot) in self.addke.iter().enumerate() {
+            t.extend(slot.iter().map(|m| Transform {
+                kind: ADDKE1 + i as u8,
+                id: m.map_or(ADDKE_NONE, |m| m.iana()),
+                key_len: None,
+            }));
+        }
         Proposal {
             number,
             protocol: PROTO_IKE,
             spi: vec![],
             transforms: t,
         }
+    }
+
+    /// Whether this proposal has additional key exchanges.
+    pub fn has_addke(&self) -> bool {
+        self.addke.iter().any(|s| !s.is_empty())
+    }
+
+    /// The same proposal without additional key exchanges, when every ADDKE type it has
+    /// allows NONE: what a peer without RFC 9370 (strongSwan 5.9.x refuses any proposal
+    /// with transform types it does not know) can pick.
+    pub fn without_addke(&self) -> Option<IkeProposal> {
+        let optional = self.addke.iter().all(|s| s.is_empty() || s.contains(&None));
+        (self.has_addke() && optional).then(|| IkeProposal {
+            addke: Default::default(),
+            ..self.clone()
+        })
+    }
+
+    /// Our proposals as sent: each as configured, followed by its twin without ADDKE
+    /// ([`IkeProposal::without_addke`]) when it has one; numbered from 1.
+    pub fn offer(ours: &[IkeProposal]) -> Vec<IkeProposal> {
+        ours.iter()
+            .flat_map(|p| std::iter::once(p.clone()).chain(p.without_addke()))
+            .collect()
+    }
+
+    /// The proposals usable where no additional key exchange can run (IKE SA rekeys until
+    /// IKE_FOLLOWUP_KE, RFC 9370 §2.2.4, is implemented here): those without ADDKE, and the
+    /// twins of those whose ADDKE may all be NONE. Proposals with a mandatory ADDKE drop out.
+    pub fn without_mandatory_addke(ours: &[IkeProposal]) -> Vec<IkeProposal> {
+        ours.iter()
+            .filter_map(|p| {
+                if p.has_addke() {
+                    p.without_addke()
+                } else {
+                    Some(p.clone())
+                }
+            })
+            .collect()
     }
 
     /// As a proposal in an IKE SA rekey (§1.3.2, §3.3.1): with the sender's SPI of the new
@@ -288,6 +389,9 @@ impl IkeProposal {
                 let (Some(encr), Some(prf), Some(group)) = (encr, prf, group) else {
                     continue;
                 };
+                let Some(addke) = choose_addke(mine, p) else {
+                    continue;
+                };
                 let integ = if is_aead(encr) {
                     if of(transform::INTEG).next().is_some() {
                         continue; // an AEAD with integrity is malformed (§3.3.2)
@@ -309,12 +413,42 @@ impl IkeProposal {
                         integ,
                         prf,
                         group,
+                        addke,
                     },
                 ));
             }
         }
         None
     }
+}
+
+/// RFC 9370 §2.2.1: per ADDKE type, the initiator's first method we also allow. A type
+/// only one side lists counts as NONE on the other: acceptable when that side's list
+/// allows NONE (so a proposal without ADDKE matches ours with `keN_none` in every slot).
+fn choose_addke(mine: &IkeProposal, p: &Proposal) -> Option<AddKe> {
+    let mut out: AddKe = [None; ADDKE_SLOTS];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let kind = ADDKE1 + i as u8;
+        let ours = &mine.addke[i];
+        let none_ok = ours.is_empty() || ours.contains(&None);
+        let mut theirs = p.transforms.iter().filter(|t| t.kind == kind).peekable();
+        if theirs.peek().is_none() {
+            if none_ok {
+                continue;
+            }
+            return None;
+        }
+        *slot = theirs.find_map(|t| {
+            if t.id == ADDKE_NONE {
+                none_ok.then_some(None)
+            } else {
+                Method::from_iana(t.id)
+                    .filter(|m| ours.contains(&Some(*m)))
+                    .map(Some)
+            }
+        })?;
+    }
+    Some(out)
 }
 
 impl IkeSuite {
@@ -329,6 +463,7 @@ impl IkeSuite {
             },
             prf: vec![self.prf],
             groups: vec![self.group],
+            addke: std::array::from_fn(|i| self.addke[i].map(Some).into_iter().collect()),
         }
         .to_wire(number)
     }
@@ -360,7 +495,13 @@ impl fmt::Display for IkeSuite {
             Integrity::HmacSha512_256 => write!(f, "-sha512")?,
             Integrity::None => {}
         }
-        write!(f, "-{}-{}", self.prf.name(), self.group.name())
+        write!(f, "-{}-{}", self.prf.name(), self.group.name())?;
+        for (i, m) in self.addke.iter().enumerate() {
+            if let Some(m) = m {
+                write!(f, "-ke{}_{}", i + 1, m.name())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,6 +516,7 @@ pub fn describe(p: &Proposal) -> String {
                     integ: Integrity::None,
                     prf: Prf::HmacSha256,
                     group: Group::Curve25519,
+                    addke: Default::default(),
                 }
                 .to_string()
                 .split('-')
@@ -399,6 +541,14 @@ pub fn describe(p: &Proposal) -> String {
                     "esn".into()
                 } else {
                     "noesn".into()
+                }
+            }
+            k if (ADDKE1..ADDKE1 + ADDKE_SLOTS as u8).contains(&k) => {
+                let n = k - ADDKE1 + 1;
+                match (t.id, Method::from_iana(t.id)) {
+                    (ADDKE_NONE, _) => format!("ke{n}_none"),
+                    (_, Some(m)) => format!("ke{n}_{}", m.name()),
+                    (id, None) => format!("ke{n}_{id}"),
                 }
             }
             k => format!("t{k}:{}", t.id),
@@ -492,5 +642,104 @@ mod tests {
         let (_, s) = IkeProposal::choose_for_ke(&ours, &offered, 31).unwrap();
         assert_eq!(s.group, Group::Ecp256);
         assert_eq!(s.to_wire_with_spi(1, 9).spi, 9u64.to_be_bytes().to_vec());
+    }
+
+    #[test]
+    fn additional_key_exchanges_parse_select_and_fall_back() {
+        use crate::ike::kem::{Method, MlKem};
+        let mlkem768 = Some(Method::MlKem(MlKem::MlKem768));
+        let mlkem1024 = Some(Method::MlKem(MlKem::MlKem1024));
+        let p: IkeProposal = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none"
+            .parse()
+            .unwrap();
+        assert_eq!(p.addke[0], vec![mlkem768, None]);
+        assert!(p.addke[1..].iter().all(|s| s.is_empty()));
+        let w = p.to_wire(1);
+        assert_eq!(
+            describe(&w),
+            "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none"
+        );
+        assert!(w.transforms.contains(&Transform {
+            kind: 6,
+            id: 36,
+            key_len: None
+        }));
+        // The twin without ADDKE follows it in the offer.
+        let offer = IkeProposal::offer(std::slice::from_ref(&p));
+        assert_eq!(offer.len(), 2);
+        assert!(!offer[1].has_addke());
+        // Mandatory ML-KEM: no twin.
+        let m: IkeProposal = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke2_mlkem768"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (m.addke[0].clone(), m.addke[1].clone()),
+            (vec![mlkem1024], vec![mlkem768])
+        );
+        assert!(m.without_addke().is_none());
+        assert_eq!(IkeProposal::offer(std::slice::from_ref(&m)).len(), 1);
+
+        // Responder with ML-KEM: takes it; the suite says so and round-trips.
+        let (_, s) =
+            IkeProposal::choose(std::slice::from_ref(&p), std::slice::from_ref(&w)).unwrap();
+        assert_eq!(s.addke[0], mlkem768);
+        assert_eq!(s.to_string(), "aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+        assert_eq!(
+            IkeProposal::choose(std::slice::from_ref(&p), &[s.to_wire(1)])
+                .unwrap()
+                .1,
+            s
+        );
+        // A classic responder against our ADDKE-with-NONE offer: the twin matches.
+        let classic: IkeProposal = "aes256gcm16-prfsha384-x25519".parse().unwrap();
+        let wire: Vec<Proposal> = offer
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x.to_wire(i as u8 + 1))
+            .collect();
+        // Ours takes NONE from the first (RFC 9370 §2.2.1); strongSwan 5.9.8 refuses a
+        // proposal with unknown transform types and takes the twin.
+        let (n, s) = IkeProposal::choose(std::slice::from_ref(&classic), &wire).unwrap();
+        assert_eq!((n, s.addke), (1, [None; ADDKE_SLOTS]));
+        assert_eq!(
+            s.to_wire(1).transforms.len(),
+            3,
+            "no ADDKE transform in the answer"
+        );
+        let (n, s) = IkeProposal::choose(std::slice::from_ref(&classic), &wire[1..]).unwrap();
+        assert_eq!((n, s.addke), (2, [None; ADDKE_SLOTS]));
+        // ... and our initiator accepts that answer (no ADDKE = NONE in every slot).
+        assert!(IkeProposal::choose(std::slice::from_ref(&p), &[s.to_wire(n)]).is_some());
+        // A responder with `ke1_none` accepts a proposal without ADDKE.
+        assert!(IkeProposal::choose(std::slice::from_ref(&p), &[classic.to_wire(1)]).is_some());
+        // Mandatory ML-KEM against a classic peer: nothing in common, either way round.
+        assert!(IkeProposal::choose(std::slice::from_ref(&m), &[classic.to_wire(1)]).is_none());
+        let e: IkeProposal = "aes256gcm16-prfsha384-ecp384".parse().unwrap();
+        assert!(IkeProposal::choose(std::slice::from_ref(&e), &[m.to_wire(1)]).is_none());
+        // The initiator's order decides among the methods of a slot.
+        let both: IkeProposal = "aes256gcm16-prfsha384-ecp384-ke1_mlkem768-ke1_mlkem1024"
+            .parse()
+            .unwrap();
+        let theirs: IkeProposal = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke1_mlkem768"
+            .parse()
+            .unwrap();
+        let (_, s) =
+            IkeProposal::choose(std::slice::from_ref(&both), &[theirs.to_wire(1)]).unwrap();
+        assert_eq!(s.addke[0], mlkem1024);
+        // A mandatory ke2 we do not list at all: refused.
+        assert!(IkeProposal::choose(std::slice::from_ref(&both), &[m.to_wire(1)]).is_none());
+    }
+
+    #[test]
+    fn bad_additional_key_exchange_tokens_are_refused() {
+        for (s, want) in [
+            ("aes256gcm16-prfsha384-x25519-ke8_mlkem768", "ke1_ .. ke7_"),
+            ("aes256gcm16-prfsha384-x25519-ke1_mlkem999", "unknown"),
+            ("aes256gcm16-prfsha384-x25519-ke1_modp1024", "RFC 8247"),
+            ("aes256gcm16-prfsha384-mlkem768", "additional key exchange"),
+        ] {
+            let e = s.parse::<IkeProposal>().unwrap_err().to_string();
+            assert!(e.contains(want), "{s}: {e}");
+        }
     }
 }

@@ -88,6 +88,10 @@ pub enum IkeError {
     /// The Diffie-Hellman exchange or the key derivation failed.
     #[error("key exchange with the peer failed: {why}")]
     KeyExchange { why: String },
+    /// The additional key exchanges (RFC 9370) or IKE_INTERMEDIATE (RFC 9242) went wrong:
+    /// `why` says which side wanted what.
+    #[error("additional key exchange (RFC 9370): {why}")]
+    AddKe { why: String },
     /// Initiator: the responder refused our AUTH (AUTHENTICATION_FAILED, in IKE_AUTH or in a
     /// separate INFORMATIONAL, §2.21.2).
     #[error("{} rejected our authentication (AUTHENTICATION_FAILED): check the pre-shared key and that it expects our ID {our_id}", side(.peer_is_initiator))]

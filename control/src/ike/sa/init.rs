@@ -24,6 +24,7 @@ const INIT_NOTIFIES: &[u16] = &[
     notify::NAT_DETECTION_SOURCE_IP,
     notify::NAT_DETECTION_DESTINATION_IP,
     notify::COOKIE,
+    notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
     notify::IKEV2_FRAGMENTATION_SUPPORTED,
 ];
 
@@ -125,9 +126,10 @@ impl IkeSa {
         if let Some(c) = &init.cookie {
             payloads.push(notify_payload(notify::COOKIE, c.clone())); // §2.6: first
         }
+        // RFC 9370: proposals whose additional key exchanges may all be NONE go with a
+        // twin without them, for peers that do not know the ADDKE transform types.
         payloads.push(Payload::Sa(
-            self.cfg
-                .ike
+            IkeProposal::offer(&self.cfg.ike)
                 .iter()
                 .enumerate()
                 .map(|(i, p)| p.to_wire(i as u8 + 1))
@@ -139,6 +141,13 @@ impl IkeSa {
         });
         payloads.push(Payload::Nonce(init.ni.clone()));
         payloads.extend(self.nat_notifies(0));
+        if self.cfg.ike.iter().any(|p| p.has_addke()) {
+            // RFC 9242 §3.2: IKE_INTERMEDIATE carries the additional key exchanges.
+            payloads.push(notify_payload(
+                notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                vec![],
+            ));
+        }
         if self.cfg.fragmentation.mode != FragMode::No {
             // RFC 7383 §2.3: we can receive (and with `yes` send) fragments.
             payloads.push(notify_payload(
@@ -228,8 +237,7 @@ impl IkeSa {
     }
 
     pub(super) fn offered_ike(&self) -> String {
-        self.cfg
-            .ike
+        IkeProposal::offer(&self.cfg.ike)
             .iter()
             .enumerate()
             .map(|(i, p)| describe(&p.to_wire(i as u8 + 1)))
@@ -335,6 +343,15 @@ impl IkeSa {
             });
             return;
         }
+        let addke = suite.addke.iter().any(Option::is_some);
+        if addke && find_notify(p, notify::INTERMEDIATE_EXCHANGE_SUPPORTED).is_none() {
+            self.fail(IkeError::AddKe {
+                why: format!(
+                    "the responder chose {suite} but did not announce IKE_INTERMEDIATE (RFC 9242), which carries the additional key exchanges"
+                ),
+            });
+            return;
+        }
         self.spi_r = msg.header.spi_r;
         let d = match self.derive(suite, &init.dh, kex, &init.ni, nr) {
             Ok(d) => d,
@@ -362,8 +379,9 @@ impl IkeSa {
             init_request: std::mem::take(&mut init.request),
             init_response: raw.to_vec(),
             int_auth: Vec::new(),
+            inter: super::intermediate::Intermediate::new(&suite),
         };
-        self.send_auth(now, hs, init.first, init.initial_contact, rng);
+        self.after_init(now, hs, init.first, init.initial_contact, rng);
     }
 
     /// Responder, for an IKE_SA_INIT request that arrived on `local` (addr + port) from
@@ -445,6 +463,21 @@ impl IkeSa {
                 },
             ));
         }
+        let peer_inter = find_notify(p, notify::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        if suite.addke.iter().any(Option::is_some) && !peer_inter {
+            // ss: ike_init.c refuses several key exchanges without IKE_INTERMEDIATE.
+            return Err(reject(
+                &mut sa,
+                hdr,
+                notify::NO_PROPOSAL_CHOSEN,
+                vec![],
+                IkeError::AddKe {
+                    why: format!(
+                        "the initiator proposed {suite} but did not announce IKE_INTERMEDIATE (RFC 9242), which carries the additional key exchanges"
+                    ),
+                },
+            ));
+        }
         if !(16..=256).contains(&ni.len()) {
             return Err(reject(
                 &mut sa,
@@ -476,6 +509,12 @@ impl IkeSa {
             Payload::Nonce(nr.clone()),
         ];
         payloads.extend(sa.nat_notifies(sa.spi_r));
+        if peer_inter && sa.cfg.ike.iter().any(|p| p.has_addke()) {
+            payloads.push(notify_payload(
+                notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                vec![],
+            ));
+        }
         sa.note_peer_fragmentation(p);
         if sa.frag_peer {
             // RFC 7383 §2.3: the responder answers the initiator's announcement.
@@ -502,6 +541,7 @@ impl IkeSa {
                 init_request: raw.to_vec(),
                 init_response: resp.clone(),
                 int_auth: Vec::new(),
+                inter: super::intermediate::Intermediate::new(&suite),
             }),
             expires,
         };
@@ -515,7 +555,9 @@ impl IkeSa {
     pub fn first_message(&self) -> &[u8] {
         match &self.state {
             IkeState::InitSent(i) => &i.request,
-            IkeState::InitDone { hs, .. } | IkeState::AuthSent { hs, .. } => &hs.init_request,
+            IkeState::InitDone { hs, .. }
+            | IkeState::AuthSent { hs, .. }
+            | IkeState::InterSent { hs, .. } => &hs.init_request,
             _ => &[],
         }
     }

@@ -25,6 +25,7 @@ mod create_child;
 mod error;
 mod informational;
 mod init;
+mod intermediate;
 pub mod notify;
 mod rekey_ike;
 mod stateless;
@@ -255,6 +256,8 @@ struct Handshake {
     /// RFC 9242 §3.3.2: `IntAuth_i | IntAuth_r | IKE_AUTH MID` when IKE_INTERMEDIATE
     /// exchanges ran, else empty; appended to both sides' signed octets.
     int_auth: Vec<u8>,
+    /// The additional key exchanges still due and the IntAuth chains (intermediate.rs).
+    inter: intermediate::Intermediate,
 }
 
 /// Initiator: IKE_SA_INIT sent.
@@ -273,6 +276,13 @@ enum IkeState {
     InitDone {
         hs: Box<Handshake>,
         expires: u64,
+    },
+    /// Initiator: an IKE_INTERMEDIATE with an additional key exchange sent (RFC 9370).
+    InterSent {
+        hs: Box<Handshake>,
+        first: ChildRequest,
+        initial_contact: bool,
+        pending: super::kem::Pending,
     },
     /// Initiator: IKE_AUTH sent.
     AuthSent {
@@ -293,6 +303,8 @@ enum IkeState {
 #[derive(Debug, Clone)]
 enum Req {
     Init,
+    /// An additional key exchange of the setup (intermediate.rs).
+    Intermediate,
     Auth,
     CreateChild {
         req: ChildRequest,
@@ -317,6 +329,7 @@ impl Req {
         match self {
             Req::Init => exchange::IKE_SA_INIT,
             Req::Auth => exchange::IKE_AUTH,
+            Req::Intermediate => exchange::IKE_INTERMEDIATE,
             Req::CreateChild { .. } | Req::RekeyIke => exchange::CREATE_CHILD_SA,
             _ => exchange::INFORMATIONAL,
         }
@@ -325,6 +338,7 @@ impl Req {
         match self {
             Req::Init => "IKE_SA_INIT",
             Req::Auth => "IKE_AUTH",
+            Req::Intermediate => "IKE_INTERMEDIATE",
             Req::CreateChild { .. } => "CREATE_CHILD_SA",
             Req::DeleteChild { .. } => "the Child SA delete",
             Req::DeleteIke => "the delete",
@@ -457,6 +471,8 @@ fn exchange_name(e: u8) -> &'static str {
         exchange::IKE_AUTH => "IKE_AUTH",
         exchange::CREATE_CHILD_SA => "CREATE_CHILD_SA",
         exchange::INFORMATIONAL => "INFORMATIONAL",
+        exchange::IKE_INTERMEDIATE => "IKE_INTERMEDIATE",
+        exchange::IKE_FOLLOWUP_KE => "IKE_FOLLOWUP_KE",
         _ => "an unknown exchange",
     }
 }
@@ -548,9 +564,10 @@ impl IkeSa {
     }
     pub fn phase(&self) -> Phase {
         match self.state {
-            IkeState::InitSent(_) | IkeState::InitDone { .. } | IkeState::AuthSent { .. } => {
-                Phase::Connecting
-            }
+            IkeState::InitSent(_)
+            | IkeState::InitDone { .. }
+            | IkeState::InterSent { .. }
+            | IkeState::AuthSent { .. } => Phase::Connecting,
             IkeState::Established { .. } => Phase::Established,
             IkeState::Deleting { .. } => Phase::Deleting,
             IkeState::Closed => Phase::Closed,
@@ -659,7 +676,9 @@ impl IkeSa {
     /// The SK keys, in every state that has them.
     fn keys(&self) -> Option<&SkKeys> {
         match &self.state {
-            IkeState::InitDone { hs, .. } | IkeState::AuthSent { hs, .. } => Some(&hs.keys),
+            IkeState::InitDone { hs, .. }
+            | IkeState::AuthSent { hs, .. }
+            | IkeState::InterSent { hs, .. } => Some(&hs.keys),
             IkeState::Established { keys } | IkeState::Deleting { keys } => Some(keys),
             IkeState::InitSent(_) | IkeState::Closed => None,
         }
@@ -976,6 +995,13 @@ impl IkeSa {
         let Some(opened) = self.open_message(&hdr, remote, raw, now) else {
             return;
         };
+        if hdr.exchange == exchange::IKE_INTERMEDIATE {
+            // IntAuth needs the decrypted bytes, not just the payloads (RFC 9242 §3.3.2).
+            self.frag_responses.clear();
+            self.on_intermediate_response(now, opened, rng);
+            self.pump(now, rng);
+            return;
+        }
         let p = match wire::parse_chain(opened.first, &opened.plain) {
             Ok(p) => p,
             Err(e) => {
@@ -993,7 +1019,7 @@ impl IkeSa {
             return;
         };
         match out.req {
-            Req::Init => {}
+            Req::Init | Req::Intermediate => {}
             Req::Auth => self.on_auth_response(now, &p, rng),
             Req::CreateChild { req, ni } => self.on_create_child_response(now, req, &ni, &p, rng),
             Req::DeleteChild { inbound_spi } => self.on_delete_child_answer(inbound_spi),
@@ -1068,6 +1094,11 @@ impl IkeSa {
         let Some(opened) = self.open_message(&hdr, remote, raw, now) else {
             return;
         };
+        if hdr.exchange == exchange::IKE_INTERMEDIATE {
+            // IntAuth needs the decrypted bytes, not just the payloads (RFC 9242 §3.3.2).
+            self.on_intermediate_request(now, local, remote, hdr, opened, rng);
+            return;
+        }
         let p = match wire::parse_chain(opened.first, &opened.plain) {
             Ok(p) => p,
             Err(WireError::UnsupportedCritical(t)) => {
@@ -1101,6 +1132,18 @@ impl IkeSa {
         self.peer_mid += 1;
         self.last_heard = now;
         let mid = hdr.message_id;
+        if let (exchange::IKE_AUTH, Some(err)) = (hdr.exchange, self.auth_before_addke()) {
+            self.answer(
+                hdr.exchange,
+                mid,
+                local,
+                remote,
+                &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+                rng,
+            );
+            self.fail(err);
+            return;
+        }
         match (hdr.exchange, &self.state) {
             (exchange::IKE_AUTH, IkeState::InitDone { .. }) => {
                 // §2.23: the initiator moved to port 4500 after a NAT; the IKE SA lives

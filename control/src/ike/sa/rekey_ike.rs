@@ -251,6 +251,17 @@ impl IkeSa {
             );
             return None;
         }
+        if self.rekey_proposals().is_empty() {
+            // RFC 9370 §2.2.4 (IKE_FOLLOWUP_KE) is not implemented yet: a rekey without the
+            // mandatory additional key exchanges would be a silent downgrade.
+            let why = format!(
+                "the IKE SA cannot be rekeyed: every proposal ({}) has a mandatory additional key exchange, and rekeying with one (IKE_FOLLOWUP_KE, RFC 9370 §2.2.4) is not supported yet; it is set up anew when it expires",
+                self.offered_ike()
+            );
+            self.ike_rk.last_error = Some(IkeError::AddKe { why: why.clone() });
+            self.ignored(why);
+            return None;
+        }
         // §1.3.2: the KE is for the first group of our first proposal, unless the peer
         // asked for another with INVALID_KE_PAYLOAD.
         let group = self
@@ -264,8 +275,7 @@ impl IkeSa {
         let dh = keypair(group, rng);
         let payloads = vec![
             Payload::Sa(
-                self.cfg
-                    .ike
+                self.rekey_proposals()
                     .iter()
                     .enumerate()
                     .map(|(i, p)| p.to_wire_with_spi(i as u8 + 1, spi))
@@ -362,7 +372,8 @@ impl IkeSa {
         let (prop, suite) = match props.as_slice() {
             [one] => (
                 one,
-                IkeProposal::choose(&self.cfg.ike, std::slice::from_ref(one)).map(|x| x.1),
+                IkeProposal::choose(&self.rekey_proposals(), std::slice::from_ref(one))
+                    .map(|x| x.1),
             ),
             _ => return Err(malformed("does not carry exactly one proposal")),
         };
@@ -457,7 +468,9 @@ impl IkeSa {
             );
             return;
         };
-        let Some((number, suite)) = IkeProposal::choose_for_ke(&self.cfg.ike, props, group) else {
+        let Some((number, suite)) =
+            IkeProposal::choose_for_ke(&self.rekey_proposals(), props, group)
+        else {
             let err = IkeError::NoIkeRekeyProposal {
                 ours: self.offered_ike(),
                 theirs: props.iter().map(describe).collect::<Vec<_>>().join(", "),
@@ -558,6 +571,12 @@ impl IkeSa {
     }
 
     // ---- both ------------------------------------------------------------------------
+
+    /// Our proposals for an IKE SA rekey: without additional key exchanges (see
+    /// [`IkeProposal::without_mandatory_addke`]).
+    fn rekey_proposals(&self) -> Vec<IkeProposal> {
+        IkeProposal::without_mandatory_addke(&self.cfg.ike)
+    }
 
     /// §2.18: the new SA's SK keys, from this SA's SK_d and PRF and the exchange's DH,
     /// nonces and the new SPIs.

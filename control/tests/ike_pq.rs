@@ -1,0 +1,479 @@
+//! Post-quantum hybrid IKE SAs (RFC 9370 additional key exchanges with ML-KEM, carried in
+//! IKE_INTERMEDIATE, RFC 9242), sans-IO, our initiator against our responder: x25519 +
+//! ML-KEM-768 and ecp384 + ML-KEM-1024 establish and the first Child SA's keys cross; a
+//! changed IKE_INTERMEDIATE (sealed again with the right keys) makes AUTH fail through
+//! IntAuth; `ke1_none` falls back to a classic IKE SA against a peer without ADDKE; a
+//! mandatory ML-KEM against a classic peer fails in plain words.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use control::ike::child::{parse_ts, ChildCfg, EspProposal};
+use control::ike::lifetime::{ChildLifetime, IkeLifetime, Limits};
+use control::ike::sa::{ChildRequest, ChildSa, Connection, Event, IkeError, IkeSa, Phase};
+use control::ike::wire::{exchange, Header, Payload};
+use zeroize::Zeroizing;
+
+mod support;
+use support::{Counter, Seeded};
+
+const A: &str = "192.0.2.1:500";
+const B: &str = "192.0.2.2:500";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn conn(initiator: bool, ike: &str, esp: &str) -> Connection {
+    let (local, remote, lid, rid, lts, rts) = if initiator {
+        (
+            A,
+            B,
+            "gw-a.example",
+            "gw-b.example",
+            "10.1.0.0/16",
+            "10.2.0.0/16",
+        )
+    } else {
+        (
+            B,
+            A,
+            "gw-b.example",
+            "gw-a.example",
+            "10.2.0.0/16",
+            "10.1.0.0/16",
+        )
+    };
+    Connection {
+        name: "pq".into(),
+        local: addr(local),
+        remote: addr(remote),
+        local_id: lid.into(),
+        remote_id: rid.into(),
+        psk: Zeroizing::new(b"post-quantum".to_vec()),
+        ike: ike.split(',').map(|s| s.parse().unwrap()).collect(),
+        children: vec![ChildCfg {
+            name: "net".into(),
+            esp: vec![esp.parse::<EspProposal>().unwrap()],
+            local_ts: vec![parse_ts(lts).unwrap()],
+            remote_ts: vec![parse_ts(rts).unwrap()],
+            transport: false,
+            lifetime: ChildLifetime::from_swanctl(
+                Limits {
+                    rekey: Some(0),
+                    ..Default::default()
+                },
+                Limits::default(),
+                Limits::default(),
+            ),
+        }],
+        force_encap: false,
+        retransmit_ms: 1000,
+        retransmit_tries: 5,
+        auth: Default::default(),
+        fragmentation: Default::default(),
+        lifetime: IkeLifetime::from_swanctl(Some(0), Some(0), None, None),
+    }
+}
+
+/// A datagram on the wire, and who sent it.
+struct Sent {
+    by_initiator: bool,
+    data: Vec<u8>,
+}
+
+/// What the test may do to each datagram before delivery: `None` delivers it unchanged.
+type Tamper = Box<dyn FnMut(&IkeSa, &Sent, &mut Seeded) -> Option<Vec<u8>>>;
+
+struct Pair {
+    i: IkeSa,
+    r: Option<IkeSa>,
+    rng: Seeded,
+    spis_i: Counter,
+    spis_r: Counter,
+    now: u64,
+    /// Every datagram delivered, in order (after tampering).
+    wire: Vec<Sent>,
+    ev_i: Vec<Event>,
+    ev_r: Vec<Event>,
+    tamper: Option<Tamper>,
+}
+
+impl Pair {
+    fn new(ci: Connection, seed: u64) -> Pair {
+        let mut rng = Seeded(seed);
+        let i = IkeSa::initiate(
+            ci,
+            addr(A),
+            addr(B),
+            ChildRequest {
+                child: 0,
+                inbound_spi: 0x8000_0001,
+            },
+            true,
+            0,
+            &mut rng,
+        );
+        Pair {
+            i,
+            r: None,
+            rng,
+            spis_i: Counter(0x9000_0000),
+            spis_r: Counter(0xa000_0000),
+            now: 0,
+            wire: Vec::new(),
+            ev_i: Vec::new(),
+            ev_r: Vec::new(),
+            tamper: None,
+        }
+    }
+
+    /// Deliver datagrams until nobody has anything to send.
+    fn run(&mut self, cr: &Connection) {
+        let mut q: VecDeque<Sent> = VecDeque::new();
+        for _ in 0..200 {
+            while let Some(e) = self.i.poll_event() {
+                match e {
+                    Event::Send { data, .. } => q.push_back(Sent {
+                        by_initiator: true,
+                        data,
+                    }),
+                    e => self.ev_i.push(e),
+                }
+            }
+            if let Some(r) = self.r.as_mut() {
+                while let Some(e) = r.poll_event() {
+                    match e {
+                        Event::Send { data, .. } => q.push_back(Sent {
+                            by_initiator: false,
+                            data,
+                        }),
+                        e => self.ev_r.push(e),
+                    }
+                }
+            }
+            let Some(mut d) = q.pop_front() else {
+                return;
+            };
+            if let Some(t) = self.tamper.as_mut() {
+                let sender = if d.by_initiator {
+                    &self.i
+                } else {
+                    self.r.as_ref().unwrap()
+                };
+                if let Some(new) = t(sender, &d, &mut self.rng) {
+                    d.data = new;
+                }
+            }
+            self.now += 1;
+            if d.by_initiator {
+                match self.r.as_mut() {
+                    Some(r) => r.handle(
+                        self.now,
+                        addr(B),
+                        addr(A),
+                        &d.data,
+                        &mut self.rng,
+                        &mut self.spis_r,
+                    ),
+                    None => match IkeSa::respond(
+                        cr.clone(),
+                        addr(B),
+                        addr(A),
+                        &d.data,
+                        self.now,
+                        &mut self.rng,
+                    ) {
+                        Ok(r) => self.r = Some(r),
+                        Err(events) => {
+                            for e in events {
+                                match e {
+                                    Event::Send { data, .. } => q.push_back(Sent {
+                                        by_initiator: false,
+                                        data,
+                                    }),
+                                    e => self.ev_r.push(e),
+                                }
+                            }
+                        }
+                    },
+                }
+            } else {
+                self.i.handle(
+                    self.now,
+                    addr(A),
+                    addr(B),
+                    &d.data,
+                    &mut self.rng,
+                    &mut self.spis_i,
+                );
+            }
+            self.wire.push(d);
+        }
+        panic!("the exchange did not settle");
+    }
+
+    fn headers(&self) -> Vec<(bool, Header)> {
+        self.wire
+            .iter()
+            .map(|d| (d.by_initiator, Header::parse(&d.data).unwrap()))
+            .collect()
+    }
+}
+
+fn ups(ev: &[Event]) -> Vec<&ChildSa> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildUp(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed(ev: &[Event]) -> Vec<&IkeError> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Failed(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn suite_of(ev: &[Event]) -> Option<String> {
+    ev.iter().find_map(|e| match e {
+        Event::Established { suite, .. } => Some(suite.to_string()),
+        _ => None,
+    })
+}
+
+/// Establish with `ike_i` / `ike_r`; returns the pair after it settled.
+fn establish(ike_i: &str, ike_r: &str, seed: u64) -> Pair {
+    let ci = conn(true, ike_i, "aes256gcm16");
+    let cr = conn(false, ike_r, "aes256gcm16");
+    let mut p = Pair::new(ci, seed);
+    p.run(&cr);
+    p
+}
+
+fn assert_up_and_keys_cross(p: &Pair) {
+    assert_eq!(p.i.phase(), Phase::Established, "{:?}", failed(&p.ev_i));
+    let r = p.r.as_ref().unwrap();
+    assert_eq!(r.phase(), Phase::Established, "{:?}", failed(&p.ev_r));
+    let (ui, ur) = (ups(&p.ev_i), ups(&p.ev_r));
+    assert_eq!((ui.len(), ur.len()), (1, 1));
+    assert_eq!(ui[0].keys_out.encryption[..], ur[0].keys_in.encryption[..]);
+    assert_eq!(ui[0].keys_in.encryption[..], ur[0].keys_out.encryption[..]);
+    assert_ne!(ui[0].keys_in.encryption[..], ui[0].keys_out.encryption[..]);
+}
+
+/// The messages on the wire, as (from initiator, exchange, message ID); the fragments of
+/// one message (RFC 7383) count once.
+fn exchanges(p: &Pair) -> Vec<(bool, u8, u32)> {
+    let mut out: Vec<(bool, u8, u32)> = p
+        .headers()
+        .into_iter()
+        .map(|(i, h)| (i, h.exchange, h.message_id))
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Bytes and datagrams of the message (from initiator, exchange, message ID).
+fn message_size(p: &Pair, m: (bool, u8, u32)) -> (usize, usize) {
+    p.wire
+        .iter()
+        .zip(p.headers())
+        .filter(|(_, (i, h))| (*i, h.exchange, h.message_id) == m)
+        .fold((0, 0), |(b, n), (d, _)| (b + d.data.len(), n + 1))
+}
+
+#[test]
+fn x25519_with_mlkem768_establishes_through_one_ike_intermediate() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let p = establish(ike, ike, 1);
+    assert_up_and_keys_cross(&p);
+    assert_eq!(
+        suite_of(&p.ev_i).unwrap(),
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
+    );
+    assert_eq!(
+        exchanges(&p),
+        vec![
+            (true, exchange::IKE_SA_INIT, 0),
+            (false, exchange::IKE_SA_INIT, 0),
+            (true, exchange::IKE_INTERMEDIATE, 1),
+            (false, exchange::IKE_INTERMEDIATE, 1),
+            (true, exchange::IKE_AUTH, 2),
+            (false, exchange::IKE_AUTH, 2),
+        ]
+    );
+    // The ML-KEM-768 encapsulation key (1184 B) and ciphertext (1088 B) are inside.
+    assert!(message_size(&p, (true, exchange::IKE_INTERMEDIATE, 1)).0 > 1184);
+    assert!(message_size(&p, (false, exchange::IKE_INTERMEDIATE, 1)).0 > 1088);
+}
+
+#[test]
+fn ecp384_with_mlkem1024_and_a_second_addke_establish() {
+    let ike = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024";
+    let p = establish(ike, ike, 2);
+    assert_up_and_keys_cross(&p);
+    // The encapsulation key and the ciphertext (1568 B each) do not fit in 1280 bytes:
+    // both IKE_INTERMEDIATE messages go in fragments (RFC 7383).
+    for by_i in [true, false] {
+        let (bytes, datagrams) = message_size(&p, (by_i, exchange::IKE_INTERMEDIATE, 1));
+        assert!(
+            bytes > 1568 && datagrams >= 2,
+            "{by_i}: {bytes} B in {datagrams}"
+        );
+    }
+    // Two additional key exchanges: two IKE_INTERMEDIATE exchanges, IKE_AUTH is MID 3.
+    let ike2 = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke2_mlkem768";
+    let p = establish(ike2, ike2, 3);
+    assert_up_and_keys_cross(&p);
+    let ex = exchanges(&p);
+    assert_eq!(ex[2], (true, exchange::IKE_INTERMEDIATE, 1));
+    assert_eq!(ex[4], (true, exchange::IKE_INTERMEDIATE, 2));
+    assert_eq!(ex[6], (true, exchange::IKE_AUTH, 3));
+    assert_eq!(
+        suite_of(&p.ev_r).unwrap(),
+        "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024-ke2_mlkem768"
+    );
+}
+
+#[test]
+fn a_changed_ike_intermediate_that_still_decrypts_makes_auth_fail() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    // Unfragmented, so the hook sees the whole message (fragmented IntAuth is the same
+    // octets, RFC 9242 §3.3.2).
+    let mut ci = conn(true, ike, "aes256gcm16");
+    ci.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut cr = conn(false, ike, "aes256gcm16");
+    cr.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut p = Pair::new(ci, 4);
+    // The initiator's IKE_INTERMEDIATE request gains a vendor ID on the way: sealed again
+    // with the initiator's own keys, so the responder opens it, ignores the payload, and
+    // still has a different IntAuth (RFC 9242 §3.3.2).
+    p.tamper = Some(Box::new(|sender, d, rng| {
+        let h = Header::parse(&d.data).ok()?;
+        if !d.by_initiator || h.exchange != exchange::IKE_INTERMEDIATE {
+            return None;
+        }
+        sender.reseal_own_for_test(
+            &d.data,
+            |p| p.push(Payload::VendorId(b"tampered".to_vec())),
+            rng,
+        )
+    }));
+    p.run(&cr);
+    assert!(ups(&p.ev_i).is_empty() && ups(&p.ev_r).is_empty());
+    let fr = failed(&p.ev_r);
+    assert!(
+        matches!(fr[..], [IkeError::PeerAuthInvalid { .. }]),
+        "responder: {fr:?}"
+    );
+    let fi = failed(&p.ev_i);
+    assert!(
+        matches!(fi[..], [IkeError::PeerRejectedAuth { .. }]),
+        "initiator: {fi:?}"
+    );
+    // The untouched run with the same seed establishes: the vendor ID made the difference.
+    let p = establish(ike, ike, 4);
+    assert_up_and_keys_cross(&p);
+}
+
+#[test]
+fn ke1_none_against_a_classic_responder_gives_a_classic_ike_sa() {
+    let p = establish(
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none",
+        "aes256gcm16-prfsha384-x25519",
+        5,
+    );
+    assert_up_and_keys_cross(&p);
+    assert_eq!(suite_of(&p.ev_i).unwrap(), "aes256gcm16-prfsha384-x25519");
+    let ex = exchanges(&p);
+    assert!(ex.iter().all(|e| e.1 != exchange::IKE_INTERMEDIATE));
+    assert_eq!(ex[2], (true, exchange::IKE_AUTH, 1));
+    // The same with a responder that allows NONE: both offer ML-KEM, so it runs.
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none";
+    let p = establish(ike, ike, 6);
+    assert_up_and_keys_cross(&p);
+    assert_eq!(
+        suite_of(&p.ev_r).unwrap(),
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
+    );
+    // A classic initiator against a responder with `ke1_none`: classic.
+    let p = establish("aes256gcm16-prfsha384-x25519", ike, 7);
+    assert_up_and_keys_cross(&p);
+    assert_eq!(suite_of(&p.ev_r).unwrap(), "aes256gcm16-prfsha384-x25519");
+}
+
+#[test]
+fn mandatory_mlkem_against_a_classic_peer_fails_in_plain_words() {
+    let p = establish(
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+        "aes256gcm16-prfsha384-x25519",
+        8,
+    );
+    assert!(p.r.is_none());
+    let fr = failed(&p.ev_r);
+    let msg = fr[0].to_string();
+    assert!(
+        msg.contains("ke1_mlkem768") && msg.contains("aes256gcm16-prfsha384-x25519"),
+        "{msg}"
+    );
+    let fi = failed(&p.ev_i);
+    let msg = fi[0].to_string();
+    assert!(msg.contains("ke1_mlkem768"), "{msg}");
+    // And the other way round: the responder insists on ML-KEM.
+    let p = establish(
+        "aes256gcm16-prfsha384-x25519",
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+        9,
+    );
+    let msg = failed(&p.ev_r)[0].to_string();
+    assert!(msg.contains("ke1_mlkem768"), "{msg}");
+}
+
+fn new_sa_suites(ev: &[Event]) -> Vec<String> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::NewIkeSa(sa) => sa.suite().map(|s| s.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) is not implemented yet: an IKE SA rekey runs without
+/// additional key exchanges when the configuration allows NONE, and is refused in plain
+/// words (no silent downgrade) when it does not.
+#[test]
+fn ike_rekey_without_followup_ke_takes_the_none_twin_or_says_why_not() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none";
+    let ci = conn(true, ike, "aes256gcm16");
+    let cr = conn(false, ike, "aes256gcm16");
+    let mut p = Pair::new(ci, 10);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    let now = p.now;
+    p.i.rekey_ike(now, &mut p.rng).unwrap();
+    p.run(&cr);
+    assert_eq!(new_sa_suites(&p.ev_i), vec!["aes256gcm16-prfsha384-x25519"]);
+    assert_eq!(new_sa_suites(&p.ev_r), vec!["aes256gcm16-prfsha384-x25519"]);
+
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let ci = conn(true, ike, "aes256gcm16");
+    let cr = conn(false, ike, "aes256gcm16");
+    let mut p = Pair::new(ci, 11);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    let now = p.now;
+    p.i.rekey_ike(now, &mut p.rng).unwrap();
+    p.run(&cr);
+    assert!(new_sa_suites(&p.ev_i).is_empty());
+    let e = p.i.ike_rekey_error().unwrap().to_string();
+    assert!(
+        e.contains("IKE_FOLLOWUP_KE") && e.contains("ke1_mlkem768"),
+        "{e}"
+    );
+    assert_eq!(p.i.phase(), Phase::Established);
+}
