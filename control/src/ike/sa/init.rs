@@ -16,6 +16,7 @@ use super::{
     error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest, Connection,
     Event, Handshake, IkeError, IkeSa, IkeState, InitSent, Random, Req, Role, SkKeys, NAT_T_PORT,
 };
+use crate::pki::AuthKind;
 
 /// What IKE_SA_INIT acts on; anything else is reported.
 const INIT_PAYLOADS: &[u8] = &[payload::SA, payload::KE, payload::NONCE];
@@ -23,7 +24,10 @@ const INIT_NOTIFIES: &[u16] = &[
     notify::NAT_DETECTION_SOURCE_IP,
     notify::NAT_DETECTION_DESTINATION_IP,
     notify::COOKIE,
+    notify::SIGNATURE_HASH_ALGORITHMS,
 ];
+/// The response may also carry the responder's CERTREQ (RFC 7296 §1.2).
+const INIT_RESPONSE_PAYLOADS: &[u8] = &[payload::SA, payload::KE, payload::NONCE, payload::CERTREQ];
 
 fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     // RFC 7296 §2.23: SHA-1(SPIi | SPIr | IP | port).
@@ -137,6 +141,7 @@ impl IkeSa {
         });
         payloads.push(Payload::Nonce(init.ni.clone()));
         payloads.extend(self.nat_notifies(0));
+        payloads.extend(self.hash_algorithms_notify());
         let msg = Message {
             header: self.header(exchange::IKE_SA_INIT, 0, false),
             payloads,
@@ -229,7 +234,12 @@ impl IkeSa {
             return;
         };
         let p = &msg.payloads;
-        self.report_unused("IKE_SA_INIT", p, INIT_PAYLOADS, INIT_NOTIFIES);
+        let used = if self.cfg.auth.local == AuthKind::Pubkey {
+            INIT_RESPONSE_PAYLOADS
+        } else {
+            INIT_PAYLOADS
+        };
+        self.report_unused("IKE_SA_INIT", p, used, INIT_NOTIFIES);
         if let Some(c) = find_notify(p, notify::COOKIE) {
             if init.cookie.is_none() {
                 tracing::info!(conn = %self.cfg.name, "responder asked for a cookie; retrying");
@@ -329,6 +339,8 @@ impl IkeSa {
             self.remote.set_port(NAT_T_PORT);
         }
         tracing::info!(conn = %self.cfg.name, %suite, nat = self.nat, "IKE_SA_INIT done");
+        let peer_hashes = self.peer_hash_algorithms(p);
+        let peer_certreq = self.peer_cert_request(p, "IKE_SA_INIT");
         let hs = Handshake {
             keys: d.keys,
             sk_pi: d.sk_pi,
@@ -338,6 +350,8 @@ impl IkeSa {
             init_request: std::mem::take(&mut init.request),
             init_response: raw.to_vec(),
             int_auth: Vec::new(),
+            peer_hashes,
+            peer_certreq,
         };
         self.send_auth(now, hs, init.first, init.initial_contact, rng);
     }
@@ -452,6 +466,10 @@ impl IkeSa {
             Payload::Nonce(nr.clone()),
         ];
         payloads.extend(sa.nat_notifies(sa.spi_r));
+        payloads.extend(sa.hash_algorithms_notify());
+        // RFC 7296 §1.2: the responder's CERTREQ goes in its IKE_SA_INIT response.
+        payloads.extend(sa.cert_request());
+        let peer_hashes = sa.peer_hash_algorithms(p);
         let resp = Message {
             header: sa.header(exchange::IKE_SA_INIT, 0, true),
             payloads,
@@ -470,6 +488,8 @@ impl IkeSa {
                 init_request: raw.to_vec(),
                 init_response: resp.clone(),
                 int_auth: Vec::new(),
+                peer_hashes,
+                peer_certreq: None,
             }),
             expires,
         };

@@ -254,6 +254,12 @@ struct Handshake {
     /// RFC 9242 §3.3.2: `IntAuth_i | IntAuth_r | IKE_AUTH MID` when IKE_INTERMEDIATE
     /// exchanges ran, else empty; appended to both sides' signed octets.
     int_auth: Vec<u8>,
+    /// RFC 7427 §4: the hashes the peer announced in SIGNATURE_HASH_ALGORITHMS; `None`
+    /// without the notify (then we sign with the classic methods 1/9/10).
+    peer_hashes: Option<Vec<super::sig::Hash>>,
+    /// The peer's CERTREQ (RFC 7296 §3.7): the key hashes of the CAs it trusts; `None` if
+    /// it sent none (then `send_cert = ifasked` sends no certificate).
+    peer_certreq: Option<Vec<[u8; 20]>>,
 }
 
 /// Initiator: IKE_SA_INIT sent.
@@ -496,7 +502,6 @@ impl IkeSa {
     }
 
     /// Unix seconds at `now`.
-    #[allow(dead_code)] // certificate validity (issue 13 work in progress)
     pub(crate) fn unix_now_s(&self, now: u64) -> i64 {
         (self.wall_base_ms.saturating_add(now) / 1000) as i64
     }
