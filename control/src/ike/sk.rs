@@ -25,6 +25,8 @@ pub enum SkError {
     Integrity,
     #[error("the encrypted payload is too short or badly padded")]
     Length,
+    #[error("the message is one fragment (RFC 7383) of a larger one, not a whole message")]
+    Fragment,
 }
 
 /// RFC 9242 §3.3.2: the octets an IKE_INTERMEDIATE message contributes to IntAuth, `A | P`:
@@ -84,8 +86,19 @@ impl SkCrypto {
         }
     }
 
-    fn icv_len(&self) -> usize {
+    /// Bytes the ICV adds.
+    pub fn icv_len(&self) -> usize {
         self.crypto.icv_len()
+    }
+
+    /// The cipher's block: what the encrypted content (with pad length) must be a
+    /// multiple of. 1 for the AEAD ciphers (stream modes, no padding needed).
+    pub fn block_len(&self) -> usize {
+        if self.aead {
+            1
+        } else {
+            16
+        }
     }
 
     /// A whole message: `header` (next payload and length are filled in), then an SK
@@ -96,11 +109,29 @@ impl SkCrypto {
         inner: &[Payload],
         iv: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
+        let mut plain = Vec::with_capacity(256);
+        let first = wire::emit_chain(inner, &mut plain);
+        self.seal_bytes(header, first, None, &plain, iv)
+    }
+
+    /// A whole message around already emitted inner payloads: an SK payload, or with
+    /// `fragment = Some((number, total))` an Encrypted Fragment payload (RFC 7383 §2.5)
+    /// whose fragment numbers are covered by the AAD / integrity check like the rest of
+    /// its header. `first`: the type of the first inner payload (0 in fragments after
+    /// the first, RFC 7383 §2.5).
+    pub fn seal_bytes(
+        &self,
+        header: Header,
+        first: u8,
+        fragment: Option<(u16, u16)>,
+        inner: &[u8],
+        iv: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         if iv.len() != self.iv_len() {
             return Err(CryptoError::BadLength);
         }
-        let mut plain = Vec::with_capacity(256);
-        let first = wire::emit_chain(inner, &mut plain);
+        let mut plain = Vec::with_capacity(inner.len() + 16);
+        plain.extend_from_slice(inner);
         if self.aead {
             plain.push(0); // pad length 0 (RFC 5282 §3: padding is optional)
         } else {
@@ -108,16 +139,28 @@ impl SkCrypto {
             plain.extend(std::iter::repeat_n(0u8, pad));
             plain.push(pad as u8);
         }
-        let sk_len = PAYLOAD_HEADER_LEN + iv.len() + plain.len() + self.icv_len();
-        let mut out = Vec::with_capacity(HEADER_LEN + sk_len);
+        let (kind, extra) = match fragment {
+            None => (payload::SK, 0),
+            Some(_) => (payload::SKF, FRAG_NUMBERS_LEN),
+        };
+        let sk_len = PAYLOAD_HEADER_LEN + extra + iv.len() + plain.len() + self.icv_len();
+        let total = HEADER_LEN + sk_len;
+        if sk_len > usize::from(u16::MAX) {
+            return Err(CryptoError::BadLength);
+        }
+        let mut out = Vec::with_capacity(total);
         Header {
-            next_payload: payload::SK,
-            length: (HEADER_LEN + sk_len) as u32,
+            next_payload: kind,
+            length: total as u32,
             ..header
         }
         .emit(&mut out);
         out.extend_from_slice(&[first, 0]);
         out.extend_from_slice(&(sk_len as u16).to_be_bytes());
+        if let Some((number, count)) = fragment {
+            out.extend_from_slice(&number.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
+        }
         let aad_end = out.len();
         out.extend_from_slice(iv);
         let ct_at = out.len();
@@ -153,18 +196,28 @@ impl SkCrypto {
     }
 
     /// Like [`SkCrypto::open`], but the inner payloads stay bytes: what IntAuth (RFC 9242
-    /// §3.3.2, [`intauth_octets`]) and reassembly (RFC 7383) need.
+    /// §3.3.2, [`intauth_octets`]) and reassembly (RFC 7383) need. A fragment (SKF) is
+    /// refused here: see [`SkCrypto::open_any`].
     pub fn open_plain(&self, msg: &[u8]) -> Result<OpenedSk, SkError> {
+        match self.open_any(msg)? {
+            Opened::Whole(o) => Ok(o),
+            Opened::Fragment(_) => Err(SkError::Fragment),
+        }
+    }
+
+    /// Open a message whose last payload is SK or an Encrypted Fragment (RFC 7383 §2.5):
+    /// check its integrity (for a fragment over its numbers too) and decrypt.
+    pub fn open_any(&self, msg: &[u8]) -> Result<Opened, SkError> {
         let header = Header::parse(msg)?;
         let len = header.length as usize;
         if len > msg.len() || len < HEADER_LEN {
             return Err(WireError::BadLength("IKE message").into());
         }
         let msg = &msg[..len];
-        // Walk the clear payloads to the SK one.
+        // Walk the clear payloads to the SK (or SKF) one.
         let mut next = header.next_payload;
         let mut at = HEADER_LEN;
-        while next != payload::SK {
+        while next != payload::SK && next != payload::SKF {
             if next == payload::NONE || at + PAYLOAD_HEADER_LEN > msg.len() {
                 return Err(SkError::Missing);
             }
@@ -175,7 +228,12 @@ impl SkCrypto {
             next = msg[at];
             at += l;
         }
-        if at + PAYLOAD_HEADER_LEN > msg.len() {
+        let extra = if next == payload::SKF {
+            FRAG_NUMBERS_LEN
+        } else {
+            0
+        };
+        if at + PAYLOAD_HEADER_LEN + extra > msg.len() {
             return Err(SkError::Missing);
         }
         let first = msg[at];
@@ -183,9 +241,16 @@ impl SkCrypto {
         if at + sk_len != msg.len() {
             return Err(WireError::SkNotLast.into());
         }
+        let numbers = (extra > 0).then(|| {
+            let n = at + PAYLOAD_HEADER_LEN;
+            (
+                u16::from_be_bytes([msg[n], msg[n + 1]]),
+                u16::from_be_bytes([msg[n + 2], msg[n + 3]]),
+            )
+        });
         let (iv_len, icv_len) = (self.iv_len(), self.icv_len());
-        let body_at = at + PAYLOAD_HEADER_LEN;
-        if sk_len < PAYLOAD_HEADER_LEN + iv_len + icv_len + 1 {
+        let body_at = at + PAYLOAD_HEADER_LEN + extra;
+        if sk_len < PAYLOAD_HEADER_LEN + extra + iv_len + icv_len + 1 {
             return Err(SkError::Length);
         }
         let ct_at = body_at + iv_len;
@@ -196,6 +261,7 @@ impl SkCrypto {
             iv.copy_from_slice(&msg[body_at..ct_at]);
             let mut tag = [0u8; 16];
             tag.copy_from_slice(&msg[icv_at..]);
+            // The AAD runs to the IV: for a fragment it covers its numbers (RFC 7383 §2.5).
             self.crypto
                 .aead_open(&iv, &msg[..body_at], &mut plain, &tag)
                 .map_err(|_| SkError::Integrity)?;
@@ -215,12 +281,38 @@ impl SkCrypto {
             return Err(SkError::Length);
         }
         plain.truncate(plain.len() - pad - 1);
-        Ok(OpenedSk {
+        let sk = OpenedSk {
             header,
             first,
             plain,
+        };
+        Ok(match numbers {
+            None => Opened::Whole(sk),
+            Some((number, total)) => Opened::Fragment(OpenedFragment { sk, number, total }),
         })
     }
+}
+
+/// The Fragment Number and Total Fragments fields of an SKF payload (RFC 7383 §2.5).
+pub const FRAG_NUMBERS_LEN: usize = 4;
+
+/// What [`SkCrypto::open_any`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    Whole(OpenedSk),
+    Fragment(OpenedFragment),
+}
+
+/// One verified and decrypted Encrypted Fragment payload (RFC 7383 §2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedFragment {
+    /// `first` is the Next Payload field: the first inner payload's type in fragment 1,
+    /// 0 in the others; `plain` is this fragment's piece of the inner payloads.
+    pub sk: OpenedSk,
+    /// Fragment Number, from 1.
+    pub number: u16,
+    /// Total Fragments.
+    pub total: u16,
 }
 
 /// A decrypted SK payload, its inner payloads not yet parsed.

@@ -402,7 +402,7 @@ impl IkeSa {
         inner.extend(self.create_child_payloads(first, &[]));
         let mid = self.next_mid;
         let h = self.header(exchange::IKE_AUTH, mid, false);
-        let msg = Self::seal_with(&hs.keys, h, &inner, rng);
+        let msg = self.seal_with(&hs.keys, h, &inner, rng);
         self.next_mid += 1;
         self.state = IkeState::AuthSent {
             hs: Box::new(hs),
@@ -522,14 +522,13 @@ impl IkeSa {
         if let Err(err) = &mine {
             // §2.21.2: the error goes in the IKE_AUTH response itself.
             let h = self.header(exchange::IKE_AUTH, mid, true);
-            let msg = Self::seal_with(
+            let msg = self.seal_with(
                 &hs.keys,
                 h,
                 &[notify_payload(notify::AUTHENTICATION_FAILED, vec![])],
                 rng,
             );
-            self.last_response = Some((mid, msg.clone()));
-            self.send_to(local, remote, msg);
+            self.respond_with(mid, local, remote, msg);
             self.fail(err.clone());
             return;
         }

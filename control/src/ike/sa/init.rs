@@ -8,6 +8,7 @@ use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use super::super::dh::{Group, KeyPair};
+use super::super::frag::FragMode;
 use super::super::keys::{derive_ike_keys, IkeKeys, KeyLengths};
 use super::super::proposal::{describe, IkeProposal, IkeSuite};
 use super::super::sk::SkCrypto;
@@ -25,6 +26,7 @@ const INIT_NOTIFIES: &[u16] = &[
     notify::NAT_DETECTION_DESTINATION_IP,
     notify::COOKIE,
     notify::SIGNATURE_HASH_ALGORITHMS,
+    notify::IKEV2_FRAGMENTATION_SUPPORTED,
 ];
 /// The response may also carry the responder's CERTREQ (RFC 7296 §1.2).
 const INIT_RESPONSE_PAYLOADS: &[u8] = &[payload::SA, payload::KE, payload::NONCE, payload::CERTREQ];
@@ -142,6 +144,13 @@ impl IkeSa {
         payloads.push(Payload::Nonce(init.ni.clone()));
         payloads.extend(self.nat_notifies(0));
         payloads.extend(self.hash_algorithms_notify());
+        if self.cfg.fragmentation.mode != FragMode::No {
+            // RFC 7383 §2.3: we can receive (and with `yes` send) fragments.
+            payloads.push(notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            ));
+        }
         let msg = Message {
             header: self.header(exchange::IKE_SA_INIT, 0, false),
             payloads,
@@ -151,7 +160,8 @@ impl IkeSa {
         // Every IKE_SA_INIT retry is message 0 again (§2.6, §1.2).
         self.next_mid = 1;
         self.state = IkeState::InitSent(Box::new(init));
-        self.request(now, 0, msg, Req::Init);
+        // RFC 7383 §2.5: IKE_SA_INIT is never fragmented.
+        self.request(now, 0, vec![msg], Req::Init);
     }
 
     /// Our NAT detection notifies (§2.23), over the addresses as we see them.
@@ -171,6 +181,19 @@ impl IkeSa {
                 nat_hash(self.spi_i, spi_r, self.remote),
             ),
         ]
+    }
+
+    /// RFC 7383 §2.3: whether the peer announced IKEV2_FRAGMENTATION_SUPPORTED; with
+    /// `fragmentation = no` we did not (or will not) announce it, so it counts for nothing.
+    fn note_peer_fragmentation(&mut self, p: &[Payload]) {
+        let announced = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        self.frag_peer = announced && self.cfg.fragmentation.mode != FragMode::No;
+        if announced && !self.frag_peer {
+            self.ignored(
+                "IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT: this connection has fragmentation = no"
+                    .into(),
+            );
+        }
     }
 
     /// Compare the peer's NAT detection hashes with the addresses the message came from and
@@ -332,6 +355,7 @@ impl IkeSa {
         };
         self.suite = Some(suite);
         self.last_heard = now;
+        self.note_peer_fragmentation(p);
         self.detect_nat(p, self.spi_r, local, remote);
         if self.nat {
             // §2.23: move to port 4500 from IKE_AUTH on.
@@ -470,12 +494,20 @@ impl IkeSa {
         // RFC 7296 §1.2: the responder's CERTREQ goes in its IKE_SA_INIT response.
         payloads.extend(sa.cert_request());
         let peer_hashes = sa.peer_hash_algorithms(p);
+        sa.note_peer_fragmentation(p);
+        if sa.frag_peer {
+            // RFC 7383 §2.3: the responder answers the initiator's announcement.
+            payloads.push(notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            ));
+        }
         let resp = Message {
             header: sa.header(exchange::IKE_SA_INIT, 0, true),
             payloads,
         }
         .emit();
-        sa.last_response = Some((0, resp.clone()));
+        sa.last_response = Some((0, vec![resp.clone()]));
         sa.peer_mid = 1;
         let expires = now + sa.half_open_ms();
         sa.state = IkeState::InitDone {

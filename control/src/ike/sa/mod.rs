@@ -37,10 +37,11 @@ use zeroize::Zeroizing;
 
 use super::child::{ChildCfg, EspProposal};
 use super::dh::KeyPair;
+use super::frag::{self, FragMode, FragStats, Reassembler};
 use super::keys::Secret;
 use super::proposal::{IkeProposal, IkeSuite};
-use super::sk::{SkCrypto, SkError};
-use super::wire::{exchange, flags, Header, Message, Notify, Payload, Ts, WireError};
+use super::sk::{Opened, OpenedSk, SkCrypto};
+use super::wire::{self, exchange, flags, Header, Message, Notify, Payload, Ts, WireError};
 
 pub use error::IkeError;
 pub use stateless::{invalid_major_version, is_init_request, peek, CookieJar};
@@ -343,7 +344,9 @@ impl Req {
 /// Our request on the wire, retransmitted until answered (§2.1).
 struct Outstanding {
     mid: u32,
-    data: Vec<u8>,
+    /// The datagrams: one message, or all its fragments (RFC 7383 §2.6.1: every one is
+    /// retransmitted).
+    data: Vec<Vec<u8>>,
     next_at: u64,
     tries: u32,
     req: Req,
@@ -382,8 +385,9 @@ pub struct IkeSa {
     queue: VecDeque<Queued>,
     /// The message ID of the next request we expect from the peer.
     peer_mid: u32,
-    /// §2.1: the answer to the peer's last request, for its retransmissions.
-    last_response: Option<(u32, Vec<u8>)>,
+    /// §2.1: the answer to the peer's last request (its datagrams: one message or all
+    /// its fragments), for its retransmissions.
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
     events: VecDeque<Event>,
     established_at: Option<u64>,
     last_heard: u64,
@@ -395,6 +399,14 @@ pub struct IkeSa {
     /// Unix time in ms at `now == 0`: certificates are valid by the calendar, not by our
     /// monotonic clock. Set by the daemon ([`IkeSa::set_wall_clock`]).
     wall_base_ms: u64,
+    /// RFC 7383: the peer announced IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (and,
+    /// as responder, we announced it back).
+    frag_peer: bool,
+    /// Fragmented requests and responses from the peer being put together (one message
+    /// in progress per direction).
+    frag_requests: Reassembler,
+    frag_responses: Reassembler,
+    frag_stats: FragStats,
 }
 
 impl std::fmt::Debug for IkeSa {
@@ -455,6 +467,14 @@ fn exchange_name(e: u8) -> &'static str {
     }
 }
 
+/// A peer's whole retransmission budget under `cfg`'s timers: how long a half-open SA or
+/// an incomplete fragment set is worth keeping.
+fn retransmit_window(cfg: &Connection) -> u64 {
+    (0..cfg.retransmit_tries.max(1))
+        .map(|k| cfg.retransmit_ms.saturating_mul(1 << k.min(10)))
+        .fold(0u64, u64::saturating_add)
+}
+
 /// The first payload of a kind in a list, destructured: `first!(p, Payload::Nonce(n) => n)`.
 macro_rules! first {
     ($p:expr, $pat:pat => $out:expr) => {
@@ -468,6 +488,8 @@ pub(crate) use first;
 
 impl IkeSa {
     fn new(cfg: Connection, role: Role, local: SocketAddr, remote: SocketAddr) -> IkeSa {
+        // An incomplete fragment set is dropped after the peer's retransmission budget.
+        let frag_age = retransmit_window(&cfg);
         IkeSa {
             cfg,
             role,
@@ -493,6 +515,10 @@ impl IkeSa {
             book: Default::default(),
             ike_rk: Default::default(),
             wall_base_ms: 0,
+            frag_peer: false,
+            frag_requests: Reassembler::new(frag::MAX_REASSEMBLED, frag_age),
+            frag_responses: Reassembler::new(frag::MAX_REASSEMBLED, frag_age),
+            frag_stats: FragStats::default(),
         }
     }
 
@@ -565,6 +591,15 @@ impl IkeSa {
     pub fn last_heard(&self) -> u64 {
         self.last_heard
     }
+    /// What IKE fragmentation (RFC 7383) did on this SA.
+    pub fn frag_stats(&self) -> FragStats {
+        self.frag_stats
+    }
+    /// Whether we split our messages into fragments when they do not fit (both sides
+    /// announced support and our mode is `yes`).
+    pub fn fragments_outbound(&self) -> bool {
+        self.frag_peer && self.cfg.fragmentation.mode == FragMode::Yes
+    }
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -635,28 +670,79 @@ impl IkeSa {
         }
     }
 
+    /// Seal our payloads in `keys` into datagrams: one message, or, when it does not fit
+    /// and fragmentation is on both ways, its Encrypted Fragments (RFC 7383 §2.5).
     fn seal_with(
+        &self,
         keys: &SkKeys,
         header: Header,
         payloads: &[Payload],
         rng: &mut dyn Random,
-    ) -> Vec<u8> {
+    ) -> Vec<Vec<u8>> {
+        let mut inner = Vec::with_capacity(256);
+        let first = wire::emit_chain(payloads, &mut inner);
         let mut iv = vec![0u8; keys.sk_out.iv_len()];
         rng.fill(&mut iv);
         // The IV length is the one the cipher asked for: sealing cannot fail on lengths.
-        keys.sk_out
-            .seal(header, payloads, &iv)
-            .expect("IV of the cipher's own length")
+        let whole = keys
+            .sk_out
+            .seal_bytes(header, first, None, &inner, &iv)
+            .expect("IV of the cipher's own length; our messages stay under 64 KiB");
+        let Some(max) = self.fragment_limit() else {
+            return vec![whole];
+        };
+        if whole.len() <= max {
+            return vec![whole];
+        }
+        match frag::fragment(&keys.sk_out, header, first, &inner, max, rng) {
+            Ok(f) => {
+                tracing::info!(conn = %self.cfg.name, exchange = exchange_name(header.exchange), mid = header.message_id,
+                    "splitting IKE message ({} bytes) into {} fragments", whole.len(), f.len());
+                f
+            }
+            Err(e) => {
+                // Whole is the best we can do; IP fragmentation may still carry it.
+                tracing::warn!(conn = %self.cfg.name, "sending a {} byte IKE message unfragmented: {e}", whole.len());
+                vec![whole]
+            }
+        }
+    }
+
+    /// The largest IKE message we send whole, when we fragment (RFC 7383 §2.5.1): the
+    /// configured datagram size minus the headers for our path.
+    fn fragment_limit(&self) -> Option<usize> {
+        if !self.fragments_outbound() {
+            return None;
+        }
+        // The shell adds the non-ESP marker on any port but 500 (RFC 3948 §2.2).
+        Some(frag::max_ike_len(
+            self.cfg.fragmentation.size,
+            self.remote.is_ipv6(),
+            self.local.port() != IKE_PORT,
+        ))
     }
 
     /// Seal our payloads in the current keys; `None` in a state without keys.
-    fn seal(&self, header: Header, payloads: &[Payload], rng: &mut dyn Random) -> Option<Vec<u8>> {
+    fn seal(
+        &self,
+        header: Header,
+        payloads: &[Payload],
+        rng: &mut dyn Random,
+    ) -> Option<Vec<Vec<u8>>> {
         self.keys()
-            .map(|k| Self::seal_with(k, header, payloads, rng))
+            .map(|k| self.seal_with(k, header, payloads, rng))
+    }
+
+    fn count_sent(&mut self, data: &[Vec<u8>]) {
+        if data.len() > 1 {
+            self.frag_stats.messages_split += 1;
+            self.frag_stats.fragments_sent += data.len() as u64;
+        }
     }
 
     /// Put a request of ours on the wire (the window must be free).
-    fn request(&mut self, now: u64, mid: u32, data: Vec<u8>, req: Req) {
+    fn request(&mut self, now: u64, mid: u32, data: Vec<Vec<u8>>, req: Req) {
+        self.count_sent(&data);
         self.out = Some(Outstanding {
             mid,
             data: data.clone(),
@@ -664,7 +750,9 @@ impl IkeSa {
             tries: 1,
             req,
         });
-        self.send(data);
+        for d in data {
+            self.send(d);
+        }
     }
 
     /// Answer the peer's request `mid` (§2.1: to where it came from, §2.11), keeping the
@@ -679,11 +767,26 @@ impl IkeSa {
         rng: &mut dyn Random,
     ) {
         let h = self.header(exch, mid, true);
-        let Some(msg) = self.seal(h, payloads, rng) else {
+        let Some(msgs) = self.seal(h, payloads, rng) else {
             return;
         };
-        self.last_response = Some((mid, msg.clone()));
-        self.send_to(local, remote, msg);
+        self.respond_with(mid, local, remote, msgs);
+    }
+
+    /// Send an answer already sealed (one message or its fragments) and keep it for the
+    /// peer's retransmissions of request `mid`.
+    fn respond_with(
+        &mut self,
+        mid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        msgs: Vec<Vec<u8>>,
+    ) {
+        self.count_sent(&msgs);
+        self.last_response = Some((mid, msgs.clone()));
+        for m in msgs {
+            self.send_to(local, remote, m);
+        }
     }
 
     /// The IKE SA is dead: its children go, the daemon hears why.
@@ -874,21 +977,21 @@ impl IkeSa {
             }
             return;
         }
-        let Some(keys) = self.keys() else {
-            self.ignored("an encrypted response before the keys exist".into());
+        // §2.21: a response that does not verify is dropped; retransmissions go on.
+        let Some(opened) = self.open_message(&hdr, remote, raw, now) else {
             return;
         };
-        let p = match keys.sk_in.open(raw) {
-            Ok((_, p)) => p,
+        let p = match wire::parse_chain(opened.first, &opened.plain) {
+            Ok(p) => p,
             Err(e) => {
-                // §2.21: a response that does not verify is dropped; retransmissions go on.
                 self.ignored(format!(
-                    "a {} response from {remote} that does not open: {e}",
+                    "a {} response from {remote} that does not parse: {e}",
                     exchange_name(hdr.exchange)
                 ));
                 return;
             }
         };
+        self.frag_responses.clear();
         self.last_heard = now;
         self.follow_peer(remote);
         let Some(out) = self.out.take() else {
@@ -934,9 +1037,19 @@ impl IkeSa {
         if let Some((mid, resp)) = &self.last_response {
             if hdr.message_id == *mid {
                 // §2.1: a retransmitted request gets the same response again, to where this
-                // copy came from (§2.11).
-                let r = resp.clone();
-                self.send_to(local, remote, r);
+                // copy came from (§2.11); a fragmented one (all its fragments come again)
+                // on its fragment 1 only, with every fragment of ours (RFC 7383 §2.6.1).
+                match frag::peek_fragment_number(raw) {
+                    None | Some(1) => {
+                        let r = resp.clone();
+                        for d in r {
+                            self.send_to(local, remote, d);
+                        }
+                    }
+                    Some(n) => self.ignored(format!(
+                        "fragment {n} of a retransmitted request (message ID {mid}) from {remote}: answered on its fragment 1"
+                    )),
+                }
                 return;
             }
         }
@@ -956,16 +1069,13 @@ impl IkeSa {
             ));
             return;
         }
-        let Some(keys) = self.keys() else {
-            self.ignored(format!(
-                "a {} request from {remote} before IKE_SA_INIT is done",
-                exchange_name(hdr.exchange)
-            ));
+        // §2.21: a request that does not verify is dropped without an answer.
+        let Some(opened) = self.open_message(&hdr, remote, raw, now) else {
             return;
         };
-        let p = match keys.sk_in.open(raw) {
-            Ok((_, p)) => p,
-            Err(SkError::Wire(WireError::UnsupportedCritical(t))) => {
+        let p = match wire::parse_chain(opened.first, &opened.plain) {
+            Ok(p) => p,
+            Err(WireError::UnsupportedCritical(t)) => {
                 // §2.5: refuse it, naming the payload; the message ID is used up.
                 self.peer_mid += 1;
                 self.answer(
@@ -985,9 +1095,9 @@ impl IkeSa {
                 return;
             }
             Err(e) => {
-                // §2.21: a request that does not verify is dropped without an answer.
+                // The peer's keys, so the peer's bug: answer nothing, as for a forgery.
                 self.ignored(format!(
-                    "a {} request from {remote} that does not open: {e}",
+                    "a {} request from {remote} that does not parse: {e}",
                     exchange_name(hdr.exchange)
                 ));
                 return;
@@ -1047,6 +1157,71 @@ impl IkeSa {
                 ));
             }
         }
+    }
+
+    /// The one place an encrypted message from the peer is opened: a whole SK message, or
+    /// the fragment that completes an SKF set (RFC 7383 §2.6), as one decrypted payload
+    /// chain. `None` when nothing is complete yet or the datagram is not used (reported:
+    /// does not verify, or a fragment the reassembly refused). Only fragments that verify
+    /// are kept. The caller has checked the message ID against the window.
+    pub(super) fn open_message(
+        &mut self,
+        hdr: &Header,
+        remote: SocketAddr,
+        raw: &[u8],
+        now: u64,
+    ) -> Option<OpenedSk> {
+        let what = if hdr.is_response() {
+            "response"
+        } else {
+            "request"
+        };
+        let exch = exchange_name(hdr.exchange);
+        let opened = match self.keys() {
+            Some(k) => k.sk_in.open_any(raw),
+            None => {
+                self.ignored(format!(
+                    "an encrypted {exch} {what} from {remote} before the keys exist"
+                ));
+                return None;
+            }
+        };
+        let f = match opened {
+            Ok(Opened::Whole(o)) => return Some(o),
+            Ok(Opened::Fragment(f)) => f,
+            Err(e) => {
+                self.ignored(format!(
+                    "a {exch} {what} from {remote} that does not open: {e}"
+                ));
+                return None;
+            }
+        };
+        self.frag_stats.fragments_received += 1;
+        let (number, total) = (f.number, f.total);
+        let r = if hdr.is_response() {
+            &mut self.frag_responses
+        } else {
+            &mut self.frag_requests
+        };
+        let pushed = match r.push(f, now) {
+            Ok(p) => p,
+            Err(e) => {
+                self.frag_stats.dropped += 1;
+                self.ignored(format!(
+                    "fragment {number} of {total} of a {exch} {what} from {remote}: {e}"
+                ));
+                return None;
+            }
+        };
+        if let Some(e) = pushed.dropped {
+            self.frag_stats.dropped += 1;
+            self.ignored(format!("fragments of a {exch} {what} from {remote}: {e}"));
+        }
+        let m = pushed.message?;
+        self.frag_stats.messages_reassembled += 1;
+        tracing::info!(conn = %self.cfg.name, exchange = exch, mid = hdr.message_id,
+            "received fragment #{number} of {total}, reassembled fragmented IKE message ({} bytes)", m.plain.len());
+        Some(m)
     }
 
     /// RFC 7296 §2.23: with a NAT in front of the peer (and none in front of us), an
@@ -1168,16 +1343,17 @@ impl IkeSa {
         };
         o.tries += 1;
         o.next_at = now.saturating_add(base.saturating_mul(1 << (o.tries - 1).min(10)));
+        // RFC 7383 §2.6.1: every fragment again.
         let data = o.data.clone();
-        self.send(data);
+        for d in data {
+            self.send(d);
+        }
     }
 
     /// How long a responder waits for IKE_AUTH: the initiator's whole retransmission
     /// budget (it gives up after that too).
     fn half_open_ms(&self) -> u64 {
-        (0..self.cfg.retransmit_tries.max(1))
-            .map(|k| self.cfg.retransmit_ms.saturating_mul(1 << k.min(10)))
-            .fold(0u64, u64::saturating_add)
+        retransmit_window(&self.cfg)
     }
 
     // ---- commands --------------------------------------------------------------------

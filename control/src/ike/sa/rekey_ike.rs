@@ -606,6 +606,8 @@ impl IkeSa {
     ) -> IkeSa {
         let mut sa = IkeSa::new(self.cfg.clone(), role, self.local, self.remote);
         sa.wall_base_ms = self.wall_base_ms;
+        // RFC 7383 §2.3: negotiated in IKE_SA_INIT, kept across IKE SA rekeys.
+        sa.frag_peer = self.frag_peer;
         sa.spi_i = spi_i;
         sa.spi_r = spi_r;
         sa.suite = Some(keys.suite);
