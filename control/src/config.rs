@@ -36,6 +36,39 @@
 //! secret = "a long shared secret"
 //! ```
 //!
+//! Certificates (RFC 7296 §2.15 with RFC 7427 signatures) are configured as in swanctl:
+//!
+//! ```toml
+//! [connections.gw-c]
+//! # ... addresses, proposals, children as above ...
+//! send_cert = "ifasked"          # send our certificate only after a CERTREQ (default),
+//!                                # "always" or "never"
+//! send_certreq = true            # ask for the peer's certificate (default)
+//! clock_skew = "5m"              # validity allowance either way (default 5 min)
+//! fragmentation = "yes"          # RFC 7383: "yes" (default), "accept" (reassemble only), "no"
+//! fragment_size = 1280           # largest IP datagram of a fragment (default 1280)
+//!
+//! [connections.gw-c.local]
+//! id = "C=CH, O=example, CN=gw-a" # a DN in swanctl's forward order, or FQDN/IP/email
+//! auth = "pubkey"
+//! certs = ["gw-aCert.pem"]        # in x509/; the CAs of x509ca/ that issued it are sent too
+//!
+//! [connections.gw-c.remote]
+//! id = "*.example"                # wildcards: %any, *.example, *@example.net, CN=*
+//! auth = "pubkey"                 # the peer's certificate must hold its ID
+//! cacerts = ["rootCert.pem"]      # in x509ca/; default: every self-signed CA there
+//!
+//! [secrets.private-gw-a]          # optional: without it, every key in private/ is read
+//! file = "gw-aKey.pem"            # and the one that belongs to the certificate is used
+//! ```
+//!
+//! The credential directories are swanctl's, beside this file (an absolute path in a field
+//! is used as is): `x509/` our certificates, `x509ca/` CA certificates (self-signed ones are
+//! trust anchors, the others intermediates, which complete chains both ways), `private/`
+//! private keys (PKCS#1, SEC1 or PKCS#8, PEM or DER; a key file group or others may read is
+//! refused), `x509crl/` CRLs (all of them are checked). A side may use `psk` while the
+//! other uses `pubkey`; a `[secrets]` pre-shared key is needed only when a side uses `psk`.
+//!
 //! Traffic selectors use swanctl's syntax: `ADDRESS[PROTOCOL/PORT]`, where ADDRESS is a
 //! prefix (`10.1.0.0/24`), an address (`10.1.0.5`), a range (`10.1.0.5-10.1.0.9`), `%any`
 //! (`0.0.0.0/0`), `%any6` (`::/0`), `dynamic` (the connection's first own or peer address), or
@@ -67,11 +100,17 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use crate::ike::child::EspProposal;
+use crate::ike::frag::{FragConfig, FragMode, DEFAULT_FRAGMENT_SIZE};
 use crate::ike::lifetime::{ChildLifetime, IkeLifetime, Limits};
 use crate::ike::proposal::IkeProposal;
 use crate::ike::sa::{Connection, IKE_PORT};
 use crate::ike::wire::Ts;
+use crate::pki::load::{read_certs, read_crls, read_key, KeyPermissions};
+use crate::pki::{AuthConfig, AuthKind, Credentials, SendCert, TrustStore, DEFAULT_CLOCK_SKEW_S};
 use dataplane::control::static_sa::{bytes_value, packets_value};
 
 pub use crate::ike::child::ChildCfg;
@@ -193,7 +232,7 @@ struct RawFile {
     #[serde(default)]
     connections: BTreeMap<String, Spanned<RawConn>>,
     #[serde(default)]
-    secrets: BTreeMap<String, RawSecret>,
+    secrets: BTreeMap<String, Spanned<RawSecret>>,
 }
 
 type StrList = Spanned<Vec<Spanned<String>>>;
@@ -222,6 +261,16 @@ struct RawConn {
     over_time: Option<Spanned<toml::Value>>,
     #[serde(default)]
     rand_time: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    send_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    send_certreq: Option<bool>,
+    #[serde(default)]
+    clock_skew: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    fragmentation: Option<Spanned<String>>,
+    #[serde(default)]
+    fragment_size: Option<Spanned<i64>>,
     local: RawEnd,
     remote: RawEnd,
     children: Spanned<BTreeMap<String, Spanned<RawChild>>>,
@@ -233,6 +282,12 @@ struct RawEnd {
     id: Spanned<String>,
     #[serde(default)]
     auth: Option<Spanned<String>>,
+    /// local: our certificate, in `x509/`.
+    #[serde(default)]
+    certs: Option<StrList>,
+    /// remote: the trust anchors, in `x509ca/`.
+    #[serde(default)]
+    cacerts: Option<StrList>,
 }
 
 #[derive(Deserialize)]
@@ -271,11 +326,16 @@ struct RawChild {
     replay_window: Option<Spanned<i64>>,
 }
 
+/// `[secrets.NAME]`: a pre-shared key (`id` and `secret`) or a private key file (`file`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSecret {
-    id: Spanned<IdList>,
-    secret: Spanned<String>,
+    #[serde(default)]
+    id: Option<Spanned<IdList>>,
+    #[serde(default)]
+    secret: Option<Spanned<String>>,
+    #[serde(default)]
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -307,6 +367,8 @@ struct IkeParts {
     retransmit_ms: u64,
     retransmit_tries: u32,
     lifetime: IkeLifetime,
+    auth: AuthConfig,
+    fragmentation: FragConfig,
 }
 
 /// The one place that knows the shape of `ike::sa::Connection`.
@@ -324,9 +386,218 @@ fn connection(p: IkeParts, children: &[ChildCfg]) -> Connection {
         retransmit_ms: p.retransmit_ms,
         retransmit_tries: p.retransmit_tries,
         lifetime: p.lifetime,
-        auth: Default::default(),
-        fragmentation: Default::default(),
+        auth: p.auth,
+        fragmentation: p.fragmentation,
     }
+}
+
+/// The pre-shared key for a connection where a side uses one: the `[secrets]` entry for the
+/// remote identity, else for the local one (strongSwan matches shared keys by identity).
+fn pre_shared_key(
+    lines: &Lines<'_>,
+    raw: &RawFile,
+    c: &RawConn,
+    f: &dyn Fn(&str) -> String,
+    local_id: &str,
+    remote_id: &str,
+) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    let psk_for = |id: &str| {
+        raw.secrets.iter().find_map(|(n, s)| {
+            let s = s.get_ref();
+            match (&s.id, &s.secret) {
+                (Some(ids), Some(secret)) if ids.get_ref().contains(id) => Some((n, secret)),
+                _ => None,
+            }
+        })
+    };
+    let (secret_name, secret) = psk_for(remote_id)
+        .or_else(|| psk_for(local_id))
+        .ok_or_else(|| {
+            lines.err(
+                c.remote.id.span(),
+                f("remote.id"),
+                format!("no [secrets] entry has id {remote_id:?}"),
+            )
+        })?;
+    if secret.get_ref().len() < 16 {
+        return Err(lines.err(
+            secret.span(),
+            format!("secrets.{secret_name}.secret"),
+            "a pre-shared key must have at least 16 characters (RFC 7296 §2.15: weak PSKs are open to dictionary attacks)",
+        ));
+    }
+    Ok(Zeroizing::new(secret.get_ref().as_bytes().to_vec()))
+}
+
+/// `local.auth`/`remote.auth` and what they need: our certificate and key for `pubkey`
+/// locally, the trust anchors and CRLs for `pubkey` remotely; `send_cert`,
+/// `send_certreq`, `clock_skew`.
+fn auth_config(
+    lines: &Lines<'_>,
+    c: &RawConn,
+    f: &dyn Fn(&str) -> String,
+    pki: &mut PkiFiles,
+    perms: KeyPermissions,
+) -> Result<AuthConfig, ConfigError> {
+    let kinds = [("psk", AuthKind::Psk), ("pubkey", AuthKind::Pubkey)];
+    let local = keyword(lines, &c.local.auth, f("local.auth"), &kinds)?.unwrap_or_default();
+    let remote = keyword(lines, &c.remote.auth, f("remote.auth"), &kinds)?.unwrap_or_default();
+    let mut auth = AuthConfig {
+        local,
+        remote,
+        ..AuthConfig::default()
+    };
+    // Fields that belong to the other side or to the other method are refused rather than
+    // ignored: they would suggest a check that does not happen.
+    for (v, field, why) in [
+        (&c.local.cacerts, "local.cacerts", "the CAs that vouch for the peer go in remote.cacerts"),
+        (&c.remote.certs, "remote.certs", "the peer's certificate is checked against remote.cacerts; pinning one is not supported"),
+    ] {
+        if let Some(v) = v {
+            return Err(lines.err(v.span(), f(field), why));
+        }
+    }
+    match (local, &c.local.certs) {
+        (AuthKind::Pubkey, None) => {
+            let at = c
+                .local
+                .auth
+                .as_ref()
+                .map_or(c.local.id.span(), |a| a.span());
+            return Err(lines.err(
+                at,
+                f("local.auth"),
+                "\"pubkey\" needs our certificate: add certs = [\"FILE\"] (a file in x509/)",
+            ));
+        }
+        (AuthKind::Pubkey, Some(certs)) => {
+            let [cert] = &certs.get_ref()[..] else {
+                return Err(lines.err(
+                    certs.span(),
+                    f("local.certs"),
+                    "give exactly one certificate (the intermediates that issued it are taken \
+                     from x509ca/)",
+                ));
+            };
+            let creds = pki
+                .credentials(cert.get_ref(), perms)
+                .map_err(|e| lines.err(cert.span(), f("local.certs[0]"), e))?;
+            warn_if_id_not_in_cert(&creds, c.local.id.get_ref());
+            auth.credentials = Some(creds);
+        }
+        (AuthKind::Psk, Some(certs)) => {
+            return Err(lines.err(
+                certs.span(),
+                f("local.certs"),
+                "only used with auth = \"pubkey\"",
+            ))
+        }
+        (AuthKind::Psk, None) => {}
+    }
+    match (remote, &c.remote.cacerts) {
+        (AuthKind::Pubkey, cacerts) => {
+            let names: Option<Vec<String>> = cacerts
+                .as_ref()
+                .map(|v| v.get_ref().iter().map(|s| s.get_ref().clone()).collect());
+            let (span, field) = match (cacerts, &c.remote.auth) {
+                (Some(v), _) => (v.span(), "remote.cacerts"),
+                (None, Some(a)) => (a.span(), "remote.auth"),
+                (None, None) => (c.remote.id.span(), "remote.auth"),
+            };
+            auth.trust = Some(
+                pki.trust(names.as_deref())
+                    .map_err(|e| lines.err(span, f(field), e))?,
+            );
+        }
+        (AuthKind::Psk, Some(v)) => {
+            return Err(lines.err(
+                v.span(),
+                f("remote.cacerts"),
+                "only used with auth = \"pubkey\"",
+            ))
+        }
+        (AuthKind::Psk, None) => {}
+    }
+    auth.send_cert = keyword(
+        lines,
+        &c.send_cert,
+        f("send_cert"),
+        &[
+            ("ifasked", SendCert::IfAsked),
+            ("always", SendCert::Always),
+            ("never", SendCert::Never),
+        ],
+    )?
+    .unwrap_or_default();
+    auth.send_certreq = c.send_certreq.unwrap_or(true);
+    if let Some(v) = &c.clock_skew {
+        auth.clock_skew_s =
+            duration_ms(v.get_ref()).map_err(|e| lines.err(v.span(), f("clock_skew"), e))? / 1000;
+    } else {
+        auth.clock_skew_s = DEFAULT_CLOCK_SKEW_S;
+    }
+    Ok(auth)
+}
+
+/// strongSwan will not send an identity its certificate does not hold (it finds no key for
+/// it); we do, for tests of the peer's check, but say so.
+fn warn_if_id_not_in_cert(creds: &Credentials, id: &str) {
+    let Some(der) = creds.chain.first() else {
+        return;
+    };
+    let parsed = crate::pki::chain::describe(der);
+    let id_v = crate::ike::auth::parse_id(id);
+    if let Ok(cert) = parsed {
+        if !crate::pki::ident::cert_has_id(&cert, &id_v) {
+            tracing::warn!(
+                "local.id {id:?} is not in our certificate \"{}\" (its subject, or a \
+                 subjectAltName): peers that check it will refuse us",
+                cert.subject
+            );
+        }
+    }
+}
+
+/// The smallest fragment_size we accept: room for the IP, UDP, IKE header, Encrypted
+/// Fragment payload and a cipher block or two (RFC 7383 §2.5.1 takes 576 for IPv4 as the
+/// safe minimum; a little below is allowed for tests).
+const MIN_FRAGMENT_SIZE: i64 = 256;
+
+/// `fragmentation` and `fragment_size` (RFC 7383).
+fn frag_config(
+    lines: &Lines<'_>,
+    c: &RawConn,
+    f: &dyn Fn(&str) -> String,
+) -> Result<FragConfig, ConfigError> {
+    let mode = keyword(
+        lines,
+        &c.fragmentation,
+        f("fragmentation"),
+        &[
+            ("yes", FragMode::Yes),
+            ("accept", FragMode::Accept),
+            ("no", FragMode::No),
+        ],
+    )?
+    .unwrap_or_default();
+    let size = match &c.fragment_size {
+        None => DEFAULT_FRAGMENT_SIZE,
+        Some(v) => {
+            let n = *v.get_ref();
+            if !(MIN_FRAGMENT_SIZE..=65_535).contains(&n) {
+                return Err(lines.err(
+                    v.span(),
+                    f("fragment_size"),
+                    format!(
+                        "{n}: use {MIN_FRAGMENT_SIZE} ..= 65535 bytes (the largest IP datagram \
+                         a fragment may make; default {DEFAULT_FRAGMENT_SIZE})"
+                    ),
+                ));
+            }
+            n as usize
+        }
+    };
+    Ok(FragConfig { mode, size })
 }
 
 /// `local_addrs`/`remote_addrs`: every entry an address, no duplicates, and one family
@@ -907,6 +1178,218 @@ fn in_file_order<T>(m: &BTreeMap<String, Spanned<T>>) -> Vec<(&String, &Spanned<
     v
 }
 
+/// swanctl's credential directories beside the configuration file (`x509/`, `x509ca/`,
+/// `private/`, `x509crl/`), read when a connection first needs them and shared by every
+/// connection of the file. Errors are plain strings naming the file; the caller adds the
+/// configuration file, line and field.
+struct PkiFiles {
+    base: PathBuf,
+    /// Key files named in `[secrets.*]` entries with `file`.
+    secret_keys: Vec<PathBuf>,
+    /// Every certificate in `x509ca/`.
+    cas: Option<Vec<Vec<u8>>>,
+    crls: Option<Vec<Vec<u8>>>,
+    /// Every candidate key file with its public key (SubjectPublicKeyInfo DER).
+    keys: Option<Vec<(PathBuf, Vec<u8>)>>,
+    creds: BTreeMap<PathBuf, Arc<Credentials>>,
+    trust: BTreeMap<Option<Vec<PathBuf>>, Arc<TrustStore>>,
+}
+
+impl PkiFiles {
+    fn new(config_file: &Path) -> PkiFiles {
+        PkiFiles {
+            base: config_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            secret_keys: Vec::new(),
+            cas: None,
+            crls: None,
+            keys: None,
+            creds: BTreeMap::new(),
+            trust: BTreeMap::new(),
+        }
+    }
+
+    /// `name` in the directory `sub` beside the configuration file, or as is if absolute.
+    fn path(&self, sub: &str, name: &str) -> PathBuf {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(sub).join(p)
+        }
+    }
+
+    /// The regular files in `sub`, by name; none if the directory does not exist.
+    fn files(&self, sub: &str) -> Result<Vec<PathBuf>, String> {
+        let dir = self.base.join(sub);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("{}: cannot read the directory: {e}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let p = e
+                .map_err(|e| format!("{}: cannot read the directory: {e}", dir.display()))?
+                .path();
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn cas(&mut self) -> Result<&[Vec<u8>], String> {
+        if self.cas.is_none() {
+            let mut all = Vec::new();
+            for f in self.files("x509ca")? {
+                all.extend(read_certs(&f).map_err(|e| e.to_string())?);
+            }
+            self.cas = Some(all);
+        }
+        Ok(self.cas.as_deref().unwrap_or(&[]))
+    }
+
+    /// Every key we might use, with its public key: the `[secrets]` files, then `private/`.
+    fn keys(&mut self) -> Result<&[(PathBuf, Vec<u8>)], String> {
+        if self.keys.is_none() {
+            let mut files = self.secret_keys.clone();
+            for f in self.files("private")? {
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+            let mut keys = Vec::new();
+            for f in files {
+                // The mode is checked on the key that is used (below), not on every file.
+                let k =
+                    read_key(&f, KeyPermissions::AllowLooseForTests).map_err(|e| e.to_string())?;
+                keys.push((f, k.public_spki_der()));
+            }
+            self.keys = Some(keys);
+        }
+        Ok(self.keys.as_deref().unwrap_or(&[]))
+    }
+
+    /// Our certificate `cert` (a file name in `x509/`), the intermediates from `x509ca/`
+    /// that issued it, and the private key that belongs to it.
+    fn credentials(
+        &mut self,
+        cert: &str,
+        perms: KeyPermissions,
+    ) -> Result<Arc<Credentials>, String> {
+        let path = self.path("x509", cert);
+        if let Some(c) = self.creds.get(&path) {
+            return Ok(c.clone());
+        }
+        let mut chain = read_certs(&path).map_err(|e| e.to_string())?;
+        let ours = chain[0].clone();
+        for im in crate::pki::store::issuers_of(&ours, self.cas()?) {
+            if !chain.contains(&im) {
+                chain.push(im);
+            }
+        }
+        let spki = crate::pki::chain::Cert::parse(&ours, &path.display().to_string())
+            .map_err(|e| e.to_string())?
+            .spki_der;
+        let key_file = self
+            .keys()?
+            .iter()
+            .find(|(_, k)| *k == spki)
+            .map(|(f, _)| f.clone())
+            .ok_or_else(|| {
+                format!(
+                    "no private key in {} or a [secrets] file entry belongs to the certificate \
+                     in {}",
+                    self.base.join("private").display(),
+                    path.display()
+                )
+            })?;
+        let key = read_key(&key_file, perms).map_err(|e| e.to_string())?;
+        let c = Arc::new(Credentials::new(chain, key).map_err(|e| e.to_string())?);
+        self.creds.insert(path, c.clone());
+        Ok(c)
+    }
+
+    /// The trust anchors (`cacerts` file names in `x509ca/`, or every self-signed
+    /// certificate there), the other CAs of `x509ca/` as intermediates, and every CRL of
+    /// `x509crl/`.
+    fn trust(&mut self, cacerts: Option<&[String]>) -> Result<Arc<TrustStore>, String> {
+        let named: Option<Vec<PathBuf>> =
+            cacerts.map(|v| v.iter().map(|n| self.path("x509ca", n)).collect());
+        if let Some(t) = self.trust.get(&named) {
+            return Ok(t.clone());
+        }
+        let all = self.cas()?.to_vec();
+        let anchors: Vec<Vec<u8>> = match &named {
+            Some(files) => {
+                let mut a = Vec::new();
+                for f in files {
+                    a.extend(read_certs(f).map_err(|e| e.to_string())?);
+                }
+                a
+            }
+            None => all
+                .iter()
+                .filter(|d| crate::pki::store::is_self_issued(d))
+                .cloned()
+                .collect(),
+        };
+        if anchors.is_empty() {
+            return Err(format!(
+                "no trust anchor: {} holds no self-signed CA certificate (put the root CA \
+                 there, or name the CAs to trust in remote.cacerts)",
+                self.base.join("x509ca").display()
+            ));
+        }
+        if self.crls.is_none() {
+            let mut crls = Vec::new();
+            for f in self.files("x509crl")? {
+                crls.extend(read_crls(&f).map_err(|e| e.to_string())?);
+            }
+            self.crls = Some(crls);
+        }
+        let t = Arc::new(TrustStore {
+            intermediates: all.into_iter().filter(|d| !anchors.contains(d)).collect(),
+            anchors,
+            crls: self.crls.clone().unwrap_or_default(),
+        });
+        self.trust.insert(named, t.clone());
+        Ok(t)
+    }
+}
+
+/// Whether a key file entry: `[secrets.NAME]` with `file` (a private key in `private/`),
+/// else a pre-shared key with `id` and `secret`. Each must have what its kind needs.
+fn check_secret(lines: &Lines<'_>, name: &str, s: &Spanned<RawSecret>) -> Result<(), ConfigError> {
+    let r = s.get_ref();
+    let field = |x: &str| format!("secrets.{name}.{x}");
+    match (&r.file, &r.id, &r.secret) {
+        (Some(_), None, None) => Ok(()),
+        (Some(f), _, _) => Err(lines.err(
+            f.span(),
+            field("file"),
+            "a key file entry takes only `file` (encrypted private keys are not supported, \
+             and the key is found by the certificate, not by id)",
+        )),
+        (None, Some(_), Some(_)) => Ok(()),
+        (None, None, _) => Err(lines.err(
+            s.span(),
+            field("id"),
+            "a pre-shared key needs `id` (the identities it is for) and `secret`; a private \
+             key needs `file`",
+        )),
+        (None, Some(_), None) => Err(lines.err(
+            s.span(),
+            field("secret"),
+            "missing: give the pre-shared key",
+        )),
+    }
+}
+
 impl IkedConfig {
     pub fn load(path: &Path) -> Result<IkedConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -919,19 +1402,25 @@ impl IkedConfig {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<IkedConfig, ConfigError> {
+        IkedConfig::parse_with(file, text, KeyPermissions::Strict)
+    }
+
+    /// [`IkedConfig::parse`] accepting private key files that group or others may read:
+    /// for tests, whose fixtures git checks out 0644. The daemon never uses it.
+    pub fn parse_allowing_loose_key_permissions(
+        file: &Path,
+        text: &str,
+    ) -> Result<IkedConfig, ConfigError> {
+        IkedConfig::parse_with(file, text, KeyPermissions::AllowLooseForTests)
+    }
+
+    fn parse_with(
+        file: &Path,
+        text: &str,
+        perms: KeyPermissions,
+    ) -> Result<IkedConfig, ConfigError> {
         let lines = Lines { file, text };
         let raw: RawFile = deserialize_toml(&lines)?;
-        if raw.connections.is_empty() {
-            // An empty file would make a reload drop every tunnel: refuse it.
-            return Err(ConfigError {
-                file: file.to_path_buf(),
-                line: 0,
-                field: "connections".into(),
-                message: "no connection is configured: add a [connections.NAME] table \
-                          (use `vpnctl down` to stop tunnels)"
-                    .into(),
-            });
-        }
         let reqids = assign_reqids(raw.connections.iter().flat_map(|(conn, c)| {
             c.get_ref()
                 .children
@@ -939,9 +1428,45 @@ impl IkedConfig {
                 .keys()
                 .map(move |child| (conn.as_str(), child.as_str()))
         }));
+        IkedConfig::build(&lines, &raw, &reqids, perms)
+    }
+
+    fn build(
+        lines: &Lines<'_>,
+        raw: &RawFile,
+        reqids: &BTreeMap<(String, String), u32>,
+        perms: KeyPermissions,
+    ) -> Result<IkedConfig, ConfigError> {
+        if raw.connections.is_empty() {
+            // An empty file would make a reload drop every tunnel: refuse it.
+            return Err(ConfigError {
+                file: lines.file.to_path_buf(),
+                line: 0,
+                field: "connections".into(),
+                message: "no connection is configured: add a [connections.NAME] table \
+                          (use `vpnctl down` to stop tunnels)"
+                    .into(),
+            });
+        }
+        let mut pki = PkiFiles::new(lines.file);
+        for (name, s) in &raw.secrets {
+            check_secret(lines, name, s)?;
+            if let Some(f) = &s.get_ref().file {
+                let path = pki.path("private", f.get_ref());
+                pki.secret_keys.push(path);
+            }
+        }
         let mut connections = Vec::new();
         for (name, c) in in_file_order(&raw.connections) {
-            connections.push(conn_config(&lines, &raw, name, c.get_ref(), &reqids)?);
+            connections.push(conn_config(
+                lines,
+                raw,
+                name,
+                c.get_ref(),
+                reqids,
+                &mut pki,
+                perms,
+            )?);
         }
         Ok(IkedConfig { connections })
     }
@@ -977,6 +1502,8 @@ fn conn_config(
     name: &str,
     c: &RawConn,
     reqids: &BTreeMap<(String, String), u32>,
+    pki: &mut PkiFiles,
+    perms: KeyPermissions,
 ) -> Result<ConnConfig, ConfigError> {
     let f = |x: &str| format!("connections.{name}.{x}");
     let mut family = None;
@@ -996,42 +1523,28 @@ fn conn_config(
             "needs at least one proposal",
         ));
     }
+    let (local_id, remote_id) = (c.local.id.get_ref().clone(), c.remote.id.get_ref().clone());
     for (end, e) in [("local", &c.local), ("remote", &c.remote)] {
-        if let Some(a) = &e.auth {
-            if a.get_ref() != "psk" {
+        let id = e.id.get_ref();
+        // strongSwan reads anything with '=' as a DN; a typo there would silently become an
+        // FQDN no certificate holds.
+        if id.contains('=') {
+            if let Err(why) = crate::pki::ident::parse_dn(id) {
                 return Err(lines.err(
-                    a.span(),
-                    f(&format!("{end}.auth")),
-                    format!("{:?}: only \"psk\" is supported", a.get_ref()),
+                    e.id.span(),
+                    f(&format!("{end}.id")),
+                    format!("{why}: a distinguished name is written C=CH, O=example, CN=gw-a"),
                 ));
             }
         }
     }
-    let (local_id, remote_id) = (c.local.id.get_ref().clone(), c.remote.id.get_ref().clone());
-    // strongSwan matches a shared key by the identities it is for.
-    let (secret_name, secret) = raw
-        .secrets
-        .iter()
-        .find(|(_, s)| s.id.get_ref().contains(&remote_id))
-        .or_else(|| {
-            raw.secrets
-                .iter()
-                .find(|(_, s)| s.id.get_ref().contains(&local_id))
-        })
-        .ok_or_else(|| {
-            lines.err(
-                c.remote.id.span(),
-                f("remote.id"),
-                format!("no [secrets] entry has id {remote_id:?}"),
-            )
-        })?;
-    if secret.secret.get_ref().len() < 16 {
-        return Err(lines.err(
-            secret.secret.span(),
-            format!("secrets.{secret_name}.secret"),
-            "a pre-shared key must have at least 16 characters (RFC 7296 §2.15: weak PSKs are open to dictionary attacks)",
-        ));
-    }
+    let auth = auth_config(lines, c, &f, pki, perms)?;
+    let psk = if auth.local == AuthKind::Psk || auth.remote == AuthKind::Psk {
+        pre_shared_key(lines, raw, c, &f, &local_id, &remote_id)?
+    } else {
+        Zeroizing::new(Vec::new())
+    };
+    let fragmentation = frag_config(lines, c, &f)?;
     let duration = |v: &Option<Spanned<toml::Value>>, field: &str, default: u64| match v {
         None => Ok(default),
         Some(v) => duration_ms(v.get_ref()).map_err(|e| lines.err(v.span(), f(field), e)),
@@ -1175,12 +1688,14 @@ fn conn_config(
         remote: remote_addrs[0],
         local_id,
         remote_id,
-        psk: Zeroizing::new(secret.secret.get_ref().as_bytes().to_vec()),
+        psk,
         ike,
         force_encap: c.encap,
         retransmit_ms: c.retransmit_ms.unwrap_or(1000),
         retransmit_tries: c.retransmit_tries.unwrap_or(5),
         lifetime,
+        auth,
+        fragmentation,
     };
     Ok(ConnConfig {
         connection: connection(parts, &child_cfgs),
@@ -1391,7 +1906,13 @@ secret = "correct horse battery staple"
                 "auth = \"psk\"",
                 "auth = \"pubkey\"",
                 "local.auth",
-                "only \"psk\"",
+                "needs our certificate",
+            ),
+            (
+                "auth = \"psk\"",
+                "auth = \"eap\"",
+                "local.auth",
+                "\"psk\", \"pubkey\"",
             ),
             (
                 "esp_proposals = [\"aes128gcm16\", \"aes256-sha256\"]",
@@ -2066,5 +2587,276 @@ secret = "correct horse battery staple"
         // Probing wraps from the top of the range to 1 (0 is never a reqid).
         assert_eq!(next_reqid(REQID_MAX), 1);
         assert_eq!(next_reqid(1), 2);
+    }
+
+    /// A swanctl-style directory with the fixture PKI: gw-a's certificate and key, the
+    /// root and intermediate CAs, the intermediate's CRL. Keys are 0600 (git has 0644).
+    struct PkiDir(std::path::PathBuf);
+
+    impl PkiDir {
+        fn new() -> PkiDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let d = std::env::temp_dir().join(format!(
+                "iked-config-pki-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pki");
+            for (sub, files) in [
+                ("x509", &["gw-aCert.pem", "gw-bCert.pem"][..]),
+                ("x509ca", &["rootCert.pem", "imCert.pem"][..]),
+                ("private", &["gw-aKey.pem", "gw-bKey.pem"][..]),
+                ("x509crl", &["im.crl.pem"][..]),
+            ] {
+                std::fs::create_dir_all(d.join(sub)).unwrap();
+                for f in files {
+                    std::fs::copy(fx.join(f), d.join(sub).join(f)).unwrap();
+                }
+            }
+            for k in ["gw-aKey.pem", "gw-bKey.pem"] {
+                set_mode(&d.join("private").join(k), 0o600);
+            }
+            PkiDir(d)
+        }
+
+        fn parse(&self, text: &str) -> Result<IkedConfig, ConfigError> {
+            IkedConfig::parse(&self.0.join("iked.toml"), text)
+        }
+    }
+
+    impl Drop for PkiDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    const PUBKEY: &str = r#"
+[connections.gw-b]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+proposals = ["aes256gcm16-prfsha384-ecp384"]
+send_cert = "always"
+send_certreq = false
+clock_skew = "2m"
+fragmentation = "accept"
+fragment_size = 576
+
+[connections.gw-b.local]
+id = "C=CH, O=example, CN=gw-a"
+auth = "pubkey"
+certs = ["gw-aCert.pem"]
+
+[connections.gw-b.remote]
+id = "gw-b.example"
+auth = "pubkey"
+cacerts = ["rootCert.pem"]
+
+[connections.gw-b.children.net]
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.2.0.0/16"]
+esp_proposals = ["aes256gcm16"]
+"#;
+
+    fn fixture_der(name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/pki")
+            .join(name);
+        read_certs(&p).unwrap().remove(0)
+    }
+
+    #[test]
+    fn certificates_keys_and_trust_come_from_the_swanctl_directories() {
+        let d = PkiDir::new();
+        // No [secrets] at all: nothing uses a pre-shared key.
+        let c = d.parse(PUBKEY).unwrap();
+        let conn = &c.connections[0].connection;
+        let a = &conn.auth;
+        assert_eq!((a.local, a.remote), (AuthKind::Pubkey, AuthKind::Pubkey));
+        assert!(conn.psk.is_empty());
+        let creds = a.credentials.as_ref().unwrap();
+        assert_eq!(creds.subject, "C=CH, O=example, CN=gw-a");
+        // Our certificate, then the intermediate from x509ca/ that issued it (not the root).
+        assert_eq!(
+            creds.chain,
+            [fixture_der("gw-aCert.pem"), fixture_der("imCert.pem")]
+        );
+        let t = a.trust.as_ref().unwrap();
+        assert_eq!(t.anchors, [fixture_der("rootCert.pem")]);
+        assert_eq!(t.intermediates, [fixture_der("imCert.pem")]);
+        assert_eq!(t.crls.len(), 1);
+        assert_eq!(
+            (a.send_cert, a.send_certreq, a.clock_skew_s),
+            (SendCert::Always, false, 120)
+        );
+        assert_eq!(
+            conn.fragmentation,
+            FragConfig {
+                mode: FragMode::Accept,
+                size: 576
+            }
+        );
+        // The same with an explicit key file and the defaults.
+        let text = PUBKEY
+            .replace("send_cert = \"always\"\n", "")
+            .replace("send_certreq = false\n", "")
+            .replace("clock_skew = \"2m\"\n", "")
+            .replace("fragmentation = \"accept\"\n", "")
+            .replace("fragment_size = 576\n", "")
+            + "[secrets.private-a]\nfile = \"gw-aKey.pem\"\n";
+        let c2 = d.parse(&text).unwrap();
+        let a2 = &c2.connections[0].connection.auth;
+        assert_eq!(a2.credentials, a.credentials);
+        assert_eq!(
+            (a2.send_cert, a2.send_certreq, a2.clock_skew_s),
+            (SendCert::IfAsked, true, DEFAULT_CLOCK_SKEW_S)
+        );
+        assert_eq!(
+            c2.connections[0].connection.fragmentation,
+            FragConfig::default()
+        );
+    }
+
+    #[test]
+    fn psk_one_way_and_certificates_the_other() {
+        let d = PkiDir::new();
+        // We authenticate with a PSK, the peer with a certificate: the PSK is still needed,
+        // no key of ours is read, and every self-signed CA of x509ca/ is trusted.
+        let text = PUBKEY
+            .replace(
+                "auth = \"pubkey\"\ncerts = [\"gw-aCert.pem\"]",
+                "auth = \"psk\"",
+            )
+            .replace("cacerts = [\"rootCert.pem\"]\n", "");
+        let e = d.parse(&text).unwrap_err();
+        assert_eq!(e.field, "connections.gw-b.remote.id");
+        assert!(e.message.contains("no [secrets]"), "{e}");
+        let text = text
+            + "[secrets.ike]\nid = \"gw-b.example\"\nsecret = \"correct horse battery staple\"\n";
+        let c = d.parse(&text).unwrap();
+        let a = &c.connections[0].connection.auth;
+        assert_eq!((a.local, a.remote), (AuthKind::Psk, AuthKind::Pubkey));
+        assert!(a.credentials.is_none());
+        assert_eq!(
+            a.trust.as_ref().unwrap().anchors,
+            [fixture_der("rootCert.pem")]
+        );
+        assert_eq!(
+            &c.connections[0].connection.psk[..],
+            b"correct horse battery staple"
+        );
+        // An empty x509ca/ trusts nobody: refused, naming the directory.
+        for f in ["rootCert.pem", "imCert.pem"] {
+            std::fs::remove_file(d.0.join("x509ca").join(f)).unwrap();
+        }
+        let e = d.parse(&text).unwrap_err();
+        assert_eq!(e.field, "connections.gw-b.remote.auth");
+        assert!(e.message.contains("no trust anchor"), "{e}");
+        assert!(e.message.contains("x509ca"), "{e}");
+    }
+
+    #[test]
+    fn certificate_errors_name_file_line_and_field() {
+        let d = PkiDir::new();
+        let key = d.0.join("private/gw-aKey.pem");
+        set_mode(&key, 0o644);
+        let e = d.parse(PUBKEY).unwrap_err();
+        assert_eq!(e.field, "connections.gw-b.local.certs[0]");
+        assert_eq!(e.line, 15);
+        assert!(e.file.ends_with("iked.toml"));
+        assert!(
+            e.message.contains("gw-aKey.pem") && e.message.contains("644"),
+            "{e}"
+        );
+        // Tests may read loose keys (the fixtures in git are 0644).
+        assert!(
+            IkedConfig::parse_allowing_loose_key_permissions(&d.0.join("iked.toml"), PUBKEY)
+                .is_ok()
+        );
+        set_mode(&key, 0o600);
+        for (from, to, field, what) in [
+            (
+                "certs = [\"gw-aCert.pem\"]",
+                "certs = [\"nope.pem\"]",
+                "connections.gw-b.local.certs[0]",
+                "nope.pem",
+            ),
+            (
+                "certs = [\"gw-aCert.pem\"]",
+                "certs = [\"gw-aCert.pem\", \"gw-bCert.pem\"]",
+                "connections.gw-b.local.certs",
+                "exactly one",
+            ),
+            (
+                "cacerts = [\"rootCert.pem\"]",
+                "cacerts = [\"missing.pem\"]",
+                "connections.gw-b.remote.cacerts",
+                "missing.pem",
+            ),
+            (
+                "cacerts = [\"rootCert.pem\"]",
+                "certs = [\"gw-bCert.pem\"]",
+                "connections.gw-b.remote.certs",
+                "pinning",
+            ),
+            (
+                "auth = \"pubkey\"\ncacerts",
+                "auth = \"psk\"\ncacerts",
+                "connections.gw-b.remote.cacerts",
+                "only used with auth = \"pubkey\"",
+            ),
+            (
+                "id = \"C=CH, O=example, CN=gw-a\"",
+                "id = \"C=CH, Q=example, CN=gw-a\"",
+                "connections.gw-b.local.id",
+                "unknown attribute \"Q\"",
+            ),
+            (
+                "fragment_size = 576",
+                "fragment_size = 100",
+                "connections.gw-b.fragment_size",
+                "256 ..= 65535",
+            ),
+            (
+                "fragmentation = \"accept\"",
+                "fragmentation = \"force\"",
+                "connections.gw-b.fragmentation",
+                "\"accept\"",
+            ),
+            (
+                "send_cert = \"always\"",
+                "send_cert = \"sometimes\"",
+                "connections.gw-b.send_cert",
+                "\"ifasked\"",
+            ),
+            (
+                "clock_skew = \"2m\"",
+                "clock_skew = \"2 weeks\"",
+                "connections.gw-b.clock_skew",
+                "swanctl duration",
+            ),
+        ] {
+            assert!(PUBKEY.contains(from), "{from}");
+            let e = d.parse(&PUBKEY.replace(from, to)).unwrap_err();
+            assert_eq!(e.field, field, "{to}: {e}");
+            assert!(e.message.contains(what), "{to}: {e}");
+            assert!(e.line > 0, "{to}: {e}");
+        }
+        // A key that belongs to no certificate of ours: the message says where we looked.
+        std::fs::remove_file(&key).unwrap();
+        let e = d.parse(PUBKEY).unwrap_err();
+        assert!(e.message.contains("no private key"), "{e}");
+        // A [secrets] entry is a key file or a pre-shared key, not both.
+        let e = d
+            .parse(&format!(
+                "{PUBKEY}[secrets.private-a]\nfile = \"gw-bKey.pem\"\nid = \"x\"\n"
+            ))
+            .unwrap_err();
+        assert_eq!(e.field, "secrets.private-a.file");
     }
 }

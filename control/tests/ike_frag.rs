@@ -451,6 +451,41 @@ fn accept_announces_and_reassembles_but_never_sends_fragments() {
 }
 
 #[test]
+fn the_budget_counts_ipv6_and_the_non_esp_marker_on_port_4500() {
+    // (initiator, responder, force_encap, IP header + UDP + marker)
+    for (a, b, encap, over) in [
+        (A, B, true, 20 + 8 + 4),
+        ("[2001:db8::1]:500", "[2001:db8::2]:500", false, 40 + 8),
+        ("[2001:db8::1]:500", "[2001:db8::2]:500", true, 40 + 8 + 4),
+    ] {
+        let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+        let mut ic = conn(true, SUITES[1], FragMode::Yes, 40);
+        let mut rc = conn(false, SUITES[1], FragMode::Yes, 40);
+        (ic.local, ic.remote, ic.force_encap) = (a, b, encap);
+        (rc.local, rc.remote, rc.force_encap) = (b, a, encap);
+        let mut p = Pair::new(ic, rc, all());
+        p.run();
+        p.assert_up();
+        let mut fullest = 0;
+        for from_i in [true, false] {
+            let auth = p.auth_datagrams(from_i);
+            assert!(auth.len() >= 3);
+            for d in auth {
+                assert!(d.is_fragment());
+                assert_eq!(d.from.port(), if encap { 4500 } else { 500 });
+                assert!(d.data.len() + over <= SIZE, "{a} {encap}: {}", d.data.len());
+                fullest = fullest.max(d.data.len() + over);
+            }
+        }
+        // Full fragments use the room, to within a cipher block (16 for AES-CBC).
+        assert!(
+            fullest + 16 > SIZE,
+            "{a} {encap}: largest datagram {fullest}"
+        );
+    }
+}
+
+#[test]
 fn a_message_that_fits_is_not_fragmented() {
     let mut p = Pair::new(
         conn(true, SUITES[0], FragMode::Yes, 2),

@@ -14,12 +14,24 @@ pub mod id_type {
     pub const FQDN: u8 = 2;
     pub const RFC822_ADDR: u8 = 3;
     pub const IPV6_ADDR: u8 = 5;
+    /// The DER of an X.501 Name (RFC 7296 §3.5; a certificate subject, RFC 4945 §3.1.5).
+    pub const DER_ASN1_DN: u8 = 9;
     pub const KEY_ID: u8 = 11;
 }
 
-/// An identity as configured (swanctl-like): an address, `user@domain`, `@#hex` key-id,
-/// or a name (FQDN; a leading `@` is dropped, as strongSwan does).
+/// An identity as configured (swanctl-like): an address, a distinguished name in swanctl's
+/// forward order (`C=CH, O=example, CN=gw-a`: anything with `=` that parses as one, as
+/// strongSwan decides), `user@domain`, `@#hex` key-id, or a name (FQDN; a leading `@` is
+/// dropped, as strongSwan does).
 pub fn parse_id(s: &str) -> Id {
+    if s.contains('=') {
+        if let Ok(der) = crate::pki::ident::parse_dn(s) {
+            return Id {
+                kind: id_type::DER_ASN1_DN,
+                data: der,
+            };
+        }
+    }
     if let Ok(a) = s.parse::<IpAddr>() {
         return match a {
             IpAddr::V4(v4) => Id {
@@ -69,6 +81,7 @@ pub fn show_id(id: &Id) -> String {
             IpAddr::from(<[u8; 16]>::try_from(&id.data[..]).expect("16 bytes")).to_string()
         }
         (id_type::FQDN | id_type::RFC822_ADDR, _) => String::from_utf8_lossy(&id.data).into_owned(),
+        (id_type::DER_ASN1_DN, _) => crate::pki::ident::show_dn(&id.data),
         (id_type::KEY_ID, _) => {
             let hex: String = id.data.iter().map(|b| format!("{b:02x}")).collect();
             format!("@#{hex}")
@@ -123,6 +136,16 @@ mod tests {
             ("@gw-b", id_type::FQDN, "gw-b"),
             ("ops@example.net", id_type::RFC822_ADDR, "ops@example.net"),
             ("@#0a0b", id_type::KEY_ID, "@#0a0b"),
+            (
+                "C=CH,  O=example,CN=gw-a",
+                id_type::DER_ASN1_DN,
+                "C=CH, O=example, CN=gw-a",
+            ),
+            (
+                "E=ops@example.net, CN=x",
+                id_type::DER_ASN1_DN,
+                "E=ops@example.net, CN=x",
+            ),
         ] {
             let id = parse_id(s);
             assert_eq!(id.kind, kind, "{s}");

@@ -42,6 +42,9 @@ pub enum CertError {
     UntrustedIssuer { subject: String, issuer: String },
     #[error("certificate \"{subject}\": its signature by \"{issuer}\" does not verify")]
     BadSignature { subject: String, issuer: String },
+    /// A CRL we hold that cannot be used (RFC 5280 §6.3.3).
+    #[error("CRL of \"{issuer}\": {reason}")]
+    Crl { issuer: String, reason: String },
     /// basicConstraints, pathLen, keyUsage, depth.
     #[error("certificate \"{subject}\": {reason}")]
     Constraint { subject: String, reason: String },

@@ -14,7 +14,8 @@ pub mod store;
 
 pub use chain::{validate, PeerCert};
 pub use error::CertError;
-pub use load::Credentials;
+pub use ident::{cert_has_id, id_matches};
+pub use load::{Credentials, KeyPermissions};
 pub use store::TrustStore;
 
 use std::sync::Arc;
