@@ -101,7 +101,7 @@ impl Hash {
     }
 
     /// Output length in bytes (0 for Identity).
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Hash::Sha1 => 20,
             Hash::Sha256 => 32,
@@ -136,7 +136,7 @@ pub fn hash_notify_data(hashes: &[Hash]) -> Vec<u8> {
 /// The hashes a SIGNATURE_HASH_ALGORITHMS notify lists, and how many values we do not
 /// know (RFC 7427 §4: ignored; the caller reports them). `None` if the length is odd.
 pub fn parse_hash_notify(data: &[u8]) -> Option<(Vec<Hash>, usize)> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return None;
     }
     let mut known = Vec::new();
@@ -252,7 +252,7 @@ impl Scheme {
             Scheme::Ed25519 => OID_ED25519,
             Scheme::RsaPss(h @ (Hash::Sha256 | Hash::Sha384 | Hash::Sha512)) => {
                 let hash_oid = h.oid().ok_or_else(unsupported)?;
-                let salt = u8::try_from(h.len()).map_err(|_| unsupported())?;
+                let salt = u8::try_from(h.output_len()).map_err(|_| unsupported())?;
                 let hash_ai = AlgorithmIdentifierRef {
                     oid: hash_oid,
                     parameters: Some(AnyRef::NULL),
@@ -380,11 +380,11 @@ impl Scheme {
                 params.hash.oid, mgf_hash.oid
             )));
         }
-        if usize::from(params.salt_len) != hash.len() {
+        if usize::from(params.salt_len) != hash.output_len() {
             return Err(SigError::Unsupported(format!(
                 "RSA-PSS with {hash} and a {}-byte salt (we expect {})",
                 params.salt_len,
-                hash.len()
+                hash.output_len()
             )));
         }
         Ok(Scheme::RsaPss(hash))
@@ -766,7 +766,7 @@ fn rsa_pss_sign(
 ) -> Result<Vec<u8>, SigError> {
     let mut rng = RngAdapter(rng);
     let digest = h.digest(msg);
-    let salt = h.len();
+    let salt = h.output_len();
     let r = match h {
         Hash::Sha256 => k.sign_with_rng(
             &mut rng,
@@ -867,7 +867,7 @@ fn pkcs1v15_verify(k: &rsa::PublicKey, h: Hash, digest: &[u8], sig: &[u8]) -> Re
     let params = k.n_params();
     let s = rsa::BoxedUint::from_be_slice(sig, params.bits_precision())
         .map_err(|_| SigError::Invalid)?;
-    if &s >= k.n().as_ref() {
+    if s >= *k.n().as_ref() {
         return Err(SigError::Invalid);
     }
     let m = BoxedMontyForm::new(s, params)
@@ -1078,7 +1078,7 @@ enum EcSig<'a> {
 
 fn rsa_pss_verify(k: &rsa::PublicKey, h: Hash, msg: &[u8], sig: &[u8]) -> Result<(), SigError> {
     let digest = h.digest(msg);
-    let salt = h.len();
+    let salt = h.output_len();
     let r = match h {
         Hash::Sha256 => k.verify(rsa::Pss::<sha2::Sha256>::new_with_salt(salt), &digest, sig),
         Hash::Sha384 => k.verify(rsa::Pss::<sha2::Sha384>::new_with_salt(salt), &digest, sig),

@@ -53,6 +53,10 @@ pub struct AuthConfig {
     pub send_certreq: bool,
     /// How far a certificate's validity may be off our clock and still be accepted.
     pub clock_skew_s: u64,
+    /// RFC 7427: announce SIGNATURE_HASH_ALGORITHMS and sign with method 14 when the peer
+    /// announced it too (default). Off: neither, only the classic methods 1/9/10, like
+    /// strongSwan's `charon.signature_authentication = no` (interop with old peers, tests).
+    pub signature_authentication: bool,
 }
 
 /// The default clock-skew allowance: 5 minutes.
@@ -68,6 +72,7 @@ impl Default for AuthConfig {
             send_cert: SendCert::IfAsked,
             send_certreq: true,
             clock_skew_s: DEFAULT_CLOCK_SKEW_S,
+            signature_authentication: true,
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 
 use super::notify;
+use crate::ike::sig::SigError;
+use crate::pki::CertError;
 
 /// Which peer a message is about, for the plain-words reasons.
 fn side(peer_is_initiator: &bool) -> &'static str {
@@ -94,7 +96,7 @@ pub enum IkeError {
     AddKe { why: String },
     /// Initiator: the responder refused our AUTH (AUTHENTICATION_FAILED, in IKE_AUTH or in a
     /// separate INFORMATIONAL, §2.21.2).
-    #[error("{} rejected our authentication (AUTHENTICATION_FAILED): check the pre-shared key and that it expects our ID {our_id}", side(.peer_is_initiator))]
+    #[error("{} rejected our authentication (AUTHENTICATION_FAILED): check that it expects our ID {our_id} and our credentials (the pre-shared key, or with certificates that it trusts our CA; its log says which)", side(.peer_is_initiator))]
     PeerRejectedAuth {
         our_id: String,
         peer_is_initiator: bool,
@@ -105,6 +107,49 @@ pub enum IkeError {
         peer_id: String,
         peer_is_initiator: bool,
     },
+    /// The peer signed (RFC 7296 §2.15, RFC 7427) where this connection expects a PSK.
+    #[error("{} authenticated with a signature ({method}), but this connection expects a pre-shared key from it (remote auth = psk): set remote auth = \"pubkey\" here, or make the peer use the pre-shared key", side(.peer_is_initiator))]
+    PeerUsedSignature {
+        method: String,
+        peer_is_initiator: bool,
+    },
+    /// The peer used a PSK where this connection expects a certificate signature.
+    #[error("{} authenticated with a pre-shared key, but this connection expects a certificate signature from it (remote auth = pubkey): set remote auth = \"psk\" here, or give the peer a certificate", side(.peer_is_initiator))]
+    PeerUsedPsk { peer_is_initiator: bool },
+    /// An AUTH method we do not implement (e.g. 11, ECDSA P-521).
+    #[error("{} authenticated with {method}, which we do not support (we accept pre-shared keys and signature methods 1, 9, 10 and 14)", side(.peer_is_initiator))]
+    PeerAuthMethodUnsupported {
+        method: String,
+        peer_is_initiator: bool,
+    },
+    /// The peer's certificate chain did not validate.
+    #[error("{}'s certificate was refused: {error}", side(.peer_is_initiator))]
+    PeerCert {
+        error: Box<CertError>,
+        peer_is_initiator: bool,
+    },
+    /// RFC 4945 §3.1: the ID the peer claims is not in its certificate.
+    #[error("{} identified as {id}, but its certificate \"{subject}\" does not hold that identity (the subject DN or a subjectAltName must match it)", side(.peer_is_initiator))]
+    PeerIdNotInCert {
+        id: String,
+        subject: String,
+        peer_is_initiator: bool,
+    },
+    /// The AUTH signature does not verify with the key of the peer's certificate.
+    #[error("{}'s AUTH signature ({method}) did not verify with the key of its certificate \"{subject}\": {why}", side(.peer_is_initiator))]
+    PeerSignatureInvalid {
+        method: String,
+        subject: String,
+        why: SigError,
+        peer_is_initiator: bool,
+    },
+    /// remote auth = pubkey without any CA to check the peer's certificate against.
+    #[error("this connection has no trusted CA certificate to check the peer's certificate with (remote cacerts, or the CA certificates in x509ca/)")]
+    NoTrustAnchors,
+    /// We cannot make our own AUTH payload (no credentials, or a key the peer's announced
+    /// hash algorithms do not fit).
+    #[error("we cannot authenticate to the peer: {why}")]
+    OurAuth { why: String },
     /// The peer identified as someone this connection does not expect.
     #[error("{} identified as {got}, but this connection expects {want}", side(.peer_is_initiator))]
     PeerIdMismatch {

@@ -17,6 +17,7 @@ use super::{
     error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest, Connection,
     Event, Handshake, IkeError, IkeSa, IkeState, InitSent, Random, Req, Role, SkKeys, NAT_T_PORT,
 };
+use crate::pki::AuthKind;
 
 /// What IKE_SA_INIT acts on; anything else is reported.
 const INIT_PAYLOADS: &[u8] = &[payload::SA, payload::KE, payload::NONCE];
@@ -25,8 +26,11 @@ const INIT_NOTIFIES: &[u16] = &[
     notify::NAT_DETECTION_DESTINATION_IP,
     notify::COOKIE,
     notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+    notify::SIGNATURE_HASH_ALGORITHMS,
     notify::IKEV2_FRAGMENTATION_SUPPORTED,
 ];
+/// The response may also carry the responder's CERTREQ (RFC 7296 §1.2).
+const INIT_RESPONSE_PAYLOADS: &[u8] = &[payload::SA, payload::KE, payload::NONCE, payload::CERTREQ];
 
 fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     // RFC 7296 §2.23: SHA-1(SPIi | SPIr | IP | port).
@@ -148,6 +152,7 @@ impl IkeSa {
                 vec![],
             ));
         }
+        payloads.extend(self.hash_algorithms_notify());
         if self.cfg.fragmentation.mode != FragMode::No {
             // RFC 7383 §2.3: we can receive (and with `yes` send) fragments.
             payloads.push(notify_payload(
@@ -260,7 +265,12 @@ impl IkeSa {
             return;
         };
         let p = &msg.payloads;
-        self.report_unused("IKE_SA_INIT", p, INIT_PAYLOADS, INIT_NOTIFIES);
+        let used = if self.cfg.auth.local == AuthKind::Pubkey {
+            INIT_RESPONSE_PAYLOADS
+        } else {
+            INIT_PAYLOADS
+        };
+        self.report_unused("IKE_SA_INIT", p, used, INIT_NOTIFIES);
         if let Some(c) = find_notify(p, notify::COOKIE) {
             if init.cookie.is_none() {
                 tracing::info!(conn = %self.cfg.name, "responder asked for a cookie; retrying");
@@ -370,6 +380,8 @@ impl IkeSa {
             self.remote.set_port(NAT_T_PORT);
         }
         tracing::info!(conn = %self.cfg.name, %suite, nat = self.nat, "IKE_SA_INIT done");
+        let peer_hashes = self.peer_hash_algorithms(p);
+        let peer_certreq = self.peer_cert_request(p, "IKE_SA_INIT");
         let hs = Handshake {
             keys: d.keys,
             sk_pi: d.sk_pi,
@@ -380,6 +392,8 @@ impl IkeSa {
             init_response: raw.to_vec(),
             int_auth: Vec::new(),
             inter: super::intermediate::Intermediate::new(&suite),
+            peer_hashes,
+            peer_certreq,
         };
         self.after_init(now, hs, init.first, init.initial_contact, rng);
     }
@@ -515,6 +529,10 @@ impl IkeSa {
                 vec![],
             ));
         }
+        payloads.extend(sa.hash_algorithms_notify());
+        // RFC 7296 §1.2: the responder's CERTREQ goes in its IKE_SA_INIT response.
+        payloads.extend(sa.cert_request());
+        let peer_hashes = sa.peer_hash_algorithms(p);
         sa.note_peer_fragmentation(p);
         if sa.frag_peer {
             // RFC 7383 §2.3: the responder answers the initiator's announcement.
@@ -542,6 +560,8 @@ impl IkeSa {
                 init_response: resp.clone(),
                 int_auth: Vec::new(),
                 inter: super::intermediate::Intermediate::new(&suite),
+                peer_hashes,
+                peer_certreq: None,
             }),
             expires,
         };

@@ -258,6 +258,12 @@ struct Handshake {
     int_auth: Vec<u8>,
     /// The additional key exchanges still due and the IntAuth chains (intermediate.rs).
     inter: intermediate::Intermediate,
+    /// RFC 7427 §4: the hashes the peer announced in SIGNATURE_HASH_ALGORITHMS; `None`
+    /// without the notify (then we sign with the classic methods 1/9/10).
+    peer_hashes: Option<Vec<super::sig::Hash>>,
+    /// The peer's CERTREQ (RFC 7296 §3.7): the key hashes of the CAs it trusts; `None` if
+    /// it sent none (then `send_cert = ifasked` sends no certificate).
+    peer_certreq: Option<Vec<[u8; 20]>>,
 }
 
 /// Initiator: IKE_SA_INIT sent.
@@ -538,7 +544,6 @@ impl IkeSa {
     }
 
     /// Unix seconds at `now`.
-    #[allow(dead_code)] // certificate validity (issue 13 work in progress)
     pub(crate) fn unix_now_s(&self, now: u64) -> i64 {
         (self.wall_base_ms.saturating_add(now) / 1000) as i64
     }
