@@ -142,7 +142,9 @@ def pq_ours(lab: Lab, case_name: str) -> None:
 
 # --- ke1_none against strongSwan 5.9.8 -----------------------------------------------------------
 
-OURS_OPT = ("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "aes256gcm16-x25519-ke1_mlkem768-ke1_none")
+# The IKE proposal makes ML-KEM-768 optional; the Child SA's PFS is classical x25519 (ke1 in
+# esp_proposals needs IKE_FOLLOWUP_KE, covered ours <-> ours by pq-mlkem768/1024).
+OURS_OPT = ("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "aes256gcm16-x25519")
 SWAN = ("aes256gcm16-prfsha384-x25519", "aes256gcm16-x25519")
 SWAN_SELECTED = "IKE:AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519"
 SWAN_CHILD_REKEY = "5s"
