@@ -238,7 +238,7 @@ impl IkeSa {
                 .key
                 .auth_digital_signature(s, &octets, rng)
                 .map(|d| (sig_method::DIGITAL_SIGNATURE, d)),
-            None => creds.key.auth_classic(&octets),
+            None => creds.key.auth_classic(&octets, rng),
         };
         let (method, data) = signed.map_err(|e| IkeError::OurAuth {
             why: match &hs.peer_hashes {

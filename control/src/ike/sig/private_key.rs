@@ -261,14 +261,17 @@ impl PrivateKey {
 
     /// A classic AUTH payload (method, data) for this key: method 1 RSASSA-PKCS1-v1_5 with
     /// SHA-1 (what strongSwan signs and expects: ss:pubkey_authenticator.c
-    /// `SIGN_RSA_EMSA_PKCS1_SHA1`), 9/10 ECDSA r‖s (RFC 4754 §3, §7). Without an RNG
-    /// argument the RSA operation is blinded by the `rsa` crate with the operating system's
-    /// RNG (the signature does not depend on it).
-    pub fn auth_classic(&self, octets: &[u8]) -> Result<(u8, Vec<u8>), SigError> {
+    /// `SIGN_RSA_EMSA_PKCS1_SHA1`), 9/10 ECDSA r‖s (RFC 4754 §3, §7). `rng` blinds the RSA
+    /// operation (the signature does not depend on it).
+    pub fn auth_classic(
+        &self,
+        octets: &[u8],
+        rng: &mut dyn Random,
+    ) -> Result<(u8, Vec<u8>), SigError> {
         match &self.inner {
             PrivInner::Rsa(k) => Ok((
                 method::RSA_SIG,
-                rsa_sig::pkcs1v15_sign(k, Hash::Sha1, octets, None)?,
+                rsa_sig::pkcs1v15_sign(k, Hash::Sha1, octets, Some(rng))?,
             )),
             PrivInner::P256(_) => Ok((
                 method::ECDSA_SHA256_P256,

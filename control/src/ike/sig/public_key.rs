@@ -275,7 +275,7 @@ mod tests {
             }
             match kind.classic_method() {
                 Some(m) => {
-                    let (got_m, data) = key.auth_classic(&octets).unwrap();
+                    let (got_m, data) = key.auth_classic(&octets, &mut rng).unwrap();
                     assert_eq!(got_m, m);
                     assert!(pubkey.verify_auth(m, &data, &octets).is_ok());
                     assert_eq!(
@@ -283,7 +283,7 @@ mod tests {
                         Err(SigError::Invalid)
                     );
                 }
-                None => assert!(key.auth_classic(&octets).is_err()),
+                None => assert!(key.auth_classic(&octets, &mut rng).is_err()),
             }
         }
     }
