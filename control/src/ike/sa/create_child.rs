@@ -264,9 +264,27 @@ impl IkeSa {
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
         }
+        // RFC 9370 §2.2.4: IKE_FOLLOWUP_KE does not run here yet, so no additional key
+        // exchange is offered: optional ones go as their twin without ADDKE, mandatory ones
+        // cannot go at all.
+        let esp = EspProposal::without_mandatory_addke(&c.esp);
+        if esp.is_empty() {
+            let p = self.book.pending.remove(pi);
+            self.book.unused(&p);
+            self.child_failed(
+                c.name.clone(),
+                IkeError::AddKe {
+                    why: format!(
+                        "every esp_proposal of child {} requires an additional key exchange ({}), which this daemon does not run on CREATE_CHILD_SA yet (IKE_FOLLOWUP_KE); add -ke1_none to make it optional",
+                        c.name,
+                        offered_esp(&c)
+                    ),
+                },
+            );
+            return None;
+        }
         out.push(Payload::Sa(
-            c.esp
-                .iter()
+            esp.iter()
                 .enumerate()
                 .map(|(i, p)| p.to_wire(i as u8 + 1, req.inbound_spi))
                 .collect(),
@@ -433,9 +451,14 @@ impl IkeSa {
             [one] if one.spi.len() == 4 => Some(one),
             _ => None,
         };
-        let Some((one, proposal)) =
-            one.and_then(|one| EspProposal::accept_answer(&c.esp, one, ke).map(|x| (one, x)))
-        else {
+        let Some((one, proposal)) = one.and_then(|one| {
+            let esp = match ke {
+                KeOffer::Ignore => c.esp.clone(),
+                // What we offered in CREATE_CHILD_SA (no ADDKE yet, RFC 9370 §2.2.4).
+                KeOffer::Ke(_) => EspProposal::without_mandatory_addke(&c.esp),
+            };
+            EspProposal::accept_answer(&esp, one, ke).map(|x| (one, x))
+        }) else {
             return Err(IkeError::PeerChoseUnoffered {
                 what: "ESP",
                 chosen: props.first().map(describe).unwrap_or_default(),
@@ -553,7 +576,13 @@ impl IkeSa {
                 mode_miss.get_or_insert(i);
                 continue;
             }
-            match EspProposal::choose(&c.esp, props, ke) {
+            // RFC 9370 §2.2.4: no IKE_FOLLOWUP_KE here yet: choose no additional key exchange
+            // (IKE_AUTH ignores them anyway, RFC 7296 §1.2).
+            let esp = match ke {
+                KeOffer::Ignore => c.esp.clone(),
+                KeOffer::Ke(_) => EspProposal::without_mandatory_addke(&c.esp),
+            };
+            match EspProposal::choose(&esp, props, ke) {
                 None => {
                     esp_miss.get_or_insert(i);
                 }
