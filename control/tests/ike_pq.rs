@@ -477,3 +477,71 @@ fn ike_rekey_without_followup_ke_takes_the_none_twin_or_says_why_not() {
     );
     assert_eq!(p.i.phase(), Phase::Established);
 }
+
+fn rekeyed(ev: &[Event]) -> Vec<&ChildSa> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildRekeyed { new, .. } => Some(new),
+            _ => None,
+        })
+        .collect()
+}
+
+fn child_failures(ev: &[Event]) -> Vec<String> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildFailed { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// ESP proposals with additional key exchanges: the first Child SA (IKE_AUTH) carries none
+/// (RFC 7296 §1.2); `ke1_none` against a peer without ADDKE rekeys classically; while
+/// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) does not run here, a mandatory ADDKE makes the Child
+/// SA rekey fail in plain words instead of running without it.
+#[test]
+fn esp_addke_proposals_rekey_classically_or_say_why_not() {
+    let ike = "aes256gcm16-prfsha384-x25519";
+    let ci = conn(true, ike, "aes256gcm16-x25519-ke1_mlkem768-ke1_none");
+    let cr = conn(false, ike, "aes256gcm16-x25519");
+    let mut p = Pair::new(ci, 20);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    let old = ups(&p.ev_i)[0].inbound_spi;
+    let now = p.now;
+    p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+        .unwrap();
+    p.run(&cr);
+    let (ni, nr) = (rekeyed(&p.ev_i), rekeyed(&p.ev_r));
+    assert_eq!(
+        (ni.len(), nr.len()),
+        (1, 1),
+        "{:?}",
+        child_failures(&p.ev_i)
+    );
+    assert_eq!(ni[0].proposal.to_string(), "aes256gcm16-x25519-esn");
+    assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
+    assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
+    assert!(!exchanges(&p).iter().any(|(_, x, _)| *x == 44));
+
+    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+    let ci = conn(true, ike, esp);
+    let cr = conn(false, ike, esp);
+    let mut p = Pair::new(ci, 21);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    let old = ups(&p.ev_i)[0].inbound_spi;
+    let now = p.now;
+    p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+        .unwrap();
+    p.run(&cr);
+    assert!(rekeyed(&p.ev_i).is_empty() && rekeyed(&p.ev_r).is_empty());
+    let f = child_failures(&p.ev_i);
+    assert!(
+        f.iter()
+            .any(|e| e.contains("IKE_FOLLOWUP_KE") && e.contains("ke1_mlkem768")),
+        "{f:?}"
+    );
+    assert_eq!(p.i.phase(), Phase::Established);
+}
