@@ -497,11 +497,10 @@ fn child_failures(ev: &[Event]) -> Vec<String> {
 }
 
 /// ESP proposals with additional key exchanges: the first Child SA (IKE_AUTH) carries none
-/// (RFC 7296 §1.2); `ke1_none` against a peer without ADDKE rekeys classically; while
-/// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) does not run here, a mandatory ADDKE makes the Child
-/// SA rekey fail in plain words instead of running without it.
+/// (RFC 7296 §1.2); `ke1_none` against a peer without ADDKE rekeys classically, without
+/// IKE_FOLLOWUP_KE.
 #[test]
-fn esp_addke_proposals_rekey_classically_or_say_why_not() {
+fn esp_ke1_none_against_a_classic_peer_rekeys_classically() {
     let ike = "aes256gcm16-prfsha384-x25519";
     let ci = conn(true, ike, "aes256gcm16-x25519-ke1_mlkem768-ke1_none");
     let cr = conn(false, ike, "aes256gcm16-x25519");
@@ -524,24 +523,139 @@ fn esp_addke_proposals_rekey_classically_or_say_why_not() {
     assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
     assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
     assert!(!exchanges(&p).iter().any(|(_, x, _)| *x == 44));
+}
 
-    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+/// Rekey a Child SA of `esp` (both sides) over an IKE SA of `ike`; returns the pair and the
+/// exchanges of the rekey.
+fn child_rekey(ike: &str, esp: &str, seed: u64) -> (Pair, Vec<(bool, u8, u32)>) {
     let ci = conn(true, ike, esp);
     let cr = conn(false, ike, esp);
-    let mut p = Pair::new(ci, 21);
+    let mut p = Pair::new(ci, seed);
     p.run(&cr);
     assert_up_and_keys_cross(&p);
+    let before = exchanges(&p).len();
+    let old = ups(&p.ev_i)[0].inbound_spi;
+    let now = p.now;
+    p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+        .unwrap();
+    p.run(&cr);
+    let ex = exchanges(&p)[before..].to_vec();
+    (p, ex)
+}
+
+fn assert_rekeyed_and_keys_cross(p: &Pair, proposal: &str) {
+    let (ni, nr) = (rekeyed(&p.ev_i), rekeyed(&p.ev_r));
+    assert_eq!(
+        (ni.len(), nr.len()),
+        (1, 1),
+        "{:?} {:?}",
+        child_failures(&p.ev_i),
+        child_failures(&p.ev_r)
+    );
+    assert_eq!(ni[0].proposal.to_string(), proposal);
+    assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
+    assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
+    assert_ne!(ni[0].keys_in.encryption[..], ni[0].keys_out.encryption[..]);
+    let old = ups(&p.ev_i)[0];
+    assert_ne!(ni[0].keys_out.encryption[..], old.keys_out.encryption[..]);
+}
+
+/// RFC 9370 §2.2.4: a Child SA rekey with x25519 + ML-KEM-768 runs CREATE_CHILD_SA, then
+/// one IKE_FOLLOWUP_KE; the new SA's keys cross, and the old one is deleted.
+#[test]
+fn child_rekey_with_mlkem768_runs_ike_followup_ke() {
+    let (p, ex) = child_rekey(
+        "aes256gcm16-prfsha384-x25519",
+        "aes256gcm16-x25519-ke1_mlkem768",
+        21,
+    );
+    assert_rekeyed_and_keys_cross(&p, "aes256gcm16-x25519-ke1_mlkem768-esn");
+    let kinds: Vec<(bool, u8)> = ex.iter().map(|(i, x, _)| (*i, *x)).collect();
+    assert_eq!(
+        &kinds[..4],
+        &[
+            (true, exchange::CREATE_CHILD_SA),
+            (false, exchange::CREATE_CHILD_SA),
+            (true, exchange::IKE_FOLLOWUP_KE),
+            (false, exchange::IKE_FOLLOWUP_KE),
+        ]
+    );
+    // Then the initiator deletes the old Child SA (make-before-break as without ADDKE).
+    assert_eq!(kinds[4], (true, exchange::INFORMATIONAL));
+    assert_eq!(p.i.phase(), Phase::Established);
+}
+
+/// ecp384 + ML-KEM-1024 + ML-KEM-768: two IKE_FOLLOWUP_KE, the ML-KEM-1024 ones in
+/// fragments (RFC 7383), each answer carrying the link for the next.
+#[test]
+fn child_rekey_with_two_addke_and_fragments() {
+    let (p, ex) = child_rekey(
+        "aes256gcm16-prfsha384-ecp384",
+        "aes256gcm16-ecp384-ke1_mlkem1024-ke2_mlkem768",
+        22,
+    );
+    assert_rekeyed_and_keys_cross(&p, "aes256gcm16-ecp384-ke1_mlkem1024-ke2_mlkem768-esn");
+    let followups: Vec<_> = ex
+        .iter()
+        .filter(|(_, x, _)| *x == exchange::IKE_FOLLOWUP_KE)
+        .copied()
+        .collect();
+    assert_eq!(followups.len(), 4);
+    let (_, frags) = message_size(&p, followups[0]);
+    assert!(frags > 1, "the ML-KEM-1024 request goes in fragments");
+}
+
+/// RFC 9370 §2.2.4: an IKE_FOLLOWUP_KE naming a link the responder does not know gets
+/// STATE_NOT_FOUND; the initiator says so, deletes the half-made Child SA, and the IKE SA
+/// and the old Child SA stay.
+#[test]
+fn a_followup_with_a_wrong_link_gets_state_not_found() {
+    let ike = "aes256gcm16-prfsha384-x25519";
+    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+    // Unfragmented, so the hook sees the whole message.
+    let mut ci = conn(true, ike, esp);
+    ci.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut cr = conn(false, ike, esp);
+    cr.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut p = Pair::new(ci, 23);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    p.tamper = Some(Box::new(|sender, d, rng| {
+        let h = Header::parse(&d.data).ok()?;
+        if !d.by_initiator || h.exchange != exchange::IKE_FOLLOWUP_KE {
+            return None;
+        }
+        sender.reseal_own_for_test(
+            &d.data,
+            |p| {
+                for x in p.iter_mut() {
+                    if let Payload::Notify(n) = x {
+                        n.data = b"not-a-link".to_vec();
+                    }
+                }
+            },
+            rng,
+        )
+    }));
     let old = ups(&p.ev_i)[0].inbound_spi;
     let now = p.now;
     p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
         .unwrap();
     p.run(&cr);
     assert!(rekeyed(&p.ev_i).is_empty() && rekeyed(&p.ev_r).is_empty());
-    let f = child_failures(&p.ev_i);
+    let fi = child_failures(&p.ev_i);
     assert!(
-        f.iter()
-            .any(|e| e.contains("IKE_FOLLOWUP_KE") && e.contains("ke1_mlkem768")),
-        "{f:?}"
+        fi.iter().any(|e| e.contains("STATE_NOT_FOUND")),
+        "initiator: {fi:?}"
+    );
+    // The responder forgets the unfinished exchange when the initiator deletes it.
+    let fr = child_failures(&p.ev_r);
+    assert!(
+        fr.iter()
+            .any(|e| e.contains("before its additional key exchanges")),
+        "responder: {fr:?}"
     );
     assert_eq!(p.i.phase(), Phase::Established);
+    assert_eq!(p.r.as_ref().unwrap().phase(), Phase::Established);
+    assert_eq!(p.r.as_ref().unwrap().child_book_len(), 0);
 }

@@ -7,7 +7,7 @@ use dataplane::crypto::{AlgorithmError, EspTransform, Integrity, SaKeys};
 
 use super::dh::Group;
 use super::kem::Method;
-use super::keys::{child_keymat, Prf};
+use super::keys::{child_keymat, child_keymat_multi, Prf};
 use super::proposal::{parse_addke, parse_group, AddKe, ADDKE1, ADDKE_NONE, ADDKE_SLOTS};
 use super::wire::{transform, Proposal, Transform, Ts};
 
@@ -252,21 +252,6 @@ impl EspProposal {
                     ..p.clone()
                 });
                 std::iter::once(p.clone()).chain(twin)
-            })
-            .collect()
-    }
-
-    /// The proposals usable where no additional key exchange can run yet (CREATE_CHILD_SA
-    /// until IKE_FOLLOWUP_KE, RFC 9370 §2.2.4, runs here): those without ADDKE, and the
-    /// twins of those whose ADDKE may all be NONE. Proposals with a mandatory ADDKE drop out.
-    pub fn without_mandatory_addke(ours: &[EspProposal]) -> Vec<EspProposal> {
-        ours.iter()
-            .filter_map(|p| {
-                let optional = p.addke.iter().all(|s| s.is_empty() || s.contains(&None));
-                optional.then(|| EspProposal {
-                    addke: Default::default(),
-                    ..p.clone()
-                })
             })
             .collect()
     }
@@ -642,6 +627,24 @@ pub fn child_keys(
 ) -> ChildKeys {
     let (e, i) = (t.encryption.key_material_len(), t.integrity.key_len());
     let km = child_keymat(prf, sk_d, pfs, ni, nr, 2 * (e + i));
+    ChildKeys {
+        i_to_r: SaKeys::new(&km[..e], &km[e..e + i]),
+        r_to_i: SaKeys::new(&km[e + i..2 * e + i], &km[2 * e + i..]),
+    }
+}
+
+/// RFC 9370 §2.2.4: KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)), split as
+/// [`child_keys`]. `secrets`: the key exchanges' shared secrets, KE transform first.
+pub fn child_keys_multi(
+    prf: Prf,
+    sk_d: &[u8],
+    secrets: &[&[u8]],
+    ni: &[u8],
+    nr: &[u8],
+    t: EspTransform,
+) -> ChildKeys {
+    let (e, i) = (t.encryption.key_material_len(), t.integrity.key_len());
+    let km = child_keymat_multi(prf, sk_d, secrets, ni, nr, 2 * (e + i));
     ChildKeys {
         i_to_r: SaKeys::new(&km[..e], &km[e..e + i]),
         r_to_i: SaKeys::new(&km[e + i..2 * e + i], &km[2 * e + i..]),
