@@ -3,7 +3,9 @@
 //! ML-KEM-768 and ecp384 + ML-KEM-1024 establish and the first Child SA's keys cross; a
 //! changed IKE_INTERMEDIATE (sealed again with the right keys) makes AUTH fail through
 //! IntAuth; `ke1_none` falls back to a classic IKE SA against a peer without ADDKE; a
-//! mandatory ML-KEM against a classic peer fails in plain words.
+//! mandatory ML-KEM against a classic peer fails in plain words. Rekeys (RFC 9370
+//! §2.2.4): Child SA and IKE SA rekeys run IKE_FOLLOWUP_KE, a wrong link gets
+//! STATE_NOT_FOUND.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -443,39 +445,87 @@ fn new_sa_suites(ev: &[Event]) -> Vec<String> {
         .collect()
 }
 
-/// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) is not implemented yet: an IKE SA rekey runs without
-/// additional key exchanges when the configuration allows NONE, and is refused in plain
-/// words (no silent downgrade) when it does not.
-#[test]
-fn ike_rekey_without_followup_ke_takes_the_none_twin_or_says_why_not() {
-    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none";
-    let ci = conn(true, ike, "aes256gcm16");
-    let cr = conn(false, ike, "aes256gcm16");
-    let mut p = Pair::new(ci, 10);
-    p.run(&cr);
-    assert_up_and_keys_cross(&p);
-    let now = p.now;
-    p.i.rekey_ike(now, &mut p.rng).unwrap();
-    p.run(&cr);
-    assert_eq!(new_sa_suites(&p.ev_i), vec!["aes256gcm16-prfsha384-x25519"]);
-    assert_eq!(new_sa_suites(&p.ev_r), vec!["aes256gcm16-prfsha384-x25519"]);
+fn take_new_sa(ev: &mut Vec<Event>) -> IkeSa {
+    let i = ev
+        .iter()
+        .position(|e| matches!(e, Event::NewIkeSa(_)))
+        .expect("a new IKE SA");
+    match ev.remove(i) {
+        Event::NewIkeSa(sa) => *sa,
+        _ => unreachable!(),
+    }
+}
 
-    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
-    let ci = conn(true, ike, "aes256gcm16");
-    let cr = conn(false, ike, "aes256gcm16");
-    let mut p = Pair::new(ci, 11);
-    p.run(&cr);
-    assert_up_and_keys_cross(&p);
-    let now = p.now;
-    p.i.rekey_ike(now, &mut p.rng).unwrap();
-    p.run(&cr);
-    assert!(new_sa_suites(&p.ev_i).is_empty());
-    let e = p.i.ike_rekey_error().unwrap().to_string();
-    assert!(
-        e.contains("IKE_FOLLOWUP_KE") && e.contains("ke1_mlkem768"),
-        "{e}"
-    );
-    assert_eq!(p.i.phase(), Phase::Established);
+/// RFC 9370 §2.2.4: an IKE SA rekey of a hybrid IKE SA is hybrid: CREATE_CHILD_SA, then
+/// IKE_FOLLOWUP_KE per additional key exchange; the new IKE SA works (a Child SA rekey with
+/// ML-KEM over it succeeds). With `ke1_none` too, both sides still choose ML-KEM.
+#[test]
+fn ike_rekey_of_a_hybrid_ike_sa_runs_ike_followup_ke() {
+    for (ike, esp, seed) in [
+        (
+            "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+            "aes256gcm16-x25519-ke1_mlkem768",
+            10,
+        ),
+        (
+            "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none",
+            "aes256gcm16",
+            11,
+        ),
+        (
+            "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024",
+            "aes256gcm16-ecp384-ke1_mlkem1024",
+            12,
+        ),
+    ] {
+        let ci = conn(true, ike, esp);
+        let cr = conn(false, ike, esp);
+        let mut p = Pair::new(ci, seed);
+        p.run(&cr);
+        assert_up_and_keys_cross(&p);
+        let before = exchanges(&p).len();
+        let now = p.now;
+        p.i.rekey_ike(now, &mut p.rng).unwrap();
+        p.run(&cr);
+        let want = ike.trim_end_matches("-ke1_none");
+        assert_eq!(
+            new_sa_suites(&p.ev_i),
+            vec![want],
+            "{:?}",
+            p.i.ike_rekey_error()
+        );
+        assert_eq!(new_sa_suites(&p.ev_r), vec![want]);
+        let kinds: Vec<u8> = exchanges(&p)[before..].iter().map(|x| x.1).collect();
+        assert_eq!(
+            &kinds[..4],
+            &[
+                exchange::CREATE_CHILD_SA,
+                exchange::CREATE_CHILD_SA,
+                exchange::IKE_FOLLOWUP_KE,
+                exchange::IKE_FOLLOWUP_KE
+            ],
+            "{ike}"
+        );
+        // The new IKE SAs carry on: rekey the Child SA over them.
+        p.i = take_new_sa(&mut p.ev_i);
+        p.r = Some(take_new_sa(&mut p.ev_r));
+        assert_eq!(p.i.phase(), Phase::Established);
+        let old = ups(&p.ev_i)[0].inbound_spi;
+        let now = p.now;
+        p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+            .unwrap();
+        p.run(&cr);
+        let (ni, nr) = (rekeyed(&p.ev_i), rekeyed(&p.ev_r));
+        assert_eq!(
+            (ni.len(), nr.len()),
+            (1, 1),
+            "{ike}: {:?} {:?}",
+            child_failures(&p.ev_i),
+            child_failures(&p.ev_r)
+        );
+        assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
+        assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
+    }
 }
 
 fn rekeyed(ev: &[Event]) -> Vec<&ChildSa> {

@@ -1348,6 +1348,9 @@ impl IkeSa {
     /// Initiator: the next IKE_FOLLOWUP_KE request, SK{N(ADDITIONAL_KEY_EXCHANGE, link),
     /// KEi(n)}. `None` if there is nothing to follow up (any more).
     pub(super) fn followup_request(&mut self, rng: &mut dyn Random) -> Option<Vec<Payload>> {
+        if self.ike_followup_ours() {
+            return self.ike_followup_request(rng);
+        }
         let f = self.book.followup.as_mut()?;
         let m = *f.remaining.first()?;
         let k = m.initiate(rng);
@@ -1381,6 +1384,16 @@ impl IkeSa {
     /// Initiator: the answer to our IKE_FOLLOWUP_KE, SK{KEr(n)[, N(ADDITIONAL_KEY_EXCHANGE,
     /// link)]}: the next one, or the Child SA's keys after the last.
     pub(super) fn on_followup_response(&mut self, now: u64, p: &[Payload], rng: &mut dyn Random) {
+        if self.ike_followup_ours() {
+            self.report_unused(
+                "IKE_FOLLOWUP_KE",
+                p,
+                &[payload::KE],
+                &[notify::ADDITIONAL_KEY_EXCHANGE],
+            );
+            self.on_ike_followup_response(now, p, rng);
+            return;
+        }
         let Some(mut f) = self.book.followup.take() else {
             self.ignored(
                 "an IKE_FOLLOWUP_KE answer with no additional key exchange of ours under way"
@@ -1463,6 +1476,9 @@ impl IkeSa {
             &[payload::KE],
             &[notify::ADDITIONAL_KEY_EXCHANGE],
         );
+        if self.on_ike_followup_request(now, mid, local, remote, p, rng) {
+            return;
+        }
         let link = find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.clone());
         let Some(i) = link.and_then(|l| self.book.peer_followups.iter().position(|f| f.link == l))
         else {
