@@ -877,6 +877,34 @@ mod tests {
     }
 
     #[test]
+    fn child_keys_multi_is_rfc9370_keymat_and_rfc7296_with_one_secret() {
+        let t: EspTransform = "aes256gcm16".parse().unwrap();
+        let (sk0, sk1) = ([4u8; 32], [5u8; 32]);
+        let one = child_keys_multi(Prf::HmacSha384, &[1; 48], &[&sk0], &[2; 32], &[3; 32], t);
+        let classic = child_keys(Prf::HmacSha384, &[1; 48], Some(&sk0), &[2; 32], &[3; 32], t);
+        assert_eq!(one.i_to_r.encryption[..], classic.i_to_r.encryption[..]);
+        assert_eq!(one.r_to_i.encryption[..], classic.r_to_i.encryption[..]);
+        // Two secrets: prf+(SK_d, SK(0) | Ni | Nr | SK(1)), split as §2.17.
+        let two = child_keys_multi(
+            Prf::HmacSha384,
+            &[1; 48],
+            &[&sk0, &sk1],
+            &[2; 32],
+            &[3; 32],
+            t,
+        );
+        let mut seed = sk0.to_vec();
+        seed.extend_from_slice(&[2; 32]);
+        seed.extend_from_slice(&[3; 32]);
+        seed.extend_from_slice(&sk1);
+        let e = t.encryption.key_material_len();
+        let km = Prf::HmacSha384.prf_plus(&[1; 48], &seed, 2 * e);
+        assert_eq!(&two.i_to_r.encryption[..], &km[..e]);
+        assert_eq!(&two.r_to_i.encryption[..], &km[e..]);
+        assert_ne!(two.i_to_r.encryption[..], one.i_to_r.encryption[..]);
+    }
+
+    #[test]
     fn child_keys_split_in_rfc_order() {
         let t: EspTransform = "aes256-sha256".parse().unwrap();
         let k = child_keys(Prf::HmacSha256, &[1; 32], None, &[2; 32], &[3; 32], t);
