@@ -1097,6 +1097,13 @@ impl IkeSa {
             transport,
         } = done;
         let ni = ni.as_slice();
+        // §2.8.1: the peer's rekey of the same SA answered while our additional key
+        // exchanges ran: a collision too, decided by the CREATE_CHILD_SA exchanges' nonces.
+        let collided = collided.or_else(|| {
+            let old = pend.rekey_of?;
+            let i = self.book.peer_rekeys.iter().position(|r| r.old == old)?;
+            Some(self.book.peer_rekeys.remove(i))
+        });
         let Some(c) = self.cfg.children.get(req.child).cloned() else {
             return;
         };
@@ -1301,7 +1308,11 @@ impl IkeSa {
                     .iter()
                     .any(|x| x.new_spi == req.inbound_spi && x.rekey_of == Some(old)),
                 _ => false,
-            };
+            } || self
+                .book
+                .followup
+                .as_ref()
+                .is_some_and(|f| f.done.pend.rekey_of == Some(old));
             let new = match (&sa, self.book.peer_followups.last()) {
                 (Some(sa), _) => Some(sa.inbound_spi),
                 (None, Some(f)) => Some(f.inbound_spi),
