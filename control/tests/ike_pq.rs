@@ -709,3 +709,54 @@ fn a_followup_with_a_wrong_link_gets_state_not_found() {
     assert_eq!(p.r.as_ref().unwrap().phase(), Phase::Established);
     assert_eq!(p.r.as_ref().unwrap().child_book_len(), 0);
 }
+
+/// §2.8.1 with RFC 9370 §2.2.4: both peers rekey the Child SA with ML-KEM at once; the
+/// collision is decided by the CREATE_CHILD_SA nonces, and afterwards each side has one
+/// Child SA, the same one, whose keys cross.
+#[test]
+fn a_child_rekey_collision_with_followups_leaves_one_child_sa() {
+    let ike = "aes256gcm16-prfsha384-x25519";
+    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+    for seed in [30, 31, 32, 33] {
+        let ci = conn(true, ike, esp);
+        let cr = conn(false, ike, esp);
+        let mut p = Pair::new(ci, seed);
+        p.run(&cr);
+        assert_up_and_keys_cross(&p);
+        let (old_i, old_r) = (ups(&p.ev_i)[0].inbound_spi, ups(&p.ev_r)[0].inbound_spi);
+        let now = p.now;
+        p.i.rekey_child(now, old_i, &mut p.rng, &mut p.spis_i)
+            .unwrap();
+        let r = p.r.as_mut().unwrap();
+        r.rekey_child(now, old_r, &mut p.rng, &mut p.spis_r)
+            .unwrap();
+        p.run(&cr);
+        let r = p.r.as_ref().unwrap();
+        let (ci, cr) = (p.i.children(), r.children());
+        assert_eq!(
+            (ci.len(), cr.len()),
+            (1, 1),
+            "seed {seed}: {:?} {:?}",
+            child_failures(&p.ev_i),
+            child_failures(&p.ev_r)
+        );
+        assert_eq!(ci[0].inbound_spi, cr[0].outbound_spi, "seed {seed}");
+        assert_eq!(ci[0].outbound_spi, cr[0].inbound_spi, "seed {seed}");
+        assert_ne!(ci[0].inbound_spi, old_i);
+        // A real collision: two new Child SAs on each side, one deleted again.
+        assert_eq!(
+            (rekeyed(&p.ev_i).len(), rekeyed(&p.ev_r).len()),
+            (2, 2),
+            "seed {seed}"
+        );
+        let new_i = rekeyed(&p.ev_i)
+            .into_iter()
+            .find(|c| c.inbound_spi == ci[0].inbound_spi)
+            .unwrap();
+        let new_r = rekeyed(&p.ev_r)
+            .into_iter()
+            .find(|c| c.inbound_spi == cr[0].inbound_spi)
+            .unwrap();
+        assert_eq!(new_i.keys_out.encryption[..], new_r.keys_in.encryption[..]);
+    }
+}
