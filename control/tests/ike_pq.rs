@@ -760,3 +760,37 @@ fn a_child_rekey_collision_with_followups_leaves_one_child_sa() {
         assert_eq!(new_i.keys_out.encryption[..], new_r.keys_in.encryption[..]);
     }
 }
+
+/// §2.8.1 with RFC 9370 §2.2.4: both peers rekey a hybrid IKE SA at once; both rekeys run
+/// their IKE_FOLLOWUP_KE, and both sides keep the same survivor.
+#[test]
+fn an_ike_rekey_collision_with_followups_agrees_on_the_survivor() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    for seed in [40, 41, 42] {
+        let ci = conn(true, ike, "aes256gcm16");
+        let cr = conn(false, ike, "aes256gcm16");
+        let mut p = Pair::new(ci, seed);
+        p.run(&cr);
+        assert_up_and_keys_cross(&p);
+        let now = p.now;
+        p.i.rekey_ike(now, &mut p.rng).unwrap();
+        p.r.as_mut().unwrap().rekey_ike(now, &mut p.rng).unwrap();
+        p.run(&cr);
+        let survivors = |ev: &[Event]| -> Vec<(u64, u64)> {
+            ev.iter()
+                .filter_map(|e| match e {
+                    Event::NewIkeSa(sa) if !sa.superseded() => Some(sa.spis()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (si, sr) = (survivors(&p.ev_i), survivors(&p.ev_r));
+        assert_eq!(si.len(), 1, "seed {seed}: {:?}", p.i.ike_rekey_error());
+        assert_eq!(si, sr, "seed {seed}");
+        assert_eq!(
+            new_sa_suites(&p.ev_i).len(),
+            2,
+            "seed {seed}: a real collision"
+        );
+    }
+}
