@@ -3,7 +3,9 @@
 //! ML-KEM-768 and ecp384 + ML-KEM-1024 establish and the first Child SA's keys cross; a
 //! changed IKE_INTERMEDIATE (sealed again with the right keys) makes AUTH fail through
 //! IntAuth; `ke1_none` falls back to a classic IKE SA against a peer without ADDKE; a
-//! mandatory ML-KEM against a classic peer fails in plain words.
+//! mandatory ML-KEM against a classic peer fails in plain words. Rekeys (RFC 9370
+//! §2.2.4): Child SA and IKE SA rekeys run IKE_FOLLOWUP_KE, a wrong link gets
+//! STATE_NOT_FOUND.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -443,37 +445,352 @@ fn new_sa_suites(ev: &[Event]) -> Vec<String> {
         .collect()
 }
 
-/// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) is not implemented yet: an IKE SA rekey runs without
-/// additional key exchanges when the configuration allows NONE, and is refused in plain
-/// words (no silent downgrade) when it does not.
-#[test]
-fn ike_rekey_without_followup_ke_takes_the_none_twin_or_says_why_not() {
-    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none";
-    let ci = conn(true, ike, "aes256gcm16");
-    let cr = conn(false, ike, "aes256gcm16");
-    let mut p = Pair::new(ci, 10);
-    p.run(&cr);
-    assert_up_and_keys_cross(&p);
-    let now = p.now;
-    p.i.rekey_ike(now, &mut p.rng).unwrap();
-    p.run(&cr);
-    assert_eq!(new_sa_suites(&p.ev_i), vec!["aes256gcm16-prfsha384-x25519"]);
-    assert_eq!(new_sa_suites(&p.ev_r), vec!["aes256gcm16-prfsha384-x25519"]);
+fn take_new_sa(ev: &mut Vec<Event>) -> IkeSa {
+    let i = ev
+        .iter()
+        .position(|e| matches!(e, Event::NewIkeSa(_)))
+        .expect("a new IKE SA");
+    match ev.remove(i) {
+        Event::NewIkeSa(sa) => *sa,
+        _ => unreachable!(),
+    }
+}
 
-    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
-    let ci = conn(true, ike, "aes256gcm16");
-    let cr = conn(false, ike, "aes256gcm16");
-    let mut p = Pair::new(ci, 11);
+/// RFC 9370 §2.2.4: an IKE SA rekey of a hybrid IKE SA is hybrid: CREATE_CHILD_SA, then
+/// IKE_FOLLOWUP_KE per additional key exchange; the new IKE SA works (a Child SA rekey with
+/// ML-KEM over it succeeds). With `ke1_none` too, both sides still choose ML-KEM.
+#[test]
+fn ike_rekey_of_a_hybrid_ike_sa_runs_ike_followup_ke() {
+    for (ike, esp, seed) in [
+        (
+            "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+            "aes256gcm16-x25519-ke1_mlkem768",
+            10,
+        ),
+        (
+            "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none",
+            "aes256gcm16",
+            11,
+        ),
+        (
+            "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024",
+            "aes256gcm16-ecp384-ke1_mlkem1024",
+            12,
+        ),
+    ] {
+        let ci = conn(true, ike, esp);
+        let cr = conn(false, ike, esp);
+        let mut p = Pair::new(ci, seed);
+        p.run(&cr);
+        assert_up_and_keys_cross(&p);
+        let before = exchanges(&p).len();
+        let now = p.now;
+        p.i.rekey_ike(now, &mut p.rng).unwrap();
+        p.run(&cr);
+        let want = ike.trim_end_matches("-ke1_none");
+        assert_eq!(
+            new_sa_suites(&p.ev_i),
+            vec![want],
+            "{:?}",
+            p.i.ike_rekey_error()
+        );
+        assert_eq!(new_sa_suites(&p.ev_r), vec![want]);
+        let kinds: Vec<u8> = exchanges(&p)[before..].iter().map(|x| x.1).collect();
+        assert_eq!(
+            &kinds[..4],
+            &[
+                exchange::CREATE_CHILD_SA,
+                exchange::CREATE_CHILD_SA,
+                exchange::IKE_FOLLOWUP_KE,
+                exchange::IKE_FOLLOWUP_KE
+            ],
+            "{ike}"
+        );
+        // The new IKE SAs carry on: rekey the Child SA over them.
+        p.i = take_new_sa(&mut p.ev_i);
+        p.r = Some(take_new_sa(&mut p.ev_r));
+        assert_eq!(p.i.phase(), Phase::Established);
+        let old = ups(&p.ev_i)[0].inbound_spi;
+        let now = p.now;
+        p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+            .unwrap();
+        p.run(&cr);
+        let (ni, nr) = (rekeyed(&p.ev_i), rekeyed(&p.ev_r));
+        assert_eq!(
+            (ni.len(), nr.len()),
+            (1, 1),
+            "{ike}: {:?} {:?}",
+            child_failures(&p.ev_i),
+            child_failures(&p.ev_r)
+        );
+        assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
+        assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
+    }
+}
+
+fn rekeyed(ev: &[Event]) -> Vec<&ChildSa> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildRekeyed { new, .. } => Some(new),
+            _ => None,
+        })
+        .collect()
+}
+
+fn child_failures(ev: &[Event]) -> Vec<String> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildFailed { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// ESP proposals with additional key exchanges: the first Child SA (IKE_AUTH) carries none
+/// (RFC 7296 §1.2); `ke1_none` against a peer without ADDKE rekeys classically, without
+/// IKE_FOLLOWUP_KE.
+#[test]
+fn esp_ke1_none_against_a_classic_peer_rekeys_classically() {
+    let ike = "aes256gcm16-prfsha384-x25519";
+    let ci = conn(true, ike, "aes256gcm16-x25519-ke1_mlkem768-ke1_none");
+    let cr = conn(false, ike, "aes256gcm16-x25519");
+    let mut p = Pair::new(ci, 20);
     p.run(&cr);
     assert_up_and_keys_cross(&p);
+    let old = ups(&p.ev_i)[0].inbound_spi;
     let now = p.now;
-    p.i.rekey_ike(now, &mut p.rng).unwrap();
+    p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+        .unwrap();
     p.run(&cr);
-    assert!(new_sa_suites(&p.ev_i).is_empty());
-    let e = p.i.ike_rekey_error().unwrap().to_string();
+    let (ni, nr) = (rekeyed(&p.ev_i), rekeyed(&p.ev_r));
+    assert_eq!(
+        (ni.len(), nr.len()),
+        (1, 1),
+        "{:?}",
+        child_failures(&p.ev_i)
+    );
+    assert_eq!(ni[0].proposal.to_string(), "aes256gcm16-x25519-esn");
+    assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
+    assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
+    assert!(!exchanges(&p).iter().any(|(_, x, _)| *x == 44));
+}
+
+/// Rekey a Child SA of `esp` (both sides) over an IKE SA of `ike`; returns the pair and the
+/// exchanges of the rekey.
+fn child_rekey(ike: &str, esp: &str, seed: u64) -> (Pair, Vec<(bool, u8, u32)>) {
+    let ci = conn(true, ike, esp);
+    let cr = conn(false, ike, esp);
+    let mut p = Pair::new(ci, seed);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    let before = exchanges(&p).len();
+    let old = ups(&p.ev_i)[0].inbound_spi;
+    let now = p.now;
+    p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+        .unwrap();
+    p.run(&cr);
+    let ex = exchanges(&p)[before..].to_vec();
+    (p, ex)
+}
+
+fn assert_rekeyed_and_keys_cross(p: &Pair, proposal: &str) {
+    let (ni, nr) = (rekeyed(&p.ev_i), rekeyed(&p.ev_r));
+    assert_eq!(
+        (ni.len(), nr.len()),
+        (1, 1),
+        "{:?} {:?}",
+        child_failures(&p.ev_i),
+        child_failures(&p.ev_r)
+    );
+    assert_eq!(ni[0].proposal.to_string(), proposal);
+    assert_eq!(ni[0].keys_out.encryption[..], nr[0].keys_in.encryption[..]);
+    assert_eq!(ni[0].keys_in.encryption[..], nr[0].keys_out.encryption[..]);
+    assert_ne!(ni[0].keys_in.encryption[..], ni[0].keys_out.encryption[..]);
+    let old = ups(&p.ev_i)[0];
+    assert_ne!(ni[0].keys_out.encryption[..], old.keys_out.encryption[..]);
+}
+
+/// RFC 9370 §2.2.4: a Child SA rekey with x25519 + ML-KEM-768 runs CREATE_CHILD_SA, then
+/// one IKE_FOLLOWUP_KE; the new SA's keys cross, and the old one is deleted.
+#[test]
+fn child_rekey_with_mlkem768_runs_ike_followup_ke() {
+    let (p, ex) = child_rekey(
+        "aes256gcm16-prfsha384-x25519",
+        "aes256gcm16-x25519-ke1_mlkem768",
+        21,
+    );
+    assert_rekeyed_and_keys_cross(&p, "aes256gcm16-x25519-ke1_mlkem768-esn");
+    let kinds: Vec<(bool, u8)> = ex.iter().map(|(i, x, _)| (*i, *x)).collect();
+    assert_eq!(
+        &kinds[..4],
+        &[
+            (true, exchange::CREATE_CHILD_SA),
+            (false, exchange::CREATE_CHILD_SA),
+            (true, exchange::IKE_FOLLOWUP_KE),
+            (false, exchange::IKE_FOLLOWUP_KE),
+        ]
+    );
+    // Then the initiator deletes the old Child SA (make-before-break as without ADDKE).
+    assert_eq!(kinds[4], (true, exchange::INFORMATIONAL));
+    assert_eq!(p.i.phase(), Phase::Established);
+}
+
+/// ecp384 + ML-KEM-1024 + ML-KEM-768: two IKE_FOLLOWUP_KE, the ML-KEM-1024 ones in
+/// fragments (RFC 7383), each answer carrying the link for the next.
+#[test]
+fn child_rekey_with_two_addke_and_fragments() {
+    let (p, ex) = child_rekey(
+        "aes256gcm16-prfsha384-ecp384",
+        "aes256gcm16-ecp384-ke1_mlkem1024-ke2_mlkem768",
+        22,
+    );
+    assert_rekeyed_and_keys_cross(&p, "aes256gcm16-ecp384-ke1_mlkem1024-ke2_mlkem768-esn");
+    let followups: Vec<_> = ex
+        .iter()
+        .filter(|(_, x, _)| *x == exchange::IKE_FOLLOWUP_KE)
+        .copied()
+        .collect();
+    assert_eq!(followups.len(), 4);
+    let (_, frags) = message_size(&p, followups[0]);
+    assert!(frags > 1, "the ML-KEM-1024 request goes in fragments");
+}
+
+/// RFC 9370 §2.2.4: an IKE_FOLLOWUP_KE naming a link the responder does not know gets
+/// STATE_NOT_FOUND; the initiator says so, deletes the half-made Child SA, and the IKE SA
+/// and the old Child SA stay.
+#[test]
+fn a_followup_with_a_wrong_link_gets_state_not_found() {
+    let ike = "aes256gcm16-prfsha384-x25519";
+    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+    // Unfragmented, so the hook sees the whole message.
+    let mut ci = conn(true, ike, esp);
+    ci.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut cr = conn(false, ike, esp);
+    cr.fragmentation.mode = control::ike::frag::FragMode::No;
+    let mut p = Pair::new(ci, 23);
+    p.run(&cr);
+    assert_up_and_keys_cross(&p);
+    p.tamper = Some(Box::new(|sender, d, rng| {
+        let h = Header::parse(&d.data).ok()?;
+        if !d.by_initiator || h.exchange != exchange::IKE_FOLLOWUP_KE {
+            return None;
+        }
+        sender.reseal_own_for_test(
+            &d.data,
+            |p| {
+                for x in p.iter_mut() {
+                    if let Payload::Notify(n) = x {
+                        n.data = b"not-a-link".to_vec();
+                    }
+                }
+            },
+            rng,
+        )
+    }));
+    let old = ups(&p.ev_i)[0].inbound_spi;
+    let now = p.now;
+    p.i.rekey_child(now, old, &mut p.rng, &mut p.spis_i)
+        .unwrap();
+    p.run(&cr);
+    assert!(rekeyed(&p.ev_i).is_empty() && rekeyed(&p.ev_r).is_empty());
+    let fi = child_failures(&p.ev_i);
     assert!(
-        e.contains("IKE_FOLLOWUP_KE") && e.contains("ke1_mlkem768"),
-        "{e}"
+        fi.iter().any(|e| e.contains("STATE_NOT_FOUND")),
+        "initiator: {fi:?}"
+    );
+    // The responder forgets the unfinished exchange when the initiator deletes it.
+    let fr = child_failures(&p.ev_r);
+    assert!(
+        fr.iter()
+            .any(|e| e.contains("before its additional key exchanges")),
+        "responder: {fr:?}"
     );
     assert_eq!(p.i.phase(), Phase::Established);
+    assert_eq!(p.r.as_ref().unwrap().phase(), Phase::Established);
+    assert_eq!(p.r.as_ref().unwrap().child_book_len(), 0);
+}
+
+/// §2.8.1 with RFC 9370 §2.2.4: both peers rekey the Child SA with ML-KEM at once; the
+/// collision is decided by the CREATE_CHILD_SA nonces, and afterwards each side has one
+/// Child SA, the same one, whose keys cross.
+#[test]
+fn a_child_rekey_collision_with_followups_leaves_one_child_sa() {
+    let ike = "aes256gcm16-prfsha384-x25519";
+    let esp = "aes256gcm16-x25519-ke1_mlkem768";
+    for seed in [30, 31, 32, 33] {
+        let ci = conn(true, ike, esp);
+        let cr = conn(false, ike, esp);
+        let mut p = Pair::new(ci, seed);
+        p.run(&cr);
+        assert_up_and_keys_cross(&p);
+        let (old_i, old_r) = (ups(&p.ev_i)[0].inbound_spi, ups(&p.ev_r)[0].inbound_spi);
+        let now = p.now;
+        p.i.rekey_child(now, old_i, &mut p.rng, &mut p.spis_i)
+            .unwrap();
+        let r = p.r.as_mut().unwrap();
+        r.rekey_child(now, old_r, &mut p.rng, &mut p.spis_r)
+            .unwrap();
+        p.run(&cr);
+        let r = p.r.as_ref().unwrap();
+        let (ci, cr) = (p.i.children(), r.children());
+        assert_eq!(
+            (ci.len(), cr.len()),
+            (1, 1),
+            "seed {seed}: {:?} {:?}",
+            child_failures(&p.ev_i),
+            child_failures(&p.ev_r)
+        );
+        assert_eq!(ci[0].inbound_spi, cr[0].outbound_spi, "seed {seed}");
+        assert_eq!(ci[0].outbound_spi, cr[0].inbound_spi, "seed {seed}");
+        assert_ne!(ci[0].inbound_spi, old_i);
+        // A real collision: two new Child SAs on each side, one deleted again.
+        assert_eq!(
+            (rekeyed(&p.ev_i).len(), rekeyed(&p.ev_r).len()),
+            (2, 2),
+            "seed {seed}"
+        );
+        let new_i = rekeyed(&p.ev_i)
+            .into_iter()
+            .find(|c| c.inbound_spi == ci[0].inbound_spi)
+            .unwrap();
+        let new_r = rekeyed(&p.ev_r)
+            .into_iter()
+            .find(|c| c.inbound_spi == cr[0].inbound_spi)
+            .unwrap();
+        assert_eq!(new_i.keys_out.encryption[..], new_r.keys_in.encryption[..]);
+    }
+}
+
+/// §2.8.1 with RFC 9370 §2.2.4: both peers rekey a hybrid IKE SA at once; both rekeys run
+/// their IKE_FOLLOWUP_KE, and both sides keep the same survivor.
+#[test]
+fn an_ike_rekey_collision_with_followups_agrees_on_the_survivor() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    for seed in [40, 41, 42] {
+        let ci = conn(true, ike, "aes256gcm16");
+        let cr = conn(false, ike, "aes256gcm16");
+        let mut p = Pair::new(ci, seed);
+        p.run(&cr);
+        assert_up_and_keys_cross(&p);
+        let now = p.now;
+        p.i.rekey_ike(now, &mut p.rng).unwrap();
+        p.r.as_mut().unwrap().rekey_ike(now, &mut p.rng).unwrap();
+        p.run(&cr);
+        let survivors = |ev: &[Event]| -> Vec<(u64, u64)> {
+            ev.iter()
+                .filter_map(|e| match e {
+                    Event::NewIkeSa(sa) if !sa.superseded() => Some(sa.spis()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (si, sr) = (survivors(&p.ev_i), survivors(&p.ev_r));
+        assert_eq!(si.len(), 1, "seed {seed}: {:?}", p.i.ike_rekey_error());
+        assert_eq!(si, sr, "seed {seed}");
+        assert_eq!(
+            new_sa_suites(&p.ev_i).len(),
+            2,
+            "seed {seed}: a real collision"
+        );
+    }
 }

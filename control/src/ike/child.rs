@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use dataplane::crypto::{AlgorithmError, EspTransform, Integrity, SaKeys};
 
 use super::dh::Group;
-use super::keys::{child_keymat, Prf};
-use super::proposal::parse_group;
+use super::kem::Method;
+use super::keys::{child_keymat, child_keymat_multi, Prf};
+use super::proposal::{parse_addke, parse_group, AddKe, ADDKE1, ADDKE_NONE, ADDKE_SLOTS};
 use super::wire::{transform, Proposal, Transform, Ts};
 
 /// One Child SA of a connection, as configured (swanctl's `children` section).
@@ -44,6 +45,10 @@ pub struct EspProposal {
     pub groups: Vec<Group>,
     /// `-none` among the groups: a Child SA without a key exchange is acceptable too.
     pub pfs_optional: bool,
+    /// RFC 9370 §2.2.4: per additional key exchange (ADDKE1..7) the methods allowed in
+    /// CREATE_CHILD_SA, `None` being NONE; empty: the type is not offered. Chosen: at most
+    /// one method per slot (an empty slot runs no exchange).
+    pub addke: [Vec<Option<Method>>; ADDKE_SLOTS],
 }
 
 /// Why an ESP proposal string was refused.
@@ -67,9 +72,16 @@ impl std::str::FromStr for EspProposal {
         let mut esn_tokens = Vec::new();
         let mut groups = Vec::new();
         let mut pfs_optional = false;
+        let mut addke: [Vec<Option<Method>>; ADDKE_SLOTS] = Default::default();
         let mut rest = Vec::new();
         for t in s.split('-') {
             let tok = t.trim().to_ascii_lowercase();
+            if let Some((slot, m)) = parse_addke(&tok).map_err(group_error)? {
+                if !addke[slot].contains(&m) {
+                    addke[slot].push(m);
+                }
+                continue;
+            }
             match tok.as_str() {
                 "esn" => esn_tokens.push(true),
                 "noesn" => esn_tokens.push(false),
@@ -93,6 +105,7 @@ impl std::str::FromStr for EspProposal {
             esn_either,
             pfs_optional: pfs_optional && !groups.is_empty(),
             groups,
+            addke,
         })
     }
 }
@@ -106,6 +119,11 @@ impl std::fmt::Display for EspProposal {
         }
         if self.pfs_optional {
             f.write_str("-none")?;
+        }
+        for (i, slot) in self.addke.iter().enumerate() {
+            for m in slot {
+                write!(f, "-ke{}_{}", i + 1, m.map_or("none", |m| m.name()))?;
+            }
         }
         match (self.esn, self.esn_either) {
             (true, true) => Ok(()), // the default
@@ -177,6 +195,14 @@ impl EspProposal {
                 key_len: None,
             });
         }
+        // RFC 9370 §2.2.4: the additional key exchanges, types 6..12.
+        for (i, slot) in self.addke.iter().enumerate() {
+            t.extend(slot.iter().map(|m| Transform {
+                kind: ADDKE1 + i as u8,
+                id: m.map_or(ADDKE_NONE, |m| m.iana()),
+                key_len: None,
+            }));
+        }
         let esn = if self.esn_either {
             vec![self.esn, !self.esn]
         } else {
@@ -198,13 +224,41 @@ impl EspProposal {
     }
 
     /// The proposal as offered in IKE_AUTH: no key exchange transforms (the first Child SA
-    /// takes its keys from the IKE SA's exchange, RFC 7296 §1.2; strongSwan strips them too).
+    /// takes its keys from the IKE SA's exchange, RFC 7296 §1.2; strongSwan strips them too),
+    /// additional key exchanges included (RFC 9370 §2.2.4 runs them in CREATE_CHILD_SA only).
     pub fn without_ke(&self) -> EspProposal {
         EspProposal {
             groups: vec![],
             pfs_optional: false,
+            addke: Default::default(),
             ..self.clone()
         }
+    }
+
+    /// Whether this proposal has additional key exchanges.
+    pub fn has_addke(&self) -> bool {
+        self.addke.iter().any(|s| !s.is_empty())
+    }
+
+    /// Our proposals as sent in CREATE_CHILD_SA: each as configured, followed by its twin
+    /// without ADDKE transforms when every ADDKE type it has allows NONE (strongSwan 5.9.x
+    /// refuses a proposal with transform types it does not know, as for IKE proposals).
+    pub fn offer(ours: &[EspProposal]) -> Vec<EspProposal> {
+        ours.iter()
+            .flat_map(|p| {
+                let optional = p.addke.iter().all(|s| s.is_empty() || s.contains(&None));
+                let twin = (p.has_addke() && optional).then(|| EspProposal {
+                    addke: Default::default(),
+                    ..p.clone()
+                });
+                std::iter::once(p.clone()).chain(twin)
+            })
+            .collect()
+    }
+
+    /// The additional key exchanges of a chosen proposal, in slot order.
+    pub fn chosen_addke(&self) -> AddKe {
+        std::array::from_fn(|i| self.addke[i].first().copied().flatten())
     }
 
     /// The key exchange group of a chosen proposal (PFS), if any.
@@ -279,14 +333,44 @@ impl EspProposal {
         out
     }
 
-    /// This proposal made definite for the offered `p` with `group` and `esn`.
-    fn definite(&self, esn: bool, group: Option<Group>) -> EspProposal {
+    /// RFC 9370 §2.2.1, §2.2.4: per ADDKE type, the initiator's first method we also allow.
+    /// A type only one side lists counts as NONE on the other: acceptable when that side's
+    /// list allows NONE. `None`: no agreement.
+    fn addke_choice(&self, p: &Proposal) -> Option<AddKe> {
+        let mut out: AddKe = [None; ADDKE_SLOTS];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let kind = ADDKE1 + i as u8;
+            let ours = &self.addke[i];
+            let none_ok = ours.is_empty() || ours.contains(&None);
+            let mut theirs = p.transforms.iter().filter(|t| t.kind == kind).peekable();
+            if theirs.peek().is_none() {
+                if none_ok {
+                    continue;
+                }
+                return None;
+            }
+            *slot = theirs.find_map(|t| {
+                if t.id == ADDKE_NONE {
+                    none_ok.then_some(None)
+                } else {
+                    Method::from_iana(t.id)
+                        .filter(|m| ours.contains(&Some(*m)))
+                        .map(Some)
+                }
+            })?;
+        }
+        Some(out)
+    }
+
+    /// This proposal made definite for the offered `p` with `group`, `esn` and `addke`.
+    fn definite(&self, esn: bool, group: Option<Group>, addke: AddKe) -> EspProposal {
         EspProposal {
             transform: self.transform,
             esn,
             esn_either: false,
             groups: group.into_iter().collect(),
             pfs_optional: false,
+            addke: std::array::from_fn(|i| addke[i].map(Some).into_iter().collect()),
         }
     }
 
@@ -307,6 +391,11 @@ impl EspProposal {
                         return None;
                     }
                     let esn = o.esn_choice(p)?;
+                    // RFC 7296 §1.2: IKE_AUTH runs no key exchange, additional ones neither.
+                    let addke = match ke {
+                        KeOffer::Ignore => [None; ADDKE_SLOTS],
+                        KeOffer::Ke(_) => o.addke_choice(p)?,
+                    };
                     let group = match ke {
                         KeOffer::Ignore => None,
                         KeOffer::Ke(k) => {
@@ -322,7 +411,11 @@ impl EspProposal {
                         }
                     };
                     let spi = u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]]);
-                    Some((p.number, spi, o.definite(esn, group)))
+                    if group.is_none() && addke.iter().any(Option::is_some) {
+                        // RFC 9370 §2.2.4: additional key exchanges follow a KE, never alone.
+                        return None;
+                    }
+                    Some((p.number, spi, o.definite(esn, group, addke)))
                 })
             })
         };
@@ -357,6 +450,23 @@ impl EspProposal {
         if esn.len() > 1 || ids.len() > 1 {
             return None; // §3.3.6: the answer holds one transform of each type
         }
+        let mut addke: AddKe = [None; ADDKE_SLOTS];
+        for (i, slot) in addke.iter_mut().enumerate() {
+            let t: Vec<u16> = p
+                .transforms
+                .iter()
+                .filter(|t| t.kind == ADDKE1 + i as u8)
+                .map(|t| t.id)
+                .collect();
+            match t.as_slice() {
+                [] | [ADDKE_NONE] => {}
+                [id] => *slot = Some(Method::from_iana(*id)?),
+                _ => return None,
+            }
+        }
+        if ke == KeOffer::Ignore && addke.iter().any(Option::is_some) {
+            return None; // RFC 7296 §1.2: no key exchange in IKE_AUTH
+        }
         let esn = esn.first().copied().unwrap_or(false);
         ours.iter().find_map(|o| {
             if !o.same_algorithms(p) || !(esn == o.esn || o.esn_either) {
@@ -370,7 +480,17 @@ impl EspProposal {
                 }
                 _ => return None,
             };
-            Some(o.definite(esn, group))
+            // Each slot: the method we allow, or NONE where absent/NONE is acceptable.
+            let fits = addke.iter().enumerate().all(|(i, m)| match m {
+                Some(m) => o.addke[i].contains(&Some(*m)),
+                None => {
+                    ke == KeOffer::Ignore || o.addke[i].is_empty() || o.addke[i].contains(&None)
+                }
+            });
+            if !fits || (group.is_none() && addke.iter().any(Option::is_some)) {
+                return None;
+            }
+            Some(o.definite(esn, group, addke))
         })
     }
 }
@@ -513,6 +633,24 @@ pub fn child_keys(
     }
 }
 
+/// RFC 9370 §2.2.4: KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)), split as
+/// [`child_keys`]. `secrets`: the key exchanges' shared secrets, KE transform first.
+pub fn child_keys_multi(
+    prf: Prf,
+    sk_d: &[u8],
+    secrets: &[&[u8]],
+    ni: &[u8],
+    nr: &[u8],
+    t: EspTransform,
+) -> ChildKeys {
+    let (e, i) = (t.encryption.key_material_len(), t.integrity.key_len());
+    let km = child_keymat_multi(prf, sk_d, secrets, ni, nr, 2 * (e + i));
+    ChildKeys {
+        i_to_r: SaKeys::new(&km[..e], &km[e..e + i]),
+        r_to_i: SaKeys::new(&km[e + i..2 * e + i], &km[2 * e + i..]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +782,80 @@ mod tests {
     }
 
     #[test]
+    fn additional_key_exchanges_in_esp_proposals() {
+        use crate::ike::kem::MlKem;
+        let mlkem768 = Some(Method::MlKem(MlKem::MlKem768));
+        let p = esp("aes256gcm16-x25519-ke1_mlkem768");
+        assert_eq!(p.groups, vec![Group::Curve25519]);
+        assert_eq!(p.addke[0], vec![mlkem768]);
+        assert_eq!(p.to_string(), "aes256gcm16-x25519-ke1_mlkem768");
+        let w = p.to_wire(1, 7);
+        assert!(w.transforms.contains(&Transform {
+            kind: ADDKE1,
+            id: 36,
+            key_len: None
+        }));
+        // IKE_AUTH: no KE, no ADDKE (RFC 7296 §1.2).
+        assert!(!p
+            .without_ke()
+            .to_wire(1, 7)
+            .transforms
+            .iter()
+            .any(|t| t.kind >= ADDKE1));
+        // Mandatory: no twin; optional: a twin without ADDKE follows.
+        assert_eq!(EspProposal::offer(std::slice::from_ref(&p)).len(), 1);
+        let opt = esp("aes256gcm16-x25519-ke1_mlkem768-ke1_none");
+        assert_eq!(opt.addke[0], vec![mlkem768, None]);
+        let offer = EspProposal::offer(std::slice::from_ref(&opt));
+        assert_eq!(offer.len(), 2);
+        assert!(!offer[1].has_addke());
+
+        // Responder with ML-KEM takes it in CREATE_CHILD_SA, never in IKE_AUTH.
+        let ke = KeOffer::Ke(Some(Group::Curve25519));
+        let (_, _, c) =
+            EspProposal::choose(std::slice::from_ref(&p), std::slice::from_ref(&w), ke).unwrap();
+        assert_eq!(c.chosen_addke()[0], mlkem768);
+        assert_eq!(c.to_string(), "aes256gcm16-x25519-ke1_mlkem768-esn");
+        let (_, _, c2) = EspProposal::choose(
+            std::slice::from_ref(&p),
+            std::slice::from_ref(&w),
+            KeOffer::Ignore,
+        )
+        .unwrap();
+        assert_eq!(c2.chosen_addke(), [None; ADDKE_SLOTS]);
+        // The initiator accepts the answer; an unoffered method in it is refused.
+        let answer = c.to_wire(1, 9);
+        let got = EspProposal::accept_answer(std::slice::from_ref(&p), &answer, ke).unwrap();
+        assert_eq!(got.chosen_addke()[0], mlkem768);
+        let plain = esp("aes256gcm16-x25519");
+        assert!(EspProposal::accept_answer(std::slice::from_ref(&plain), &answer, ke).is_none());
+        // Mandatory ML-KEM against a classic peer: nothing in common, either way round.
+        assert!(
+            EspProposal::choose(std::slice::from_ref(&p), &[plain.to_wire(1, 3)], ke).is_none()
+        );
+        assert!(EspProposal::choose(std::slice::from_ref(&plain), &[w], ke).is_none());
+        // `ke1_none` against a classic peer: classic either way round.
+        let (_, _, c) =
+            EspProposal::choose(std::slice::from_ref(&opt), &[plain.to_wire(1, 3)], ke).unwrap();
+        assert_eq!(c.chosen_addke(), [None; ADDKE_SLOTS]);
+        let (_, _, c) =
+            EspProposal::choose(std::slice::from_ref(&plain), &[opt.to_wire(1, 3)], ke).unwrap();
+        assert_eq!(c.chosen_addke(), [None; ADDKE_SLOTS]);
+        assert!(
+            EspProposal::accept_answer(std::slice::from_ref(&opt), &c.to_wire(1, 3), ke).is_some()
+        );
+        // Bad tokens.
+        assert!("aes256gcm16-x25519-ke8_mlkem768"
+            .parse::<EspProposal>()
+            .is_err());
+        assert!("aes256gcm16-x25519-ke1_modp1024"
+            .parse::<EspProposal>()
+            .unwrap_err()
+            .to_string()
+            .contains("modp1024"));
+    }
+
+    #[test]
     fn narrowing_follows_rfc7296_2_9() {
         let proposed = vec![ts("10.1.0.0/16")];
         assert_eq!(
@@ -662,6 +874,34 @@ mod tests {
         assert!(!within(&[ts("10.0.0.0/8")], &proposed));
         assert_eq!(show_ts(&ts("0.0.0.0/0")), "0.0.0.0/0");
         assert_eq!(show_ts(&ts("::/0")), "::/0");
+    }
+
+    #[test]
+    fn child_keys_multi_is_rfc9370_keymat_and_rfc7296_with_one_secret() {
+        let t: EspTransform = "aes256gcm16".parse().unwrap();
+        let (sk0, sk1) = ([4u8; 32], [5u8; 32]);
+        let one = child_keys_multi(Prf::HmacSha384, &[1; 48], &[&sk0], &[2; 32], &[3; 32], t);
+        let classic = child_keys(Prf::HmacSha384, &[1; 48], Some(&sk0), &[2; 32], &[3; 32], t);
+        assert_eq!(one.i_to_r.encryption[..], classic.i_to_r.encryption[..]);
+        assert_eq!(one.r_to_i.encryption[..], classic.r_to_i.encryption[..]);
+        // Two secrets: prf+(SK_d, SK(0) | Ni | Nr | SK(1)), split as §2.17.
+        let two = child_keys_multi(
+            Prf::HmacSha384,
+            &[1; 48],
+            &[&sk0, &sk1],
+            &[2; 32],
+            &[3; 32],
+            t,
+        );
+        let mut seed = sk0.to_vec();
+        seed.extend_from_slice(&[2; 32]);
+        seed.extend_from_slice(&[3; 32]);
+        seed.extend_from_slice(&sk1);
+        let e = t.encryption.key_material_len();
+        let km = Prf::HmacSha384.prf_plus(&[1; 48], &seed, 2 * e);
+        assert_eq!(&two.i_to_r.encryption[..], &km[..e]);
+        assert_eq!(&two.r_to_i.encryption[..], &km[e..]);
+        assert_ne!(two.i_to_r.encryption[..], one.i_to_r.encryption[..]);
     }
 
     #[test]

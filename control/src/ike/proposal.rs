@@ -322,21 +322,6 @@ impl IkeProposal {
             .collect()
     }
 
-    /// The proposals usable where no additional key exchange can run (IKE SA rekeys until
-    /// IKE_FOLLOWUP_KE, RFC 9370 §2.2.4, is implemented here): those without ADDKE, and the
-    /// twins of those whose ADDKE may all be NONE. Proposals with a mandatory ADDKE drop out.
-    pub fn without_mandatory_addke(ours: &[IkeProposal]) -> Vec<IkeProposal> {
-        ours.iter()
-            .filter_map(|p| {
-                if p.has_addke() {
-                    p.without_addke()
-                } else {
-                    Some(p.clone())
-                }
-            })
-            .collect()
-    }
-
     /// As a proposal in an IKE SA rekey (§1.3.2, §3.3.1): with the sender's SPI of the new
     /// IKE SA (8 octets).
     pub fn to_wire_with_spi(&self, number: u8, spi: u64) -> Proposal {

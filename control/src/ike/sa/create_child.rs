@@ -13,8 +13,12 @@ use std::net::SocketAddr;
 
 use dataplane::crypto::SaKeys;
 
-use super::super::child::{self, child_keys, show_ts, ChildCfg, EspProposal, KeOffer, PROTO_ESP};
+use super::super::child::{
+    self, child_keys, child_keys_multi, show_ts, ChildCfg, EspProposal, KeOffer, PROTO_ESP,
+};
 use super::super::dh::{Group, KeyPair};
+use super::super::kem::{self, Method};
+use super::super::keys::Secret;
 use super::super::lifetime::spread;
 use super::super::proposal::{describe, PROTO_IKE};
 use super::super::wire::{exchange, payload, transform, Notify, Payload, Proposal, Ts};
@@ -74,6 +78,7 @@ const CHILD_PAYLOADS: &[u8] = &[
 const CHILD_NOTIFIES: &[u16] = &[notify::USE_TRANSPORT_MODE, notify::REKEY_SA];
 
 /// What the responder settled on for a Child SA request.
+#[derive(Debug, Clone)]
 struct Choice {
     child: usize,
     number: u8,
@@ -133,6 +138,70 @@ pub(super) struct ChildBook {
     /// Inbound SPIs drawn for rekeys that did not happen (TEMPORARY_FAILURE, a rekey made
     /// moot): the next rekey takes one of these before it asks the allocator.
     spare: Vec<u32>,
+    /// Initiator: our CREATE_CHILD_SA whose additional key exchanges run (RFC 9370 §2.2.4).
+    pub(super) followup: Option<Followup>,
+    /// Responder: the peer's CREATE_CHILD_SAs whose additional key exchanges run, by link.
+    pub(super) peer_followups: Vec<PeerFollowup>,
+}
+
+/// Our CREATE_CHILD_SA, answered and checked, before its keys.
+#[derive(Debug)]
+pub(super) struct Answered {
+    req: ChildRequest,
+    pend: Pending,
+    collided: Option<PeerRekey>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    spi: u32,
+    proposal: EspProposal,
+    tsi: Vec<Ts>,
+    tsr: Vec<Ts>,
+    transport: bool,
+}
+
+/// Initiator: the additional key exchanges of our CREATE_CHILD_SA (RFC 9370 §2.2.4).
+pub(super) struct Followup {
+    done: Answered,
+    /// SK(0), SK(1), ... so far.
+    secrets: Vec<Secret>,
+    /// The methods still to run, in ADDKE type order.
+    remaining: Vec<Method>,
+    /// The responder's link for the next IKE_FOLLOWUP_KE.
+    link: Vec<u8>,
+    /// Our half of the exchange in flight.
+    kem: Option<kem::Pending>,
+}
+
+impl std::fmt::Debug for Followup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Followup")
+            .field("done", &self.done)
+            .field("secrets", &self.secrets.len())
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Responder: the additional key exchanges of the peer's CREATE_CHILD_SA (RFC 9370 §2.2.4).
+pub(super) struct PeerFollowup {
+    link: Vec<u8>,
+    secrets: Vec<Secret>,
+    remaining: Vec<Method>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    choice: Choice,
+    only: Option<(usize, u32)>,
+    inbound_spi: u32,
+}
+
+impl std::fmt::Debug for PeerFollowup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerFollowup")
+            .field("inbound_spi", &self.inbound_spi)
+            .field("secrets", &self.secrets.len())
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChildBook {
@@ -264,9 +333,11 @@ impl IkeSa {
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
         }
+        // RFC 9370 §2.2.4: the proposals with additional key exchanges, each followed by
+        // its twin without them when they are optional.
+        let esp = EspProposal::offer(&c.esp);
         out.push(Payload::Sa(
-            c.esp
-                .iter()
+            esp.iter()
                 .enumerate()
                 .map(|(i, p)| p.to_wire(i as u8 + 1, req.inbound_spi))
                 .collect(),
@@ -630,7 +701,7 @@ impl IkeSa {
         only: Option<(usize, u32)>,
         rng: &mut dyn Random,
         spis: &mut dyn SpiAllocator,
-    ) -> Result<(Vec<Payload>, ChildSa), Vec<Payload>> {
+    ) -> Result<(Vec<Payload>, Option<ChildSa>), Vec<Payload>> {
         let ch = match self.choose_child(p, ke, only.map(|o| o.0)) {
             Ok(ch) => ch,
             Err(e) => {
@@ -669,17 +740,9 @@ impl IkeSa {
             // §1.3.1: a proposal without a group was chosen (PFS optional): no g^ir.
             tracing::debug!(conn = %self.cfg.name, group = g.name(), "the initiator's KE is not used: the chosen proposal has no key exchange");
         }
-        let Some(keys) = self.keys() else {
+        if self.keys().is_none() {
             return Err(vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])]);
-        };
-        let ck = child_keys(
-            keys.suite.prf,
-            &keys.sk_d,
-            pfs.as_ref().map(|s| s.as_slice()),
-            ni,
-            nr,
-            ch.proposal.transform,
-        );
+        }
         let c = self.cfg.children[ch.child].clone();
         let inbound_spi = spis.alloc_spi();
         let mut out = Vec::new();
@@ -695,10 +758,68 @@ impl IkeSa {
         out.extend(ker);
         out.push(Payload::TsI(ch.tsi.clone()));
         out.push(Payload::TsR(ch.tsr.clone()));
+        let secrets: Vec<Secret> = pfs.into_iter().collect();
+        let addke: Vec<Method> = ch.proposal.chosen_addke().into_iter().flatten().collect();
+        if ke != KeOffer::Ignore && !addke.is_empty() {
+            // RFC 9370 §2.2.4: the additional key exchanges follow in IKE_FOLLOWUP_KE; the
+            // initiator names this exchange by the link.
+            let link = self.new_followup_link(rng);
+            out.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                link.clone(),
+            ));
+            self.book.peer_followups.push(PeerFollowup {
+                link,
+                secrets,
+                remaining: addke,
+                ni: ni.to_vec(),
+                nr: nr.to_vec(),
+                choice: ch,
+                only,
+                inbound_spi,
+            });
+            return Ok((out, None));
+        }
+        let sa = self.peer_child_keyed(now, rng, ch, only, inbound_spi, ni, nr, &secrets);
+        Ok((out, sa))
+    }
+
+    /// A random link for the peer's next IKE_FOLLOWUP_KE (RFC 9370 §2.2.4: opaque, ours).
+    fn new_followup_link(&self, rng: &mut dyn Random) -> Vec<u8> {
+        let mut link = vec![0u8; 8];
+        rng.fill(&mut link);
+        link
+    }
+
+    /// Responder: the Child SA of the peer's request, once every key exchange ran, into
+    /// `children` (the caller announces it).
+    #[allow(clippy::too_many_arguments)]
+    fn peer_child_keyed(
+        &mut self,
+        now: u64,
+        rng: &mut dyn Random,
+        ch: Choice,
+        only: Option<(usize, u32)>,
+        inbound_spi: u32,
+        ni: &[u8],
+        nr: &[u8],
+        secrets: &[Secret],
+    ) -> Option<ChildSa> {
+        let keys = self.keys()?;
+        let refs: Vec<&[u8]> = secrets.iter().map(|s| s.as_slice()).collect();
+        let ck = child_keys_multi(
+            keys.suite.prf,
+            &keys.sk_d,
+            &refs,
+            ni,
+            nr,
+            ch.proposal.transform,
+        );
+        let c = self.cfg.children.get(ch.child)?.clone();
         let rekeys = only
             .and_then(|(_, old)| self.children.iter().find(|x| x.inbound_spi == old))
             .map_or(0, |o| o.rekeys + 1);
-        let sa = self.new_child(
+        Some(self.new_child(
             now,
             rng,
             c.name,
@@ -711,8 +832,7 @@ impl IkeSa {
             ch.tsi,
             c.transport,
             rekeys,
-        );
-        Ok((out, sa))
+        ))
     }
 
     /// Responder, in IKE_AUTH: the payloads about the first Child SA.
@@ -727,7 +847,8 @@ impl IkeSa {
     ) -> Vec<Payload> {
         match self.respond_child_sa(now, ni, nr, p, KeOffer::Ignore, None, rng, spis) {
             Ok((out, sa)) => {
-                self.events.push_back(Event::ChildUp(sa));
+                // IKE_AUTH runs no additional key exchange: the Child SA is there.
+                self.events.extend(sa.map(Event::ChildUp));
                 out
             }
             Err(out) => out,
@@ -912,13 +1033,90 @@ impl IkeSa {
                 return;
             }
         };
+        let done = Answered {
+            req,
+            pend,
+            collided,
+            ni: ni.to_vec(),
+            nr,
+            spi,
+            proposal,
+            tsi,
+            tsr,
+            transport,
+        };
+        let addke: Vec<Method> = done.proposal.chosen_addke().into_iter().flatten().collect();
+        if addke.is_empty() {
+            self.finish_create_child(now, done, pfs.into_iter().collect(), rng);
+            return;
+        }
+        // RFC 9370 §2.2.4: the additional key exchanges follow in IKE_FOLLOWUP_KE, each
+        // naming the responder's link; the keys come after the last one.
+        let Some(link) = find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.clone())
+        else {
+            self.child_failed(
+                c.name,
+                IkeError::AddKe {
+                    why: "the responder chose additional key exchanges for the Child SA but sent no ADDITIONAL_KEY_EXCHANGE link to continue them".into(),
+                },
+            );
+            self.book.unused(&done.pend);
+            self.queue
+                .push_back(Queued::DeleteChild(done.req.inbound_spi));
+            return;
+        };
+        self.book.followup = Some(Followup {
+            done,
+            secrets: pfs.into_iter().collect(),
+            remaining: addke,
+            link,
+            kem: None,
+        });
+        self.queue.push_front(Queued::Followup);
+    }
+
+    /// Initiator: the Child SA of our CREATE_CHILD_SA, once every key exchange ran
+    /// (`secrets`: SK(0) of the KE transform, then SK(1).. of the additional ones).
+    fn finish_create_child(
+        &mut self,
+        now: u64,
+        done: Answered,
+        secrets: Vec<Secret>,
+        rng: &mut dyn Random,
+    ) {
+        let Answered {
+            req,
+            pend,
+            collided,
+            ni,
+            nr,
+            spi,
+            proposal,
+            tsi,
+            tsr,
+            transport,
+        } = done;
+        let ni = ni.as_slice();
+        // §2.8.1: the peer's rekey of the same SA answered while our additional key
+        // exchanges ran: a collision too, decided by the CREATE_CHILD_SA exchanges' nonces.
+        let collided = collided.or_else(|| {
+            let old = pend.rekey_of?;
+            let i = self.book.peer_rekeys.iter().position(|r| r.old == old)?;
+            Some(self.book.peer_rekeys.remove(i))
+        });
+        let Some(c) = self.cfg.children.get(req.child).cloned() else {
+            return;
+        };
+        let old = pend.rekey_of.or(pend.replaces);
+        let old_alive = old.filter(|o| self.children.iter().any(|x| x.inbound_spi == *o));
         let Some(keys) = self.keys() else {
             return;
         };
-        let ck = child_keys(
+        let refs: Vec<&[u8]> = secrets.iter().map(|s| s.as_slice()).collect();
+        let ck = child_keys_multi(
             keys.suite.prf,
             &keys.sk_d,
-            pfs.as_ref().map(|s| s.as_slice()),
+            &refs,
             ni,
             &nr,
             proposal.transform,
@@ -1100,12 +1298,47 @@ impl IkeSa {
                 return;
             }
         };
+        // §2.8.1: our own rekey of it is out: a collision, decided by this exchange's
+        // nonces when ours is answered.
+        if let Some((_, old)) = only {
+            let ours_out = match self.out.as_ref().map(|o| &o.req) {
+                Some(Req::CreateChild { req, .. }) => self
+                    .book
+                    .pending
+                    .iter()
+                    .any(|x| x.new_spi == req.inbound_spi && x.rekey_of == Some(old)),
+                _ => false,
+            } || self
+                .book
+                .followup
+                .as_ref()
+                .is_some_and(|f| f.done.pend.rekey_of == Some(old));
+            let new = match (&sa, self.book.peer_followups.last()) {
+                (Some(sa), _) => Some(sa.inbound_spi),
+                (None, Some(f)) => Some(f.inbound_spi),
+                (None, None) => None,
+            };
+            if let (true, Some(new)) = (ours_out, new) {
+                self.book.peer_rekeys.push(PeerRekey {
+                    old,
+                    new,
+                    low_nonce: ni.as_slice().min(nr.as_slice()).to_vec(),
+                });
+            }
+        }
+        if let Some(sa) = sa {
+            self.peer_child_up(now, sa, only);
+        }
+        self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
+    }
+
+    /// Responder: announce the peer's new Child SA (a rekey's: inbound first, before our
+    /// answer leaves, outbound once the initiator deleted the old SA, §2.8).
+    fn peer_child_up(&mut self, now: u64, sa: ChildSa, only: Option<(usize, u32)>) {
         match only {
             None => self.events.push_back(Event::ChildUp(sa)),
             Some((_, old)) => {
                 let new = sa.inbound_spi;
-                // Inbound first (before our answer leaves), outbound once the initiator
-                // deleted the old SA (§2.8).
                 self.events.push_back(Event::ChildRekeyed {
                     replaces: old,
                     new: sa,
@@ -1117,25 +1350,258 @@ impl IkeSa {
                     deleting: false,
                     deadline: Some(now + REKEY_DELETE_WAIT_MS),
                 });
-                // §2.8.1: our own rekey of it is out: a collision, settled on its answer.
-                let ours_out = match self.out.as_ref().map(|o| &o.req) {
-                    Some(Req::CreateChild { req, .. }) => self
-                        .book
-                        .pending
-                        .iter()
-                        .any(|x| x.new_spi == req.inbound_spi && x.rekey_of == Some(old)),
-                    _ => false,
-                };
-                if ours_out {
-                    self.book.peer_rekeys.push(PeerRekey {
-                        old,
-                        new,
-                        low_nonce: ni.as_slice().min(nr.as_slice()).to_vec(),
-                    });
-                }
             }
         }
-        self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
+    }
+
+    // ---- IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) --------------------------------------------
+
+    /// Initiator: the next IKE_FOLLOWUP_KE request, SK{N(ADDITIONAL_KEY_EXCHANGE, link),
+    /// KEi(n)}. `None` if there is nothing to follow up (any more).
+    pub(super) fn followup_request(&mut self, rng: &mut dyn Random) -> Option<Vec<Payload>> {
+        if self.ike_followup_ours() {
+            return self.ike_followup_request(rng);
+        }
+        let f = self.book.followup.as_mut()?;
+        let m = *f.remaining.first()?;
+        let k = m.initiate(rng);
+        let out = vec![
+            notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, f.link.clone()),
+            Payload::Ke {
+                group: m.iana(),
+                data: k.public().to_vec(),
+            },
+        ];
+        f.kem = Some(k);
+        Some(out)
+    }
+
+    /// Initiator: our followup `f` failed: the Child SA does not come, and the responder's
+    /// half-made one goes.
+    fn followup_failed(&mut self, f: Followup, why: String) {
+        let name = self
+            .cfg
+            .children
+            .get(f.done.req.child)
+            .map_or_else(|| self.cfg.name.clone(), |c| c.name.clone());
+        self.child_failed(name, IkeError::AddKe { why });
+        self.book.unused(&f.done.pend);
+        if matches!(self.state, IkeState::Established { .. }) {
+            self.queue
+                .push_back(Queued::DeleteChild(f.done.req.inbound_spi));
+        }
+    }
+
+    /// Initiator: the answer to our IKE_FOLLOWUP_KE, SK{KEr(n)[, N(ADDITIONAL_KEY_EXCHANGE,
+    /// link)]}: the next one, or the Child SA's keys after the last.
+    pub(super) fn on_followup_response(&mut self, now: u64, p: &[Payload], rng: &mut dyn Random) {
+        if self.ike_followup_ours() {
+            self.report_unused(
+                "IKE_FOLLOWUP_KE",
+                p,
+                &[payload::KE],
+                &[notify::ADDITIONAL_KEY_EXCHANGE],
+            );
+            self.on_ike_followup_response(now, p, rng);
+            return;
+        }
+        let Some(mut f) = self.book.followup.take() else {
+            self.ignored(
+                "an IKE_FOLLOWUP_KE answer with no additional key exchange of ours under way"
+                    .into(),
+            );
+            return;
+        };
+        if !matches!(self.state, IkeState::Established { .. }) {
+            self.ignored("an IKE_FOLLOWUP_KE answer while the IKE SA is going away".into());
+            return;
+        }
+        self.report_unused(
+            "IKE_FOLLOWUP_KE",
+            p,
+            &[payload::KE],
+            &[notify::ADDITIONAL_KEY_EXCHANGE],
+        );
+        let (Some(m), Some(k)) = (f.remaining.first().copied(), f.kem.take()) else {
+            self.followup_failed(f, "our additional key exchange state was lost".into());
+            return;
+        };
+        if let Some(e) = error_notify(p) {
+            let why = format!(
+                "the responder refused our IKE_FOLLOWUP_KE ({}) with {}",
+                m.name(),
+                notify::name(e)
+            );
+            self.followup_failed(f, why);
+            return;
+        }
+        let Some((_, data)) = ke_of(p).filter(|(id, _)| *id == m.iana()) else {
+            let why = format!(
+                "the responder's IKE_FOLLOWUP_KE answer has no KE payload for {}",
+                m.name()
+            );
+            self.followup_failed(f, why);
+            return;
+        };
+        let secret = match k.finish(data) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("{}: {e}", m.name());
+                self.followup_failed(f, why);
+                return;
+            }
+        };
+        f.secrets.push(secret);
+        f.remaining.remove(0);
+        if f.remaining.is_empty() {
+            let Followup { done, secrets, .. } = f;
+            self.finish_create_child(now, done, secrets, rng);
+            return;
+        }
+        match find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE) {
+            Some(n) => {
+                f.link = n.data.clone();
+                self.book.followup = Some(f);
+                self.queue.push_front(Queued::Followup);
+            }
+            None => {
+                let why = "the responder sent no ADDITIONAL_KEY_EXCHANGE link for the next additional key exchange".to_string();
+                self.followup_failed(f, why);
+            }
+        }
+    }
+
+    /// Responder: an IKE_FOLLOWUP_KE request, SK{N(ADDITIONAL_KEY_EXCHANGE, link), KEi(n)}.
+    pub(super) fn on_followup_request(
+        &mut self,
+        now: u64,
+        mid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        p: &[Payload],
+        rng: &mut dyn Random,
+    ) {
+        self.report_unused(
+            "IKE_FOLLOWUP_KE",
+            p,
+            &[payload::KE],
+            &[notify::ADDITIONAL_KEY_EXCHANGE],
+        );
+        if self.on_ike_followup_request(now, mid, local, remote, p, rng) {
+            return;
+        }
+        let link = find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.clone());
+        let Some(i) = link.and_then(|l| self.book.peer_followups.iter().position(|f| f.link == l))
+        else {
+            // RFC 9370 §2.2.4: a link we do not know.
+            self.answer(
+                exchange::IKE_FOLLOWUP_KE,
+                mid,
+                local,
+                remote,
+                &[notify_payload(notify::STATE_NOT_FOUND, vec![])],
+                rng,
+            );
+            self.ignored("an IKE_FOLLOWUP_KE naming no additional key exchange of ours: answered STATE_NOT_FOUND".into());
+            return;
+        };
+        let mut f = self.book.peer_followups.remove(i);
+        let name = self
+            .cfg
+            .children
+            .get(f.choice.child)
+            .map_or_else(|| self.cfg.name.clone(), |c| c.name.clone());
+        let Some(m) = f.remaining.first().copied() else {
+            return;
+        };
+        let reply = ke_of(p)
+            .filter(|(id, _)| *id == m.iana())
+            .ok_or_else(|| {
+                format!(
+                    "the initiator's IKE_FOLLOWUP_KE has no KE payload for {}, the method chosen",
+                    m.name()
+                )
+            })
+            .and_then(|(_, d)| m.respond(d, rng).map_err(|e| format!("{}: {e}", m.name())));
+        let (data, secret) = match reply {
+            Ok(x) => x,
+            Err(why) => {
+                self.answer(
+                    exchange::IKE_FOLLOWUP_KE,
+                    mid,
+                    local,
+                    remote,
+                    &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+                    rng,
+                );
+                self.child_failed(name, IkeError::AddKe { why });
+                return;
+            }
+        };
+        f.secrets.push(secret);
+        f.remaining.remove(0);
+        let mut out = vec![Payload::Ke {
+            group: m.iana(),
+            data,
+        }];
+        if !f.remaining.is_empty() {
+            let link = self.new_followup_link(rng);
+            out.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                link.clone(),
+            ));
+            f.link = link;
+            self.book.peer_followups.push(f);
+            self.answer(exchange::IKE_FOLLOWUP_KE, mid, local, remote, &out, rng);
+            return;
+        }
+        let PeerFollowup {
+            secrets,
+            ni,
+            nr,
+            choice,
+            only,
+            inbound_spi,
+            ..
+        } = f;
+        // The Child SA the peer rekeys may have gone meanwhile (its Delete crossed).
+        let only = only.filter(|(_, old)| self.children.iter().any(|c| c.inbound_spi == *old));
+        if let Some(sa) =
+            self.peer_child_keyed(now, rng, choice, only, inbound_spi, &ni, &nr, &secrets)
+        {
+            // Inbound first, before our last answer leaves (§2.8).
+            self.peer_child_up(now, sa, only);
+        }
+        self.answer(exchange::IKE_FOLLOWUP_KE, mid, local, remote, &out, rng);
+    }
+
+    /// The peer deleted the Child SA with outbound SPI `outb` while its additional key
+    /// exchanges were unfinished: forget them. False if there were none.
+    pub(super) fn drop_peer_followup(&mut self, outb: u32) -> bool {
+        let Some(i) = self
+            .book
+            .peer_followups
+            .iter()
+            .position(|f| f.choice.peer_spi == outb)
+        else {
+            return false;
+        };
+        let f = self.book.peer_followups.remove(i);
+        let name = self
+            .cfg
+            .children
+            .get(f.choice.child)
+            .map_or_else(|| self.cfg.name.clone(), |c| c.name.clone());
+        self.child_failed(
+            name,
+            IkeError::AddKe {
+                why: format!(
+                    "the initiator deleted the Child SA (our inbound SPI {:#010x}) before its additional key exchanges (IKE_FOLLOWUP_KE) finished",
+                    f.inbound_spi
+                ),
+            },
+        );
+        true
     }
 
     /// Our Delete of a Child SA was answered.
@@ -1450,6 +1916,32 @@ impl IkeSa {
             _ => {}
         }
         book.peer_rekeys.clear();
+        // RFC 9370 §2.2.4: additional key exchanges belong to the IKE SA they started on;
+        // with it rekeyed they cannot finish (the peer restarts its own, we redo ours).
+        if let Some(f) = book.followup.take() {
+            if let Some(c) = self
+                .children
+                .iter_mut()
+                .find(|c| Some(c.inbound_spi) == f.done.pend.rekey_of)
+            {
+                c.rekey_at = Some(now);
+            }
+            let why = "the IKE SA was rekeyed while the Child SA's additional key exchanges (IKE_FOLLOWUP_KE) ran: the Child SA is negotiated again".to_string();
+            self.followup_failed(f, why);
+        }
+        for f in std::mem::take(&mut book.peer_followups) {
+            let name = self
+                .cfg
+                .children
+                .get(f.choice.child)
+                .map_or_else(|| self.cfg.name.clone(), |c| c.name.clone());
+            self.child_failed(
+                name,
+                IkeError::AddKe {
+                    why: "the IKE SA was rekeyed while the peer's additional key exchanges (IKE_FOLLOWUP_KE) for a Child SA ran: that Child SA was dropped".into(),
+                },
+            );
+        }
         to.queue.extend(moved);
         to.children.append(&mut self.children);
         to.book.pending.append(&mut book.pending);

@@ -42,9 +42,15 @@ impl IkeSa {
                                 // A rekeyed SA's successor takes the traffic first (§2.8).
                                 self.peer_deleted_child(inbound);
                             }
-                            None => self.ignored(format!(
-                                "a Delete for ESP SPI {outb:#010x}, which is not one of ours (already gone?)"
-                            )),
+                            // RFC 9370 §2.2.4: a Child SA whose additional key exchanges
+                            // the peer gave up (it never came up here).
+                            None => {
+                                if !self.drop_peer_followup(outb) {
+                                    self.ignored(format!(
+                                        "a Delete for ESP SPI {outb:#010x}, which is not one of ours (already gone?)"
+                                    ));
+                                }
+                            }
                         }
                     }
                     if !ours.is_empty() {

@@ -328,6 +328,8 @@ enum Req {
     AuthFailedNotice,
     /// Our IKE SA rekey (§1.3.2); what its answer needs is in `IkeSa::ike_rk`.
     RekeyIke,
+    /// An additional key exchange of our CREATE_CHILD_SA (RFC 9370 §2.2.4).
+    Followup,
 }
 
 impl Req {
@@ -337,6 +339,7 @@ impl Req {
             Req::Auth => exchange::IKE_AUTH,
             Req::Intermediate => exchange::IKE_INTERMEDIATE,
             Req::CreateChild { .. } | Req::RekeyIke => exchange::CREATE_CHILD_SA,
+            Req::Followup => exchange::IKE_FOLLOWUP_KE,
             _ => exchange::INFORMATIONAL,
         }
     }
@@ -351,6 +354,7 @@ impl Req {
             Req::Dpd { .. } => "the DPD probe",
             Req::AuthFailedNotice => "the AUTHENTICATION_FAILED notice",
             Req::RekeyIke => "the IKE SA rekey",
+            Req::Followup => "IKE_FOLLOWUP_KE",
         }
     }
 }
@@ -375,6 +379,7 @@ enum Queued {
     DeleteIke,
     AuthFailedNotice,
     RekeyIke,
+    Followup,
 }
 
 /// One IKE SA.
@@ -886,6 +891,10 @@ impl IkeSa {
                     Some(p) => (p, Req::RekeyIke, exchange::CREATE_CHILD_SA),
                     None => continue,
                 },
+                Queued::Followup => match self.followup_request(rng) {
+                    Some(p) => (p, Req::Followup, exchange::IKE_FOLLOWUP_KE),
+                    None => continue,
+                },
             };
             let h = self.header(exch, mid, false);
             let Some(msg) = self.seal(h, &payloads, rng) else {
@@ -1043,6 +1052,7 @@ impl IkeSa {
                 self.queue.clear();
             }
             Req::RekeyIke => self.on_rekey_ike_response(now, &p, rng),
+            Req::Followup => self.on_followup_response(now, &p, rng),
         }
         // The window is free: a rekey of the peer's we answered meanwhile takes effect.
         self.settle_ike_rekey(now, rng, false);
@@ -1170,6 +1180,10 @@ impl IkeSa {
             (exchange::CREATE_CHILD_SA, IkeState::Established { .. }) => {
                 self.follow_peer(remote);
                 self.on_create_child_request(now, mid, local, remote, &p, rng, spis);
+            }
+            (exchange::IKE_FOLLOWUP_KE, IkeState::Established { .. }) => {
+                self.follow_peer(remote);
+                self.on_followup_request(now, mid, local, remote, &p, rng);
             }
             (exchange::CREATE_CHILD_SA, IkeState::Deleting { .. }) => {
                 // §2.21: answer, so the peer is not left waiting; nothing new on a dying SA.

@@ -10,6 +10,11 @@
 //! [`Event::NewIkeSa`] and turns to `Deleting`: the rekey initiator deletes it, the
 //! responder waits for that Delete (and deletes it itself if it does not come).
 //!
+//! With additional key exchanges (RFC 9370 §2.2.4) the responder's answer also carries
+//! N(ADDITIONAL_KEY_EXCHANGE, link), and one IKE_FOLLOWUP_KE per chosen ADDKE follows
+//! (create_child.rs routes them here by link); the new SA and its keys (SKEYSEED =
+//! prf(SK_d(old), SK(0) | Ni | Nr | SK(1) | ... | SK(n))) come after the last.
+//!
 //! The responder holds a new SA back while a request of its own is in flight on the old
 //! one (the window is per direction, §2.3): the answer to that request (say, a Child SA the
 //! peer made) still belongs to the old SA and moves with it.
@@ -21,7 +26,8 @@
 //! nonces, so both pick the same survivor.
 
 use super::super::dh::{Group, KeyPair};
-use super::super::keys::{derive_rekeyed_ike_keys, KeyLengths};
+use super::super::kem::{self, Method};
+use super::super::keys::{derive_rekeyed_ike_keys_multi, KeyLengths, Secret};
 use super::super::lifetime::spread;
 use super::super::proposal::{describe, IkeProposal, IkeSuite, PROTO_IKE};
 use super::super::wire::{exchange, payload, Payload};
@@ -68,6 +74,28 @@ pub(super) struct IkeRekey {
     await_delete_until: Option<u64>,
     /// Another IKE SA carries on for this one (see [`IkeSa::superseded`]).
     superseded: bool,
+    /// Our rekey, answered, while its additional key exchanges run (RFC 9370 §2.2.4).
+    our_followup: Option<Box<IkeFollowup>>,
+    /// The peer's rekey, answered, while its additional key exchanges run.
+    peer_followup: Option<Box<IkeFollowup>>,
+}
+
+/// An IKE SA rekey between its CREATE_CHILD_SA and its last IKE_FOLLOWUP_KE (RFC 9370
+/// §2.2.4): what the new SA's keys need.
+pub(super) struct IkeFollowup {
+    suite: IkeSuite,
+    /// (SPIi, SPIr) of the new SA.
+    spis: (u64, u64),
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// SK(0), SK(1), ... so far.
+    secrets: Vec<Secret>,
+    /// The methods still to run, in ADDKE type order.
+    remaining: Vec<Method>,
+    /// The link for the next IKE_FOLLOWUP_KE (the responder's).
+    link: Vec<u8>,
+    /// Initiator: our half of the exchange in flight.
+    kem: Option<kem::Pending>,
 }
 
 /// Our rekey request in flight: what its answer needs.
@@ -251,17 +279,6 @@ impl IkeSa {
             );
             return None;
         }
-        if self.rekey_proposals().is_empty() {
-            // RFC 9370 §2.2.4 (IKE_FOLLOWUP_KE) is not implemented yet: a rekey without the
-            // mandatory additional key exchanges would be a silent downgrade.
-            let why = format!(
-                "the IKE SA cannot be rekeyed: every proposal ({}) has a mandatory additional key exchange, and rekeying with one (IKE_FOLLOWUP_KE, RFC 9370 §2.2.4) is not supported yet; it is set up anew when it expires",
-                self.offered_ike()
-            );
-            self.ike_rk.last_error = Some(IkeError::AddKe { why: why.clone() });
-            self.ignored(why);
-            return None;
-        }
         // §1.3.2: the KE is for the first group of our first proposal, unless the peer
         // asked for another with INVALID_KE_PAYLOAD.
         let group = self
@@ -275,7 +292,9 @@ impl IkeSa {
         let dh = keypair(group, rng);
         let payloads = vec![
             Payload::Sa(
-                self.rekey_proposals()
+                // RFC 9370 §2.2.4: with the additional key exchanges, each followed by its
+                // twin without them when they are optional.
+                IkeProposal::offer(&self.cfg.ike)
                     .iter()
                     .enumerate()
                     .map(|(i, p)| p.to_wire_with_spi(i as u8 + 1, spi))
@@ -330,18 +349,55 @@ impl IkeSa {
         };
         let (suite, peer_spi, nr, kex) = answer;
         let spis = (ours.spi, peer_spi);
-        let keys =
-            match self.rekey_keys(suite, Role::Initiator, &ours.dh, &kex, &ours.ni, &nr, spis) {
-                Ok(k) => k,
-                Err(e) => {
-                    self.rekey_failed(now, e, rng);
-                    return;
-                }
-            };
-        let made = Made {
-            sa: Box::new(self.rekeyed(Role::Initiator, spis, keys, now, rng)),
+        let sk0 = match ours.dh.shared(&kex) {
+            Ok(s) => s,
+            Err(e) => {
+                self.rekey_failed(now, IkeError::KeyExchange { why: e.to_string() }, rng);
+                return;
+            }
+        };
+        let remaining: Vec<Method> = suite.addke.into_iter().flatten().collect();
+        let f = IkeFollowup {
+            suite,
+            spis,
             ni: ours.ni,
             nr,
+            secrets: vec![sk0],
+            remaining,
+            link: vec![],
+            kem: None,
+        };
+        if f.remaining.is_empty() {
+            self.finish_our_rekey(now, f, rng);
+            return;
+        }
+        // RFC 9370 §2.2.4: the additional key exchanges follow in IKE_FOLLOWUP_KE.
+        let Some(link) = find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.clone())
+        else {
+            let e = IkeError::AddKe {
+                why: "the responder chose additional key exchanges for the IKE SA rekey but sent no ADDITIONAL_KEY_EXCHANGE link to continue them".into(),
+            };
+            self.rekey_failed(now, e, rng);
+            return;
+        };
+        self.ike_rk.our_followup = Some(Box::new(IkeFollowup { link, ..f }));
+        self.queue.push_front(Queued::Followup);
+    }
+
+    /// Our rekey, every key exchange done: the new SA (RFC 9370 §2.2.4 keys).
+    fn finish_our_rekey(&mut self, now: u64, f: IkeFollowup, rng: &mut dyn Random) {
+        let keys = match self.rekey_keys(f.suite, Role::Initiator, &f.secrets, &f.ni, &f.nr, f.spis)
+        {
+            Ok(k) => k,
+            Err(e) => {
+                self.rekey_failed(now, e, rng);
+                return;
+            }
+        };
+        let made = Made {
+            sa: Box::new(self.rekeyed(Role::Initiator, f.spis, keys, now, rng)),
+            ni: f.ni,
+            nr: f.nr,
         };
         if matches!(self.state, IkeState::Deleting { .. }) {
             // We delete this SA meanwhile (`delete` while our rekey was out): the peer has
@@ -372,8 +428,7 @@ impl IkeSa {
         let (prop, suite) = match props.as_slice() {
             [one] => (
                 one,
-                IkeProposal::choose(&self.rekey_proposals(), std::slice::from_ref(one))
-                    .map(|x| x.1),
+                IkeProposal::choose(&self.cfg.ike, std::slice::from_ref(one)).map(|x| x.1),
             ),
             _ => return Err(malformed("does not carry exactly one proposal")),
         };
@@ -452,7 +507,7 @@ impl IkeSa {
     ) {
         // `on_request` stamped the arrival of this authenticated request.
         let now = self.last_heard;
-        if self.ike_rk.theirs.is_some() {
+        if self.ike_rk.theirs.is_some() || self.ike_rk.peer_followup.is_some() {
             // §2.3 lets the peer have one request in flight; this would be a second rekey.
             self.answer_notify(mid, local, remote, notify::TEMPORARY_FAILURE, vec![], rng);
             self.ignored("a second IKE SA rekey from the peer before its first took effect: answered TEMPORARY_FAILURE".into());
@@ -468,9 +523,7 @@ impl IkeSa {
             );
             return;
         };
-        let Some((number, suite)) =
-            IkeProposal::choose_for_ke(&self.rekey_proposals(), props, group)
-        else {
+        let Some((number, suite)) = IkeProposal::choose_for_ke(&self.cfg.ike, props, group) else {
             let err = IkeError::NoIkeRekeyProposal {
                 ours: self.offered_ike(),
                 theirs: props.iter().map(describe).collect::<Vec<_>>().join(", "),
@@ -508,8 +561,8 @@ impl IkeSa {
         let dh = keypair(suite.group, rng);
         // §2.18: SPIi is the rekey initiator's.
         let spis = (peer_spi, spi);
-        let keys = match self.rekey_keys(suite, Role::Responder, &dh, kex, ni, &nr, spis) {
-            Ok(k) => k,
+        let sk0 = match dh.shared(kex) {
+            Ok(s) => s,
             Err(e) => {
                 self.answer_notify(mid, local, remote, notify::INVALID_SYNTAX, vec![], rng);
                 self.ignored(format!(
@@ -518,8 +571,7 @@ impl IkeSa {
                 return;
             }
         };
-        let new = self.rekeyed(Role::Responder, spis, keys, now, rng);
-        let out = [
+        let mut out = vec![
             Payload::Sa(vec![suite.to_wire_with_spi(number, spi)]),
             Payload::Nonce(nr.clone()),
             Payload::Ke {
@@ -527,14 +579,199 @@ impl IkeSa {
                 data: dh.public.clone(),
             },
         ];
-        self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
-        tracing::debug!(conn = %self.cfg.name, %suite, "answered the peer's IKE SA rekey");
-        self.ike_rk.theirs = Some(Made {
-            sa: Box::new(new),
+        let f = IkeFollowup {
+            suite,
+            spis,
             ni: ni.clone(),
             nr,
+            secrets: vec![sk0],
+            remaining: suite.addke.into_iter().flatten().collect(),
+            link: vec![],
+            kem: None,
+        };
+        if !f.remaining.is_empty() {
+            // RFC 9370 §2.2.4: the additional key exchanges follow in IKE_FOLLOWUP_KE.
+            let mut link = vec![0u8; 8];
+            rng.fill(&mut link);
+            out.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                link.clone(),
+            ));
+            self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
+            tracing::debug!(conn = %self.cfg.name, %suite, "answered the peer's IKE SA rekey; additional key exchanges follow");
+            self.ike_rk.peer_followup = Some(Box::new(IkeFollowup { link, ..f }));
+            return;
+        }
+        self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
+        tracing::debug!(conn = %self.cfg.name, %suite, "answered the peer's IKE SA rekey");
+        self.peer_rekey_keyed(now, f, rng);
+    }
+
+    /// The peer's rekey, every key exchange done: the new SA, held until it settles.
+    fn peer_rekey_keyed(&mut self, now: u64, f: IkeFollowup, rng: &mut dyn Random) {
+        let keys = match self.rekey_keys(f.suite, Role::Responder, &f.secrets, &f.ni, &f.nr, f.spis)
+        {
+            Ok(k) => k,
+            Err(e) => {
+                self.ignored(format!("the peer's IKE SA rekey could not be keyed: {e}"));
+                return;
+            }
+        };
+        let new = self.rekeyed(Role::Responder, f.spis, keys, now, rng);
+        self.ike_rk.theirs = Some(Made {
+            sa: Box::new(new),
+            ni: f.ni,
+            nr: f.nr,
         });
         self.settle_ike_rekey(now, rng, false);
+    }
+
+    /// Initiator: the next IKE_FOLLOWUP_KE of our IKE SA rekey, if one is under way.
+    pub(super) fn ike_followup_request(&mut self, rng: &mut dyn Random) -> Option<Vec<Payload>> {
+        let f = self.ike_rk.our_followup.as_mut()?;
+        let m = *f.remaining.first()?;
+        let k = m.initiate(rng);
+        let out = vec![
+            notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, f.link.clone()),
+            Payload::Ke {
+                group: m.iana(),
+                data: k.public().to_vec(),
+            },
+        ];
+        f.kem = Some(k);
+        Some(out)
+    }
+
+    /// Whether our IKE SA rekey's additional key exchanges are under way.
+    pub(super) fn ike_followup_ours(&self) -> bool {
+        self.ike_rk.our_followup.is_some()
+    }
+
+    /// Initiator: the answer to an IKE_FOLLOWUP_KE of our IKE SA rekey.
+    pub(super) fn on_ike_followup_response(
+        &mut self,
+        now: u64,
+        p: &[Payload],
+        rng: &mut dyn Random,
+    ) {
+        let Some(mut f) = self.ike_rk.our_followup.take() else {
+            return;
+        };
+        let (Some(m), Some(k)) = (f.remaining.first().copied(), f.kem.take()) else {
+            return;
+        };
+        if let Some(e) = error_notify(p) {
+            let why = format!(
+                "the responder refused the IKE_FOLLOWUP_KE ({}) of our IKE SA rekey with {}",
+                m.name(),
+                notify::name(e)
+            );
+            self.rekey_failed(now, IkeError::AddKe { why }, rng);
+            return;
+        }
+        let secret = ke_data(p, m)
+            .ok_or_else(|| {
+                format!(
+                    "the responder's IKE_FOLLOWUP_KE answer has no KE payload for {}",
+                    m.name()
+                )
+            })
+            .and_then(|d| k.finish(d).map_err(|e| format!("{}: {e}", m.name())));
+        let secret = match secret {
+            Ok(s) => s,
+            Err(why) => {
+                self.rekey_failed(now, IkeError::AddKe { why }, rng);
+                return;
+            }
+        };
+        f.secrets.push(secret);
+        f.remaining.remove(0);
+        if f.remaining.is_empty() {
+            self.finish_our_rekey(now, *f, rng);
+            return;
+        }
+        match find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE) {
+            Some(n) => {
+                f.link = n.data.clone();
+                self.ike_rk.our_followup = Some(f);
+                self.queue.push_front(Queued::Followup);
+            }
+            None => {
+                let why = "the responder sent no ADDITIONAL_KEY_EXCHANGE link for the next additional key exchange of our IKE SA rekey".to_string();
+                self.rekey_failed(now, IkeError::AddKe { why }, rng);
+            }
+        }
+    }
+
+    /// Responder: an IKE_FOLLOWUP_KE of the peer's IKE SA rekey, if its link is that one's.
+    /// False: not ours to answer (a Child SA's, or unknown).
+    pub(super) fn on_ike_followup_request(
+        &mut self,
+        now: u64,
+        mid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        p: &[Payload],
+        rng: &mut dyn Random,
+    ) -> bool {
+        let link = find_notify(p, notify::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.clone());
+        let ours =
+            matches!((&self.ike_rk.peer_followup, &link), (Some(f), Some(l)) if f.link == *l);
+        if !ours {
+            return false;
+        }
+        let Some(mut f) = self.ike_rk.peer_followup.take() else {
+            return false;
+        };
+        let Some(m) = f.remaining.first().copied() else {
+            return true;
+        };
+        let reply = ke_data(p, m)
+            .ok_or_else(|| {
+                format!(
+                    "the initiator's IKE_FOLLOWUP_KE has no KE payload for {}, the method chosen",
+                    m.name()
+                )
+            })
+            .and_then(|d| m.respond(d, rng).map_err(|e| format!("{}: {e}", m.name())));
+        let (data, secret) = match reply {
+            Ok(x) => x,
+            Err(why) => {
+                self.answer(
+                    exchange::IKE_FOLLOWUP_KE,
+                    mid,
+                    local,
+                    remote,
+                    &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+                    rng,
+                );
+                let e = IkeError::AddKe { why };
+                self.ignored(format!("the peer's IKE SA rekey: {e}"));
+                self.ike_rk.last_error = Some(e);
+                return true;
+            }
+        };
+        f.secrets.push(secret);
+        f.remaining.remove(0);
+        let mut out = vec![Payload::Ke {
+            group: m.iana(),
+            data,
+        }];
+        if !f.remaining.is_empty() {
+            let mut link = vec![0u8; 8];
+            rng.fill(&mut link);
+            out.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                link.clone(),
+            ));
+            f.link = link;
+            self.ike_rk.peer_followup = Some(f);
+            self.answer(exchange::IKE_FOLLOWUP_KE, mid, local, remote, &out, rng);
+            return true;
+        }
+        self.answer(exchange::IKE_FOLLOWUP_KE, mid, local, remote, &out, rng);
+        self.peer_rekey_keyed(now, *f, rng);
+        true
     }
 
     fn answer_notify(
@@ -553,7 +790,10 @@ impl IkeSa {
     /// The peer's rekey we answered takes effect once our own request in flight is
     /// answered (its answer belongs to this SA), or at once when the peer deletes this SA.
     pub(super) fn settle_ike_rekey(&mut self, now: u64, rng: &mut dyn Random, peer_deletes: bool) {
-        if self.ike_rk.theirs.is_none() || (self.out.is_some() && !peer_deletes) {
+        // Our own rekey's additional key exchanges still run: a collision, settled when
+        // they end (RFC 9370 §2.2.4 with §2.8.1).
+        let ours_running = self.ike_rk.our_followup.is_some() && !peer_deletes;
+        if self.ike_rk.theirs.is_none() || ((self.out.is_some() || ours_running) && !peer_deletes) {
             return;
         }
         let Some(made) = self.ike_rk.theirs.take() else {
@@ -572,12 +812,6 @@ impl IkeSa {
 
     // ---- both ------------------------------------------------------------------------
 
-    /// Our proposals for an IKE SA rekey: without additional key exchanges (see
-    /// [`IkeProposal::without_mandatory_addke`]).
-    fn rekey_proposals(&self) -> Vec<IkeProposal> {
-        IkeProposal::without_mandatory_addke(&self.cfg.ike)
-    }
-
     /// §2.18: the new SA's SK keys, from this SA's SK_d and PRF and the exchange's DH,
     /// nonces and the new SPIs.
     #[allow(clippy::too_many_arguments)]
@@ -585,27 +819,25 @@ impl IkeSa {
         &self,
         suite: IkeSuite,
         role: Role,
-        dh: &KeyPair,
-        peer_ke: &[u8],
+        secrets: &[Secret],
         ni: &[u8],
         nr: &[u8],
         spis: (u64, u64),
     ) -> Result<SkKeys, IkeError> {
         let old = self.keys().ok_or(IkeError::NotEstablished)?;
-        let shared = dh
-            .shared(peer_ke)
-            .map_err(|e| IkeError::KeyExchange { why: e.to_string() })?;
+        // RFC 9370 §2.2.4: SKEYSEED = prf(SK_d (old), SK(0) | Ni | Nr | SK(1) | ... | SK(n)).
+        let refs: Vec<&[u8]> = secrets.iter().map(|s| s.as_slice()).collect();
         let lens = KeyLengths {
             enc: suite.encr.key_material_len(),
             integ: suite.integ.key_len(),
         };
-        let k = derive_rekeyed_ike_keys(
+        let k = derive_rekeyed_ike_keys_multi(
             old.suite.prf,
             &old.sk_d,
             suite.prf,
             ni,
             nr,
-            &shared,
+            &refs,
             spis,
             lens,
         );
@@ -726,7 +958,17 @@ impl IkeSa {
     /// request that arrives meanwhile is answered TEMPORARY_FAILURE).
     pub(super) fn ike_rekeying(&self) -> bool {
         self.ike_rk.ours.is_some()
+            || self.ike_rk.our_followup.is_some()
+            || self.ike_rk.peer_followup.is_some()
             || self.ike_rk.theirs.is_some()
             || self.queue.contains(&Queued::RekeyIke)
     }
+}
+
+/// The KE payload's data for method `m`, if the payload is there and of that method.
+fn ke_data(p: &[Payload], m: Method) -> Option<&[u8]> {
+    p.iter().find_map(|x| match x {
+        Payload::Ke { group, data } if *group == m.iana() => Some(data.as_slice()),
+        _ => None,
+    })
 }
