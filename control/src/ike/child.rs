@@ -333,35 +333,6 @@ impl EspProposal {
         out
     }
 
-    /// RFC 9370 §2.2.1, §2.2.4: per ADDKE type, the initiator's first method we also allow.
-    /// A type only one side lists counts as NONE on the other: acceptable when that side's
-    /// list allows NONE. `None`: no agreement.
-    fn addke_choice(&self, p: &Proposal) -> Option<AddKe> {
-        let mut out: AddKe = [None; ADDKE_SLOTS];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let kind = ADDKE1 + i as u8;
-            let ours = &self.addke[i];
-            let none_ok = ours.is_empty() || ours.contains(&None);
-            let mut theirs = p.transforms.iter().filter(|t| t.kind == kind).peekable();
-            if theirs.peek().is_none() {
-                if none_ok {
-                    continue;
-                }
-                return None;
-            }
-            *slot = theirs.find_map(|t| {
-                if t.id == ADDKE_NONE {
-                    none_ok.then_some(None)
-                } else {
-                    Method::from_iana(t.id)
-                        .filter(|m| ours.contains(&Some(*m)))
-                        .map(Some)
-                }
-            })?;
-        }
-        Some(out)
-    }
-
     /// This proposal made definite for the offered `p` with `group`, `esn` and `addke`.
     fn definite(&self, esn: bool, group: Option<Group>, addke: AddKe) -> EspProposal {
         EspProposal {
@@ -394,7 +365,7 @@ impl EspProposal {
                     // RFC 7296 §1.2: IKE_AUTH runs no key exchange, additional ones neither.
                     let addke = match ke {
                         KeOffer::Ignore => [None; ADDKE_SLOTS],
-                        KeOffer::Ke(_) => o.addke_choice(p)?,
+                        KeOffer::Ke(_) => super::proposal::choose_addke(&o.addke, p)?,
                     };
                     let group = match ke {
                         KeOffer::Ignore => None,

@@ -374,7 +374,7 @@ impl IkeProposal {
                 let (Some(encr), Some(prf), Some(group)) = (encr, prf, group) else {
                     continue;
                 };
-                let Some(addke) = choose_addke(mine, p) else {
+                let Some(addke) = choose_addke(&mine.addke, p) else {
                     continue;
                 };
                 let integ = if is_aead(encr) {
@@ -410,11 +410,15 @@ impl IkeProposal {
 /// RFC 9370 §2.2.1: per ADDKE type, the initiator's first method we also allow. A type
 /// only one side lists counts as NONE on the other: acceptable when that side's list
 /// allows NONE (so a proposal without ADDKE matches ours with `keN_none` in every slot).
-fn choose_addke(mine: &IkeProposal, p: &Proposal) -> Option<AddKe> {
+/// The same rule for IKE proposals and for ESP proposals in CREATE_CHILD_SA (§2.2.4).
+pub(crate) fn choose_addke(
+    mine: &[Vec<Option<Method>>; ADDKE_SLOTS],
+    p: &Proposal,
+) -> Option<AddKe> {
     let mut out: AddKe = [None; ADDKE_SLOTS];
     for (i, slot) in out.iter_mut().enumerate() {
         let kind = ADDKE1 + i as u8;
-        let ours = &mine.addke[i];
+        let ours = &mine[i];
         let none_ok = ours.is_empty() || ours.contains(&None);
         let mut theirs = p.transforms.iter().filter(|t| t.kind == kind).peekable();
         if theirs.peek().is_none() {

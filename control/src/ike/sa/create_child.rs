@@ -1363,17 +1363,7 @@ impl IkeSa {
             return self.ike_followup_request(rng);
         }
         let f = self.book.followup.as_mut()?;
-        let m = *f.remaining.first()?;
-        let k = m.initiate(rng);
-        let out = vec![
-            notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, f.link.clone()),
-            Payload::Ke {
-                group: m.iana(),
-                data: k.public().to_vec(),
-            },
-        ];
-        f.kem = Some(k);
-        Some(out)
+        followup_payloads(&f.remaining, &f.link, &mut f.kem, rng)
     }
 
     /// Initiator: our followup `f` failed: the Child SA does not come, and the responder's
@@ -1999,4 +1989,26 @@ fn pfs_mismatch(c: &ChildCfg, offered: &[Proposal]) -> IkeError {
             first: ours.first().map_or("", |g| g.name()).into(),
         }
     }
+}
+
+/// RFC 9370 §2.2.4: an IKE_FOLLOWUP_KE request for the next of `remaining`,
+/// SK{N(ADDITIONAL_KEY_EXCHANGE, link), KEi(n)}; our half is kept in `kem`. The same for a
+/// Child SA's and an IKE SA rekey's additional exchanges.
+pub(super) fn followup_payloads(
+    remaining: &[Method],
+    link: &[u8],
+    kem: &mut Option<kem::Pending>,
+    rng: &mut dyn Random,
+) -> Option<Vec<Payload>> {
+    let m = *remaining.first()?;
+    let k = m.initiate(rng);
+    let out = vec![
+        notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, link.to_vec()),
+        Payload::Ke {
+            group: m.iana(),
+            data: k.public().to_vec(),
+        },
+    ];
+    *kem = Some(k);
+    Some(out)
 }

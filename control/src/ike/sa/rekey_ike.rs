@@ -629,17 +629,7 @@ impl IkeSa {
     /// Initiator: the next IKE_FOLLOWUP_KE of our IKE SA rekey, if one is under way.
     pub(super) fn ike_followup_request(&mut self, rng: &mut dyn Random) -> Option<Vec<Payload>> {
         let f = self.ike_rk.our_followup.as_mut()?;
-        let m = *f.remaining.first()?;
-        let k = m.initiate(rng);
-        let out = vec![
-            notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, f.link.clone()),
-            Payload::Ke {
-                group: m.iana(),
-                data: k.public().to_vec(),
-            },
-        ];
-        f.kem = Some(k);
-        Some(out)
+        super::create_child::followup_payloads(&f.remaining, &f.link, &mut f.kem, rng)
     }
 
     /// Whether our IKE SA rekey's additional key exchanges are under way.
