@@ -116,8 +116,8 @@ pub enum IkeError {
     /// The peer used a PSK where this connection expects a certificate signature.
     #[error("{} authenticated with a pre-shared key, but this connection expects a certificate signature from it (remote auth = pubkey): set remote auth = \"psk\" here, or give the peer a certificate", side(.peer_is_initiator))]
     PeerUsedPsk { peer_is_initiator: bool },
-    /// An AUTH method we do not implement (e.g. 11, ECDSA P-521).
-    #[error("{} authenticated with {method}, which we do not support (we accept pre-shared keys and signature methods 1, 9, 10 and 14)", side(.peer_is_initiator))]
+    /// An AUTH method we do not implement (e.g. 3, DSS).
+    #[error("{} authenticated with {method}, which we do not support (we accept pre-shared keys and signature methods 1, 9, 10, 11 and 14)", side(.peer_is_initiator))]
     PeerAuthMethodUnsupported {
         method: String,
         peer_is_initiator: bool,

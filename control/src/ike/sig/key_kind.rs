@@ -10,6 +10,7 @@ pub enum KeyKind {
     Rsa { bits: usize },
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Ed25519,
 }
 
@@ -19,6 +20,7 @@ impl fmt::Display for KeyKind {
             KeyKind::Rsa { bits } => write!(f, "RSA {bits}"),
             KeyKind::EcdsaP256 => f.write_str("ECDSA P-256"),
             KeyKind::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyKind::EcdsaP521 => f.write_str("ECDSA P-521"),
             KeyKind::Ed25519 => f.write_str("Ed25519"),
         }
     }
@@ -50,6 +52,11 @@ impl KeyKind {
                 Scheme::Ecdsa(Hash::Sha512),
                 Scheme::Ecdsa(Hash::Sha256),
             ],
+            KeyKind::EcdsaP521 => vec![
+                Scheme::Ecdsa(Hash::Sha512),
+                Scheme::Ecdsa(Hash::Sha384),
+                Scheme::Ecdsa(Hash::Sha256),
+            ],
             KeyKind::Ed25519 => vec![Scheme::Ed25519],
         }
     }
@@ -68,6 +75,7 @@ impl KeyKind {
             KeyKind::Rsa { .. } => Some(method::RSA_SIG),
             KeyKind::EcdsaP256 => Some(method::ECDSA_SHA256_P256),
             KeyKind::EcdsaP384 => Some(method::ECDSA_SHA384_P384),
+            KeyKind::EcdsaP521 => Some(method::ECDSA_SHA512_P521),
             KeyKind::Ed25519 => None,
         }
     }

@@ -1,9 +1,9 @@
 //! Signatures for IKE AUTH and for certificates: RFC 7427 Digital Signature (method 14)
 //! with RSA-PSS, RSASSA-PKCS1-v1_5, ECDSA and Ed25519; the classic methods 1 (RSA) and
-//! 9/10/11 (ECDSA, RFC 4754); the SIGNATURE_HASH_ALGORITHMS values (RFC 7427 §4, RFC 8420).
+//! 9/10/11 (ECDSA P-256/P-384/P-521, RFC 4754); the SIGNATURE_HASH_ALGORITHMS values (RFC 7427 §4, RFC 8420).
 //! Private keys are zeroized when dropped and never printed.
 //!
-//! Every primitive is RustCrypto's (`rsa` with PKCS#1 v1.5 and PSS, `p256`/`p384`,
+//! Every primitive is RustCrypto's (`rsa` with PKCS#1 v1.5 and PSS, `p256`/`p384`/`p521`,
 //! `ed25519-dalek`); this module chooses schemes, encodes and parses AlgorithmIdentifiers
 //! and AUTH data, and loads keys.
 //!

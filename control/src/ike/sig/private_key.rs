@@ -17,6 +17,7 @@ enum PrivInner {
     Rsa(Box<rsa::PrivateKey>),
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
+    P521(p521::ecdsa::SigningKey),
     Ed25519(Box<ed25519_dalek::SigningKey>),
 }
 
@@ -116,10 +117,13 @@ impl PrivateKey {
         if let Ok(sk) = p256::SecretKey::from_sec1_der(der) {
             return Self::new(PrivInner::P256(sk.into()));
         }
-        match p384::SecretKey::from_sec1_der(der) {
-            Ok(sk) => Self::new(PrivInner::P384(sk.into())),
+        if let Ok(sk) = p384::SecretKey::from_sec1_der(der) {
+            return Self::new(PrivInner::P384(sk.into()));
+        }
+        match p521::SecretKey::from_sec1_der(der) {
+            Ok(sk) => Self::new(PrivInner::P521(sk.into())),
             Err(e) => Err(SigError::Key(format!(
-                "EC key: not a P-256 or P-384 SEC1 key ({e})"
+                "EC key: not a P-256, P-384 or P-521 SEC1 key ({e})"
             ))),
         }
     }
@@ -138,8 +142,11 @@ impl PrivateKey {
                 Ok(OID_P384) => Self::new(PrivInner::P384(
                     p384::SecretKey::from_pkcs8_der(der).map_err(e8)?.into(),
                 )),
+                Ok(OID_P521) => Self::new(PrivInner::P521(
+                    p521::SecretKey::from_pkcs8_der(der).map_err(e8)?.into(),
+                )),
                 Ok(curve) => Err(SigError::Key(format!(
-                    "PKCS#8 EC key on curve {curve}: only P-256 and P-384 are supported"
+                    "PKCS#8 EC key on curve {curve}: only P-256, P-384 and P-521 are supported"
                 ))),
                 Err(e) => Err(SigError::Key(format!("PKCS#8 EC key without a curve: {e}"))),
             },
@@ -147,7 +154,7 @@ impl PrivateKey {
                 ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(e8)?,
             ))),
             oid => Err(SigError::Key(format!(
-                "PKCS#8 key of type {oid}: only RSA, ECDSA P-256/P-384 and Ed25519 are supported"
+                "PKCS#8 key of type {oid}: only RSA, ECDSA P-256/P-384/P-521 and Ed25519 are supported"
             ))),
         }
     }
@@ -158,6 +165,7 @@ impl PrivateKey {
             PrivInner::Rsa(k) => k.to_public_key().to_public_key_der(),
             PrivInner::P256(k) => k.verifying_key().to_public_key_der(),
             PrivInner::P384(k) => k.verifying_key().to_public_key_der(),
+            PrivInner::P521(k) => k.verifying_key().to_public_key_der(),
             PrivInner::Ed25519(k) => k.verifying_key().to_public_key_der(),
         }
         .map_err(|e| SigError::Key(format!("encoding the public key: {e}")))?;
@@ -179,6 +187,7 @@ impl PrivateKey {
             },
             PrivInner::P256(_) => KeyKind::EcdsaP256,
             PrivInner::P384(_) => KeyKind::EcdsaP384,
+            PrivInner::P521(_) => KeyKind::EcdsaP521,
             PrivInner::Ed25519(_) => KeyKind::Ed25519,
         }
     }
@@ -205,7 +214,7 @@ impl PrivateKey {
                 rsa_sig::pkcs1v15_sign(k, h, msg, Some(rng))
             }
             (PrivInner::Rsa(k), Scheme::RsaPss(h)) => rsa_sig::pss_sign(k, h, msg, rng),
-            (PrivInner::P256(_) | PrivInner::P384(_), Scheme::Ecdsa(h)) => {
+            (PrivInner::P256(_) | PrivInner::P384(_) | PrivInner::P521(_), Scheme::Ecdsa(h)) => {
                 Ok(self.ecdsa_sign(h, msg, scheme)?.0)
             }
             (PrivInner::Ed25519(k), Scheme::Ed25519) => {
@@ -237,6 +246,10 @@ impl PrivateKey {
                 let s: p384::ecdsa::Signature = k.sign_prehash(&digest).map_err(fail)?;
                 Ok((s.to_der().as_bytes().to_vec(), s.to_bytes().to_vec()))
             }
+            PrivInner::P521(k) => {
+                let s: p521::ecdsa::Signature = k.sign_prehash(&digest).map_err(fail)?;
+                Ok((s.to_der().as_bytes().to_vec(), s.to_bytes().to_vec()))
+            }
             _ => Err(self.wrong_key(scheme)),
         }
     }
@@ -261,7 +274,7 @@ impl PrivateKey {
 
     /// A classic AUTH payload (method, data) for this key: method 1 RSASSA-PKCS1-v1_5 with
     /// SHA-1 (what strongSwan signs and expects: ss:pubkey_authenticator.c
-    /// `SIGN_RSA_EMSA_PKCS1_SHA1`), 9/10 ECDSA r‖s (RFC 4754 §3, §7). `rng` blinds the RSA
+    /// `SIGN_RSA_EMSA_PKCS1_SHA1`), 9/10/11 ECDSA r‖s (RFC 4754 §3, §7). `rng` blinds the RSA
     /// operation (the signature does not depend on it).
     pub fn auth_classic(
         &self,
@@ -281,6 +294,12 @@ impl PrivateKey {
             PrivInner::P384(_) => Ok((
                 method::ECDSA_SHA384_P384,
                 self.ecdsa_sign(Hash::Sha384, octets, Scheme::Ecdsa(Hash::Sha384))?
+                    .1,
+            )),
+            // RFC 4754 §3, §7: SHA-512 on P-521, r and s 66 octets each.
+            PrivInner::P521(_) => Ok((
+                method::ECDSA_SHA512_P521,
+                self.ecdsa_sign(Hash::Sha512, octets, Scheme::Ecdsa(Hash::Sha512))?
                     .1,
             )),
             PrivInner::Ed25519(_) => Err(SigError::Unsupported(
@@ -319,6 +338,25 @@ mod tests {
         assert_eq!(
             PrivateKey::from_der(&sec1).unwrap().kind(),
             KeyKind::EcdsaP256
+        );
+        // P-521 as strongSwan's pki writes it (SEC1), and the same key as PKCS#8 PEM and DER.
+        let p521 = PrivateKey::from_pem(&fixture("../pki-extra/gw-eKey.pem")).unwrap();
+        assert_eq!(p521.kind(), KeyKind::EcdsaP521);
+        assert!(!format!("{p521:?}").contains("0x"), "Debug leaks nothing");
+        let PrivInner::P521(inner) = &p521.inner else {
+            panic!()
+        };
+        let p8 = p521::SecretKey::from(inner.as_nonzero_scalar())
+            .to_pkcs8_der()
+            .unwrap();
+        let k2 = PrivateKey::from_der(p8.as_bytes()).unwrap();
+        assert_eq!(k2.public_spki_der(), p521.public_spki_der());
+        let p8_pem =
+            der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, p8.as_bytes())
+                .unwrap();
+        assert_eq!(
+            PrivateKey::from_pem(&p8_pem).unwrap().public_spki_der(),
+            p521.public_spki_der()
         );
         let e = PrivateKey::from_pem(&fixture("gw-bCert.pem")).unwrap_err();
         assert!(e.to_string().contains("no private key"), "{e}");

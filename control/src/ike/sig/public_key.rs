@@ -14,6 +14,7 @@ enum PubInner {
     Rsa(Box<rsa::PublicKey>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    P521(p521::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -29,7 +30,7 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// From DER SubjectPublicKeyInfo: RSA (rsaEncryption), EC P-256/P-384, Ed25519.
+    /// From DER SubjectPublicKeyInfo: RSA (rsaEncryption), EC P-256/P-384/P-521, Ed25519.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, SigError> {
         use pkcs8::DecodePublicKey;
         let info = spki::SubjectPublicKeyInfoRef::from_der(der)
@@ -46,9 +47,12 @@ impl PublicKey {
                 Ok(OID_P384) => {
                     PubInner::P384(p384::ecdsa::VerifyingKey::from_public_key_der(der).map_err(e)?)
                 }
+                Ok(OID_P521) => {
+                    PubInner::P521(p521::ecdsa::VerifyingKey::from_public_key_der(der).map_err(e)?)
+                }
                 Ok(curve) => {
                     return Err(SigError::Key(format!(
-                        "EC public key on curve {curve}: only P-256 and P-384 are supported"
+                        "EC public key on curve {curve}: only P-256, P-384 and P-521 are supported"
                     )))
                 }
                 Err(err) => return Err(e(err)),
@@ -72,6 +76,7 @@ impl PublicKey {
             },
             PubInner::P256(_) => KeyKind::EcdsaP256,
             PubInner::P384(_) => KeyKind::EcdsaP384,
+            PubInner::P521(_) => KeyKind::EcdsaP521,
             PubInner::Ed25519(_) => KeyKind::Ed25519,
         }
     }
@@ -90,7 +95,7 @@ impl PublicKey {
                 rsa_sig::pkcs1v15_verify(k, h, msg, sig)
             }
             (PubInner::Rsa(k), Scheme::RsaPss(h)) => rsa_sig::pss_verify(k, h, msg, sig),
-            (PubInner::P256(_) | PubInner::P384(_), Scheme::Ecdsa(h)) => {
+            (PubInner::P256(_) | PubInner::P384(_) | PubInner::P521(_), Scheme::Ecdsa(h)) => {
                 self.ecdsa_verify(h, msg, EcSig::Der(sig), scheme)
             }
             (PubInner::Ed25519(k), Scheme::Ed25519) => {
@@ -138,6 +143,14 @@ impl PublicKey {
                 let s = p384::ecdsa::Signature::from_slice(b).map_err(|_| SigError::Invalid)?;
                 k.verify_prehash(&digest, &s).map_err(|_| SigError::Invalid)
             }
+            (PubInner::P521(k), EcSig::Der(b)) => {
+                let s = p521::ecdsa::Signature::from_der(b).map_err(|_| SigError::Invalid)?;
+                k.verify_prehash(&digest, &s).map_err(|_| SigError::Invalid)
+            }
+            (PubInner::P521(k), EcSig::Fixed(b)) => {
+                let s = p521::ecdsa::Signature::from_slice(b).map_err(|_| SigError::Invalid)?;
+                k.verify_prehash(&digest, &s).map_err(|_| SigError::Invalid)
+            }
             _ => Err(self.wrong_key(scheme)),
         }
     }
@@ -178,10 +191,11 @@ impl PublicKey {
                     _ => Err(self.wrong_key(method::name(auth_method))),
                 }
             }
-            method::ECDSA_SHA256_P256 | method::ECDSA_SHA384_P384 => {
+            method::ECDSA_SHA256_P256 | method::ECDSA_SHA384_P384 | method::ECDSA_SHA512_P521 => {
                 let (h, ok) = match (auth_method, &self.inner) {
                     (method::ECDSA_SHA256_P256, PubInner::P256(_)) => (Hash::Sha256, true),
                     (method::ECDSA_SHA384_P384, PubInner::P384(_)) => (Hash::Sha384, true),
+                    (method::ECDSA_SHA512_P521, PubInner::P521(_)) => (Hash::Sha512, true),
                     _ => (Hash::Sha256, false),
                 };
                 if !ok {
@@ -192,7 +206,7 @@ impl PublicKey {
                 Ok(Scheme::Ecdsa(h))
             }
             m => Err(SigError::Unsupported(format!(
-                "AUTH {} (we verify methods 1, 9, 10 and 14)",
+                "AUTH {} (we verify methods 1, 9, 10, 11 and 14)",
                 method::name(m)
             ))),
         }
@@ -235,6 +249,8 @@ mod tests {
             ("gw-b", KeyKind::EcdsaP256),
             ("gw-c", KeyKind::EcdsaP384),
             ("gw-d", KeyKind::Ed25519),
+            // scripts/gen-test-pki-p521.sh
+            ("../pki-extra/gw-e", KeyKind::EcdsaP521),
         ] {
             let key = PrivateKey::from_pem(&fixture(&format!("{name}Key.pem"))).unwrap();
             assert_eq!(key.kind(), kind);
@@ -286,6 +302,60 @@ mod tests {
                 None => assert!(key.auth_classic(&octets, &mut rng).is_err()),
             }
         }
+    }
+
+    /// P-521 (RFC 4754 §3, §7): method 11 is SHA-512 with r‖s of 66 octets each, 14 carries
+    /// DER with ecdsa-with-SHA512 first; a P-521 issuer's certificate signature verifies.
+    #[test]
+    fn p521_methods_and_cert_signatures() {
+        let key = PrivateKey::from_pem(&fixture("../pki-extra/gw-eKey.pem")).unwrap();
+        let pubkey = PublicKey::from_spki_der(&key.public_spki_der()).unwrap();
+        assert_eq!(pubkey.kind(), KeyKind::EcdsaP521);
+        assert_eq!(KeyKind::EcdsaP521.to_string(), "ECDSA P-521");
+        assert_eq!(
+            KeyKind::EcdsaP521.scheme_for(&crate::ike::sig::OUR_HASHES),
+            Some(Scheme::Ecdsa(Hash::Sha512))
+        );
+        let octets = b"signed octets";
+        let mut rng = Seq(3);
+        let (m, data) = key.auth_classic(octets, &mut rng).unwrap();
+        assert_eq!(m, method::ECDSA_SHA512_P521);
+        assert_eq!(data.len(), 132);
+        assert_eq!(
+            pubkey.verify_auth(m, &data, octets),
+            Ok(Scheme::Ecdsa(Hash::Sha512))
+        );
+        let mut bad = data.clone();
+        bad[70] ^= 1;
+        assert_eq!(pubkey.verify_auth(m, &bad, octets), Err(SigError::Invalid));
+        assert_eq!(
+            pubkey.verify_auth(m, &data[..131], octets),
+            Err(SigError::Invalid)
+        );
+        // The method fixes the curve both ways.
+        let e = pubkey
+            .verify_auth(method::ECDSA_SHA384_P384, &[0; 96], octets)
+            .unwrap_err();
+        assert!(e.to_string().contains("P-521"), "{e}");
+        let p384 = PublicKey::from_spki_der(&cert_spki("gw-cCert.pem")).unwrap();
+        let e = p384.verify_auth(m, &data, octets).unwrap_err();
+        assert!(e.to_string().contains("P-521 (11)"), "{e}");
+        // A certificate (or CRL) whose issuer has a P-521 key, signed ecdsa-with-SHA512.
+        let tbs = b"a TBSCertificate".to_vec();
+        let scheme = Scheme::Ecdsa(Hash::Sha512);
+        let sig = key.sign(scheme, &tbs, &mut rng).unwrap();
+        let alg = scheme.alg_id_der().unwrap();
+        let spki = key.public_spki_der();
+        verify_cert_signature(&spki, &alg, &tbs, &sig).unwrap();
+        assert_eq!(
+            verify_cert_signature(&spki, &alg, b"another TBSCertificate", &sig),
+            Err(SigError::Invalid)
+        );
+        let sha384 = Scheme::Ecdsa(Hash::Sha384).alg_id_der().unwrap();
+        assert_eq!(
+            verify_cert_signature(&spki, &sha384, &tbs, &sig),
+            Err(SigError::Invalid)
+        );
     }
 
     #[test]
