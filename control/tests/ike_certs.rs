@@ -1,6 +1,6 @@
 //! IKE_AUTH with certificates, ours against ours, sans-IO: every key type of the test PKI
 //! (control/tests/data/pki: gw-a RSA-3072 with PSS, gw-b ECDSA P-256, gw-c P-384, gw-d
-//! Ed25519) in both roles, RFC 7427 method 14 and the classic methods, CERTREQ honoured,
+//! Ed25519; control/tests/data/pki-extra: gw-e P-521) in both roles, RFC 7427 method 14 and the classic methods, CERTREQ honoured,
 //! and the refusals an operator meets (revoked, expired, not yet valid, an ID the
 //! certificate does not hold, an untrusted CA, PSK on one side and certificates on the
 //! other), each with the words the error must carry. The clock is fixed at 2027-06-01.
@@ -31,8 +31,15 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn pem_file(name: &str) -> String {
+    // gw-e (ECDSA P-521) was added later by scripts/gen-test-pki-p521.sh, under the same
+    // intermediate CA.
+    let dir = if name.starts_with("gw-e") {
+        "pki-extra"
+    } else {
+        "pki"
+    };
     std::fs::read_to_string(format!(
-        "{}/tests/data/pki/{name}",
+        "{}/tests/data/{dir}/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
@@ -322,6 +329,8 @@ fn every_key_type_in_both_roles_with_digital_signatures() {
         ("gw-b", "gw-c", "ECDSA with SHA2_256", "ECDSA with SHA2_384"),
         ("gw-c", "gw-d", "ECDSA with SHA2_384", "Ed25519"),
         ("gw-d", "gw-a", "Ed25519", "RSA-PSS with SHA2_256"),
+        ("gw-e", "gw-b", "ECDSA with SHA2_512", "ECDSA with SHA2_256"),
+        ("gw-c", "gw-e", "ECDSA with SHA2_384", "ECDSA with SHA2_512"),
     ] {
         let p = pubkey_pair(i, r, |_, _| {});
         let log = p.log();
@@ -348,12 +357,14 @@ fn every_key_type_in_both_roles_with_digital_signatures() {
 
 /// A peer that announces no SIGNATURE_HASH_ALGORITHMS (signature_authentication off on
 /// one side, as strongSwan's option): both sides sign with the classic method of their key
-/// (1 RSA PKCS#1 SHA-1, 9 ECDSA P-256, 10 ECDSA P-384).
+/// (1 RSA PKCS#1 SHA-1, 9 ECDSA P-256, 10 ECDSA P-384, 11 ECDSA P-521).
 #[test]
 fn classic_methods_without_signature_hash_algorithms() {
     for (i, r, i_method, r_method) in [
         ("gw-a", "gw-b", "RSA signature (1)", "ECDSA P-256 (9)"),
         ("gw-c", "gw-a", "ECDSA P-384 (10)", "RSA signature (1)"),
+        ("gw-e", "gw-a", "ECDSA P-521 (11)", "RSA signature (1)"),
+        ("gw-b", "gw-e", "ECDSA P-256 (9)", "ECDSA P-521 (11)"),
     ] {
         let p = pubkey_pair(i, r, |_, ra| ra.signature_authentication = false);
         let log = p.log();

