@@ -4,6 +4,7 @@
 //! [`SaEvent`] for the caller to poll.
 
 mod decap;
+pub mod demo;
 pub mod drop_reason;
 pub mod ecn;
 mod encap;
