@@ -12,6 +12,7 @@ pub mod pki;
 pub mod ring_client;
 pub mod ring_pump;
 pub mod shell;
+pub mod vpnctl;
 
 /// A deterministic random source for the crate's unit tests.
 #[cfg(test)]

@@ -329,7 +329,7 @@ impl IkeSa {
                 Payload::Cert { encoding, .. } => self.ignored(format!(
                     "a CERT of encoding {encoding} in IKE_AUTH (we take X.509 certificates, encoding 4)"
                 )),
-                _ => {}
+                _ => {} // every other payload: handled (or reported by report_unused) elsewhere
             }
         }
         for (i, der) in certs.iter().enumerate() {

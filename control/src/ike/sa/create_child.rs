@@ -979,7 +979,7 @@ impl IkeSa {
                 }
                 // Any other answer without an SA (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...):
                 // check_child_answer below turns it into a ChildFailed naming the notify.
-                _ => {}
+                _ => {} // reported below, not here
             }
         }
         let nr = first!(p, Payload::Nonce(n) => n)
@@ -1903,7 +1903,7 @@ impl IkeSa {
             }
             // Nothing in flight, or a request about the IKE SA itself (its rekey, Delete,
             // DPD): it stays with this SA and concerns no Child SA.
-            _ => {}
+            _ => {} // nothing to move
         }
         book.peer_rekeys.clear();
         // RFC 9370 §2.2.4: additional key exchanges belong to the IKE SA they started on;

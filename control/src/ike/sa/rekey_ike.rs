@@ -247,7 +247,7 @@ impl IkeSa {
                 }
             }
             // Still negotiating or already closed: there is no SA to delete.
-            _ => {}
+            _ => {} // nothing to delete
         }
     }
 
