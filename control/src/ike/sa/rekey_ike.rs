@@ -796,7 +796,7 @@ impl IkeSa {
             // Closed meanwhile (failed or deleted): the new SA was never handed to the
             // daemon, so dropping it here leaves nothing behind on our side; the peer's copy
             // expires with its half-open and DPD timers.
-            _ => {}
+            _ => {} // dropped with `made`: nothing of it reached the daemon
         }
     }
 
