@@ -5,8 +5,10 @@
 //! [`ring_client`] is the control end of that ring, shared by both.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod diagnose;
 pub mod ike;
 pub mod pki;
 pub mod ring_client;

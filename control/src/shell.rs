@@ -13,7 +13,7 @@ use dataplane::shm::counters::CountersFile;
 use tracing::warn;
 
 use crate::config::IkedConfig;
-use crate::daemon::command::{Reply, Request};
+use crate::daemon::command::{encode_reply, parse_request, Reply, Request};
 use crate::daemon::{Daemon, Held, SaTraffic};
 use crate::ring_client::RingClient;
 
@@ -82,15 +82,16 @@ pub fn serve_control(listener: &UnixListener, d: &mut Daemon, now: u64, config: 
     if std::io::BufReader::new(&conn).read_line(&mut line).is_err() {
         return true;
     }
-    let reply = match Request::parse(line.trim()) {
+    let reply = match parse_request(&line) {
         Ok(Request::Reload) => d.reload(now, IkedConfig::load(config).map_err(|e| e.to_string())),
         Ok(req) => d.handle_request(now, req),
         Err(e) => Reply {
             ok: false,
-            text: format!("error: {e}"),
+            text: e,
+            data: serde_json::Value::Null,
         },
     };
-    let _ = conn.write_all(reply.encode().as_bytes());
+    let _ = conn.write_all(encode_reply(&reply).as_bytes());
     true
 }
 

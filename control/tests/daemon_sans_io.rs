@@ -323,10 +323,12 @@ fn down_keeps_traffic_dropped_and_up_works_right_after() {
     w.start();
     w.run_until(2_000);
     let now = w.now;
-    let r = w
-        .node("a")
-        .daemon
-        .handle_request(now, Request::Down("peer".into()));
+    let r = w.node("a").daemon.handle_request(
+        now,
+        Request::Down {
+            conn: "peer".into(),
+        },
+    );
     assert!(r.ok, "{}", r.text);
     w.drain();
     assert!(w.nodes[0].dp.sas.is_empty());
@@ -335,10 +337,12 @@ fn down_keeps_traffic_dropped_and_up_works_right_after() {
         "dropped"
     );
     // Up at once, while the Delete may still be in flight.
-    let r = w
-        .node("a")
-        .daemon
-        .handle_request(now, Request::Up("peer".into()));
+    let r = w.node("a").daemon.handle_request(
+        now,
+        Request::Up {
+            conn: "peer".into(),
+        },
+    );
     assert!(r.ok, "{}", r.text);
     w.run_until(now + 3_000);
     assert_tunnel_up(&mut w);

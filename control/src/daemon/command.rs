@@ -10,63 +10,39 @@ use super::{ts_list, Daemon};
 use crate::config::{IkedConfig, StartAction};
 use crate::ike::sa::Phase;
 
-/// A request read from the control socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    List,
-    Up(String),
-    Down(String),
-    /// The shell loads the file and hands the result to [`Daemon::reload`].
-    Reload,
+pub use crate::api::{Reply, Request};
+
+/// The request on one line of the control socket (a JSON object, [`Request`]).
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line.trim()).map_err(|e| {
+        format!("not a request ({e}); requests are JSON objects such as {{\"cmd\":\"list\"}}")
+    })
 }
 
-impl Request {
-    pub fn parse(line: &str) -> Result<Request, String> {
-        let mut w = line.split_whitespace();
-        match (w.next(), w.next(), w.next()) {
-            (Some("list"), None, None) => Ok(Request::List),
-            (Some("up"), Some(n), None) => Ok(Request::Up(n.into())),
-            (Some("down"), Some(n), None) => Ok(Request::Down(n.into())),
-            (Some("reload"), None, None) => Ok(Request::Reload),
-            _ => Err("commands are: list, up NAME, down NAME, reload".into()),
-        }
+/// On the control socket: one JSON object, then the connection closes.
+pub fn encode_reply(r: &Reply) -> String {
+    // A Reply holds strings and serde_json values only: serialising it cannot fail.
+    serde_json::to_string(r).unwrap_or_default() + "\n"
+}
+
+/// What [`encode_reply`] wrote; `None` if it is not a reply.
+pub fn decode_reply(wire: &str) -> Option<Reply> {
+    serde_json::from_str(wire.trim()).ok()
+}
+
+fn ok(text: String) -> Reply {
+    Reply {
+        ok: true,
+        text,
+        data: serde_json::Value::Null,
     }
 }
 
-/// The answer: text for the operator, and whether the command did what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub ok: bool,
-    pub text: String,
-}
-
-impl Reply {
-    /// On the control socket: a first line `ok` or `error` (vpnctl's exit code), then the
-    /// text for the operator.
-    pub fn encode(&self) -> String {
-        let status = if self.ok { "ok" } else { "error" };
-        format!("{status}\n{}\n", self.text.trim_end())
-    }
-
-    /// What [`Reply::encode`] wrote; `None` if it is not a reply.
-    pub fn decode(wire: &str) -> Option<Reply> {
-        let (status, text) = wire.split_once('\n').unwrap_or((wire, ""));
-        let ok = match status {
-            "ok" => true,
-            "error" => false,
-            _ => return None,
-        };
-        Some(Reply {
-            ok,
-            text: text.to_string(),
-        })
-    }
-
-    fn ok(text: String) -> Reply {
-        Reply { ok: true, text }
-    }
-    fn err(text: String) -> Reply {
-        Reply { ok: false, text }
+fn err(text: String) -> Reply {
+    Reply {
+        ok: false,
+        text,
+        data: serde_json::Value::Null,
     }
 }
 
@@ -87,10 +63,19 @@ fn ago(now: u64, t: u64) -> String {
 impl Daemon {
     pub fn handle_request(&mut self, now: u64, req: Request) -> Reply {
         match req {
-            Request::List => Reply::ok(self.list(now)),
-            Request::Up(name) => self.up(now, &name),
-            Request::Down(name) => self.down(now, &name),
-            Request::Reload => Reply::err("reload needs the configuration file".into()),
+            Request::List { conn: _ } => ok(self.list(now)),
+            Request::Up { conn } => self.up(now, &conn),
+            Request::Down { conn } => self.down(now, &conn),
+            Request::Reload => err("reload needs the configuration file".into()),
+            Request::Events { since, max } => {
+                let r = self.events.since(since, max.unwrap_or(1000) as usize);
+                Reply {
+                    ok: true,
+                    text: String::new(),
+                    data: serde_json::to_value(r).unwrap_or_default(),
+                }
+            }
+            Request::Status | Request::Keys => err("not implemented yet".into()),
         }
     }
 
@@ -251,11 +236,11 @@ impl Daemon {
 
     fn up(&mut self, now: u64, name: &str) -> Reply {
         let Some(ci) = self.conn_index(name) else {
-            return Reply::err(format!("no connection {name:?}"));
+            return err(format!("no connection {name:?}"));
         };
         let c = &mut self.conns[ci];
         if c.children.iter().all(|k| !k.installed.is_empty()) {
-            return Reply::ok(format!("{name}: already up"));
+            return ok(format!("{name}: already up"));
         }
         for k in &mut c.children {
             k.wanted = true;
@@ -264,12 +249,12 @@ impl Daemon {
         c.failures = 0;
         c.retry_at = None;
         self.ensure_up(now, ci);
-        Reply::ok(format!("{name}: initiating"))
+        ok(format!("{name}: initiating"))
     }
 
     fn down(&mut self, now: u64, name: &str) -> Reply {
         let Some(ci) = self.conn_index(name) else {
-            return Reply::err(format!("no connection {name:?}"));
+            return err(format!("no connection {name:?}"));
         };
         let c = &mut self.conns[ci];
         for k in &mut c.children {
@@ -277,7 +262,7 @@ impl Daemon {
         }
         c.retry_at = None;
         let n = self.delete_conn_sas(now, name);
-        Reply::ok(format!(
+        ok(format!(
             "{name}: {n} IKE SA(s) deleted; its traffic is dropped until it is up again"
         ))
     }
@@ -305,7 +290,7 @@ impl Daemon {
     pub fn reload(&mut self, now: u64, new: Result<IkedConfig, String>) -> Reply {
         let new = match new {
             Ok(n) => n,
-            Err(e) => return Reply::err(format!("{e}; keeping the running configuration")),
+            Err(e) => return err(format!("{e}; keeping the running configuration")),
         };
         let old = IkedConfig {
             connections: self.conns.iter().map(|c| c.cfg.clone()).collect(),
@@ -373,7 +358,7 @@ impl Daemon {
             diff.removed.join(", ")
         );
         info!("{text}");
-        Reply::ok(text)
+        ok(text)
     }
 }
 
@@ -382,25 +367,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_parse_and_bad_ones_say_what_exists() {
-        assert_eq!(Request::parse("list"), Ok(Request::List));
-        assert_eq!(Request::parse(" up  gw-b "), Ok(Request::Up("gw-b".into())));
+    fn requests_parse_and_bad_ones_say_what_they_look_like() {
         assert_eq!(
-            Request::parse("down gw-b"),
-            Ok(Request::Down("gw-b".into()))
+            parse_request(r#"{"cmd":"list","conn":null}"#),
+            Ok(Request::List { conn: None })
         );
-        assert_eq!(Request::parse("reload"), Ok(Request::Reload));
-        assert!(Request::parse("up").unwrap_err().contains("up NAME"));
-        assert!(Request::parse("frobnicate").is_err());
+        assert_eq!(
+            parse_request(r#" {"cmd":"up","conn":"gw-b"} "#),
+            Ok(Request::Up {
+                conn: "gw-b".into()
+            })
+        );
+        assert_eq!(parse_request(r#"{"cmd":"reload"}"#), Ok(Request::Reload));
+        assert!(parse_request(r#"{"cmd":"up"}"#).is_err());
+        assert!(parse_request("frobnicate").unwrap_err().contains("JSON"));
     }
 
     #[test]
     fn replies_round_trip_and_garbage_is_not_one() {
-        for r in [Reply::ok("a\nb".into()), Reply::err("no".into())] {
-            let back = Reply::decode(&r.encode()).unwrap();
-            assert_eq!(back.ok, r.ok);
-            assert_eq!(back.text.trim_end(), r.text);
+        for r in [ok("a\nb".into()), err("no".into())] {
+            assert_eq!(decode_reply(&encode_reply(&r)), Some(r));
         }
-        assert_eq!(Reply::decode("hello\nworld"), None);
+        assert_eq!(decode_reply("hello\nworld"), None);
     }
 }

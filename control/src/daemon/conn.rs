@@ -78,6 +78,9 @@ impl ChildState {
     }
 }
 
+/// Failures kept per connection.
+pub const FAILURE_HISTORY: usize = 16;
+
 pub struct ConnState {
     pub cfg: ConnConfig,
     pub children: Vec<ChildState>,
@@ -87,6 +90,8 @@ pub struct ConnState {
     pub failures: u32,
     pub retry_at: Option<u64>,
     pub last_failure: Option<(u64, String)>,
+    /// The most recent failures, classified (`vpnctl list`, `vpnctl diagnose`).
+    pub history: std::collections::VecDeque<crate::api::FailureRecord>,
     /// A reauthentication under way: the IKE SA (our SPI) it replaces.
     pub reauth: Option<u64>,
 }
@@ -101,6 +106,7 @@ impl ConnState {
             failures: 0,
             retry_at: None,
             last_failure: None,
+            history: std::collections::VecDeque::new(),
             reauth: None,
         }
     }

@@ -16,6 +16,7 @@ pub mod command;
 pub mod conn;
 pub mod dataplane_ops;
 pub mod endpoint;
+pub mod events;
 mod install;
 pub mod ratelimit;
 mod reauth;
@@ -82,6 +83,14 @@ impl Default for Options {
             wall_clock_base_ms: 0,
         }
     }
+}
+
+/// Where an event happened, for its log fields.
+#[derive(Debug, Clone, Default)]
+pub struct EventAt {
+    pub conn: Option<String>,
+    pub peer: Option<SocketAddr>,
+    pub ike_spi: Option<u64>,
 }
 
 /// Half-open SAs from one address beyond which a COOKIE is asked for.
@@ -166,6 +175,8 @@ pub struct Daemon {
     actions: VecDeque<Action>,
     limiter: LogLimiter,
     pub counters: DaemonCounters,
+    /// Recent events and IKE message summaries (`vpnctl log`, `vpnctl trace`).
+    pub events: events::EventLog,
 }
 
 /// `base ± 25 %`, from the daemon's random source.
@@ -204,6 +215,7 @@ impl Daemon {
             actions: VecDeque::new(),
             limiter: LogLimiter::default(),
             counters: DaemonCounters::default(),
+            events: events::EventLog::default(),
         }
     }
 
@@ -897,6 +909,61 @@ impl Daemon {
         }
     }
 
+    /// Unix time (ms) of daemon time `now`.
+    pub fn unix_ms(&self, now: u64) -> u64 {
+        self.opts.wall_clock_base_ms + now
+    }
+
+    /// One event: logged once through `tracing` (with the connection, peer and IKE SPI as
+    /// fields) and kept for `vpnctl log` / `vpnctl trace` (`kind` "event" or "trace").
+    pub fn event(
+        &mut self,
+        now: u64,
+        level: tracing::Level,
+        kind: &str,
+        at: EventAt,
+        message: String,
+    ) {
+        let conn = at.conn.as_deref().unwrap_or("");
+        let peer = at.peer.map(|p| p.to_string()).unwrap_or_default();
+        let spi = at.ike_spi.map(|s| format!("{s:016x}")).unwrap_or_default();
+        match level {
+            tracing::Level::ERROR => tracing::error!(conn, peer, ike_spi = spi, "{message}"),
+            tracing::Level::WARN => warn!(conn, peer, ike_spi = spi, "{message}"),
+            tracing::Level::INFO => info!(conn, peer, ike_spi = spi, "{message}"),
+            tracing::Level::DEBUG => debug!(conn, peer, ike_spi = spi, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(conn, peer, ike_spi = spi, "{message}"),
+        }
+        let unix_ms = self.unix_ms(now);
+        self.events.push(crate::api::EventRecord {
+            seq: 0,
+            at_unix_ms: unix_ms,
+            level: level.as_str().to_ascii_lowercase(),
+            kind: kind.to_string(),
+            conn: at.conn,
+            peer: at.peer.map(|p| p.to_string()),
+            ike_spi: at.ike_spi.map(|s| format!("{s:016x}")),
+            message,
+        });
+    }
+
+    /// Keep a connection's failure, classified for `vpnctl diagnose` (bounded history).
+    pub(crate) fn record_failure(&mut self, now: u64, ci: usize, error: &IkeError) {
+        let (finding, evidence) = crate::diagnose::classify(error);
+        let rec = crate::api::FailureRecord {
+            at_unix_ms: self.unix_ms(now),
+            finding: finding.to_string(),
+            message: error.to_string(),
+            evidence,
+        };
+        let h = &mut self.conns[ci].history;
+        if h.len() == conn::FAILURE_HISTORY {
+            h.pop_front();
+        }
+        h.push_back(rec);
+        self.conns[ci].last_failure = Some((now, error.to_string()));
+    }
+
     fn failed(&mut self, now: u64, spi: u64, ci: Option<usize>, error: IkeError) {
         let Some(e) = self.sas.get(&spi) else { return };
         let role = e.sa.role();
@@ -915,7 +982,7 @@ impl Daemon {
             return;
         }
         warn!(conn = %conn, "{error}");
-        self.conns[ci].last_failure = Some((now, error.to_string()));
+        self.record_failure(now, ci, &error);
         if let IkeError::Timeout { .. } = error {
             // The next attempt tries the next remote address.
             self.conns[ci].remote_index += 1;
@@ -958,7 +1025,7 @@ impl Daemon {
             }
         }
         warn!(conn = %conn, "{error}; dpd_action: {}", what.join("; "));
-        self.conns[ci].last_failure = Some((now, error.to_string()));
+        self.record_failure(now, ci, error);
         if restart {
             // The peer may come back at another address (tried in order).
             self.conns[ci].remote_index += 1;

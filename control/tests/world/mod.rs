@@ -335,7 +335,7 @@ impl World {
         let now = self.now;
         self.node(name)
             .daemon
-            .handle_request(now, Request::List)
+            .handle_request(now, Request::List { conn: None })
             .text
     }
 }

@@ -1,7 +1,6 @@
-//! What `vpnctl` does beyond parsing its arguments: one request to iked's control socket,
-//! and the `ring` commands that speak to a dataplane's shared-memory ring directly (install a
-//! file of manually keyed SAs, keep a dataplane in step with it across restarts, show what it
-//! holds and has counted). The binary (`src/bin/vpnctl.rs`) only parses and dispatches.
+//! `vpnctl ring ...`: speak to a dataplane's shared-memory ring directly (install a file of
+//! manually keyed SAs, keep a dataplane in step with it across restarts, show what it holds
+//! and has counted).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,35 +13,6 @@ use tracing::{info, warn};
 use crate::ring_client::{Desired, RingClient};
 
 pub const SLOTS: u32 = 4096;
-
-/// One request to iked's control socket; its answer is printed.
-pub fn iked(socket: &std::path::Path, line: &str) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "{}: {e} (is iked running with --control {}?)",
-            socket.display(),
-            socket.display()
-        )
-    })?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    match crate::daemon::command::Reply::decode(&out) {
-        Some(r) => {
-            print!("{}", r.text);
-            if r.ok {
-                Ok(())
-            } else {
-                Err(format!("iked refused: {}", r.text.trim()))
-            }
-        }
-        None => Err(format!("unexpected answer from iked: {out:?}")),
-    }
-}
 
 /// The SAs and policies of a static SA file, as the ring client wants them.
 pub fn load(path: &std::path::Path) -> Result<Desired, String> {
@@ -239,15 +209,6 @@ pub fn status(ring: &str, counters: Option<&str>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_missing_iked_socket_says_what_to_check() {
-        let e = iked(std::path::Path::new("/nonexistent/iked.sock"), "list").unwrap_err();
-        assert!(
-            e.contains("/nonexistent/iked.sock") && e.contains("is iked running"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn a_bad_static_sa_file_is_named() {
