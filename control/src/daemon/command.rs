@@ -63,7 +63,12 @@ fn ago(now: u64, t: u64) -> String {
 impl Daemon {
     pub fn handle_request(&mut self, now: u64, req: Request) -> Reply {
         match req {
-            Request::List { conn: _ } => ok(self.list(now)),
+            Request::List { conn } => Reply {
+                ok: true,
+                text: self.list(now),
+                data: serde_json::to_value(self.list_report(now, conn.as_deref()))
+                    .unwrap_or_default(),
+            },
             Request::Up { conn } => self.up(now, &conn),
             Request::Down { conn } => self.down(now, &conn),
             Request::Reload => err("reload needs the configuration file".into()),
@@ -75,7 +80,16 @@ impl Daemon {
                     data: serde_json::to_value(r).unwrap_or_default(),
                 }
             }
-            Request::Status | Request::Keys => err("not implemented yet".into()),
+            Request::Status => Reply {
+                ok: true,
+                text: String::new(),
+                data: serde_json::to_value(self.status_report(now)).unwrap_or_default(),
+            },
+            Request::Keys => Reply {
+                ok: true,
+                text: String::new(),
+                data: serde_json::to_value(self.keys_report()).unwrap_or_default(),
+            },
         }
     }
 

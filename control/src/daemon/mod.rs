@@ -18,8 +18,10 @@ pub mod dataplane_ops;
 pub mod endpoint;
 pub mod events;
 mod install;
+mod keys;
 pub mod ratelimit;
 mod reauth;
+mod report;
 pub mod spi;
 mod timers;
 
