@@ -36,6 +36,8 @@ want libstrongswan-extra-plugins /usr/lib/ipsec/plugins/libstrongswan-curve25519
 # strongSwan's `pki`: the certificate tests make their PKI with it at run time
 # (vpnlab.Pki; scripts/gen-test-pki.sh for the committed unit-test certificates).
 want strongswan-pki /usr/bin/pki
+# tshark: the Wireshark-keys test decrypts a capture with the files `vpnctl keys` writes.
+want tshark /usr/bin/tshark
 # Intel ipsec-mb, the baseline of the AES-GCM benchmark (bench/ipsecmb/shim.c links it).
 want libipsec-mb-dev /usr/include/intel-ipsec-mb.h
 if ((${#need_apt[@]})); then
@@ -43,6 +45,8 @@ if ((${#need_apt[@]})); then
     apt-get update -qq
     # iperf3 asks whether to start a daemon; the answer is no.
     echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+    # wireshark-common asks whether non-root users may capture; the answer is no.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
@@ -56,6 +60,8 @@ scapy_ok() {
     [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" - <<'PY' 2>/dev/null
 import sys
 import cryptography  # noqa: F401
+import jsonschema  # noqa: F401  (vpnctl --json against docs/schema)
+import prometheus_client.parser  # noqa: F401  (the metrics endpoint, parsed)
 import scapy
 major, minor = (int(x) for x in scapy.VERSION.split(".")[:2])
 sys.exit(0 if (major, minor) >= (2, 8) else 1)
@@ -65,12 +71,13 @@ PY
 if scapy_ok; then
     log "scapy venv ready at $VENV"
 else
-    log "creating the Python venv at $VENV (scapy>=2.8, cryptography)"
+    log "creating the Python venv at $VENV (scapy>=2.8, cryptography, jsonschema, prometheus_client)"
     if ! python3 -m venv "$VENV" 2>/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
         python3 -m venv "$VENV"
     fi
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'scapy>=2.8' 'cryptography>=42'
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'scapy>=2.8' 'cryptography>=42' \
+        'jsonschema>=4' 'prometheus_client>=0.20'
     scapy_ok || { log "scapy install failed"; exit 1; }
 fi
