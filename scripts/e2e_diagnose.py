@@ -58,6 +58,7 @@ import e2e
 import e2e_faults
 import vpnlab
 from e2e import check
+from e2e_certs import Tail
 from e2e_faults import iked_log, plain
 from vpnlab import Auth, Case, Lab, Pki, ns_exec
 
@@ -193,15 +194,6 @@ def log_line(lab: Lab, side: str, tag: str, pattern: str, timeout: float = 10) -
     """Readiness: the first line of iked-SIDE-TAG's log matching `pattern` (regex, no case)."""
     def find() -> str:
         return next((ln.strip() for ln in iked_log(lab, side, tag).splitlines() if re.search(pattern, ln, re.I)), "")
-    return wait_for(find, timeout)
-
-
-def file_line(path: pathlib.Path, pattern: str, timeout: float = 10) -> str:
-    def find() -> str:
-        if not path.exists():
-            return ""
-        return next((ln.strip() for ln in plain(path.read_text(errors="replace")).splitlines()
-                     if re.search(pattern, ln)), "")
     return wait_for(find, timeout)
 
 
@@ -430,7 +422,7 @@ def local(lab: Lab) -> None:
         rc = None
     out = iked_log(lab, "a", "typo")
     check(rc not in (None, 0) and "esp_propsals" in out, "config typo: iked refuses to start and names the field",
-          f"exit {rc}: {out.strip()[-220:]}")
+          f"exit {rc}: " + next((ln.strip()[:220] for ln in out.splitlines() if "esp_propsals" in ln), out.strip()[-220:]))
     path = lab.workdir / "iked-a-typo.toml"
     d = diagnose(lab, "a", "--config", str(path))
     expect(lab, "a", "config-error", {"file": str(path), "line": line_no, "field": contains("esp_propsals"),
@@ -446,7 +438,7 @@ def local(lab: Lab) -> None:
     path.write_text(bad)
     r = lab.vpnctl_iked("a", "reload")
     check(r.returncode != 0 and pa.poll() is None, "config typo on reload: `vpnctl reload` is refused, iked keeps running",
-          f"exit {r.returncode}: {r.stdout.strip()[-200:]}")
+          f"exit {r.returncode}: {r.stdout.strip()[:200]}")
     d = diagnose(lab, "a")
     expect(lab, "a", "reload-failed", {"at_unix_ms": gt0, "message": contains("esp_propsals")},
            "config typo on reload", diag=d)
@@ -493,8 +485,11 @@ def local(lab: Lab) -> None:
 
 # --- diag-strongswan: our iked on gw-a against charon on gw-b -----------------------------------------
 
-def charon(lab: Lab, swanctl: str, **opts) -> pathlib.Path:
-    return lab.start_charon("b", swanctl, options=dict(SWAN_RETRANSMIT, **opts))
+def charon(lab: Lab, swanctl: str, **opts) -> Tail:
+    """charon on gw-b; returns its log's new part (the log is appended to across restarts)."""
+    tail = Tail(lab.swan_dir("b") / "charon.log")
+    lab.start_charon("b", swanctl, options=dict(SWAN_RETRANSMIT, **opts))
+    return tail
 
 
 def swan_conf(lab: Lab, esp: str = "aes128gcm16", start: bool = True, **kw) -> str:
@@ -514,7 +509,7 @@ def strongswan(lab: Lab) -> None:
     conf = swan_conf(lab).replace("esp_proposals = aes128gcm16", "ah_proposals = sha256")
     assert "ah_proposals = sha256" in conf
     clog = charon(lab, conf)
-    ln = file_line(clog, r"received (NO_PROPOSAL_CHOSEN|[A-Z_]+) notify|failed to establish CHILD_SA")
+    ln = clog.wait(r"received NO_PROPOSAL_CHOSEN notify|failed to establish CHILD_SA")
     check(bool(ln), "AH: charon proposes AH and our iked refuses it", ln[-200:])
     check(bool(log_line(lab, "a", "ah", r"\bAH\b", timeout=2)), "AH: our log names AH",
           log_line(lab, "a", "ah", r"\bAH\b", timeout=0)[-220:])
@@ -526,9 +521,10 @@ def strongswan(lab: Lab) -> None:
     our_responder(lab, "v1")
     conf = swan_conf(lab).replace("version = 2", "version = 1").replace(f"proposals = {IKE}", "proposals = aes128-sha256-modp2048")
     clog = charon(lab, conf)
-    ln = file_line(clog, r"initiating Main Mode")
+    ln = clog.wait(r"initiating Main Mode")
     check(bool(ln), "IKEv1: charon initiates Main Mode to us", ln[-160:])
-    wait_for(lambda: file_line(clog, r"retransmit|sending packet", timeout=0), 5)
+    ln = log_line(lab, "a", "v1", r"IKEv1", timeout=5)
+    check(bool(ln), "IKEv1: our iked drops charon's IKEv1 message and says so", ln[-200:])
     expect(lab, "a", "ikev1-peer", {"datagrams": gt0}, "an IKEv1 peer")
     stop(lab, "charon-b", "iked-a-v1")
 
@@ -538,7 +534,7 @@ def strongswan(lab: Lab) -> None:
                                  child_life_time="30s", child_rand_time="0"))
     s = lab.wait_stats("a", lambda s: s["sa_count"] == 2, timeout=10)
     check(s["sa_count"] == 2, "PFS mismatch: the tunnel comes up (no KE in IKE_AUTH)", f"{s['sa_count']} SAs")
-    ln = file_line(clog, r"received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD) notify|CHILD_SA rekeying failed", timeout=10)
+    ln = clog.wait(r"received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD) notify|CHILD_SA rekeying failed", timeout=10)
     check(bool(ln), "PFS mismatch: charon's Child SA rekey with x25519 is refused", ln[-200:])
     expect(lab, "a", "pfs-mismatch", {"side": "we", "wants_pfs": "peer", "ours": contains("no key exchange"),
                                       "theirs": lambda v: isinstance(v, str) and re.search("x25519|curve", v, re.I)},
@@ -551,10 +547,11 @@ def strongswan(lab: Lab) -> None:
     s = lab.wait_stats("a", lambda s: s["sa_count"] == 2, timeout=10)
     check(s["sa_count"] == 2, "lifetime mismatch: the tunnel comes up", f"{s['sa_count']} SAs")
     t0 = time.time()
-    ln = file_line(clog, r"closing expired CHILD_SA|deleting CHILD_SA|CHILD_SA .* expired", timeout=10)
+    ln = clog.wait(r"closing expired CHILD_SA|deleting CHILD_SA|CHILD_SA .* expired", timeout=10)
     check(bool(ln), "lifetime mismatch: charon deletes the Child SA at its 4 s life_time", ln[-200:])
-    s = lab.wait_stats("a", lambda s: s["sa_count"] == 0, timeout=5)
-    check(s["sa_count"] == 0, "lifetime mismatch: our dataplane lost the Child SA", f"{time.time() - t0:.1f} s")
+    ln = log_line(lab, "a", "life", r"peer deleted the Child SA after", timeout=5)
+    check(bool(ln), "lifetime mismatch: our iked saw the peer delete the Child SA instead of rekeying it",
+          f"{time.time() - t0:.1f} s after the tunnel came up: " + ln[-200:])
     expect(lab, "a", "lifetime-mismatch", {"our_rekey_s": 3600, "peer_interval_s": lambda v: is_num(v) and 3 <= v <= 8,
                                            "child": "net"}, "lifetime mismatch", conn=CONN)
     stop(lab, "charon-b", "iked-a-life")
@@ -581,8 +578,10 @@ def strongswan(lab: Lab) -> None:
                                                                auth=Auth.pubkey(mine, theirs.dn, cacerts=["rootCert.pem"]))),
                           conf_dir=lab.iked_dir("a"))
     wait_for(lambda: lab.vpnctl_iked("a", "list").returncode == 0 or p.poll() is not None, 10)
-    check(True, "our own not-yet-valid certificate: iked "
-          + ("runs" if p.poll() is None else f"exited {p.returncode}: {iked_log(lab, 'a', 'owncert').strip()[-200:]}"))
+    # Either way the probe must find it (iked may refuse such a certificate at start or not).
+    print("  our own not-yet-valid certificate: iked "
+          + ("runs" if p.poll() is None else f"exited {p.returncode}: {iked_log(lab, 'a', 'owncert').strip()[-200:]}"),
+          flush=True)
     expect(lab, "a", "cert-not-yet-valid", {"whose": "ours", "subject": contains("OU=notyet"),
                                             "not_before": "2040-01-01 00:00:00 UTC", "skew_s": gt0,
                                             "file": contains(mine.cert.name)},
