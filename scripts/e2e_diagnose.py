@@ -370,6 +370,8 @@ def negotiation(lab: Lab) -> None:
     pair(lab, "psk", vpnlab.iked_conf(c, "a", psk=PSK), vpnlab.iked_conf(c, "b", psk="another pre-shared key"))
     ln = log_line(lab, "a", "psk", r"AUTHENTICATION_FAILED")
     check(bool(ln), "PSK mismatch: gw-a's iked gets AUTHENTICATION_FAILED", ln[-220:])
+    ln = log_line(lab, "b", "psk", r"pre-shared key .* differs")
+    check(bool(ln), "PSK mismatch: gw-b's iked finds gw-a's AUTH does not verify with its key", ln[-160:])
     expect(lab, "b", "psk-mismatch", {"peer_id": "gw-a.example", "peer_role": "initiator"},
            "PSK mismatch (responder)", conn="gw-a")
     expect(lab, "a", "auth-rejected", {"our_id": "gw-a.example", "peer_role": "responder",
