@@ -114,6 +114,15 @@ def diagnose(lab: Lab, side: str, *extra: str) -> Diag:
 Want = dict[str, Any]  # evidence key -> exact value, or a predicate on the value
 
 
+def catalog_severities() -> dict[str, str]:
+    """Each finding id's severity, from the catalog (control/src/diagnose/catalog.rs)."""
+    text = (vpnlab.ROOT / "control" / "src" / "diagnose" / "catalog.rs").read_text()
+    return dict(re.findall(r'k\(\s*"([a-z0-9-]+)",\s*"(error|warning|info)"', text))
+
+
+SEVERITY = catalog_severities()
+
+
 class Opt:
     """An optional evidence key (docs/DIAGNOSE.md: "(optional)"): absent is fine, present
     must satisfy `want` (a value or a predicate)."""
@@ -144,13 +153,24 @@ def expect(lab: Lab, side: str, fid: str, want: Want, what: str, severity: str |
            conn: str | None = None, extra: tuple[str, ...] = (), diag: Diag | None = None) -> Diag:
     """The check of a phase: diagnose on gw-`side` names `fid` with evidence satisfying `want`
     (one finding of that id must satisfy all of it); the evidence seen goes into the message."""
+    assert fid in SEVERITY, f"{fid} is not in the catalog"
     d = diag or diagnose(lab, side, *extra)
+    if d.doc is not None and (d.doc.get("kind") != "diagnose" or d.doc.get("schema_version") != 1):
+        check(False, f"{what}: diagnose prints a schema_version 1 'diagnose' document",
+              f"kind {d.doc.get('kind')!r}, schema_version {d.doc.get('schema_version')!r}")
     cands = d.find(fid)
     best, best_bad = None, ["no such finding"]
     for f in cands:
         bad = _match(want, f.get("evidence") or {})
-        if severity and f.get("severity") != severity:
+        if f.get("severity") != (severity or SEVERITY.get(fid)):
             bad.append(f"severity {f.get('severity')}")
+        if f.get("doc") != f"docs/DIAGNOSE.md#{fid}":
+            bad.append(f"doc {f.get('doc')!r}")
+        if not f.get("summary") or not f.get("remedy"):
+            bad.append("summary or remedy empty")
+        # Exit codes: 4 with any error finding, 5 with warnings only.
+        if d.rc != (4 if any(x.get("severity") == "error" for x in d.findings) else 5):
+            bad.append(f"exit {d.rc}")
         if conn is not None and f.get("conn") != conn:
             bad.append(f"conn {f.get('conn')!r}")
         if best is None or len(bad) < len(best_bad):
