@@ -628,6 +628,9 @@ impl Daemon {
             let Some(ev) = e.sa.poll_event() else { break };
             let conn = e.conn.clone();
             let abandoned = e.abandoned;
+            // A peer deleting the whole IKE SA closes it before its ChildDown events are
+            // polled: those children did not end early by a lifetime.
+            let ike_up = e.sa.phase() == Phase::Established;
             let ci = self.conn_index(&conn);
             match ev {
                 Event::Send { from, to, data } => self.send(from, to, data),
@@ -697,7 +700,7 @@ impl Daemon {
                 } => {
                     if let Some(ci) = ci {
                         info!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} down");
-                        if by_peer && !abandoned {
+                        if by_peer && !abandoned && ike_up {
                             self.peer_deleted_early(now, ci, &name, inbound_spi);
                         }
                         self.uninstall(ci, spi, inbound_spi);
