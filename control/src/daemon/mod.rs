@@ -737,6 +737,9 @@ impl Daemon {
             let Some(ev) = e.sa.poll_event() else { break };
             let conn = e.conn.clone();
             let abandoned = e.abandoned;
+            // A peer deleting the whole IKE SA closes it before its ChildDown events are
+            // polled: those children did not end early by a lifetime.
+            let ike_up = e.sa.phase() == Phase::Established;
             let ci = self.conn_index(&conn);
             match ev {
                 Event::Send { from, to, data } => self.send(from, to, data),
@@ -821,7 +824,7 @@ impl Daemon {
                         );
                         let at = self.at_sa(spi);
                         self.event(now, tracing::Level::INFO, "event", at, line);
-                        if by_peer && !abandoned {
+                        if by_peer && !abandoned && ike_up {
                             self.peer_deleted_early(now, ci, &name, inbound_spi);
                         }
                         self.uninstall(ci, spi, inbound_spi);
