@@ -3,7 +3,8 @@
 //! the NAT topology's self-check), `scripts/e2e_rekey.py` (SA lifetimes and rekeying),
 //! `scripts/e2e_certs.py` (certificates and IKE fragmentation against strongSwan) and
 //! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange); `scripts/e2e_diagnose.py` (the common
-//! IPsec failures provoked, `vpnctl diagnose --json` naming them).
+//! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
+//! (Wireshark keys).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -386,6 +387,15 @@ fn pq_ecp384_mlkem1024_establish_and_rekey() {
 #[test]
 fn pq_optional_mlkem_falls_back_with_strongswan() {
     pq_scenario("pq-strongswan");
+}
+
+/// `vpnctl keys --wireshark` (issue 14): tshark, given only the exported esp_sa and
+/// ikev2_decryption_table, decrypts a capture of IKE_AUTH (IDi, IDr, AUTH) and of the ESP
+/// (the inner ICMP), for AES-GCM-128 and AES-CBC + HMAC-SHA-256 in IKE and ESP; the files
+/// are mode 0600 and iked's log holds no key.
+#[test]
+fn keys_exported_for_wireshark_decrypt_ike_and_esp() {
+    run_script("e2e_keys.py", "wireshark-keys");
 }
 
 // `vpnctl diagnose` (scripts/e2e_diagnose.py, issue 14): each failure provoked for real in the
