@@ -50,6 +50,11 @@ fn pq_scenario(case: &str) {
     run_script("e2e_pq.py", case);
 }
 
+/// A case of `scripts/e2e_metrics.py` (issue 14: the Prometheus endpoint).
+fn metrics_scenario(case: &str) {
+    run_script("e2e_metrics.py", case);
+}
+
 fn run_script(script: &str, case: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
@@ -78,6 +83,8 @@ fn run_script(script: &str, case: &str) {
         ("certs", "vpnctl"),
         ("pq", "iked"),
         ("pq", "vpnctl"),
+        ("metrics", "iked"),
+        ("metrics", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -378,4 +385,14 @@ fn pq_ecp384_mlkem1024_establish_and_rekey() {
 #[test]
 fn pq_optional_mlkem_falls_back_with_strongswan() {
     pq_scenario("pq-strongswan");
+}
+
+// Metrics (scripts/e2e_metrics.py, issue 14).
+
+/// iked's `--metrics` endpoint scraped during traffic and parsed by prometheus_client:
+/// counters monotonic, one established IKE SA, per-SA counters equal `vpnctl stats --json`
+/// of the same counters snapshot.
+#[test]
+fn metrics_endpoint_during_traffic() {
+    metrics_scenario("metrics");
 }

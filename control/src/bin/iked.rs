@@ -18,6 +18,8 @@ use clap::Parser;
 use control::config::IkedConfig;
 use control::daemon::{Action, Daemon, Options};
 use control::ike::sa::{Random, IKE_PORT, NAT_T_PORT};
+use control::metrics::render;
+use control::metrics_http::{iked_input, MetricsServer};
 use control::ring_client::RingClient;
 use control::ring_pump::RingPump;
 use control::shell;
@@ -49,6 +51,9 @@ struct Args {
     /// Unix control socket for `vpnctl` (list, up, down, reload).
     #[arg(long, default_value = "/run/iked.sock")]
     control: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/METRICS.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 /// The OS random source.
@@ -139,6 +144,7 @@ fn run(args: Args) -> Result<(), String> {
     let control = UnixListener::bind(&args.control)
         .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let metrics = args.metrics.map(MetricsServer::bind).transpose()?;
     let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);
     info!(control = %args.control.display(), ring = %args.ring, "iked running");
     d.start(0, held);
@@ -172,6 +178,9 @@ fn run(args: Args) -> Result<(), String> {
             d.handle_sa_counters(ms(now), &inbound);
         }
         busy |= shell::serve_control(&control, &mut d, ms(now), &args.config);
+        if let Some(m) = &metrics {
+            busy |= m.poll(|| render(&iked_input(&d, ms(now), &args.ring)));
+        }
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Send { from, to, data } => {
