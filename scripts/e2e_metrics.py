@@ -46,9 +46,13 @@ print(json.dumps(out))
 """
 
 
+def run_cmd(*args: str) -> subprocess.CompletedProcess:
+    """stdout and stderr apart (vpnlab.sh merges them)."""
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+
+
 def fetch(lab: Lab, path: str) -> dict:
-    r = vpnlab.ns_exec(lab.ns("gw-a"), sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}{path}",
-                       check=False, timeout=20)
+    r = run_cmd("ip", "netns", "exec", lab.ns("gw-a"), sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}{path}")
     if r.returncode != 0:
         raise RuntimeError(f"GET {path} in gw-a: {r.stderr.strip()[-500:]}")
     return json.loads(r.stdout)
@@ -99,7 +103,7 @@ def scrape(lab: Lab) -> Scrape:
 
 
 def vpnctl_stats(lab: Lab) -> dict:
-    r = vpnlab.sh(lab.vpnctl, "stats", "--json", "--ring", lab.ring("a"), check=False)
+    r = run_cmd(lab.vpnctl, "stats", "--json", "--ring", lab.ring("a"))
     if r.returncode != 0:
         raise RuntimeError(f"vpnctl stats --json: exit {r.returncode}: {r.stderr.strip()[-300:]}")
     return json.loads(r.stdout)
@@ -138,8 +142,7 @@ def metrics_case(lab: Lab) -> None:
           "GET /metrics answers 200 in the text exposition format", f"{r['status']} {r['type']}")
     r404 = fetch(lab, "/other")
     check(r404["status"] == 404, "another path answers 404", str(r404["status"]))
-    host = subprocess.run([sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}/metrics"],
-                          capture_output=True, text=True, timeout=20)
+    host = run_cmd(sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}/metrics")
     check(host.returncode != 0 or '"status": 200' not in host.stdout,
           "the endpoint is on gw-a's loopback only (the host's 127.0.0.1 does not answer)")
 
@@ -211,11 +214,13 @@ def metrics_case(lab: Lab) -> None:
         check(sum(s.series("xdpipsec_worker_encapsulated_packets_total").values()) == wenc,
               "the workers' encapsulated packets equal vpnctl stats --json", str(wenc))
 
-    r = vpnlab.sh(lab.vpnctl, "metrics", "--socket", str(lab.workdir / "iked-a.sock"), "--ring", lab.ring("a"),
-                  check=False)
+    r = run_cmd(lab.vpnctl, "metrics", "--socket", str(lab.workdir / "iked-a.sock"), "--ring", lab.ring("a"))
     m = Scrape(r.stdout) if r.returncode == 0 else None
-    check(m is not None and set(m.types) == set(last.types) and m.get("xdpipsec_ike_sas", state="established") == 1,
-          "vpnctl metrics prints the same families", r.stderr.strip()[-200:] if r.returncode else "")
+    diff = sorted(set(m.types) ^ set(last.types)) if m else []
+    check(m is not None and not diff and m.get("xdpipsec_ike_sas", state="established") == 1,
+          "vpnctl metrics prints the same families",
+          f"exit {r.returncode} {r.stderr.strip()[-200:]}; differ: {diff}; "
+          f"ike_sas {m.series('xdpipsec_ike_sas') if m else None}")
 
 
 def run(dataplane: str, vpnctl: str) -> int:
