@@ -1007,7 +1007,6 @@ impl Daemon {
                 }
             }
         }
-        if !moved.is_empty() {}
         let nat = sa.nat();
         // Rekeying does not authenticate the peer again: the reauthentication stays due.
         self.sas.insert(
