@@ -2,7 +2,8 @@
 //! `scripts/e2e.py` (ping, iperf3, tcpdump + scapy decryption, SIGKILL, MTU, two workers;
 //! the NAT topology's self-check), `scripts/e2e_rekey.py` (SA lifetimes and rekeying),
 //! `scripts/e2e_certs.py` (certificates and IKE fragmentation against strongSwan) and
-//! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange).
+//! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange) and `scripts/e2e_vpnctl.py` (the operator
+//! CLI's JSON documents and exit codes).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ fn pq_scenario(case: &str) {
     run_script("e2e_pq.py", case);
 }
 
+/// A case of `scripts/e2e_vpnctl.py` (issue 14: `vpnctl --json` against docs/schema/).
+fn vpnctl_scenario(case: &str) {
+    run_script("e2e_vpnctl.py", case);
+}
+
 fn run_script(script: &str, case: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
@@ -78,6 +84,8 @@ fn run_script(script: &str, case: &str) {
         ("certs", "vpnctl"),
         ("pq", "iked"),
         ("pq", "vpnctl"),
+        ("vpnctl", "iked"),
+        ("vpnctl", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -378,4 +386,14 @@ fn pq_ecp384_mlkem1024_establish_and_rekey() {
 #[test]
 fn pq_optional_mlkem_falls_back_with_strongswan() {
     pq_scenario("pq-strongswan");
+}
+
+// The operator CLI (scripts/e2e_vpnctl.py, issue 14).
+
+/// ours <-> ours: every `vpnctl --json` document validates against docs/schema/ (jsonschema);
+/// `list`'s SPIs are the dataplane's; `status` names the XDP mode and the workers; exit codes 3
+/// (no iked), 1 (`up nosuch`), 2 (bad usage).
+#[test]
+fn vpnctl_json_documents_and_exit_codes() {
+    vpnctl_scenario("vpnctl-json");
 }
