@@ -134,10 +134,13 @@ def main() -> int:
             for d in fmt_drops(s):
                 print(f"      drops: {d}")
         print("\n   (a few no_next_hop drops are the first packets to a new neighbour, while the kernel resolves it)")
-        print("\n== vpnctl ring status --ring", lab.ring("a"))
-        st = subprocess.run([lab.vpnctl or str(pathlib.Path(a.dataplane).with_name("vpnctl")), "ring", "status",
-                             "--ring", lab.ring("a")], capture_output=True, text=True, timeout=20)
-        print(textwrap.indent(st.stdout.strip() or st.stderr.strip(), "   "))
+        # The operator's view of gw-a, the way they would look at it: daemons, SAs, diagnosis.
+        for cmd in (["status"], ["list"], ["diagnose"]):
+            print(f"\n== vpnctl {' '.join(cmd)}   (gw-a)")
+            r = lab.vpnctl_iked("a", *cmd)
+            print(textwrap.indent((r.stdout.strip() or r.stderr.strip()), "   "))
+            if cmd == ["diagnose"] and r.returncode == 4:
+                raise RuntimeError("vpnctl diagnose found an error on a working tunnel")
         print("\nDemo done.")
         return 0
     except KeyboardInterrupt:

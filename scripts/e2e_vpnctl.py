@@ -5,8 +5,8 @@ exit codes scripts rely on.
     e2e_vpnctl.py --dataplane PATH [--vpnctl PATH] CASE
 
   vpnctl-json   ours <-> ours (iked keying both dataplanes over their rings), a ping through the
-                tunnel, then on gw-a: `status`, `list`, `stats`, `log -n`, `trace`, `reload`,
-                `up`/`down` with --json, each document validated with jsonschema against
+                tunnel, then on gw-a: `status`, `list`, `stats`, `log -n`, `trace` (across a
+                `down` and `up`), `reload`, `up`/`down` with --json, each document validated with jsonschema against
                 docs/schema/KIND.json; the SPIs `list` shows are those the dataplane holds
                 (`stats`); `status` says XDP is attached, in which mode, with which workers;
                 `log -n` returns events; exit codes: 3 for a missing control socket, 1 for
@@ -43,7 +43,9 @@ def schema(kind: str) -> dict:
 def vpnctl(lab: Lab, *args: str, socket: str | None = None) -> subprocess.CompletedProcess:
     """`vpnctl ARGS` against gw-a's iked (or `socket`)."""
     sock = socket or str(lab.workdir / "iked-a.sock")
-    return vpnlab.sh(lab.vpnctl, *args, "--socket", sock, check=False, timeout=30)
+    # stdout and stderr apart: the JSON document goes to stdout, diagnostics to stderr.
+    return subprocess.run([lab.vpnctl, *args, "--socket", sock], capture_output=True, text=True, timeout=30,
+                          check=False)
 
 
 def document(lab: Lab, kind: str, *args: str, want_exit: int = 0, socket: str | None = None) -> dict | None:
@@ -143,7 +145,36 @@ def json_checks(lab: Lab) -> None:
     check(log is not None and 0 < len(log["events"]) <= 5 and any("reloaded" in e["message"] for e in log["events"]),
           "log -n 5: the last events, the reload among them",
           " | ".join(e["message"][:60] for e in (log or {}).get("events", [])))
-    document(lab, "events", "trace", "--timeout-s", "0.5")
+    # trace: started, then a renegotiation (down, up): its IKE messages, of gw-b.
+    tr = subprocess.Popen([lab.vpnctl, "--json", "trace", "gw-b", "--count", "4", "--timeout-s", "15",
+                           "--socket", str(lab.workdir / "iked-a.sock")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = tr.stderr.readline()  # readiness: printed once it follows the event log
+    check("tracing IKE messages of gw-b" in started, "trace: follows iked's events", started.strip())
+    vpnctl(lab, "down", "gw-b")
+    vpnctl(lab, "up", "gw-b")
+    try:
+        out, err = tr.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        tr.kill()
+        out, err = tr.communicate()
+    try:
+        doc = json.loads(out)
+        jsonschema.validate(doc, schema("events"))
+        ok, detail = True, ""
+    except (json.JSONDecodeError, jsonschema.ValidationError) as e:
+        doc, ok, detail = {}, False, str(e)[:200]
+    check(ok, "vpnctl trace --json: validates against docs/schema/events.json", detail)
+    evs = doc.get("events", [])
+    check(tr.returncode == 0 and len(evs) == 4 and all(e["kind"] == "trace" and e["conn"] == "gw-b" for e in evs),
+          "trace gw-b --count 4: the renegotiation's IKE messages, summarised",
+          f"exit {tr.returncode}; " + " | ".join(e["message"][:70] for e in evs) + f"; {err.strip()[:200]}")
+    ready_again = time.time() + 10
+    while time.time() < ready_again:
+        lst = json.loads(vpnctl(lab, "--json", "list").stdout or "{}")
+        if any(k["state"] == "installed" for c in lst.get("connections", []) for k in c["children"]):
+            break
+        time.sleep(0.1)
 
     # Exit codes without iked.
     missing = str(lab.workdir / "no-such.sock")

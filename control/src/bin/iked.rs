@@ -18,6 +18,7 @@ use clap::Parser;
 use control::config::IkedConfig;
 use control::daemon::{Action, Daemon, Options};
 use control::ike::sa::{Random, IKE_PORT, NAT_T_PORT};
+use control::logging::{self, LogFormat};
 use control::ring_client::RingClient;
 use control::ring_pump::RingPump;
 use control::shell;
@@ -49,6 +50,13 @@ struct Args {
     /// Unix control socket for `vpnctl` (list, up, down, reload).
     #[arg(long, default_value = "/run/iked.sock")]
     control: PathBuf,
+    /// Log lines as text or as JSON objects, one a line (fields conn, peer, ike_spi).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// error, warn, info, debug (adds each IKE message, summarised) or trace. RUST_LOG,
+    /// when set, overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
 }
 
 /// The OS random source.
@@ -66,15 +74,13 @@ impl Random for OsRandom {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: logs go to files and journals as plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Args::parse()) {
+    let args = Args::parse();
+    if let Err(e) = logging::init(args.log_format, &args.log_level) {
+        eprintln!("iked: {e}");
+        return ExitCode::FAILURE;
+    }
+    // The one place a fatal error is reported: nothing below logs it before returning it.
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -138,6 +144,12 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&args.control);
     let control = UnixListener::bind(&args.control)
         .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
+    // Owner only, whatever the umask: the socket hands out the SA keys (`vpnctl keys`).
+    std::fs::set_permissions(
+        &args.control,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);
     let info = shell::ShellInfo {

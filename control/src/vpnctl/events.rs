@@ -167,22 +167,39 @@ fn json_line(e: &EventRecord) {
     println!("{}", serde_json::to_string(&doc).unwrap_or_default());
 }
 
+/// Whether `log` shows this event: a log line, not an IKE message summary (`trace` shows
+/// those).
+pub fn is_log_line(e: &EventRecord) -> bool {
+    e.kind != "trace"
+}
+
+/// The last `lines` log lines of a buffer read whole (IKE message summaries left out).
+pub fn last_lines(r: EventsReport, lines: u32) -> EventsReport {
+    let mut events: Vec<EventRecord> = r.events.into_iter().filter(is_log_line).collect();
+    let skip = events.len().saturating_sub(lines as usize);
+    events.drain(..skip);
+    EventsReport { events, ..r }
+}
+
 pub fn log(cli: &Cli, follow_on: bool, lines: u32) -> Result<Exit, CmdError> {
-    // The last `lines` events: ask where the log stands, then for what follows newest-N.
+    // The whole buffer (IKE message summaries are interleaved: the last N lines may reach
+    // back further than N events), keeping the last `lines` log lines.
     let head = fetch(&cli.socket, u64::MAX - 1, 0)?;
-    let since = head.newest.saturating_sub(u64::from(lines));
-    let r = fetch(&cli.socket, since, lines.max(1))?;
-    let r = EventsReport {
-        events: r.events.into_iter().take(lines as usize).collect(),
-        ..r
-    };
+    let since = head
+        .newest
+        .saturating_sub(crate::daemon::events::EVENT_CAPACITY as u64);
+    let r = last_lines(
+        fetch(
+            &cli.socket,
+            since,
+            crate::daemon::events::EVENT_CAPACITY as u32,
+        )?,
+        lines,
+    );
     if !follow_on {
         if cli.json {
             print_json("events", &r);
         } else {
-            if r.lost > 0 {
-                println!("({} older event(s) no longer held)", r.lost);
-            }
             for e in &r.events {
                 println!("{}", format_event(e));
             }
@@ -201,7 +218,7 @@ pub fn log(cli: &Cli, follow_on: bool, lines: u32) -> Result<Exit, CmdError> {
     follow(
         r.next,
         |s| fetch(&socket, s, 1000),
-        |_| true,
+        is_log_line,
         |e| {
             if cli.json {
                 json_line(e);
@@ -233,12 +250,13 @@ pub fn trace(
     let stop = interrupt_flag()?;
     let socket = cli.socket.clone();
     let mut got: Vec<EventRecord> = Vec::new();
-    if !cli.json {
-        eprintln!(
-            "tracing IKE messages{} (Ctrl-C to stop)",
-            conn.map_or(String::new(), |c| format!(" of {c}"))
-        );
-    }
+    // On stderr, also with --json: once it is printed, every later message is shown (a
+    // script waits for this line before it makes traffic).
+    eprintln!(
+        "tracing IKE messages{} from event {} on (Ctrl-C to stop)",
+        conn.map_or(String::new(), |c| format!(" of {c}")),
+        head.newest
+    );
     let (why, n) = follow(
         head.newest,
         |s| fetch(&socket, s, 1000),
@@ -295,6 +313,20 @@ mod tests {
             message: msg.into(),
             ..EventRecord::default()
         }
+    }
+
+    #[test]
+    fn log_keeps_the_last_lines_and_leaves_ike_messages_to_trace() {
+        let mut l = EventLog::with_capacity(10);
+        for i in 0..4 {
+            l.push(ev("event", "x", &format!("line {i}")));
+            l.push(ev("trace", "x", "sending INFORMATIONAL request [ ]"));
+        }
+        let r = last_lines(l.since(0, 100), 2);
+        let msgs: Vec<_> = r.events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(msgs, ["line 2", "line 3"]);
+        assert_eq!(r.newest, 8);
+        assert_eq!(last_lines(l.since(0, 100), 50).events.len(), 4);
     }
 
     #[test]
