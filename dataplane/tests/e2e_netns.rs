@@ -4,7 +4,8 @@
 //! `scripts/e2e_certs.py` (certificates and IKE fragmentation against strongSwan) and
 //! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange); `scripts/e2e_diagnose.py` (the common
 //! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
-//! (Wireshark keys).
+//! (Wireshark keys); `scripts/e2e_vpnctl.py` (the operator CLI's JSON documents and exit
+//! codes).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ fn pq_scenario(case: &str) {
     run_script("e2e_pq.py", case);
 }
 
+/// A case of `scripts/e2e_vpnctl.py` (issue 14: `vpnctl --json` against docs/schema/).
+fn vpnctl_scenario(case: &str) {
+    run_script("e2e_vpnctl.py", case);
+}
+
 /// A case of `scripts/e2e_diagnose.py` (issue 14: `vpnctl diagnose` on real failures).
 fn diag_scenario(case: &str) {
     run_script("e2e_diagnose.py", case);
@@ -90,6 +96,8 @@ fn run_script(script: &str, case: &str) {
         ("certs", "vpnctl"),
         ("pq", "iked"),
         ("pq", "vpnctl"),
+        ("vpnctl", "iked"),
+        ("vpnctl", "vpnctl"),
         ("diag", "iked"),
         ("diag", "vpnctl"),
         ("metrics", "iked"),
@@ -449,4 +457,14 @@ fn diagnose_against_strongswan() {
 #[test]
 fn metrics_endpoint_during_traffic() {
     metrics_scenario("metrics");
+}
+
+// The operator CLI (scripts/e2e_vpnctl.py, issue 14).
+
+/// ours <-> ours: every `vpnctl --json` document validates against docs/schema/ (jsonschema);
+/// `list`'s SPIs are the dataplane's; `status` names the XDP mode and the workers; exit codes 3
+/// (no iked), 1 (`up nosuch`), 2 (bad usage).
+#[test]
+fn vpnctl_json_documents_and_exit_codes() {
+    vpnctl_scenario("vpnctl-json");
 }

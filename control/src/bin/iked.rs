@@ -158,6 +158,12 @@ fn run(args: Args) -> Result<(), String> {
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
     let metrics = args.metrics.map(MetricsServer::bind).transpose()?;
     let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);
+    let info = shell::ShellInfo {
+        config: args.config.clone(),
+        control: args.control.clone(),
+        ring: args.ring.clone(),
+        started: epoch,
+    };
     info!(control = %args.control.display(), ring = %args.ring, "iked running");
     d.start(0, held);
     let mut ready_written = false;
@@ -189,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(inbound) = activity.read(now) {
             d.handle_sa_counters(ms(now), &inbound);
         }
-        busy |= shell::serve_control(&control, &mut d, ms(now), &args.config);
+        busy |= shell::serve_control(&control, &mut d, ms(now), &info);
         if let Some(m) = &metrics {
             busy |= m.poll(|| render(&iked_input(&d, ms(now), &args.ring)));
         }
@@ -201,7 +207,7 @@ fn run(args: Args) -> Result<(), String> {
                     let barrier = pump.last_pushed();
                     let settled = pump.settled_through(barrier);
                     if let Some(dg) = gate.offer(now, barrier, settled, (from, to, data)) {
-                        send(&sockets, dg);
+                        send(&sockets, &mut d, ms(now), dg);
                     }
                 }
                 Action::Dataplane(op) => {
@@ -219,7 +225,7 @@ fn run(args: Args) -> Result<(), String> {
             Err(e) => warn!("ring {}: {e}", args.ring),
         }
         for dg in gate.release(now, |seq| pump.settled_through(seq)) {
-            send(&sockets, dg);
+            send(&sockets, &mut d, ms(now), dg);
         }
         busy |= !gate.is_empty();
         if !ready_written && d.ready() && pump.backlog() == (0, 0) {
@@ -238,7 +244,7 @@ fn run(args: Args) -> Result<(), String> {
     d.shutdown(now);
     while let Some(a) = d.poll_action() {
         match a {
-            Action::Send { from, to, data } => send(&sockets, (from, to, data)),
+            Action::Send { from, to, data } => send(&sockets, &mut d, now, (from, to, data)),
             Action::Dataplane(op) => {
                 pump.push(&op);
             }
@@ -253,8 +259,14 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Send a datagram from the socket of its local address and port.
-fn send(sockets: &HashMap<IpAddr, Sockets>, (from, to, data): shell::Datagram) {
+/// Send a datagram from the socket of its local address and port; the daemon counts and
+/// logs what fails (`Daemon::send_failed`).
+fn send(
+    sockets: &HashMap<IpAddr, Sockets>,
+    d: &mut Daemon,
+    now: u64,
+    (from, to, data): shell::Datagram,
+) {
     let Some(s) = sockets.get(&from.ip()) else {
         warn!(%from, "no socket for this local address");
         return;
@@ -265,6 +277,6 @@ fn send(sockets: &HashMap<IpAddr, Sockets>, (from, to, data): shell::Datagram) {
         &s.ike
     };
     if let Err(e) = sock.send_to(&data, to) {
-        warn!(%to, "send: {e}");
+        d.send_failed(now, to, &e.to_string());
     }
 }

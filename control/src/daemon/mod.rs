@@ -24,6 +24,7 @@ mod reauth;
 mod report;
 pub mod spi;
 mod timers;
+pub mod traffic;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -135,6 +136,10 @@ pub struct DaemonCounters {
     pub cookies_sent: u64,
     pub dpd_probes: u64,
     pub peers_dead: u64,
+    /// IKE SAs that came up (IKE_AUTH done, as initiator or responder).
+    pub negotiations_established: u64,
+    /// Failures kept by [`Daemon::record_failure`], by finding id.
+    pub negotiations_failed: HashMap<String, u64>,
 }
 
 struct SaEntry {
@@ -179,6 +184,12 @@ pub struct Daemon {
     pub counters: DaemonCounters,
     /// Recent events and IKE message summaries (`vpnctl log`, `vpnctl trace`).
     pub events: events::EventLog,
+    /// Each SA's packets over the last minute (`vpnctl list`, `vpnctl diagnose`).
+    traffic_history: traffic::TrafficHistory,
+    /// The outcome of the last `vpnctl reload`.
+    last_reload: Option<crate::api::ReloadOutcome>,
+    /// Errors sending to peers, by (peer, error); bounded (see `report::SEND_ERRORS`).
+    send_errors: Vec<crate::api::SendError>,
 }
 
 /// `base ± 25 %`, from the daemon's random source.
@@ -218,6 +229,9 @@ impl Daemon {
             limiter: LogLimiter::default(),
             counters: DaemonCounters::default(),
             events: events::EventLog::default(),
+            traffic_history: traffic::TrafficHistory::default(),
+            last_reload: None,
+            send_errors: Vec::new(),
         }
     }
 
@@ -755,6 +769,7 @@ impl Daemon {
                     );
                     let at = self.at_sa(spi);
                     self.event(now, tracing::Level::INFO, "event", at, line);
+                    self.counters.negotiations_established += 1;
                     if let Some(ci) = ci {
                         self.conns[ci].failures = 0;
                         self.conns[ci].last_failure = None;
@@ -1135,6 +1150,11 @@ impl Daemon {
     /// Keep a connection's failure, classified for `vpnctl diagnose` (bounded history).
     pub(crate) fn record_failure(&mut self, now: u64, ci: usize, error: &IkeError) {
         let (finding, evidence) = crate::diagnose::classify(error);
+        *self
+            .counters
+            .negotiations_failed
+            .entry(finding.to_string())
+            .or_default() += 1;
         let rec = crate::api::FailureRecord {
             at_unix_ms: self.unix_ms(now),
             finding: finding.to_string(),
