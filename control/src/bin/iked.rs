@@ -143,6 +143,12 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&args.control);
     let control = UnixListener::bind(&args.control)
         .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
+    // Owner only, whatever the umask: the socket hands out the SA keys (`vpnctl keys`).
+    std::fs::set_permissions(
+        &args.control,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
     let metrics = args.metrics.map(MetricsServer::bind).transpose()?;
     let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);

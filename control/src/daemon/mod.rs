@@ -966,6 +966,32 @@ impl Daemon {
         self.conns[ci].last_failure = Some((now, error.to_string()));
     }
 
+    /// Keep a problem that is no [`IkeError`] (the connection still works) in the failure
+    /// history, for `vpnctl diagnose`: `finding` is a catalog id, `evidence` its keys.
+    fn record_finding(
+        &mut self,
+        now: u64,
+        ci: usize,
+        finding: &'static str,
+        message: String,
+        evidence: &[(&str, String)],
+    ) {
+        let rec = crate::api::FailureRecord {
+            at_unix_ms: self.unix_ms(now),
+            finding: finding.to_string(),
+            message,
+            evidence: evidence
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let h = &mut self.conns[ci].history;
+        if h.len() == conn::FAILURE_HISTORY {
+            h.pop_front();
+        }
+        h.push_back(rec);
+    }
+
     fn failed(&mut self, now: u64, spi: u64, ci: Option<usize>, error: IkeError) {
         let Some(e) = self.sas.get(&spi) else { return };
         let role = e.sa.role();
@@ -1055,15 +1081,22 @@ impl Daemon {
         if lt.rekey_ms == 0 || now.saturating_sub(i.since) + lt.rand_ms >= lt.rekey_ms {
             return;
         }
+        let message = format!(
+            "the peer deleted the Child SA after {age_s} s instead of rekeying it; our rekey_time is {} s (life_time {} s). If this repeats, the peer's lifetime is shorter than ours and it does not rekey: set our rekey_time below the peer's life_time, or configure the peer to rekey (swanctl: rekey_time below life_time)",
+            lt.rekey_ms / 1000,
+            lt.life_ms / 1000
+        );
         if self.limiter.allow(now, "peer deleted early") {
-            warn!(
-                conn = %self.conns[ci].name(),
-                child = %name,
-                "the peer deleted the Child SA after {age_s} s instead of rekeying it; our rekey_time is {} s (life_time {} s). If this repeats, the peer's lifetime is shorter than ours and it does not rekey: set our rekey_time below the peer's life_time, or configure the peer to rekey (swanctl: rekey_time below life_time)",
-                lt.rekey_ms / 1000,
-                lt.life_ms / 1000
-            );
+            warn!(conn = %self.conns[ci].name(), child = %name, "{message}");
         }
+        // For `vpnctl diagnose` (docs/DIAGNOSE.md#lifetime-mismatch).
+        let evidence = [
+            ("child", name.to_string()),
+            ("our_rekey_s", (lt.rekey_ms / 1000).to_string()),
+            ("our_life_s", (lt.life_ms / 1000).to_string()),
+            ("peer_interval_s", age_s.to_string()),
+        ];
+        self.record_finding(now, ci, "lifetime-mismatch", message, &evidence);
     }
 
     /// swanctl's close_action, when the peer deleted a child or the IKE SA.

@@ -607,3 +607,20 @@ fn an_ike_rekey_moves_the_child_sas_with_their_rekeys_and_deletes() {
     assert_eq!(to.unused_spis().len(), 1, "its SPI is kept for the restart");
     assert_eq!(i.child_book_len(), 0);
 }
+
+#[test]
+fn both_ends_export_the_same_sk_keys_named_by_role_and_debug_hides_them() {
+    let mut rng = Seeded(7);
+    let (i, r) = pair(&mut rng);
+    let (a, b) = (i.key_material().unwrap(), r.key_material().unwrap());
+    assert_eq!((a.sk_ei, a.sk_er), (b.sk_ei, b.sk_er));
+    assert_ne!(a.sk_ei, a.sk_er, "the two directions have their own keys");
+    // AES-GCM-128: 16 key bytes and a 4-byte salt (RFC 5282 §7.1), no SK_a.
+    assert_eq!((a.sk_ei.len(), a.sk_ai.len(), a.sk_ar.len()), (20, 0, 0));
+    let shown = format!("{a:?}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    assert_eq!(
+        shown,
+        format!("SkMaterial {{ suite: {}, keys: <redacted> }}", a.suite)
+    );
+}
