@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod diagnose;
 pub mod ike;
+pub mod logging;
 pub mod metrics;
 pub mod metrics_http;
 pub mod pki;

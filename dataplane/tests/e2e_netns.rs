@@ -3,7 +3,8 @@
 //! the NAT topology's self-check), `scripts/e2e_rekey.py` (SA lifetimes and rekeying),
 //! `scripts/e2e_certs.py` (certificates and IKE fragmentation against strongSwan) and
 //! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange); `scripts/e2e_diagnose.py` (the common
-//! IPsec failures provoked, `vpnctl diagnose --json` naming them).
+//! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
+//! (Wireshark keys).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -51,14 +52,14 @@ fn pq_scenario(case: &str) {
     run_script("e2e_pq.py", case);
 }
 
-/// A case of `scripts/e2e_metrics.py` (issue 14: the Prometheus endpoint).
-fn metrics_scenario(case: &str) {
-    run_script("e2e_metrics.py", case);
-}
-
 /// A case of `scripts/e2e_diagnose.py` (issue 14: `vpnctl diagnose` on real failures).
 fn diag_scenario(case: &str) {
     run_script("e2e_diagnose.py", case);
+}
+
+/// A case of `scripts/e2e_metrics.py` (issue 14: the Prometheus endpoint).
+fn metrics_scenario(case: &str) {
+    run_script("e2e_metrics.py", case);
 }
 
 fn run_script(script: &str, case: &str) {
@@ -89,10 +90,10 @@ fn run_script(script: &str, case: &str) {
         ("certs", "vpnctl"),
         ("pq", "iked"),
         ("pq", "vpnctl"),
-        ("metrics", "iked"),
-        ("metrics", "vpnctl"),
         ("diag", "iked"),
         ("diag", "vpnctl"),
+        ("metrics", "iked"),
+        ("metrics", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -395,14 +396,13 @@ fn pq_optional_mlkem_falls_back_with_strongswan() {
     pq_scenario("pq-strongswan");
 }
 
-// Metrics (scripts/e2e_metrics.py, issue 14).
-
-/// iked's `--metrics` endpoint scraped during traffic and parsed by prometheus_client:
-/// counters monotonic, one established IKE SA, per-SA counters equal `vpnctl stats --json`
-/// of the same counters snapshot.
+/// `vpnctl keys --wireshark` (issue 14): tshark, given only the exported esp_sa and
+/// ikev2_decryption_table, decrypts a capture of IKE_AUTH (IDi, IDr, AUTH) and of the ESP
+/// (the inner ICMP), for AES-GCM-128 and AES-CBC + HMAC-SHA-256 in IKE and ESP; the files
+/// are mode 0600 and iked's log holds no key.
 #[test]
-fn metrics_endpoint_during_traffic() {
-    metrics_scenario("metrics");
+fn keys_exported_for_wireshark_decrypt_ike_and_esp() {
+    run_script("e2e_keys.py", "wireshark-keys");
 }
 
 // `vpnctl diagnose` (scripts/e2e_diagnose.py, issue 14): each failure provoked for real in the
@@ -439,4 +439,14 @@ fn diagnose_config_firewall_route() {
 #[test]
 fn diagnose_against_strongswan() {
     diag_scenario("diag-strongswan");
+}
+
+// Metrics (scripts/e2e_metrics.py, issue 14).
+
+/// iked's `--metrics` endpoint scraped during traffic and parsed by prometheus_client:
+/// counters monotonic, one established IKE SA, per-SA counters equal `vpnctl stats --json`
+/// of the same counters snapshot.
+#[test]
+fn metrics_endpoint_during_traffic() {
+    metrics_scenario("metrics");
 }

@@ -18,6 +18,7 @@ use clap::Parser;
 use control::config::IkedConfig;
 use control::daemon::{Action, Daemon, Options};
 use control::ike::sa::{Random, IKE_PORT, NAT_T_PORT};
+use control::logging::{self, LogFormat};
 use control::metrics::render;
 use control::metrics_http::{iked_input, MetricsServer};
 use control::ring_client::RingClient;
@@ -51,6 +52,13 @@ struct Args {
     /// Unix control socket for `vpnctl` (list, up, down, reload).
     #[arg(long, default_value = "/run/iked.sock")]
     control: PathBuf,
+    /// Log lines as text or as JSON objects, one a line (fields conn, peer, ike_spi).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// error, warn, info, debug (adds each IKE message, summarised) or trace. RUST_LOG,
+    /// when set, overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/METRICS.md).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
@@ -71,15 +79,13 @@ impl Random for OsRandom {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: logs go to files and journals as plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Args::parse()) {
+    let args = Args::parse();
+    if let Err(e) = logging::init(args.log_format, &args.log_level) {
+        eprintln!("iked: {e}");
+        return ExitCode::FAILURE;
+    }
+    // The one place a fatal error is reported: nothing below logs it before returning it.
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

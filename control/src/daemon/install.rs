@@ -95,17 +95,22 @@ impl Daemon {
         if !c.stale.is_empty() {
             c.stale_until = Some(now + self.opts.stale_grace_ms);
         }
-        info!(
-            conn = %self.conns[ci].name(),
-            child = %child.name,
-            reqid,
-            inbound_spi = format_args!("{:#010x}", child.inbound_spi),
-            outbound_spi = format_args!("{:#010x}", child.outbound_spi),
-            local_ts = %ts_list(&child.local_ts),
-            remote_ts = %ts_list(&child.remote_ts),
-            outbound = if outbound_now { "now" } else { "after the peer deletes the old SA" },
-            "Child SA installed"
+        let line = format!(
+            "Child SA {} installed: in {:#010x}, out {:#010x}, {} === {}, {}, reqid {reqid}{}",
+            child.name,
+            child.inbound_spi,
+            child.outbound_spi,
+            ts_list(&child.local_ts),
+            ts_list(&child.remote_ts),
+            child.proposal,
+            if outbound_now {
+                ""
+            } else {
+                "; outbound after the peer deletes the old SA"
+            }
         );
+        let at = self.at_sa(ike_spi);
+        self.event(now, tracing::Level::INFO, "event", at, line);
         for op in ops {
             self.dp(op);
         }
@@ -125,17 +130,14 @@ impl Daemon {
         let new_inbound = child.inbound_spi;
         self.install(now, ci, ike_spi, child, outbound_now);
         if let Some(k) = self.conns[ci].child_by_name(&name) {
-            let conn = self.conns[ci].name().to_string();
             let c = &mut self.conns[ci].children[k];
             c.rekeys += 1;
-            info!(
-                conn = %conn,
-                child = %name,
-                old_inbound_spi = format_args!("{replaces:#010x}"),
-                new_inbound_spi = format_args!("{new_inbound:#010x}"),
-                rekeys = c.rekeys,
-                "Child SA rekeyed"
+            let line = format!(
+                "Child SA {name} rekeyed: {replaces:#010x} -> {new_inbound:#010x} (rekey {})",
+                c.rekeys
             );
+            let at = self.at_sa(ike_spi);
+            self.event(now, tracing::Level::INFO, "event", at, line);
         }
         if outbound_now {
             self.retire_outbound(ci, &name, replaces);
@@ -437,23 +439,39 @@ impl Daemon {
         let (ike_spi, inbound_spi) = (c.installed[pos].ike_spi, c.installed[pos].inbound_spi);
         let newest = pos + 1 == c.installed.len();
         let name = c.cfg.name.clone();
-        let conn = self.conns[ci].name().to_string();
-        let Some(e) = self.sas.get_mut(&ike_spi) else {
+        if !self.sas.contains_key(&ike_spi) || (hard && !newest) {
+            // Gone, or (hard) a rekey has already made its successor; the old one goes
+            // with its Delete.
             return;
-        };
+        }
+        let at = self.at_sa(ike_spi);
         if hard {
-            if !newest {
-                // A rekey has already made its successor; the old one goes with its Delete.
-                return;
+            self.event(now, tracing::Level::WARN, "event", at, format!("the dataplane stopped using Child SA {name} {spi:#010x} ({what}) before a rekey replaced it: deleting it; a new one is negotiated if the child is wanted"));
+            if let Some(e) = self.sas.get_mut(&ike_spi) {
+                e.sa.expire_child(now, inbound_spi, &mut *self.rng);
             }
-            warn!(conn = %conn, child = %name, spi = format_args!("{spi:#010x}"), "the dataplane stopped using the Child SA ({what}) before a rekey replaced it: deleting it; a new one is negotiated if the child is wanted");
-            e.sa.expire_child(now, inbound_spi, &mut *self.rng);
         } else {
-            info!(conn = %conn, child = %name, spi = format_args!("{spi:#010x}"), "rekeying the Child SA: {what}");
-            if let Err(err) =
-                e.sa.rekey_child(now, inbound_spi, &mut *self.rng, &mut self.spis)
-            {
-                warn!(conn = %conn, child = %name, "cannot rekey the Child SA: {err}");
+            self.event(
+                now,
+                tracing::Level::INFO,
+                "event",
+                at.clone(),
+                format!("rekeying Child SA {name} {spi:#010x}: {what}"),
+            );
+            let r = match self.sas.get_mut(&ike_spi) {
+                Some(e) => {
+                    e.sa.rekey_child(now, inbound_spi, &mut *self.rng, &mut self.spis)
+                }
+                None => Ok(()),
+            };
+            if let Err(err) = r {
+                self.event(
+                    now,
+                    tracing::Level::WARN,
+                    "event",
+                    at,
+                    format!("cannot rekey Child SA {name}: {err}"),
+                );
             }
         }
         self.settle(now, ike_spi);

@@ -233,7 +233,61 @@ impl Daemon {
     fn drop_datagram(&mut self, now: u64, why: IkeDrop, from: SocketAddr) {
         *self.counters.drops.entry(why.name()).or_default() += 1;
         if self.limiter.allow(now, why.name()) {
-            debug!(%from, reason = why.name(), "IKE datagram dropped");
+            let at = EventAt {
+                peer: Some(from),
+                ..EventAt::default()
+            };
+            self.event(
+                now,
+                tracing::Level::DEBUG,
+                "event",
+                at,
+                format!("IKE datagram dropped: {}", why.name()),
+            );
+        }
+    }
+
+    /// An IKEv1 datagram (major version 1, RFC 2409): counted as the drop "ikev1" and, at
+    /// a limited rate, an event naming the peer (`vpnctl diagnose`: finding "ikev1-peer").
+    fn ikev1_peer(&mut self, now: u64, remote: SocketAddr) {
+        *self
+            .counters
+            .drops
+            .entry(IkeDrop::IkeV1.name())
+            .or_default() += 1;
+        if self.limiter.allow(now, "ikev1") {
+            let at = EventAt {
+                peer: Some(remote),
+                ..EventAt::default()
+            };
+            let line = format!(
+                "IKEv1 peer {}: dropping its IKEv1 message; IKEv1 is deprecated (RFC 9395) and not spoken here: configure the peer for IKEv2 (strongSwan: version = 2)",
+                remote.ip()
+            );
+            self.event(now, tracing::Level::WARN, "event", at, line);
+        }
+    }
+
+    /// Where an IKE SA's events happen: its connection, its peer's address and our SPI.
+    fn at_sa(&self, spi: u64) -> EventAt {
+        match self.sas.get(&spi) {
+            Some(e) => EventAt {
+                conn: Some(e.conn.clone()),
+                peer: Some(e.sa.remote()),
+                ike_spi: Some(spi),
+            },
+            None => EventAt {
+                ike_spi: Some(spi),
+                ..EventAt::default()
+            },
+        }
+    }
+
+    /// A connection's events outside any one IKE SA.
+    fn at_conn(&self, ci: usize) -> EventAt {
+        EventAt {
+            conn: Some(self.conns[ci].name().to_string()),
+            ..EventAt::default()
         }
     }
 
@@ -290,11 +344,8 @@ impl Daemon {
                 .map(|c| c.stale.len())
                 .sum();
             if stale > 0 {
-                info!(
-                    stale,
-                    "the dataplane holds SAs of a previous iked: they keep forwarding until their children are negotiated again (at most {} s)",
-                    self.opts.stale_timeout_ms / 1000
-                );
+                let line = format!("the dataplane holds {stale} SAs of a previous iked: they keep forwarding until their children are negotiated again (at most {} s)", self.opts.stale_timeout_ms / 1000);
+                self.event(now, tracing::Level::INFO, "event", EventAt::default(), line);
                 self.stale_deadline = Some(now + self.opts.stale_timeout_ms);
             }
         }
@@ -394,7 +445,12 @@ impl Daemon {
                     Ok(()) => self.conns[ci].children[k].negotiating = Some((spi, inbound_spi)),
                     Err(e) => {
                         self.spis.release(inbound_spi);
-                        warn!(conn = %name, "cannot create child {}: {e}", self.conns[ci].children[k].cfg.name);
+                        let line = format!(
+                            "cannot create child {}: {e}",
+                            self.conns[ci].children[k].cfg.name
+                        );
+                        let at = self.at_sa(spi);
+                        self.event(now, tracing::Level::WARN, "event", at, line);
                     }
                 }
             }
@@ -430,7 +486,21 @@ impl Daemon {
             .values()
             .any(|e| e.conn == name && e.sa.phase() == Phase::Established);
         let inbound_spi = self.spis.alloc(&mut *self.rng);
-        info!(conn = %name, peer = %remote_ip, child = %self.conns[ci].children[k].cfg.name, initial_contact, "initiating");
+        let line = format!(
+            "initiating child {}{}",
+            self.conns[ci].children[k].cfg.name,
+            if initial_contact {
+                " (INITIAL_CONTACT)"
+            } else {
+                ""
+            }
+        );
+        let at = EventAt {
+            conn: Some(name.clone()),
+            peer: Some(SocketAddr::new(remote_ip, IKE_PORT)),
+            ike_spi: None,
+        };
+        self.event(now, tracing::Level::INFO, "event", at, line);
         let mut sa = IkeSa::initiate(
             cfg,
             SocketAddr::new(local_ip, IKE_PORT),
@@ -474,7 +544,13 @@ impl Daemon {
         let delay = jitter(base, &mut *self.rng);
         let c = &mut self.conns[ci];
         c.retry_at = Some(now + delay);
-        info!(conn = %c.name(), attempt = c.failures, "retrying in {:.1} s", delay as f64 / 1000.0);
+        let line = format!(
+            "retrying in {:.1} s (attempt {})",
+            delay as f64 / 1000.0,
+            c.failures
+        );
+        let at = self.at_conn(ci);
+        self.event(now, tracing::Level::INFO, "event", at, line);
     }
 
     // ---- datagrams --------------------------------------------------------------------
@@ -488,16 +564,16 @@ impl Daemon {
         data: &[u8],
     ) {
         match classify(local, data) {
-            Verdict::Drop(why) => {
-                if why == IkeDrop::IkeV1 && self.limiter.allow(now, "ikev1-warn") {
-                    warn!(%remote, "dropping an IKEv1 message: IKEv1 is deprecated (RFC 9395) and not spoken here; configure the peer for IKEv2");
-                }
-                self.drop_datagram(now, why, remote)
-            }
+            Verdict::Drop(IkeDrop::IkeV1) => self.ikev1_peer(now, remote),
+            Verdict::Drop(why) => self.drop_datagram(now, why, remote),
             Verdict::Keepalive => {}
             Verdict::Answer(reply) => {
                 if self.limiter.allow(now, "invalid major version") {
-                    warn!(%remote, "IKE request of a higher major version: answering INVALID_MAJOR_VERSION (we speak 2.0)");
+                    let at = EventAt {
+                        peer: Some(remote),
+                        ..EventAt::default()
+                    };
+                    self.event(now, tracing::Level::WARN, "event", at, "IKE request of a higher major version: answering INVALID_MAJOR_VERSION (we speak 2.0)".into());
                 }
                 self.send(local, remote, reply);
             }
@@ -554,7 +630,11 @@ impl Daemon {
             c.cfg.remote_addrs.contains(&remote.ip()) && c.cfg.local_addrs.contains(&local.ip())
         }) else {
             if self.limiter.allow(now, "no connection") {
-                warn!(%remote, %local, "IKE_SA_INIT from a peer no connection is configured for: dropped (add its address to a connection's remote_addrs)");
+                let at = EventAt {
+                    peer: Some(remote),
+                    ..EventAt::default()
+                };
+                self.event(now, tracing::Level::WARN, "event", at, format!("IKE_SA_INIT to {local} from a peer no connection is configured for: dropped (add its address to a connection's remote_addrs)"));
             }
             return self.drop_datagram(now, IkeDrop::NoConnection, remote);
         };
@@ -606,8 +686,37 @@ impl Daemon {
                         Event::Send { from, to, data } => self.send(from, to, data),
                         Event::Failed(e) => {
                             if self.limiter.allow(now, "init refused") {
-                                warn!(conn = %name, %remote, "IKE_SA_INIT refused: {e}");
+                                let at = EventAt {
+                                    conn: Some(name.clone()),
+                                    peer: Some(remote),
+                                    ike_spi: None,
+                                };
+                                self.event(
+                                    now,
+                                    tracing::Level::WARN,
+                                    "event",
+                                    at,
+                                    format!("IKE_SA_INIT refused: {e}"),
+                                );
                             }
+                        }
+                        Event::Log {
+                            level,
+                            trace,
+                            message,
+                        } => {
+                            let at = EventAt {
+                                conn: Some(name.clone()),
+                                peer: Some(remote),
+                                ike_spi: None,
+                            };
+                            self.event(
+                                now,
+                                level,
+                                if trace { "trace" } else { "event" },
+                                at,
+                                message,
+                            );
                         }
                         other => debug!(conn = %name, "stateless answer event: {other:?}"),
                     }
@@ -628,6 +737,9 @@ impl Daemon {
             let Some(ev) = e.sa.poll_event() else { break };
             let conn = e.conn.clone();
             let abandoned = e.abandoned;
+            // A peer deleting the whole IKE SA closes it before its ChildDown events are
+            // polled: those children did not end early by a lifetime.
+            let ike_up = e.sa.phase() == Phase::Established;
             let ci = self.conn_index(&conn);
             match ev {
                 Event::Send { from, to, data } => self.send(from, to, data),
@@ -637,7 +749,12 @@ impl Daemon {
                     peer_id,
                     peer_initial_contact,
                 } => {
-                    info!(conn = %conn, %suite, nat, peer = %peer_id, "IKE SA established");
+                    let line = format!(
+                        "IKE SA established with {peer_id}: {suite}{}",
+                        if nat { ", NAT-T (UDP 4500)" } else { "" }
+                    );
+                    let at = self.at_sa(spi);
+                    self.event(now, tracing::Level::INFO, "event", at, line);
                     if let Some(ci) = ci {
                         self.conns[ci].failures = 0;
                         self.conns[ci].last_failure = None;
@@ -680,12 +797,13 @@ impl Daemon {
                 Event::ChildDown {
                     name,
                     inbound_spi,
-                    by_peer,
                     rekeyed: true,
                     ..
                 } => {
                     if let Some(ci) = ci {
-                        debug!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} replaced by its rekey; its inbound SA stays {} ms", self.opts.rekey_grace_ms);
+                        let line = format!("Child SA {name} {inbound_spi:#010x} replaced by its rekey; its inbound SA stays {} ms", self.opts.rekey_grace_ms);
+                        let at = self.at_sa(spi);
+                        self.event(now, tracing::Level::DEBUG, "event", at, line);
                         self.retire(now, ci, &name, inbound_spi);
                     }
                 }
@@ -696,8 +814,17 @@ impl Daemon {
                     ..
                 } => {
                     if let Some(ci) = ci {
-                        info!(conn = %conn, child = %name, by_peer, "Child SA {inbound_spi:#010x} down");
-                        if by_peer && !abandoned {
+                        let line = format!(
+                            "Child SA {name} {inbound_spi:#010x} down{}",
+                            if by_peer {
+                                " (deleted by the peer)"
+                            } else {
+                                ""
+                            }
+                        );
+                        let at = self.at_sa(spi);
+                        self.event(now, tracing::Level::INFO, "event", at, line);
+                        if by_peer && !abandoned && ike_up {
                             self.peer_deleted_early(now, ci, &name, inbound_spi);
                         }
                         self.uninstall(ci, spi, inbound_spi);
@@ -726,7 +853,8 @@ impl Daemon {
                         // A rekey refused (a PFS mismatch, say): the current Child SA carries
                         // on until it expires; the child stays wanted, so it is negotiated
                         // afresh then.
-                        warn!(conn = %conn, child = %name, "Child SA not rekeyed: {error}; the current one carries on until its life_time");
+                        let at = self.at_sa(spi);
+                        self.event(now, tracing::Level::WARN, "event", at, format!("Child SA {name} not rekeyed: {error}; the current one carries on until its life_time"));
                         if let Some(ci) = ci {
                             if let Some(k) = self.conns[ci].child_by_name(&name) {
                                 self.conns[ci].children[k].last_failure =
@@ -735,8 +863,18 @@ impl Daemon {
                         }
                         continue;
                     }
-                    warn!(conn = %conn, child = %name, "Child SA not created: {error}");
+                    let at = self.at_sa(spi);
+                    self.event(
+                        now,
+                        tracing::Level::WARN,
+                        "event",
+                        at,
+                        format!("Child SA {name} not created: {error}"),
+                    );
                     if let Some(ci) = ci {
+                        // Kept for `vpnctl list` and `diagnose` (an AH proposal, a TS or
+                        // proposal mismatch is a Child SA failure: the IKE SA stays up).
+                        self.record_failure(now, ci, &error);
                         if let Some(k) = self.conns[ci].child_by_name(&name) {
                             let c = &mut self.conns[ci].children[k];
                             c.last_failure = Some((now, error.to_string()));
@@ -750,26 +888,59 @@ impl Daemon {
                     }
                 }
                 Event::PeerMoved { remote } => {
-                    info!(conn = %conn, %remote, "the peer's NAT mapping changed (RFC 7296 §2.23): ESP follows");
+                    let at = self.at_sa(spi);
+                    self.event(now, tracing::Level::INFO, "event", at, format!("the peer's NAT mapping changed to {remote} (RFC 7296 §2.23): ESP follows"));
                     if let Some(ci) = ci {
                         self.follow_peer(ci, spi);
                     }
                 }
                 Event::Failed(error) => self.failed(now, spi, ci, error),
                 Event::Closed { by_peer } => {
-                    info!(conn = %conn, by_peer, "IKE SA closed");
+                    let at = self.at_sa(spi);
+                    self.event(
+                        now,
+                        tracing::Level::INFO,
+                        "event",
+                        at,
+                        format!("IKE SA closed{}", if by_peer { " by the peer" } else { "" }),
+                    );
+                }
+                Event::Log {
+                    level,
+                    trace,
+                    message,
+                } => {
+                    let at = self.at_sa(spi);
+                    let kind = if trace { "trace" } else { "event" };
+                    self.event(now, level, kind, at, message);
                 }
                 Event::Ignored { what } => {
                     if self.limiter.allow(now, "ignored") {
-                        debug!(conn = %conn, "not acted on: {what}");
+                        let at = self.at_sa(spi);
+                        self.event(
+                            now,
+                            tracing::Level::DEBUG,
+                            "event",
+                            at,
+                            format!("not acted on: {what}"),
+                        );
                     }
                 }
             }
         }
         self.after_events(now, spi);
         for other in abandon {
+            if self.sas.contains_key(&other) {
+                let at = self.at_sa(other);
+                self.event(
+                    now,
+                    tracing::Level::INFO,
+                    "event",
+                    at,
+                    "the peer sent INITIAL_CONTACT: dropping the IKE SA it forgot".into(),
+                );
+            }
             if let Some(e) = self.sas.get_mut(&other) {
-                info!(conn = %e.conn, "the peer sent INITIAL_CONTACT: dropping the IKE SA it forgot");
                 e.abandoned = true;
                 e.sa.abandon();
                 self.settle(now, other);
@@ -835,9 +1006,6 @@ impl Daemon {
                     }
                 }
             }
-        }
-        if !moved.is_empty() {
-            info!(conn = %conn, old_spi = format_args!("{old:#018x}"), new_spi = format_args!("{new:#018x}"), children = moved.len(), "IKE SA rekeyed");
         }
         let nat = sa.nat();
         // Rekeying does not authenticate the peer again: the reauthentication stays due.
@@ -926,15 +1094,30 @@ impl Daemon {
         at: EventAt,
         message: String,
     ) {
-        let conn = at.conn.as_deref().unwrap_or("");
-        let peer = at.peer.map(|p| p.to_string()).unwrap_or_default();
-        let spi = at.ike_spi.map(|s| format!("{s:016x}")).unwrap_or_default();
+        // Target "iked" whichever module recorded it (`RUST_LOG=iked=debug`); absent
+        // fields are left out rather than logged empty.
+        let conn = at.conn.as_deref();
+        let peer = at.peer.map(|p| p.to_string());
+        let peer = peer.as_deref();
+        let spi = at.ike_spi.map(|s| format!("{s:016x}"));
+        let ike_spi = spi.as_deref();
+        let trace = (kind == "trace").then_some("trace");
         match level {
-            tracing::Level::ERROR => tracing::error!(conn, peer, ike_spi = spi, "{message}"),
-            tracing::Level::WARN => warn!(conn, peer, ike_spi = spi, "{message}"),
-            tracing::Level::INFO => info!(conn, peer, ike_spi = spi, "{message}"),
-            tracing::Level::DEBUG => debug!(conn, peer, ike_spi = spi, "{message}"),
-            tracing::Level::TRACE => tracing::trace!(conn, peer, ike_spi = spi, "{message}"),
+            tracing::Level::ERROR => {
+                tracing::error!(target: "iked", conn, peer, ike_spi, kind = trace, "{message}")
+            }
+            tracing::Level::WARN => {
+                warn!(target: "iked", conn, peer, ike_spi, kind = trace, "{message}")
+            }
+            tracing::Level::INFO => {
+                info!(target: "iked", conn, peer, ike_spi, kind = trace, "{message}")
+            }
+            tracing::Level::DEBUG => {
+                debug!(target: "iked", conn, peer, ike_spi, kind = trace, "{message}")
+            }
+            tracing::Level::TRACE => {
+                tracing::trace!(target: "iked", conn, peer, ike_spi, kind = trace, "{message}")
+            }
         }
         let unix_ms = self.unix_ms(now);
         self.events.push(crate::api::EventRecord {
@@ -996,9 +1179,9 @@ impl Daemon {
         let Some(e) = self.sas.get(&spi) else { return };
         let role = e.sa.role();
         let established_before = e.sa.established_at().is_some();
-        let conn = e.conn.clone();
         let Some(ci) = ci else {
-            warn!(conn = %conn, "{error}");
+            let at = self.at_sa(spi);
+            self.event(now, tracing::Level::WARN, "event", at, error.to_string());
             return;
         };
         if self.conns[ci].reauth.is_some() {
@@ -1009,7 +1192,8 @@ impl Daemon {
             self.dpd_action(now, ci, &error);
             return;
         }
-        warn!(conn = %conn, "{error}");
+        let at = self.at_sa(spi);
+        self.event(now, tracing::Level::WARN, "event", at, error.to_string());
         self.record_failure(now, ci, &error);
         if let IkeError::Timeout { .. } = error {
             // The next attempt tries the next remote address.
@@ -1028,7 +1212,6 @@ impl Daemon {
 
     /// RFC 7296 §2.4: the peer did not answer our liveness checks.
     fn dpd_action(&mut self, now: u64, ci: usize, error: &IkeError) {
-        let conn = self.conns[ci].name().to_string();
         let mut restart = false;
         let mut what = Vec::new();
         for c in &mut self.conns[ci].children {
@@ -1052,7 +1235,14 @@ impl Daemon {
                 }
             }
         }
-        warn!(conn = %conn, "{error}; dpd_action: {}", what.join("; "));
+        let at = self.at_conn(ci);
+        self.event(
+            now,
+            tracing::Level::WARN,
+            "event",
+            at,
+            format!("{error}; dpd_action: {}", what.join("; ")),
+        );
         self.record_failure(now, ci, error);
         if restart {
             // The peer may come back at another address (tried in order).
@@ -1087,7 +1277,14 @@ impl Daemon {
             lt.life_ms / 1000
         );
         if self.limiter.allow(now, "peer deleted early") {
-            warn!(conn = %self.conns[ci].name(), child = %name, "{message}");
+            let at = self.at_conn(ci);
+            self.event(
+                now,
+                tracing::Level::WARN,
+                "event",
+                at,
+                format!("Child SA {name}: {message}"),
+            );
         }
         // For `vpnctl diagnose` (docs/DIAGNOSE.md#lifetime-mismatch).
         let evidence = [

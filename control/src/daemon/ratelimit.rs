@@ -1,6 +1,7 @@
 //! Rate-limited logging: a flood of bad datagrams must not become a flood of log lines
 //! (100k garbage datagrams once gave 65k WARN lines). Each kind of message may log a burst,
-//! then is counted silently, and the count is reported in a summary line once per period.
+//! then is counted silently, and the count is reported in a summary line once per period
+//! ([`summary_line`]): "N similar lines suppressed in the last T s".
 
 use std::collections::BTreeMap;
 
@@ -39,14 +40,14 @@ impl LogLimiter {
         }
     }
 
-    /// Summaries of what was suppressed in periods that have ended: (kind, count). The
-    /// caller logs one line for each.
-    pub fn summaries(&mut self, now: u64) -> Vec<(&'static str, u64)> {
+    /// Summaries of what was suppressed in periods that have ended: (kind, count, the
+    /// period's length in ms). The caller logs one line for each ([`summary_line`]).
+    pub fn summaries(&mut self, now: u64) -> Vec<(&'static str, u64, u64)> {
         let mut out = Vec::new();
         for (kind, b) in &mut self.buckets {
             if now.saturating_sub(b.window_start) >= PERIOD_MS {
                 if b.suppressed > 0 {
-                    out.push((*kind, b.suppressed));
+                    out.push((*kind, b.suppressed, now - b.window_start));
                 }
                 *b = Bucket {
                     window_start: now,
@@ -68,6 +69,15 @@ impl LogLimiter {
     }
 }
 
+/// The line that ends a run of suppressed lines of `kind`.
+pub fn summary_line(kind: &str, suppressed: u64, period_ms: u64) -> String {
+    let s = if suppressed == 1 { "" } else { "s" };
+    format!(
+        "{kind}: {suppressed} similar line{s} suppressed in the last {} s",
+        (period_ms + 500) / 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,7 +92,17 @@ mod tests {
             "not before the period ends"
         );
         assert_eq!(l.next_summary(), Some(PERIOD_MS));
-        assert_eq!(l.summaries(PERIOD_MS + 1), vec![("not IKE", 100_000 - 5)]);
+        let sums = l.summaries(PERIOD_MS + 1);
+        assert_eq!(sums, vec![("not IKE", 100_000 - 5, PERIOD_MS + 1)]);
+        let (kind, n, period) = sums[0];
+        assert_eq!(
+            summary_line(kind, n, period),
+            "not IKE: 99995 similar lines suppressed in the last 10 s"
+        );
+        assert_eq!(
+            summary_line("ikev1", 1, 12_500),
+            "ikev1: 1 similar line suppressed in the last 13 s"
+        );
         assert!(l.allow(PERIOD_MS + 2, "not IKE"), "a new period logs again");
         assert_eq!(l.next_summary(), None);
     }

@@ -2,7 +2,9 @@
 //! retries, inherited SAs, and log summaries.
 
 use dataplane::sa::Direction;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+
+use super::{ratelimit, EventAt};
 
 use super::dataplane_ops::DpOp;
 use super::endpoint::IkeDrop;
@@ -91,8 +93,9 @@ impl Daemon {
         }
         self.expire_stale(now);
         self.expire_retiring(now);
-        for (kind, n) in self.limiter.summaries(now) {
-            warn!("{n} more \"{kind}\" events in the last period (logged at a limited rate)");
+        for (kind, n, period) in self.limiter.summaries(now) {
+            let line = ratelimit::summary_line(kind, n, period);
+            self.event(now, tracing::Level::WARN, "event", EventAt::default(), line);
         }
     }
 

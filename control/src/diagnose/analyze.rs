@@ -200,26 +200,21 @@ pub fn analyze(input: &DiagnoseInput) -> Vec<Finding> {
 /// The connections as iked lists them, or (iked down) as the configuration has them:
 /// (name, remote addresses).
 fn peers_by_conn(input: &DiagnoseInput) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(l) = &input.list {
-        return l
-            .connections
-            .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    c.remote_addrs.iter().map(|a| ip_of(a)).collect(),
-                )
-            })
-            .collect();
+        for c in &l.connections {
+            out.push((
+                c.name.clone(),
+                c.remote_addrs.iter().map(|a| ip_of(a)).collect(),
+            ));
+        }
     }
-    if let Some(Ok(c)) = &input.config {
-        return c
-            .conns
-            .iter()
-            .map(|c| (c.name.clone(), c.remote_addrs.clone()))
-            .collect();
+    if let Some(Ok(cfg)) = &input.config {
+        for c in &cfg.conns {
+            out.push((c.name.clone(), c.remote_addrs.clone()));
+        }
     }
-    Vec::new()
+    out
 }
 
 fn conn_of_peer(input: &DiagnoseInput, peer: &str) -> Option<String> {
@@ -317,8 +312,11 @@ fn daemons(input: &DiagnoseInput, out: &mut Out) {
                 let Some(i) = sys.interfaces.iter().find(|i| &i.name == ifname) else {
                     continue; // not in this namespace's list: nothing to compare
                 };
+                let expected = match d.xdp_mode.as_deref() {
+                    Some("none") | None => continue, // it says it runs without XDP
+                    Some(m) => m.to_string(),
+                };
                 if i.xdp.is_none() {
-                    let expected = d.xdp_mode.clone().unwrap_or_else(|| "native".into());
                     out.add(
                         "xdp-not-attached",
                         None,

@@ -54,6 +54,11 @@ fn classify_ev(e: &IkeError) -> (&'static str, Ev) {
                 .s("ours", ours)
                 .s("theirs", theirs),
         ),
+        // RFC 8221 / RFC 4301 §3.2: ESP only here.
+        E::AhProposed { child, theirs } => (
+            "ah-proposed",
+            ev.s("child", child).s("theirs", theirs).s("side", "we"),
+        ),
         E::PeerRefusedIkeProposals { ours } => (
             "proposal-mismatch",
             ev.s("proposal", "ike")

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use dataplane::crypto::algorithm::{parse_encryption, parse_integrity};
 use dataplane::crypto::{AlgorithmError, Encryption, Integrity};
 
+use super::algnames;
 use super::dh::Group;
 use super::kem::Method;
 use super::keys::Prf;
@@ -494,12 +495,13 @@ impl fmt::Display for IkeSuite {
     }
 }
 
-/// A proposal as the operator would write it (for logs: "we offered X, they offered Y").
+/// A proposal as the operator would write it (for logs: "we offered X, they offered Y"),
+/// by name for every registered algorithm ([`algnames`]), never as IANA numbers.
 pub fn describe(p: &Proposal) -> String {
     let mut parts = Vec::new();
     for t in &p.transforms {
         let s = match t.kind {
-            transform::ENCR => encr_of(t).map_or(format!("encr{}", t.id), |e| {
+            transform::ENCR => encr_of(t).map_or(algnames::encr(t.id, t.key_len), |e| {
                 IkeSuite {
                     encr: e,
                     integ: Integrity::None,
@@ -513,18 +515,11 @@ pub fn describe(p: &Proposal) -> String {
                 .unwrap_or_default()
                 .to_string()
             }),
-            transform::PRF => {
-                Prf::from_iana(t.id).map_or(format!("prf{}", t.id), |p| p.name().into())
-            }
-            transform::INTEG => match integ_of(t.id) {
-                Some(Integrity::HmacSha256_128) => "sha256".into(),
-                Some(Integrity::HmacSha384_192) => "sha384".into(),
-                Some(Integrity::HmacSha512_256) => "sha512".into(),
-                _ => format!("integ{}", t.id),
-            },
-            transform::KE => {
-                Group::from_iana(t.id).map_or(format!("group{}", t.id), |g| g.name().into())
-            }
+            transform::PRF => Prf::from_iana(t.id).map_or(algnames::prf(t.id), |p| p.name().into()),
+            // Names for every registered algorithm, ours or not (algnames): a peer's
+            // offer reads as it was configured, weak ones included.
+            transform::INTEG => algnames::integ(t.id),
+            transform::KE => Group::from_iana(t.id).map_or(algnames::ke(t.id), |g| g.name().into()),
             transform::ESN => {
                 if t.id == 1 {
                     "esn".into()

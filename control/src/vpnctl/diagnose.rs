@@ -191,7 +191,7 @@ fn status_of(ring: &str, s: &StatsReport, running: bool, age_s: f64) -> Dataplan
     }
 }
 
-/// The peers' addresses: from iked's connections, else from the configuration.
+/// The peers' addresses: iked's connections' and the configuration's.
 fn peers(input: &DiagnoseInput) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
     let mut add = |s: &str| {
@@ -209,7 +209,8 @@ fn peers(input: &DiagnoseInput) -> Vec<IpAddr> {
         for c in &l.connections {
             c.remote_addrs.iter().for_each(|a| add(a));
         }
-    } else if let Some(Ok(c)) = &input.config {
+    }
+    if let Some(Ok(c)) = &input.config {
         for c in &c.conns {
             c.remote_addrs.iter().for_each(|a| add(a));
         }

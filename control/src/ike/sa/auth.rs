@@ -74,7 +74,13 @@ impl IkeSa {
                     ));
                 }
                 let names: Vec<&str> = hashes.iter().map(|h| h.name()).collect();
-                tracing::debug!(conn = %self.cfg.name, "peer announced signature hash algorithms {}", names.join(", "));
+                self.log(
+                    tracing::Level::DEBUG,
+                    format!(
+                        "peer announced signature hash algorithms {}",
+                        names.join(", ")
+                    ),
+                );
                 Some(hashes)
             }
             None => {
@@ -86,7 +92,7 @@ impl IkeSa {
 
     /// Our CERTREQ (RFC 7296 §3.7): SHA-1 of each trusted CA's SubjectPublicKeyInfo, when
     /// the peer authenticates with a certificate and `send_certreq` is on.
-    pub(super) fn cert_request(&self) -> Option<Payload> {
+    pub(super) fn cert_request(&mut self) -> Option<Payload> {
         let a = &self.cfg.auth;
         if a.remote != AuthKind::Pubkey || !a.send_certreq {
             return None;
@@ -97,7 +103,10 @@ impl IkeSa {
             return None;
         }
         for name in trust.names_for_hashes(&hashes) {
-            tracing::debug!(conn = %self.cfg.name, "sending cert request for \"{name}\"");
+            self.log(
+                tracing::Level::DEBUG,
+                format!("sending cert request for \"{name}\""),
+            );
         }
         Some(Payload::CertReq {
             encoding: cert_encoding::X509_SIGNATURE,
@@ -147,14 +156,23 @@ impl IkeSa {
                 .map(|t| t.names_for_hashes(list))
                 .unwrap_or_default();
             for name in &known {
-                tracing::debug!(conn = %self.cfg.name, "received cert request for \"{name}\"");
+                self.log(
+                    tracing::Level::DEBUG,
+                    format!("received cert request for \"{name}\""),
+                );
             }
             if known.len() < list.len() {
                 let ids: Vec<String> = list.iter().map(|h| hex(h)).collect();
-                tracing::debug!(conn = %self.cfg.name, "received cert request for CA key IDs {}", ids.join(", "));
+                self.log(
+                    tracing::Level::DEBUG,
+                    format!("received cert request for CA key IDs {}", ids.join(", ")),
+                );
             }
             if list.is_empty() {
-                tracing::debug!(conn = %self.cfg.name, "received an empty cert request");
+                self.log(
+                    tracing::Level::DEBUG,
+                    "received an empty cert request".into(),
+                );
             }
         }
         out
@@ -174,7 +192,7 @@ impl IkeSa {
 
     /// Our CERT payloads (RFC 7296 §3.6): the end entity first, then the intermediates, as
     /// `send_cert` says (`ifasked`: only after the peer's CERTREQ).
-    fn cert_payloads(&self, hs: &Handshake) -> Vec<Payload> {
+    fn cert_payloads(&mut self, hs: &Handshake) -> Vec<Payload> {
         let a = &self.cfg.auth;
         let Some(creds) = a
             .credentials
@@ -189,30 +207,42 @@ impl IkeSa {
             SendCert::IfAsked => hs.peer_certreq.is_some(),
         };
         if !send {
-            tracing::debug!(conn = %self.cfg.name, send_cert = ?a.send_cert, "not sending our certificate (the peer sent no cert request)");
+            self.log(
+                tracing::Level::DEBUG,
+                format!(
+                    "not sending our certificate (send_cert = {:?}; the peer sent no cert request)",
+                    a.send_cert
+                ),
+            );
             return Vec::new();
         }
-        for (i, der) in creds.chain.iter().enumerate() {
-            if i == 0 {
-                tracing::info!(conn = %self.cfg.name, "sending end entity cert \"{}\"", creds.subject);
-            } else {
-                tracing::info!(conn = %self.cfg.name, "sending issuer cert \"{}\"", cert_subject(der));
-            }
-        }
-        creds
+        let lines: Vec<String> = creds
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, der)| match i {
+                0 => format!("sending end entity cert \"{}\"", creds.subject),
+                _ => format!("sending issuer cert \"{}\"", cert_subject(der)),
+            })
+            .collect();
+        let certs = creds
             .chain
             .iter()
             .map(|der| Payload::Cert {
                 encoding: cert_encoding::X509_SIGNATURE,
                 data: der.clone(),
             })
-            .collect()
+            .collect();
+        for l in lines {
+            self.log(tracing::Level::INFO, l);
+        }
+        certs
     }
 
     /// Our AUTH payload (method, data), RFC 7296 §2.15: the PSK MAC, or a signature with our
     /// certificate's key: RFC 7427 (method 14) with the first of our key's schemes whose
     /// hash the peer announced, else the classic method for the key (1, 9, 10).
-    fn my_auth(&self, hs: &Handshake, rng: &mut dyn Random) -> Result<(u8, Vec<u8>), IkeError> {
+    fn my_auth(&mut self, hs: &Handshake, rng: &mut dyn Random) -> Result<(u8, Vec<u8>), IkeError> {
         let id = parse_id(&self.cfg.local_id);
         let (first, peer_nonce, sk_p) = match self.role {
             Role::Initiator => (&hs.init_request, &hs.nr, &hs.sk_pi),
@@ -251,7 +281,14 @@ impl IkeSa {
                 ),
             },
         })?;
-        tracing::debug!(conn = %self.cfg.name, "authentication of '{}' (myself) with AUTH {}", self.cfg.local_id, sig_method::name(method));
+        self.log(
+            tracing::Level::DEBUG,
+            format!(
+                "authentication of '{}' (myself) with AUTH {}",
+                self.cfg.local_id,
+                sig_method::name(method)
+            ),
+        );
         Ok((method, data))
     }
 
@@ -334,7 +371,10 @@ impl IkeSa {
         }
         for (i, der) in certs.iter().enumerate() {
             let what = if i == 0 { "end entity" } else { "issuer" };
-            tracing::info!(conn = %self.cfg.name, "received {what} cert \"{}\"", cert_subject(der));
+            self.log(
+                tracing::Level::INFO,
+                format!("received {what} cert \"{}\"", cert_subject(der)),
+            );
         }
         let cert_err = |error| IkeError::PeerCert {
             error: Box::new(error),
@@ -371,7 +411,14 @@ impl IkeSa {
         };
         let key = PublicKey::from_spki_der(&cert.spki_der).map_err(invalid)?;
         let scheme = key.verify_auth(method, auth, octets).map_err(invalid)?;
-        tracing::info!(conn = %self.cfg.name, "authentication of '{}' with {scheme}, AUTH {}, successful", show_id(id), sig_method::name(method));
+        self.log(
+            tracing::Level::INFO,
+            format!(
+                "authentication of '{}' with {scheme}, AUTH {}, successful",
+                show_id(id),
+                sig_method::name(method)
+            ),
+        );
         Ok(())
     }
 
@@ -448,7 +495,6 @@ impl IkeSa {
         if let Err(err) = rejected {
             // §2.21.2: the responder thinks the IKE SA is up; tell it otherwise in an
             // INFORMATIONAL of its own, so no IKE SA is left behind on its side.
-            tracing::debug!(conn = %self.cfg.name, peer = %self.remote, "{err}; sending AUTHENTICATION_FAILED");
             self.state = IkeState::Deleting {
                 keys: Box::new(hs.keys),
             };
@@ -474,7 +520,6 @@ impl IkeSa {
             peer_id: peer_id.clone(),
             peer_initial_contact,
         });
-        tracing::debug!(conn = %self.cfg.name, peer = %peer_id, "IKE SA established");
         // The first Child SA (or why there is none: the IKE SA stays up, §1.2). KEYMAT from
         // the IKE_SA_INIT nonces (§2.17).
         self.accept_child_response(now, first, &hs.ni, &hs.nr, p, rng);
@@ -552,7 +597,6 @@ impl IkeSa {
             peer_id: peer_id.clone(),
             peer_initial_contact,
         });
-        tracing::debug!(conn = %self.cfg.name, peer = %peer_id, initial_contact = peer_initial_contact, "IKE SA established");
         // RFC 7296 §1.2: IDr, [CERT+], AUTH, ...
         let mut out = vec![Payload::IdR(parse_id(&self.cfg.local_id))];
         out.extend(certs);
@@ -564,7 +608,7 @@ impl IkeSa {
         if first!(p, Payload::Sa(s) => s).is_some() {
             out.extend(self.respond_child(now, &ni, &nr, p, rng, spis));
         } else {
-            tracing::debug!(conn = %self.cfg.name, "IKE_AUTH without a Child SA");
+            self.log(tracing::Level::DEBUG, "IKE_AUTH without a Child SA".into());
         }
         self.answer(exchange::IKE_AUTH, mid, local, remote, &out, rng);
     }

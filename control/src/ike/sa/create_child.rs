@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use dataplane::crypto::SaKeys;
 
+use super::super::algnames;
 use super::super::child::{
     self, child_keys, child_keys_multi, show_ts, ChildCfg, EspProposal, KeOffer, PROTO_ESP,
 };
@@ -393,7 +394,6 @@ impl IkeSa {
     }
 
     fn child_failed(&mut self, name: String, error: IkeError) {
-        tracing::debug!(conn = %self.cfg.name, child = %name, "{error}");
         self.events.push_back(Event::ChildFailed { name, error });
     }
 
@@ -415,17 +415,6 @@ impl IkeSa {
         transport: bool,
         rekeys: u32,
     ) -> ChildSa {
-        tracing::info!(
-            conn = %self.cfg.name,
-            child = %name,
-            inbound_spi = format_args!("{inbound_spi:#010x}"),
-            outbound_spi = format_args!("{outbound_spi:#010x}"),
-            local_ts = %show_all(&local_ts),
-            remote_ts = %show_all(&remote_ts),
-            proposal = %proposal,
-            rekeys,
-            "Child SA up"
-        );
         let times = self
             .cfg
             .children
@@ -642,12 +631,21 @@ impl IkeSa {
         }
         if let Some(i) = esp_miss {
             let c = &self.cfg.children[i];
-            let error = if ke != KeOffer::Ignore && EspProposal::pfs_only_mismatch(&c.esp, props) {
+            let only_ah = props.iter().any(|p| p.protocol == algnames::PROTO_AH)
+                && !props.iter().any(|p| p.protocol == algnames::PROTO_ESP);
+            let error = if only_ah {
+                // RFC 4301 §3.2: AH is a MAY; we do ESP only, and say so rather than "no
+                // proposal in common".
+                IkeError::AhProposed {
+                    child: c.name.clone(),
+                    theirs: algnames::offered(props, describe),
+                }
+            } else if ke != KeOffer::Ignore && EspProposal::pfs_only_mismatch(&c.esp, props) {
                 pfs_mismatch(c, props)
             } else {
                 IkeError::NoEspProposal {
                     ours: offered_esp(c),
-                    theirs: props.iter().map(describe).collect::<Vec<_>>().join(", "),
+                    theirs: algnames::offered(props, describe),
                 }
             };
             return Err(Box::new((
@@ -716,7 +714,8 @@ impl IkeSa {
         if let (KeOffer::Ke(k), Some(g)) = (ke, ch.proposal.group()) {
             let peer = ke_of(p).filter(|_| k == Some(g)).map(|(_, d)| d.clone());
             let Some(peer) = peer else {
-                tracing::info!(conn = %self.cfg.name, child = %self.cfg.children[ch.child].name, want = g.name(), got = ?k.map(|g| g.name()), "asking the initiator for another key exchange group (INVALID_KE_PAYLOAD)");
+                let line = format!("child {}: asking the initiator for key exchange group {} instead of {} (INVALID_KE_PAYLOAD)", self.cfg.children[ch.child].name, g.name(), k.map_or("none", |g| g.name()));
+                self.log(tracing::Level::INFO, line);
                 return Err(vec![notify_payload(
                     notify::INVALID_KE_PAYLOAD,
                     g.iana().to_be_bytes().to_vec(),
@@ -738,7 +737,13 @@ impl IkeSa {
         }
         if let (KeOffer::Ke(Some(g)), None) = (ke, ch.proposal.group()) {
             // §1.3.1: a proposal without a group was chosen (PFS optional): no g^ir.
-            tracing::debug!(conn = %self.cfg.name, group = g.name(), "the initiator's KE is not used: the chosen proposal has no key exchange");
+            self.log(
+                tracing::Level::DEBUG,
+                format!(
+                    "the initiator's KE ({}) is not used: the chosen proposal has no key exchange",
+                    g.name()
+                ),
+            );
         }
         if self.keys().is_none() {
             return Err(vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])]);
@@ -908,7 +913,7 @@ impl IkeSa {
                         .filter(|g| child_groups(&c).contains(g));
                     match g {
                         Some(g) if !pend.ke_retried => {
-                            tracing::info!(conn = %self.cfg.name, child = %c.name, group = g.name(), "the responder wants another key exchange group: retrying with it");
+                            self.log(tracing::Level::INFO, format!("child {}: the responder wants key exchange group {}: retrying with it", c.name, g.name()));
                             self.book.pending.push(Pending {
                                 group: Some(g),
                                 ke_retried: true,
@@ -944,7 +949,7 @@ impl IkeSa {
                     {
                         ci.rekey_at = Some(at);
                     }
-                    tracing::info!(conn = %self.cfg.name, child = %c.name, retry_in_ms = at - now, "the peer answered our Child SA rekey with TEMPORARY_FAILURE: retrying later");
+                    self.log(tracing::Level::INFO, format!("child {}: the peer answered our Child SA rekey with TEMPORARY_FAILURE: retrying in {} ms", c.name, at - now));
                     self.book.unused(&pend);
                     return;
                 }
@@ -960,7 +965,7 @@ impl IkeSa {
                 }
                 Some(notify::CHILD_SA_NOT_FOUND) if pend.rekey_of.is_some() => {
                     if let Some(o) = old_alive.filter(|o| self.book.retiring(*o).is_none()) {
-                        tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer does not know the Child SA we rekey (CHILD_SA_NOT_FOUND): creating a fresh one");
+                        self.log(tracing::Level::INFO, format!("child {}: the peer does not know the Child SA we rekey (CHILD_SA_NOT_FOUND): creating a fresh one", c.name));
                         self.book.pending.push(Pending {
                             rekey_of: None,
                             replaces: Some(o),
@@ -1168,7 +1173,7 @@ impl IkeSa {
         if let Some(theirs) = collided {
             let ours_low = ni.min(nr.as_slice()).to_vec();
             if ours_low < theirs.low_nonce {
-                tracing::info!(conn = %self.cfg.name, child = %c.name, "rekey collision: ours has the lowest nonce and is redundant; deleting it, the peer's survives");
+                self.log(tracing::Level::INFO, format!("child {}: rekey collision: ours has the lowest nonce and is redundant; deleting it, the peer's survives", c.name));
                 self.events.push_back(Event::ChildRekeyed {
                     replaces: old,
                     new: sa,
@@ -1183,7 +1188,7 @@ impl IkeSa {
                 self.queue.push_back(Queued::DeleteChild(new));
                 return;
             }
-            tracing::info!(conn = %self.cfg.name, child = %c.name, "rekey collision: the peer's has the lowest nonce and is redundant; it deletes it, ours survives");
+            self.log(tracing::Level::INFO, format!("child {}: rekey collision: the peer's has the lowest nonce and is redundant; it deletes it, ours survives", c.name));
             // The peer's new SA is its to delete; it never carries our traffic.
             if let Some(r) = self.book.retiring_mut(theirs.new) {
                 r.deadline = Some(now + REKEY_DELETE_WAIT_MS);
@@ -1278,7 +1283,7 @@ impl IkeSa {
                 // §2.25: the IKE SA is being rekeyed, or this Child SA is on its way out
                 // (we rekeyed it already): the peer retries later, or finds it gone.
                 refuse(self, notify::TEMPORARY_FAILURE, vec![], rng);
-                tracing::info!(conn = %self.cfg.name, child = %name, "a rekey of a Child SA that is being rekeyed or deleted (or of an IKE SA being rekeyed): answered TEMPORARY_FAILURE");
+                self.log(tracing::Level::INFO, format!("child {name}: a rekey of a Child SA that is being rekeyed or deleted (or of an IKE SA being rekeyed): answered TEMPORARY_FAILURE"));
                 return;
             }
             let Some(idx) = self.cfg.children.iter().position(|c| c.name == name) else {
@@ -1599,7 +1604,10 @@ impl IkeSa {
         if self.book.retiring(inbound_spi).is_some() {
             self.child_gone(inbound_spi, false, true);
         } else {
-            tracing::debug!(conn = %self.cfg.name, inbound_spi = format_args!("{inbound_spi:#010x}"), "the peer confirmed the Child SA delete");
+            self.log(
+                tracing::Level::DEBUG,
+                format!("the peer confirmed the delete of Child SA {inbound_spi:#010x}"),
+            );
         }
     }
 
@@ -1716,7 +1724,10 @@ impl IkeSa {
             .map(|c| c.inbound_spi)
             .collect();
         for spi in expired {
-            tracing::info!(conn = %self.cfg.name, inbound_spi = format_args!("{spi:#010x}"), "Child SA reached its life_time: deleting it");
+            self.log(
+                tracing::Level::INFO,
+                format!("Child SA {spi:#010x} reached its life_time: deleting it"),
+            );
             self.expire_child(now, spi, rng);
         }
         // The peer rekeyed and has not deleted the old SA in time (or the old one expires):
@@ -1744,8 +1755,8 @@ impl IkeSa {
         for r in late {
             if let Some(new) = r.successor {
                 if let Some(c) = self.children.iter().find(|c| c.inbound_spi == new) {
-                    tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer did not delete the Child SA it rekeyed: switching to the new one and deleting the old one ourselves");
                     let name = c.name.clone();
+                    self.log(tracing::Level::INFO, format!("child {name}: the peer did not delete the Child SA it rekeyed: switching to the new one and deleting the old one ourselves"));
                     self.events.push_back(Event::ChildOutbound {
                         name,
                         inbound_spi: new,
@@ -1768,7 +1779,10 @@ impl IkeSa {
             .map(|c| c.inbound_spi)
             .collect();
         for spi in due {
-            tracing::info!(conn = %self.cfg.name, inbound_spi = format_args!("{spi:#010x}"), "Child SA reached its rekey_time: rekeying it");
+            self.log(
+                tracing::Level::INFO,
+                format!("Child SA {spi:#010x} reached its rekey_time: rekeying it"),
+            );
             // Cannot fail: established, and the SA is ours.
             let _ = self.rekey_child(now, spi, rng, spis);
         }

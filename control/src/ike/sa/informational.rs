@@ -36,7 +36,6 @@ impl IkeSa {
                         match self.children.iter().find(|c| c.outbound_spi == outb) {
                             Some(c) => {
                                 let inbound = c.inbound_spi;
-                                tracing::info!(conn = %self.cfg.name, child = %c.name, "the peer deleted the Child SA");
                                 // §1.4.1: answer with the SPI of our half.
                                 ours.push(inbound.to_be_bytes().to_vec());
                                 // A rekeyed SA's successor takes the traffic first (§2.8).
@@ -103,7 +102,6 @@ impl IkeSa {
         if let Some(e) = error {
             self.fail(e);
         } else if ike_deleted {
-            tracing::info!(conn = %self.cfg.name, "the peer deleted the IKE SA");
             self.children_down(true);
             self.state = IkeState::Closed;
             self.out = None;

@@ -273,7 +273,7 @@ impl IkeSa {
         self.report_unused("IKE_SA_INIT", p, used, INIT_NOTIFIES);
         if let Some(c) = find_notify(p, notify::COOKIE) {
             if init.cookie.is_none() {
-                tracing::info!(conn = %self.cfg.name, "responder asked for a cookie; retrying");
+                self.log(tracing::Level::INFO, "the responder asked for a COOKIE (RFC 7296 §2.6): sending IKE_SA_INIT again with it".into());
                 // §2.6: the same request again, the cookie first.
                 init.cookie = Some(c.data.clone());
                 self.send_init(now, *init);
@@ -292,7 +292,7 @@ impl IkeSa {
                 .filter(|g| self.cfg.ike.iter().any(|x| x.groups.contains(g)));
             match ours {
                 Some(g) if g != init.dh.group => {
-                    tracing::info!(conn = %self.cfg.name, "responder wants key exchange group {}; retrying", g.name());
+                    self.log(tracing::Level::INFO, format!("the responder wants key exchange group {} (INVALID_KE_PAYLOAD): sending IKE_SA_INIT again with it", g.name()));
                     init.dh = keypair(g, rng);
                     self.send_init(now, *init);
                 }
@@ -379,7 +379,13 @@ impl IkeSa {
             self.local.set_port(NAT_T_PORT);
             self.remote.set_port(NAT_T_PORT);
         }
-        tracing::info!(conn = %self.cfg.name, %suite, nat = self.nat, "IKE_SA_INIT done");
+        self.log(
+            tracing::Level::DEBUG,
+            format!(
+                "IKE_SA_INIT done: {suite}, NAT {}",
+                if self.nat { "found or forced" } else { "none" }
+            ),
+        );
         let peer_hashes = self.peer_hash_algorithms(p);
         let peer_certreq = self.peer_cert_request(p, "IKE_SA_INIT");
         let hs = Handshake {
@@ -412,7 +418,6 @@ impl IkeSa {
         let mut sa = IkeSa::new(cfg, Role::Responder, local, remote);
         sa.last_heard = now;
         let reject = |sa: &mut IkeSa, hdr: Header, kind: u16, data: Vec<u8>, err: IkeError| {
-            tracing::debug!(conn = %sa.cfg.name, peer = %sa.remote, "{err}");
             let msg = Message {
                 header: Header {
                     spi_r: 0,
@@ -455,7 +460,7 @@ impl IkeSa {
             ));
         };
         let Some((number, suite)) = IkeProposal::choose(&sa.cfg.ike, props) else {
-            let theirs = props.iter().map(describe).collect::<Vec<_>>().join(", ");
+            let theirs = crate::ike::algnames::offered(props, describe);
             let ours = sa.offered_ike();
             return Err(reject(
                 &mut sa,
@@ -567,7 +572,13 @@ impl IkeSa {
         };
         // §2.11: the answer goes back to where the request came from, address and port.
         sa.send(resp);
-        tracing::info!(conn = %sa.cfg.name, %suite, nat = sa.nat, peer = %remote, "IKE_SA_INIT answered");
+        sa.log(
+            tracing::Level::DEBUG,
+            format!(
+                "IKE_SA_INIT answered: {suite}, NAT {}",
+                if sa.nat { "found or forced" } else { "none" }
+            ),
+        );
         Ok(sa)
     }
 

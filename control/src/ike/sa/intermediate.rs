@@ -131,7 +131,13 @@ impl IkeSa {
         let msg = self.seal_with(&hs.keys, h, &inner, rng);
         hs.inter.int_i = chain(&hs, true, &sealed_octets(h, &inner));
         self.next_mid += 1;
-        tracing::debug!(conn = %self.cfg.name, method = method.name(), mid, "IKE_INTERMEDIATE: additional key exchange");
+        self.log(
+            tracing::Level::DEBUG,
+            format!(
+                "IKE_INTERMEDIATE {mid}: additional key exchange with {}",
+                method.name()
+            ),
+        );
         self.state = IkeState::InterSent {
             hs: Box::new(hs),
             first,
@@ -207,7 +213,13 @@ impl IkeSa {
         }
         hs.inter.todo.pop_front();
         hs.inter.done += 1;
-        tracing::debug!(conn = %self.cfg.name, method = method.name(), "additional key exchange done; keys updated (RFC 9370 §2.2.2)");
+        self.log(
+            tracing::Level::DEBUG,
+            format!(
+                "additional key exchange with {} done; keys updated (RFC 9370 §2.2.2)",
+                method.name()
+            ),
+        );
         self.after_init(now, *hs, first, initial_contact, rng);
     }
 
@@ -312,7 +324,13 @@ impl IkeSa {
             hs.int_auth = [&hs.inter.int_i[..], &hs.inter.int_r[..]].concat();
             hs.int_auth.extend_from_slice(&self.peer_mid.to_be_bytes());
         }
-        tracing::debug!(conn = %self.cfg.name, method = method.name(), mid, "IKE_INTERMEDIATE answered; keys updated (RFC 9370 §2.2.2)");
+        self.log(
+            tracing::Level::DEBUG,
+            format!(
+                "IKE_INTERMEDIATE {mid} answered ({}); keys updated (RFC 9370 §2.2.2)",
+                method.name()
+            ),
+        );
         let expires = now + self.half_open_ms();
         self.state = IkeState::InitDone { hs, expires };
         self.respond_with(mid, local, remote, msg);
@@ -344,6 +362,9 @@ impl IkeSa {
         let keys = self.keys()?;
         let (h, mut p) = keys.sk_out.open(raw).ok()?;
         edit(&mut p);
-        self.seal_with(keys, h, &p, rng).into_iter().next()
+        self.seal_bytes(keys, h, &p, rng)
+            .datagrams
+            .into_iter()
+            .next()
     }
 }

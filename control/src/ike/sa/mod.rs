@@ -42,6 +42,7 @@ use super::frag::{self, FragMode, FragStats, Reassembler};
 use super::keys::Secret;
 use super::proposal::{IkeProposal, IkeSuite};
 use super::sk::{Opened, OpenedSk, SkCrypto};
+use super::summary;
 use super::wire::{self, exchange, flags, Header, Message, Notify, Payload, Ts, WireError};
 
 pub use error::IkeError;
@@ -217,6 +218,18 @@ pub enum Event {
     Ignored {
         what: String,
     },
+    /// A line for the operator: what happened (`trace: false`), or one IKE message passing
+    /// (`trace: true`, [`super::summary`]). The SA does not log through `tracing` itself: it
+    /// hands its lines to the daemon, which logs each once with the connection, peer and IKE
+    /// SPI as fields and keeps it for `vpnctl log` / `vpnctl trace` (`Daemon::event`). A line
+    /// logged here and repeated by the daemon was the "every event twice" of issue 14; and
+    /// lines kept as events reach `vpnctl`, which a `tracing` call in the core never could.
+    /// Never a key, nonce, PSK or AUTH value in `message`.
+    Log {
+        level: tracing::Level,
+        trace: bool,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +297,15 @@ struct Handshake {
     /// The peer's CERTREQ (RFC 7296 §3.7): the key hashes of the CAs it trusts; `None` if
     /// it sent none (then `send_cert = ifasked` sends no certificate).
     peer_certreq: Option<Vec<[u8; 20]>>,
+}
+
+/// What [`IkeSa::seal_bytes`] made: the datagrams, and what to say about them.
+struct Sealed {
+    datagrams: Vec<Vec<u8>>,
+    /// The length of the whole message (before any fragmentation).
+    whole_len: usize,
+    /// Why a message that should have been fragmented goes whole.
+    warning: Option<String>,
 }
 
 /// Initiator: IKE_SA_INIT sent.
@@ -676,8 +698,25 @@ impl IkeSa {
     // ---- plumbing ------------------------------------------------------------------
 
     fn ignored(&mut self, what: String) {
-        tracing::debug!(conn = %self.cfg.name, "ignored: {what}");
         self.events.push_back(Event::Ignored { what });
+    }
+
+    /// A line for the operator (see [`Event::Log`]).
+    fn log(&mut self, level: tracing::Level, message: String) {
+        self.events.push_back(Event::Log {
+            level,
+            trace: false,
+            message,
+        });
+    }
+
+    /// One IKE message or datagram passing, for `vpnctl trace` (debug level).
+    fn trace(&mut self, message: String) {
+        self.events.push_back(Event::Log {
+            level: tracing::Level::DEBUG,
+            trace: true,
+            message,
+        });
     }
 
     /// Nothing silent: say which payloads and notifies of a message no code here acts on
@@ -701,6 +740,7 @@ impl IkeSa {
     }
 
     fn send_to(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        self.trace(summary::sending(from, to, data.len()));
         self.events.push_back(Event::Send { from, to, data });
     }
 
@@ -741,14 +781,42 @@ impl IkeSa {
     }
 
     /// Seal our payloads in `keys` into datagrams: one message, or, when it does not fit
-    /// and fragmentation is on both ways, its Encrypted Fragments (RFC 7383 §2.5).
+    /// and fragmentation is on both ways, its Encrypted Fragments (RFC 7383 §2.5). Traced.
     fn seal_with(
-        &self,
+        &mut self,
         keys: &SkKeys,
         header: Header,
         payloads: &[Payload],
         rng: &mut dyn Random,
     ) -> Vec<Vec<u8>> {
+        let sealed = self.seal_bytes(keys, header, payloads, rng);
+        self.sealed(header, payloads, sealed)
+    }
+
+    /// Trace what was sealed (the payloads inside SK, charon's "generating" line) and how.
+    fn sealed(&mut self, header: Header, payloads: &[Payload], s: Sealed) -> Vec<Vec<u8>> {
+        self.trace(summary::generating(&header, payloads));
+        if s.datagrams.len() > 1 {
+            self.trace(format!(
+                "splitting IKE message ({} bytes) into {} fragments",
+                s.whole_len,
+                s.datagrams.len()
+            ));
+        }
+        if let Some(w) = s.warning {
+            self.log(tracing::Level::WARN, w);
+        }
+        s.datagrams
+    }
+
+    /// [`IkeSa::seal_with`] without the trace.
+    fn seal_bytes(
+        &self,
+        keys: &SkKeys,
+        header: Header,
+        payloads: &[Payload],
+        rng: &mut dyn Random,
+    ) -> Sealed {
         let mut inner = Vec::with_capacity(256);
         let first = wire::emit_chain(payloads, &mut inner);
         let mut iv = vec![0u8; keys.sk_out.iv_len()];
@@ -758,23 +826,32 @@ impl IkeSa {
             .sk_out
             .seal_bytes(header, first, None, &inner, &iv)
             .expect("IV of the cipher's own length; our messages stay under 64 KiB");
+        let whole_len = whole.len();
+        let one = |whole, warning| Sealed {
+            datagrams: vec![whole],
+            whole_len,
+            warning,
+        };
         let Some(max) = self.fragment_limit() else {
-            return vec![whole];
+            return one(whole, None);
         };
         if whole.len() <= max {
-            return vec![whole];
+            return one(whole, None);
         }
         match frag::fragment(&keys.sk_out, header, first, &inner, max, rng) {
-            Ok(f) => {
-                tracing::info!(conn = %self.cfg.name, exchange = exchange_name(header.exchange), mid = header.message_id,
-                    "splitting IKE message ({} bytes) into {} fragments", whole.len(), f.len());
-                f
-            }
-            Err(e) => {
-                // Whole is the best we can do; IP fragmentation may still carry it.
-                tracing::warn!(conn = %self.cfg.name, "sending a {} byte IKE message unfragmented: {e}", whole.len());
-                vec![whole]
-            }
+            Ok(f) => Sealed {
+                datagrams: f,
+                whole_len,
+                warning: None,
+            },
+            // Whole is the best we can do; IP fragmentation may still carry it.
+            Err(e) => one(
+                whole,
+                Some(format!(
+                    "sending a {whole_len} byte {} message unfragmented: {e}",
+                    exchange_name(header.exchange)
+                )),
+            ),
         }
     }
 
@@ -794,13 +871,15 @@ impl IkeSa {
 
     /// Seal our payloads in the current keys; `None` in a state without keys.
     fn seal(
-        &self,
+        &mut self,
         header: Header,
         payloads: &[Payload],
         rng: &mut dyn Random,
     ) -> Option<Vec<Vec<u8>>> {
-        self.keys()
-            .map(|k| self.seal_with(k, header, payloads, rng))
+        let sealed = self
+            .keys()
+            .map(|k| self.seal_bytes(k, header, payloads, rng))?;
+        Some(self.sealed(header, payloads, sealed))
     }
 
     fn count_sent(&mut self, data: &[Vec<u8>]) {
@@ -859,9 +938,8 @@ impl IkeSa {
         }
     }
 
-    /// The IKE SA is dead: its children go, the daemon hears why.
+    /// The IKE SA is dead: its children go, the daemon hears why (and logs it, once).
     fn fail(&mut self, error: IkeError) {
-        tracing::debug!(conn = %self.cfg.name, peer = %self.remote, "{error}");
         self.children_down(false);
         self.state = IkeState::Closed;
         self.out = None;
@@ -969,6 +1047,7 @@ impl IkeSa {
             self.ignored(format!("a message from {remote} for a closed IKE SA"));
             return;
         }
+        self.trace(summary::received(remote, local, raw.len()));
         let hdr = match Header::parse(raw) {
             Ok(h) if h.major == 2 => h,
             Ok(h) => {
@@ -1044,6 +1123,7 @@ impl IkeSa {
         if hdr.exchange == exchange::IKE_SA_INIT {
             match Message::parse(raw) {
                 Ok(m) => {
+                    self.trace(summary::parsed(&m.header, &m.payloads));
                     self.out = None;
                     self.on_init_response(now, local, remote, &m, raw, rng);
                 }
@@ -1072,6 +1152,7 @@ impl IkeSa {
                 return;
             }
         };
+        self.trace(summary::parsed(&hdr, &p));
         self.frag_responses.clear();
         self.last_heard = now;
         self.follow_peer(remote);
@@ -1084,13 +1165,16 @@ impl IkeSa {
             Req::CreateChild { req, ni } => self.on_create_child_response(now, req, &ni, &p, rng),
             Req::DeleteChild { inbound_spi } => self.on_delete_child_answer(inbound_spi),
             Req::DeleteIke => {
-                tracing::info!(conn = %self.cfg.name, "IKE SA deleted");
+                // The daemon logs the close (Closed), once.
                 self.state = IkeState::Closed;
                 self.queue.clear();
                 self.events.push_back(Event::Closed { by_peer: false });
             }
             Req::Dpd { .. } => {
-                tracing::debug!(conn = %self.cfg.name, "the peer answered our DPD probe");
+                self.log(
+                    tracing::Level::DEBUG,
+                    "the peer answered our liveness check (RFC 7296 §2.4)".into(),
+                );
             }
             Req::AuthFailedNotice => {
                 // The Failed event went out when we rejected the AUTH; now the peer knows.
@@ -1190,6 +1274,7 @@ impl IkeSa {
                 return;
             }
         };
+        self.trace(summary::parsed(&hdr, &p));
         self.peer_mid += 1;
         self.last_heard = now;
         let mid = hdr.message_id;
@@ -1322,8 +1407,10 @@ impl IkeSa {
         }
         let m = pushed.message?;
         self.frag_stats.messages_reassembled += 1;
-        tracing::info!(conn = %self.cfg.name, exchange = exch, mid = hdr.message_id,
-            "received fragment #{number} of {total}, reassembled fragmented IKE message ({} bytes)", m.plain.len());
+        self.trace(format!(
+            "received fragment #{number} of {total}, reassembled fragmented IKE message ({} bytes)",
+            m.plain.len()
+        ));
         Some(m)
     }
 
@@ -1335,7 +1422,6 @@ impl IkeSa {
             return;
         }
         if self.peer_behind_nat && !self.we_behind_nat {
-            tracing::debug!(conn = %self.cfg.name, from = %self.remote, to = %remote, "the peer's NAT mapping changed; following it");
             self.remote = remote;
             self.events.push_back(Event::PeerMoved { remote });
         } else {
@@ -1420,7 +1506,10 @@ impl IkeSa {
                 | Req::Dpd { .. }
                     if deleting =>
                 {
-                    tracing::info!(conn = %self.cfg.name, "no answer to our delete; the IKE SA is gone anyway");
+                    self.log(
+                        tracing::Level::DEBUG,
+                        "no answer to our delete; the IKE SA is gone anyway".into(),
+                    );
                     self.state = IkeState::Closed;
                     self.queue.clear();
                     self.events.push_back(Event::Closed { by_peer: false });
@@ -1448,6 +1537,13 @@ impl IkeSa {
         o.next_at = now.saturating_add(base.saturating_mul(1 << (o.tries - 1).min(10)));
         // RFC 7383 §2.6.1: every fragment again.
         let data = o.data.clone();
+        let what = format!(
+            "retransmit {} of {} request with message ID {}",
+            o.tries - 1,
+            exchange_name(o.req.exchange()),
+            o.mid
+        );
+        self.log(tracing::Level::INFO, what);
         for d in data {
             self.send(d);
         }

@@ -219,7 +219,7 @@ impl IkeSa {
         let due = if r.tried { r.retry_at } else { r.rekey_at };
         if due.is_some_and(|t| now >= t) {
             if !self.ike_rk.tried {
-                tracing::info!(conn = %self.cfg.name, "IKE SA rekey due (rekey_time)");
+                self.log(tracing::Level::INFO, "IKE SA rekey due (rekey_time)".into());
             }
             // Established, and no rekey under way: this cannot fail.
             let _ = self.rekey_ike(now, rng);
@@ -231,7 +231,11 @@ impl IkeSa {
     fn peer_did_not_delete(&mut self, now: u64, rng: &mut dyn Random) {
         match self.state {
             IkeState::Established { .. } => {
-                tracing::info!(conn = %self.cfg.name, "the peer did not delete its redundant IKE SA (§2.8.1); deleting it");
+                self.log(
+                    tracing::Level::INFO,
+                    "the peer did not delete its redundant IKE SA (RFC 7296 §2.8.1); deleting it"
+                        .into(),
+                );
                 self.delete(now, rng);
             }
             IkeState::Deleting { .. } => {
@@ -241,7 +245,11 @@ impl IkeSa {
                         .as_ref()
                         .is_some_and(|o| matches!(o.req, super::Req::DeleteIke));
                 if !queued {
-                    tracing::info!(conn = %self.cfg.name, "the peer rekeyed the IKE SA but did not delete the old one; deleting it");
+                    self.log(
+                        tracing::Level::INFO,
+                        "the peer rekeyed the IKE SA but did not delete the old one; deleting it"
+                            .into(),
+                    );
                     self.queue.push_back(Queued::DeleteIke);
                     self.pump(now, rng);
                 }
@@ -306,7 +314,10 @@ impl IkeSa {
                 data: dh.public.clone(),
             },
         ];
-        tracing::debug!(conn = %self.cfg.name, group = group.name(), "rekeying the IKE SA");
+        self.log(
+            tracing::Level::DEBUG,
+            format!("rekeying the IKE SA with {}", group.name()),
+        );
         self.ike_rk.ours = Some(Box::new(Ours { spi, ni, dh }));
         Some(payloads)
     }
@@ -328,7 +339,13 @@ impl IkeSa {
                 .filter(|g| *g != ours.dh.group)
                 .filter(|g| self.cfg.ike.iter().any(|x| x.groups.contains(g)));
             if let (Some(g), true) = (ours_too, self.ike_rk.theirs.is_none()) {
-                tracing::info!(conn = %self.cfg.name, "the peer wants key exchange group {} for the IKE SA rekey; retrying", g.name());
+                self.log(
+                    tracing::Level::INFO,
+                    format!(
+                        "the peer wants key exchange group {} for the IKE SA rekey; retrying",
+                        g.name()
+                    ),
+                );
                 self.ike_rk.group = Some(g);
                 if matches!(self.state, IkeState::Established { .. }) {
                     self.queue.push_front(Queued::RekeyIke);
@@ -483,9 +500,12 @@ impl IkeSa {
         }
         self.ike_rk.refusals += 1;
         if self.ike_rk.refusals == 1 {
-            tracing::warn!(conn = %self.cfg.name, "{err}");
+            self.log(tracing::Level::WARN, err.to_string());
         } else {
-            tracing::debug!(conn = %self.cfg.name, refusals = self.ike_rk.refusals, "{err}");
+            self.log(
+                tracing::Level::DEBUG,
+                format!("{err} (refusal {})", self.ike_rk.refusals),
+            );
         }
         self.ike_rk.last_error = Some(err);
         if matches!(self.state, IkeState::Established { .. }) {
@@ -526,11 +546,10 @@ impl IkeSa {
         let Some((number, suite)) = IkeProposal::choose_for_ke(&self.cfg.ike, props, group) else {
             let err = IkeError::NoIkeRekeyProposal {
                 ours: self.offered_ike(),
-                theirs: props.iter().map(describe).collect::<Vec<_>>().join(", "),
+                theirs: crate::ike::algnames::offered(props, describe),
             };
-            tracing::warn!(conn = %self.cfg.name, "{err}");
+            self.log(tracing::Level::WARN, err.to_string());
             self.answer_notify(mid, local, remote, notify::NO_PROPOSAL_CHOSEN, vec![], rng);
-            self.ignored(err.to_string());
             self.ike_rk.last_error = Some(err);
             return;
         };
@@ -598,12 +617,20 @@ impl IkeSa {
                 link.clone(),
             ));
             self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
-            tracing::debug!(conn = %self.cfg.name, %suite, "answered the peer's IKE SA rekey; additional key exchanges follow");
+            self.log(
+                tracing::Level::DEBUG,
+                format!(
+                    "answered the peer's IKE SA rekey ({suite}); additional key exchanges follow"
+                ),
+            );
             self.ike_rk.peer_followup = Some(Box::new(IkeFollowup { link, ..f }));
             return;
         }
         self.answer(exchange::CREATE_CHILD_SA, mid, local, remote, &out, rng);
-        tracing::debug!(conn = %self.cfg.name, %suite, "answered the peer's IKE SA rekey");
+        self.log(
+            tracing::Level::DEBUG,
+            format!("answered the peer's IKE SA rekey ({suite})"),
+        );
         self.peer_rekey_keyed(now, f, rng);
     }
 
@@ -872,7 +899,10 @@ impl IkeSa {
         let mut sa = made.sa;
         sa.ike_rk.superseded = true;
         sa.delete(now, rng);
-        tracing::debug!(conn = %self.cfg.name, "an IKE SA rekey completed while we delete the SA; deleting the new one too");
+        self.log(
+            tracing::Level::DEBUG,
+            "an IKE SA rekey completed while we delete the SA; deleting the new one too".into(),
+        );
         self.events.push_back(Event::NewIkeSa(sa));
     }
 
@@ -914,15 +944,21 @@ impl IkeSa {
         new.pump(now, rng);
         let r = &mut self.ike_rk;
         (r.rekey_at, r.expire_at, r.retry_at, r.ours) = (None, None, None, None);
-        tracing::info!(
-            conn = %self.cfg.name,
-            old = format_args!("{:#018x}_{:#018x}", self.spi_i, self.spi_r),
-            new = format_args!("{:#018x}_{:#018x}", new.spi_i, new.spi_r),
-            by = if we_started { "us" } else { "the peer" },
-            collision = loser.is_some(),
-            children = new.children.len(),
-            "IKE SA rekeyed"
+        let line = format!(
+            "IKE SA rekeyed by {}: {:016x}_{:016x} -> {:016x}_{:016x}, {} Child SA(s) moved{}",
+            if we_started { "us" } else { "the peer" },
+            self.spi_i,
+            self.spi_r,
+            new.spi_i,
+            new.spi_r,
+            new.children.len(),
+            if loser.is_some() {
+                " (after a rekey collision, RFC 7296 §2.8.2)"
+            } else {
+                ""
+            }
         );
+        self.log(tracing::Level::INFO, line);
         self.events.push_back(Event::NewIkeSa(new));
         if let Some(l) = loser {
             let mut sa = l.sa;
