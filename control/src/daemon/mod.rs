@@ -713,6 +713,10 @@ impl Daemon {
                                     format!("IKE_SA_INIT refused: {e}"),
                                 );
                             }
+                            // For `vpnctl list` and `diagnose`: the responder's side of a
+                            // proposal mismatch (bounded history; a flood of refusals
+                            // only keeps the newest).
+                            self.record_failure(now, ci, &e);
                         }
                         Event::Log {
                             level,
@@ -871,6 +875,11 @@ impl Daemon {
                         let at = self.at_sa(spi);
                         self.event(now, tracing::Level::WARN, "event", at, format!("Child SA {name} not rekeyed: {error}; the current one carries on until its life_time"));
                         if let Some(ci) = ci {
+                            // Kept for `diagnose` too (pfs-mismatch, a rekey's proposals);
+                            // the connection itself did not fail (its SA carries on).
+                            let keep = self.conns[ci].last_failure.take();
+                            self.record_failure(now, ci, &error);
+                            self.conns[ci].last_failure = keep;
                             if let Some(k) = self.conns[ci].child_by_name(&name) {
                                 self.conns[ci].children[k].last_failure =
                                     Some((now, error.to_string()));
