@@ -335,6 +335,15 @@ pub struct WorkerStats {
     pub outside_tx: u64,
     pub inside_rx: u64,
     pub inside_tx: u64,
+    /// Bytes received and sent per interface; absent when the counters do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_tx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_tx_bytes: Option<u64>,
     pub encrypted: u64,
     pub decrypted: u64,
     pub drops: BTreeMap<String, u64>,

@@ -63,6 +63,11 @@ fn diag_scenario(case: &str) {
     run_script("e2e_diagnose.py", case);
 }
 
+/// A case of `scripts/e2e_metrics.py` (issue 14: the Prometheus endpoint).
+fn metrics_scenario(case: &str) {
+    run_script("e2e_metrics.py", case);
+}
+
 fn run_script(script: &str, case: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
@@ -95,6 +100,8 @@ fn run_script(script: &str, case: &str) {
         ("vpnctl", "vpnctl"),
         ("diag", "iked"),
         ("diag", "vpnctl"),
+        ("metrics", "iked"),
+        ("metrics", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -450,4 +457,14 @@ fn diagnose_against_strongswan() {
 #[test]
 fn vpnctl_json_documents_and_exit_codes() {
     vpnctl_scenario("vpnctl-json");
+}
+
+// Metrics (scripts/e2e_metrics.py, issue 14).
+
+/// iked's `--metrics` endpoint scraped during traffic and parsed by prometheus_client:
+/// counters monotonic, one established IKE SA, per-SA counters equal `vpnctl stats --json`
+/// of the same counters snapshot.
+#[test]
+fn metrics_endpoint_during_traffic() {
+    metrics_scenario("metrics");
 }

@@ -19,6 +19,8 @@ use control::config::IkedConfig;
 use control::daemon::{Action, Daemon, Options};
 use control::ike::sa::{Random, IKE_PORT, NAT_T_PORT};
 use control::logging::{self, LogFormat};
+use control::metrics::render;
+use control::metrics_http::{iked_input, MetricsServer};
 use control::ring_client::RingClient;
 use control::ring_pump::RingPump;
 use control::shell;
@@ -57,6 +59,9 @@ struct Args {
     /// when set, overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/METRICS.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 /// The OS random source.
@@ -151,6 +156,7 @@ fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let metrics = args.metrics.map(MetricsServer::bind).transpose()?;
     let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);
     let info = shell::ShellInfo {
         config: args.config.clone(),
@@ -190,6 +196,9 @@ fn run(args: Args) -> Result<(), String> {
             d.handle_sa_counters(ms(now), &inbound);
         }
         busy |= shell::serve_control(&control, &mut d, ms(now), &info);
+        if let Some(m) = &metrics {
+            busy |= m.poll(|| render(&iked_input(&d, ms(now), &args.ring)));
+        }
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Send { from, to, data } => {

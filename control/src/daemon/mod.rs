@@ -1022,7 +1022,6 @@ impl Daemon {
                 }
             }
         }
-        if !moved.is_empty() {}
         let nat = sa.nat();
         // Rekeying does not authenticate the peer again: the reauthentication stays due.
         self.sas.insert(

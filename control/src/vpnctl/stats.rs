@@ -53,6 +53,10 @@ pub fn report(ring: &str, s: &CountersSnapshot) -> StatsReport {
                 outside_tx: fixed(&w.fixed, WorkerCounter::TxPacketsOutside),
                 inside_rx: fixed(&w.fixed, WorkerCounter::RxPacketsInside),
                 inside_tx: fixed(&w.fixed, WorkerCounter::TxPacketsInside),
+                outside_rx_bytes: Some(fixed(&w.fixed, WorkerCounter::RxBytesOutside)),
+                outside_tx_bytes: Some(fixed(&w.fixed, WorkerCounter::TxBytesOutside)),
+                inside_rx_bytes: Some(fixed(&w.fixed, WorkerCounter::RxBytesInside)),
+                inside_tx_bytes: Some(fixed(&w.fixed, WorkerCounter::TxBytesInside)),
                 encrypted: fixed(&w.fixed, WorkerCounter::Encapsulated),
                 decrypted: fixed(&w.fixed, WorkerCounter::Decapsulated),
                 drops,
@@ -248,6 +252,7 @@ mod tests {
         assert_eq!(r.workers[1].drops["no_sa"], 2);
         assert_eq!(r.workers[0].encrypted, 7);
         assert_eq!(r.workers[0].inside_rx, 9);
+        assert_eq!(r.workers[0].outside_tx_bytes, Some(0));
         assert!(!r.workers[0].drops.contains_key("no_sa"), "zeros left out");
         assert_eq!(r.sas[0].spi, "0xc0000001");
         assert_eq!(r.sas[0].direction, "in");
