@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::metrics::{MetricsInput, CONTENT_TYPE};
 
@@ -86,6 +86,8 @@ impl MetricsServer {
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("metrics {addr}: {e}"))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!("Prometheus metrics at http://{bound}/metrics");
         Ok(MetricsServer { listener })
     }
 

@@ -449,16 +449,6 @@ fn diagnose_against_strongswan() {
     diag_scenario("diag-strongswan");
 }
 
-// The operator CLI (scripts/e2e_vpnctl.py, issue 14).
-
-/// ours <-> ours: every `vpnctl --json` document validates against docs/schema/ (jsonschema);
-/// `list`'s SPIs are the dataplane's; `status` names the XDP mode and the workers; exit codes 3
-/// (no iked), 1 (`up nosuch`), 2 (bad usage).
-#[test]
-fn vpnctl_json_documents_and_exit_codes() {
-    vpnctl_scenario("vpnctl-json");
-}
-
 // Metrics (scripts/e2e_metrics.py, issue 14).
 
 /// iked's `--metrics` endpoint scraped during traffic and parsed by prometheus_client:
@@ -467,4 +457,14 @@ fn vpnctl_json_documents_and_exit_codes() {
 #[test]
 fn metrics_endpoint_during_traffic() {
     metrics_scenario("metrics");
+}
+
+// The operator CLI (scripts/e2e_vpnctl.py, issue 14).
+
+/// ours <-> ours: every `vpnctl --json` document validates against docs/schema/ (jsonschema);
+/// `list`'s SPIs are the dataplane's; `status` names the XDP mode and the workers; exit codes 3
+/// (no iked), 1 (`up nosuch`), 2 (bad usage).
+#[test]
+fn vpnctl_json_documents_and_exit_codes() {
+    vpnctl_scenario("vpnctl-json");
 }

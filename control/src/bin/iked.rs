@@ -196,9 +196,6 @@ fn run(args: Args) -> Result<(), String> {
             d.handle_sa_counters(ms(now), &inbound);
         }
         busy |= shell::serve_control(&control, &mut d, ms(now), &info);
-        if let Some(m) = &metrics {
-            busy |= m.poll(|| render(&iked_input(&d, ms(now), &args.ring)));
-        }
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Send { from, to, data } => {
@@ -228,6 +225,10 @@ fn run(args: Args) -> Result<(), String> {
             send(&sockets, &mut d, ms(now), dg);
         }
         busy |= !gate.is_empty();
+        // Prometheus scrapes (one per turn; docs/METRICS.md).
+        if let Some(m) = &metrics {
+            busy |= m.poll(|| render(&iked_input(&d, ms(now), &args.ring)));
+        }
         if !ready_written && d.ready() && pump.backlog() == (0, 0) {
             if let Some(p) = &args.ready_file {
                 std::fs::write(p, "up\n").map_err(|e| format!("{}: {e}", p.display()))?;

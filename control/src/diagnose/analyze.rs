@@ -233,7 +233,11 @@ fn daemons(input: &DiagnoseInput, out: &mut Out) {
             out.add(
                 "iked-down",
                 None,
-                format!("iked does not answer on {}: {e}.", input.socket),
+                if e.contains(&input.socket) {
+                    format!("iked does not answer: {e}.")
+                } else {
+                    format!("iked does not answer on {}: {e}.", input.socket)
+                },
                 ev([
                     ("socket", Value::from(input.socket.clone())),
                     ("error", Value::from(e.clone())),

@@ -474,7 +474,7 @@ fn lifetime(lines: &Lines, i: usize, r: &RawSa) -> Result<Lifetime, ConfigError>
 
 /// Why an AH SA is refused, after "AH ".
 const ESP_ONLY: &str = "is not supported: this product is ESP-only. RFC 4301 §3.2 made AH a \
-     MAY, since ESP provides the needed services; RFC 8221 §4 recommends ESP with an AEAD \
+     MAY, since ESP provides the needed services; RFC 8221 recommends ESP with an AEAD \
      (proposal = \"aes256gcm16\" or \"chacha20poly1305\"), which authenticates as well as \
      encrypts, and ESP-NULL rather than AH where only integrity is wanted (this dataplane \
      always encrypts). AH also cannot cross NAT: it authenticates the outer addresses.";
