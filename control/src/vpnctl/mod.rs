@@ -117,6 +117,19 @@ fn dispatch(cli: &Cli) -> Result<Exit, CmdError> {
                 .ring
                 .as_deref()
                 .ok_or_else(|| CmdError::failed("vpnctl ring ... needs --ring NAME"))?;
+            if let (true, RingCmd::Status { counters }) = (cli.json, r) {
+                // The same document as `vpnctl stats` (the counters file named, if given).
+                let name = counters
+                    .clone()
+                    .unwrap_or_else(|| stats::counters_name(ring));
+                let f = dataplane::shm::counters::CountersFile::open(&name).map_err(|e| {
+                    CmdError::unreachable(format!(
+                        "{e} (is a dataplane running with --ring {ring}?)"
+                    ))
+                })?;
+                print_json("stats", &stats::report(ring, &f.snapshot()));
+                return Ok(Exit::Ok);
+            }
             ring_cmd(ring, r)
                 .map(|()| Exit::Ok)
                 .map_err(CmdError::failed)

@@ -252,6 +252,7 @@ mod tests {
         assert_eq!(r.workers[1].drops["no_sa"], 2);
         assert_eq!(r.workers[0].encrypted, 7);
         assert_eq!(r.workers[0].inside_rx, 9);
+        assert_eq!(r.workers[0].outside_tx_bytes, Some(0));
         assert!(!r.workers[0].drops.contains_key("no_sa"), "zeros left out");
         assert_eq!(r.sas[0].spi, "0xc0000001");
         assert_eq!(r.sas[0].direction, "in");
