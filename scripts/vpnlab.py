@@ -504,10 +504,11 @@ class Lab:
         return d
 
     def start_iked(self, side: str, tag: str, conf: str,
-                   conf_dir: pathlib.Path | None = None) -> tuple[subprocess.Popen, pathlib.Path]:
+                   conf_dir: pathlib.Path | None = None,
+                   extra: list[str] | None = None) -> tuple[subprocess.Popen, pathlib.Path]:
         """iked on gw-`side`, talking to that gateway's dataplane ring. The config file goes
         into `conf_dir` (default: the work dir), whose x509/ etc. it uses; the log stays
-        workdir/iked-SIDE-TAG.log."""
+        workdir/iked-SIDE-TAG.log. `extra`: more iked arguments (`--log-format json`)."""
         path = (conf_dir or self.workdir) / f"iked-{side}-{tag}.toml"
         path.write_text(conf)
         log = self.workdir / f"iked-{side}-{tag}.log"
@@ -516,7 +517,7 @@ class Lab:
         sock = self.workdir / f"iked-{side}.sock"
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(f"gw-{side}"), iked, "--config", str(path),
                               "--ring", self.ring(side), "--ready-file", str(ready), "--control", str(sock),
-                              "--nat-keepalive-s", "1"],
+                              "--nat-keepalive-s", "1", *(extra or [])],
                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
         self.procs[f"iked-{side}-{tag}"] = p
         return p, ready

@@ -265,8 +265,17 @@ impl Pair {
         panic!("timers keep firing");
     }
 
+    /// What both SAs logged: their `Event::Log` lines (the SA hands its lines to the daemon
+    /// rather than logging them itself), then anything logged through `tracing`.
     fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+        let mut out = String::new();
+        for e in self.i_events.iter().chain(&self.r_events) {
+            if let Event::Log { message, .. } = e {
+                out.push_str(message);
+                out.push('\n');
+            }
+        }
+        out + &String::from_utf8_lossy(&self.log.lock().unwrap())
     }
 
     fn established(&self) -> bool {

@@ -1004,7 +1004,6 @@ impl Daemon {
                 }
             }
         }
-        if !moved.is_empty() {}
         let nat = sa.nat();
         // Rekeying does not authenticate the peer again: the reauthentication stays due.
         self.sas.insert(
