@@ -503,12 +503,11 @@ class Lab:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def start_iked(self, side: str, tag: str, conf: str,
-                   conf_dir: pathlib.Path | None = None,
+    def start_iked(self, side: str, tag: str, conf: str, conf_dir: pathlib.Path | None = None,
                    extra: list[str] | None = None) -> tuple[subprocess.Popen, pathlib.Path]:
         """iked on gw-`side`, talking to that gateway's dataplane ring. The config file goes
         into `conf_dir` (default: the work dir), whose x509/ etc. it uses; the log stays
-        workdir/iked-SIDE-TAG.log. `extra`: more iked arguments (`--log-format json`)."""
+        workdir/iked-SIDE-TAG.log. `extra`: more iked arguments (e.g. --metrics)."""
         path = (conf_dir or self.workdir) / f"iked-{side}-{tag}.toml"
         path.write_text(conf)
         log = self.workdir / f"iked-{side}-{tag}.log"

@@ -93,7 +93,8 @@ pub struct IkedStatus {
     pub cookie_mode: bool,
     /// IKE datagrams dropped, by reason.
     pub ike_drops: BTreeMap<String, u64>,
-    /// Negotiations by outcome ("established", "failed") and, for failures, finding id.
+    /// Negotiations by outcome: "established" and "failed" (totals), and "failed:<finding
+    /// id>" for each finding failures were classified as (these add up to "failed").
     pub negotiations: BTreeMap<String, u64>,
     pub dpd_timeouts: u64,
     pub cookies_sent: u64,
@@ -135,13 +136,22 @@ pub struct DataplaneStatus {
     pub sas: u64,
     pub policies: Option<u64>,
     pub totals: Totals,
+    /// What looks wrong or could not be read, in plain words (a stale info file, old
+    /// counters).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct WorkerStatus {
     pub id: u32,
     pub core: Option<u32>,
+    /// Its first outside queue (`outside_queues` has them all).
     pub queue: Option<u32>,
+    #[serde(default)]
+    pub outside_queues: Vec<u32>,
+    #[serde(default)]
+    pub inside_queues: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -180,7 +190,12 @@ pub struct ConnReport {
     pub remote_addrs: Vec<String>,
     pub local_id: String,
     pub remote_id: String,
+    /// Established, connecting and deleting IKE SAs (half-open responder SAs are only
+    /// counted, in `half_open`).
     pub ike_sas: Vec<IkeSaReport>,
+    /// Responder IKE SAs of this connection waiting for IKE_AUTH (RFC 7296 §2.6).
+    #[serde(default)]
+    pub half_open: u64,
     pub children: Vec<ChildReport>,
     /// Seconds until the next initiation attempt, when down and retrying.
     pub retry_in_s: Option<f64>,
@@ -292,6 +307,10 @@ pub struct EventsReport {
     pub next: u64,
     /// Events older than the buffer holds were lost to its bound (so many).
     pub lost: u64,
+    /// The sequence number of the newest event held (0: none yet), so a reader can ask for
+    /// the last N (`since = newest - N`).
+    #[serde(default)]
+    pub newest: u64,
     pub events: Vec<EventRecord>,
 }
 
@@ -316,6 +335,15 @@ pub struct WorkerStats {
     pub outside_tx: u64,
     pub inside_rx: u64,
     pub inside_tx: u64,
+    /// Bytes received and sent per interface; absent when the counters do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_tx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_tx_bytes: Option<u64>,
     pub encrypted: u64,
     pub decrypted: u64,
     pub drops: BTreeMap<String, u64>,

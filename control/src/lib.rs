@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod diagnose;
 pub mod ike;
 pub mod logging;
+pub mod metrics;
+pub mod metrics_http;
 pub mod pki;
 pub mod ring_client;
 pub mod ring_pump;

@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dataplane::shm::counters::CountersFile;
@@ -71,8 +70,30 @@ impl InboundActivity {
     }
 }
 
+/// What only the shell knows about iked, for `vpnctl status`.
+#[derive(Debug, Clone)]
+pub struct ShellInfo {
+    pub config: std::path::PathBuf,
+    pub control: std::path::PathBuf,
+    pub ring: String,
+    pub started: Instant,
+}
+
+impl ShellInfo {
+    /// Fill in the daemon's status report with the process's side.
+    pub fn complete(&self, status: &mut crate::api::IkedStatus, now: Instant) {
+        status.version = env!("CARGO_PKG_VERSION").to_string();
+        status.pid = std::process::id();
+        status.uptime_s = now.duration_since(self.started).as_secs_f64();
+        status.config = self.config.display().to_string();
+        status.control_socket = self.control.display().to_string();
+        status.ring = self.ring.clone();
+    }
+}
+
 /// Answer one `vpnctl` request, if one is waiting. Returns whether there was one.
-pub fn serve_control(listener: &UnixListener, d: &mut Daemon, now: u64, config: &Path) -> bool {
+pub fn serve_control(listener: &UnixListener, d: &mut Daemon, now: u64, info: &ShellInfo) -> bool {
+    let config = info.config.as_path();
     let Ok((mut conn, _)) = listener.accept() else {
         return false;
     };
@@ -84,6 +105,15 @@ pub fn serve_control(listener: &UnixListener, d: &mut Daemon, now: u64, config: 
     }
     let reply = match parse_request(&line) {
         Ok(Request::Reload) => d.reload(now, IkedConfig::load(config).map_err(|e| e.to_string())),
+        Ok(Request::Status) => {
+            let mut s = d.status_report(now);
+            info.complete(&mut s, Instant::now());
+            Reply {
+                ok: true,
+                text: String::new(),
+                data: serde_json::to_value(s).unwrap_or_default(),
+            }
+        }
         Ok(req) => d.handle_request(now, req),
         Err(e) => Reply {
             ok: false,

@@ -594,3 +594,47 @@ fn a_nat_mapping_change_mid_tunnel_is_followed() {
         "the liveness check was answered"
     );
 }
+
+#[test]
+fn the_keys_report_gives_both_ends_the_same_keys_as_the_dataplane_holds_them() {
+    let mut w = basic();
+    w.start();
+    w.run_until(2_000);
+    assert_tunnel_up(&mut w);
+    let (a, b) = (
+        w.nodes[0].daemon.keys_report(),
+        w.nodes[1].daemon.keys_report(),
+    );
+    // One IKE SA, the same SPIs and SK keys at both ends (RFC 7296 §2.14).
+    assert_eq!(a.ike_sas.len(), 1);
+    assert_eq!(a.ike_sas, b.ike_sas);
+    let ike = &a.ike_sas[0];
+    assert_eq!(ike.spi_i.len(), 16);
+    assert_ne!(ike.sk_ei, ike.sk_er);
+    assert!(!ike.sk_ei.is_empty());
+    // Each end reports its inbound and outbound SA; a's outbound is b's inbound.
+    assert_eq!((a.child_sas.len(), b.child_sas.len()), (2, 2));
+    let find = |r: &control::api::KeysReport, dir: &str| {
+        r.child_sas
+            .iter()
+            .find(|c| c.direction == dir)
+            .cloned()
+            .unwrap()
+    };
+    let (a_out, b_in) = (find(&a, "out"), find(&b, "in"));
+    assert_eq!(a_out.spi, b_in.spi);
+    assert_eq!(
+        (&a_out.src, &a_out.dst, &a_out.encr_key),
+        (&b_in.src, &b_in.dst, &b_in.encr_key)
+    );
+    // The key is the one the dataplane was given (with its salt).
+    let dp = &w.nodes[0].dp.outbound()[0].config;
+    assert_eq!(a_out.spi, format!("{:08x}", dp.spi));
+    let hex: String = dp
+        .keys
+        .encryption
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(a_out.encr_key, hex);
+}

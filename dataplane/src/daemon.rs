@@ -25,6 +25,7 @@ use crate::route::nexthop::NextHopResolver;
 use crate::route::refresh::HopRefresher;
 use crate::sa::sadb::SaDb;
 use crate::shm::counters::CountersFile;
+use crate::shm::info::{info_path, DataplaneInfo, WorkerInfo};
 use crate::worker::{GatewayAddrs, Worker, WorkerDrop, WorkerEvent, WorkerStats};
 
 /// What the dataplane runs with (the binary's arguments, resolved).
@@ -159,10 +160,18 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         ..AfXdpConfig::default()
     };
     let mut ios = Vec::new();
+    let mut info_workers = Vec::new();
     for (w, q) in per_worker.iter().enumerate() {
         let io = AfXdpIo::new(afcfg, [if_out, if_in], [&q[0], &q[1]])
             .map_err(|e| format!("worker {w}: {e}"))?;
         info!(worker = w, outside_queues = ?q[0], inside_queues = ?q[1], zero_copy = io.zero_copy, "AF_XDP sockets bound ({})", if io.zero_copy { "zero-copy" } else { "copy mode" });
+        info_workers.push(WorkerInfo {
+            id: w as u32,
+            core: None,
+            outside_queues: q[0].clone(),
+            inside_queues: q[1].clone(),
+            zero_copy: io.zero_copy,
+        });
         for side in [Side::Outside, Side::Inside] {
             for sock in io.sockets(side) {
                 xdp.register_socket(side, sock.queue(), sock)
@@ -208,6 +217,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             .get(w)
             .copied()
             .or_else(|| cores.get(w % cores.len().max(1)).map(|c| c.id));
+        info_workers[w].core = core.map(|c| c as u32);
         let (db, hops, st, stop, ev_tx) = (
             Arc::clone(&db),
             Arc::clone(&hops),
@@ -236,6 +246,35 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         aes_gcm = %crate::crypto::gcm::GcmPath::best(),
         "forwarding; Ctrl-C or SIGTERM to stop"
     );
+    // What `vpnctl status` shows about this process, beside the counters file.
+    let info_file = cfg
+        .ring
+        .clone()
+        .or_else(|| cfg.counters_name())
+        .map(|n| info_path(&n));
+    if let Some(path) = &info_file {
+        let info = DataplaneInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            ring: cfg.ring.clone(),
+            counters: cfg.counters_name(),
+            outside: cfg.outside.clone(),
+            inside: cfg.inside.clone(),
+            xdp_mode: match cfg.xdp_mode {
+                AttachMode::Driver => "native",
+                AttachMode::Skb => "generic",
+            }
+            .to_string(),
+            bind_mode: DataplaneInfo::bind_mode_of(&info_workers).to_string(),
+            workers: info_workers,
+        };
+        if let Err(e) = info.write(path) {
+            warn!(path = %path.display(), "info file for vpnctl status not written: {e}");
+        }
+    }
 
     let mut control = ControlThread {
         installer,
@@ -255,5 +294,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         let _ = t.join();
     }
     control.finish();
+    if let Some(path) = &info_file {
+        let _ = std::fs::remove_file(path); // absent already: nothing to remove
+    }
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! `scripts/e2e.py` (ping, iperf3, tcpdump + scapy decryption, SIGKILL, MTU, two workers;
 //! the NAT topology's self-check), `scripts/e2e_rekey.py` (SA lifetimes and rekeying),
 //! `scripts/e2e_certs.py` (certificates and IKE fragmentation against strongSwan) and
-//! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange) and `scripts/e2e_logs.py` (iked's log lines).
+//! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange); `scripts/e2e_diagnose.py` (the common
+//! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
+//! (Wireshark keys); `scripts/e2e_vpnctl.py` (the operator CLI's JSON documents and exit
+//! codes); `scripts/e2e_logs.py` (iked's log lines).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -50,6 +53,21 @@ fn pq_scenario(case: &str) {
     run_script("e2e_pq.py", case);
 }
 
+/// A case of `scripts/e2e_vpnctl.py` (issue 14: `vpnctl --json` against docs/schema/).
+fn vpnctl_scenario(case: &str) {
+    run_script("e2e_vpnctl.py", case);
+}
+
+/// A case of `scripts/e2e_diagnose.py` (issue 14: `vpnctl diagnose` on real failures).
+fn diag_scenario(case: &str) {
+    run_script("e2e_diagnose.py", case);
+}
+
+/// A case of `scripts/e2e_metrics.py` (issue 14: the Prometheus endpoint).
+fn metrics_scenario(case: &str) {
+    run_script("e2e_metrics.py", case);
+}
+
 fn run_script(script: &str, case: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
@@ -78,6 +96,12 @@ fn run_script(script: &str, case: &str) {
         ("certs", "vpnctl"),
         ("pq", "iked"),
         ("pq", "vpnctl"),
+        ("vpnctl", "iked"),
+        ("vpnctl", "vpnctl"),
+        ("diag", "iked"),
+        ("diag", "vpnctl"),
+        ("metrics", "iked"),
+        ("metrics", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -394,4 +418,69 @@ fn logs_one_line_per_event_json_and_trace() {
 #[test]
 fn logs_ah_proposal_refused_in_plain_words() {
     run_script("e2e_logs.py", "ah-strongswan");
+}
+
+/// `vpnctl keys --wireshark` (issue 14): tshark, given only the exported esp_sa and
+/// ikev2_decryption_table, decrypts a capture of IKE_AUTH (IDi, IDr, AUTH) and of the ESP
+/// (the inner ICMP), for AES-GCM-128 and AES-CBC + HMAC-SHA-256 in IKE and ESP; the files
+/// are mode 0600 and iked's log holds no key.
+#[test]
+fn keys_exported_for_wireshark_decrypt_ike_and_esp() {
+    run_script("e2e_keys.py", "wireshark-keys");
+}
+
+// `vpnctl diagnose` (scripts/e2e_diagnose.py, issue 14): each failure provoked for real in the
+// namespaces, diagnose run inside the gateway's namespace must name the finding and its
+// evidence (docs/DIAGNOSE.md).
+
+/// A working tunnel: no error finding on either side. Then a subnet no policy covers
+/// (`no-policy`), and WAN MTU 1300 with DF pings whose ICMP errors are filtered
+/// (`mtu-blackhole`).
+#[test]
+fn diagnose_healthy_no_policy_mtu_blackhole() {
+    diag_scenario("diag-healthy");
+}
+
+/// ours <-> ours: disjoint IKE proposals, different PSKs, traffic selectors that do not
+/// match, UDP 4500 dropped by nftables on the responder (`proposal-mismatch`,
+/// `psk-mismatch`/`auth-rejected`, `ts-mismatch`, `natt-blocked`/`firewall-blocks-ike`).
+#[test]
+fn diagnose_negotiation_failures() {
+    diag_scenario("diag-negotiation");
+}
+
+/// gw-a alone: a typo in iked's configuration at start and on reload, an nftables rule
+/// dropping IKE, the route to the peer removed (`config-error`, `reload-failed`,
+/// `firewall-blocks-ike`, `no-route`).
+#[test]
+fn diagnose_config_firewall_route() {
+    diag_scenario("diag-local");
+}
+
+/// Against strongSwan: AH, IKEv1, PFS and lifetime mismatches, a certificate not valid
+/// before 2040 (the peer's and ours) (`ah-proposed`, `ikev1-peer`, `pfs-mismatch`,
+/// `lifetime-mismatch`, `cert-not-yet-valid`).
+#[test]
+fn diagnose_against_strongswan() {
+    diag_scenario("diag-strongswan");
+}
+
+// Metrics (scripts/e2e_metrics.py, issue 14).
+
+/// iked's `--metrics` endpoint scraped during traffic and parsed by prometheus_client:
+/// counters monotonic, one established IKE SA, per-SA counters equal `vpnctl stats --json`
+/// of the same counters snapshot.
+#[test]
+fn metrics_endpoint_during_traffic() {
+    metrics_scenario("metrics");
+}
+
+// The operator CLI (scripts/e2e_vpnctl.py, issue 14).
+
+/// ours <-> ours: every `vpnctl --json` document validates against docs/schema/ (jsonschema);
+/// `list`'s SPIs are the dataplane's; `status` names the XDP mode and the workers; exit codes 3
+/// (no iked), 1 (`up nosuch`), 2 (bad usage).
+#[test]
+fn vpnctl_json_documents_and_exit_codes() {
+    vpnctl_scenario("vpnctl-json");
 }

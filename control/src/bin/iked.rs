@@ -19,6 +19,8 @@ use control::config::IkedConfig;
 use control::daemon::{Action, Daemon, Options};
 use control::ike::sa::{Random, IKE_PORT, NAT_T_PORT};
 use control::logging::{self, LogFormat};
+use control::metrics::render;
+use control::metrics_http::{iked_input, MetricsServer};
 use control::ring_client::RingClient;
 use control::ring_pump::RingPump;
 use control::shell;
@@ -57,6 +59,9 @@ struct Args {
     /// when set, overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/METRICS.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 /// The OS random source.
@@ -144,8 +149,21 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&args.control);
     let control = UnixListener::bind(&args.control)
         .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
+    // Owner only, whatever the umask: the socket hands out the SA keys (`vpnctl keys`).
+    std::fs::set_permissions(
+        &args.control,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| format!("control socket {}: {e}", args.control.display()))?;
     control.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let metrics = args.metrics.map(MetricsServer::bind).transpose()?;
     let mut activity = shell::InboundActivity::new(format!("{}.counters", args.ring), epoch);
+    let info = shell::ShellInfo {
+        config: args.config.clone(),
+        control: args.control.clone(),
+        ring: args.ring.clone(),
+        started: epoch,
+    };
     info!(control = %args.control.display(), ring = %args.ring, "iked running");
     d.start(0, held);
     let mut ready_written = false;
@@ -177,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(inbound) = activity.read(now) {
             d.handle_sa_counters(ms(now), &inbound);
         }
-        busy |= shell::serve_control(&control, &mut d, ms(now), &args.config);
+        busy |= shell::serve_control(&control, &mut d, ms(now), &info);
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Send { from, to, data } => {
@@ -186,7 +204,7 @@ fn run(args: Args) -> Result<(), String> {
                     let barrier = pump.last_pushed();
                     let settled = pump.settled_through(barrier);
                     if let Some(dg) = gate.offer(now, barrier, settled, (from, to, data)) {
-                        send(&sockets, dg);
+                        send(&sockets, &mut d, ms(now), dg);
                     }
                 }
                 Action::Dataplane(op) => {
@@ -204,9 +222,13 @@ fn run(args: Args) -> Result<(), String> {
             Err(e) => warn!("ring {}: {e}", args.ring),
         }
         for dg in gate.release(now, |seq| pump.settled_through(seq)) {
-            send(&sockets, dg);
+            send(&sockets, &mut d, ms(now), dg);
         }
         busy |= !gate.is_empty();
+        // Prometheus scrapes (one per turn; docs/METRICS.md).
+        if let Some(m) = &metrics {
+            busy |= m.poll(|| render(&iked_input(&d, ms(now), &args.ring)));
+        }
         if !ready_written && d.ready() && pump.backlog() == (0, 0) {
             if let Some(p) = &args.ready_file {
                 std::fs::write(p, "up\n").map_err(|e| format!("{}: {e}", p.display()))?;
@@ -223,7 +245,7 @@ fn run(args: Args) -> Result<(), String> {
     d.shutdown(now);
     while let Some(a) = d.poll_action() {
         match a {
-            Action::Send { from, to, data } => send(&sockets, (from, to, data)),
+            Action::Send { from, to, data } => send(&sockets, &mut d, now, (from, to, data)),
             Action::Dataplane(op) => {
                 pump.push(&op);
             }
@@ -238,8 +260,14 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Send a datagram from the socket of its local address and port.
-fn send(sockets: &HashMap<IpAddr, Sockets>, (from, to, data): shell::Datagram) {
+/// Send a datagram from the socket of its local address and port; the daemon counts and
+/// logs what fails (`Daemon::send_failed`).
+fn send(
+    sockets: &HashMap<IpAddr, Sockets>,
+    d: &mut Daemon,
+    now: u64,
+    (from, to, data): shell::Datagram,
+) {
     let Some(s) = sockets.get(&from.ip()) else {
         warn!(%from, "no socket for this local address");
         return;
@@ -250,6 +278,6 @@ fn send(sockets: &HashMap<IpAddr, Sockets>, (from, to, data): shell::Datagram) {
         &s.ike
     };
     if let Err(e) = sock.send_to(&data, to) {
-        warn!(%to, "send: {e}");
+        d.send_failed(now, to, &e.to_string());
     }
 }

@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 
-use tracing::info;
+use tracing::Level;
 
 use super::conn::ConnState;
 use super::dataplane_ops::DpOp;
-use super::{ts_list, Daemon};
+use super::{ts_list, Daemon, EventAt};
 use crate::config::{IkedConfig, StartAction};
 use crate::ike::sa::Phase;
 
@@ -56,6 +56,14 @@ fn timers(now: u64, rekey_at: Option<u64>, expire_at: Option<u64>) -> String {
     )
 }
 
+/// An event about a connection.
+fn at(conn: &str) -> EventAt {
+    EventAt {
+        conn: Some(conn.to_string()),
+        ..EventAt::default()
+    }
+}
+
 fn ago(now: u64, t: u64) -> String {
     format!("{:.0} s ago", now.saturating_sub(t) as f64 / 1000.0)
 }
@@ -63,6 +71,9 @@ fn ago(now: u64, t: u64) -> String {
 impl Daemon {
     pub fn handle_request(&mut self, now: u64, req: Request) -> Reply {
         match req {
+            Request::List { conn: Some(name) } if !self.has_conn(&name) => {
+                err(format!("no connection {name:?}"))
+            }
             Request::List { conn } => Reply {
                 ok: true,
                 text: self.list(now),
@@ -262,6 +273,13 @@ impl Daemon {
         }
         c.failures = 0;
         c.retry_at = None;
+        self.event(
+            now,
+            Level::INFO,
+            "event",
+            at(name),
+            "vpnctl up: initiating".into(),
+        );
         self.ensure_up(now, ci);
         ok(format!("{name}: initiating"))
     }
@@ -276,9 +294,16 @@ impl Daemon {
         }
         c.retry_at = None;
         let n = self.delete_conn_sas(now, name);
-        ok(format!(
-            "{name}: {n} IKE SA(s) deleted; its traffic is dropped until it is up again"
-        ))
+        let text =
+            format!("{name}: {n} IKE SA(s) deleted; its traffic is dropped until it is up again");
+        self.event(
+            now,
+            Level::INFO,
+            "event",
+            at(name),
+            format!("vpnctl down: {text}"),
+        );
+        ok(text)
     }
 
     /// Delete every IKE SA of a connection (telling the peer); returns how many.
@@ -304,7 +329,13 @@ impl Daemon {
     pub fn reload(&mut self, now: u64, new: Result<IkedConfig, String>) -> Reply {
         let new = match new {
             Ok(n) => n,
-            Err(e) => return err(format!("{e}; keeping the running configuration")),
+            Err(e) => {
+                let text = format!("{e}; keeping the running configuration");
+                let line = format!("reload refused: {text}");
+                self.event(now, Level::WARN, "event", EventAt::default(), line);
+                self.reloaded(now, false, &text);
+                return err(text);
+            }
         };
         let old = IkedConfig {
             connections: self.conns.iter().map(|c| c.cfg.clone()).collect(),
@@ -371,7 +402,8 @@ impl Daemon {
             diff.added.join(", "),
             diff.removed.join(", ")
         );
-        info!("{text}");
+        self.event(now, Level::INFO, "event", EventAt::default(), text.clone());
+        self.reloaded(now, true, &text);
         ok(text)
     }
 }

@@ -57,7 +57,12 @@ impl EventLog {
         let next = events
             .last()
             .map_or(since.max(oldest.saturating_sub(1)), |e| e.seq);
-        EventsReport { next, lost, events }
+        EventsReport {
+            next,
+            lost,
+            newest: self.next_seq - 1,
+            events,
+        }
     }
 }
 

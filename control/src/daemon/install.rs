@@ -502,6 +502,8 @@ impl Daemon {
     /// Packet and byte counts from the dataplane's counters: DPD (a peer that sends ESP is
     /// alive) and `vpnctl list`.
     pub fn handle_sa_counters(&mut self, now: u64, sas: &[super::SaTraffic]) {
+        self.traffic_history
+            .record(now, sas.iter().map(|s| (s.inbound, s.spi, s.packets)));
         self.traffic.clear();
         for s in sas {
             self.traffic

@@ -24,6 +24,7 @@ mod reauth;
 mod report;
 pub mod spi;
 mod timers;
+pub mod traffic;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -135,6 +136,10 @@ pub struct DaemonCounters {
     pub cookies_sent: u64,
     pub dpd_probes: u64,
     pub peers_dead: u64,
+    /// IKE SAs that came up (IKE_AUTH done, as initiator or responder).
+    pub negotiations_established: u64,
+    /// Failures kept by [`Daemon::record_failure`], by finding id.
+    pub negotiations_failed: HashMap<String, u64>,
 }
 
 struct SaEntry {
@@ -179,6 +184,12 @@ pub struct Daemon {
     pub counters: DaemonCounters,
     /// Recent events and IKE message summaries (`vpnctl log`, `vpnctl trace`).
     pub events: events::EventLog,
+    /// Each SA's packets over the last minute (`vpnctl list`, `vpnctl diagnose`).
+    traffic_history: traffic::TrafficHistory,
+    /// The outcome of the last `vpnctl reload`.
+    last_reload: Option<crate::api::ReloadOutcome>,
+    /// Errors sending to peers, by (peer, error); bounded (see `report::SEND_ERRORS`).
+    send_errors: Vec<crate::api::SendError>,
 }
 
 /// `base ± 25 %`, from the daemon's random source.
@@ -218,6 +229,9 @@ impl Daemon {
             limiter: LogLimiter::default(),
             counters: DaemonCounters::default(),
             events: events::EventLog::default(),
+            traffic_history: traffic::TrafficHistory::default(),
+            last_reload: None,
+            send_errors: Vec::new(),
         }
     }
 
@@ -737,6 +751,9 @@ impl Daemon {
             let Some(ev) = e.sa.poll_event() else { break };
             let conn = e.conn.clone();
             let abandoned = e.abandoned;
+            // A peer deleting the whole IKE SA closes it before its ChildDown events are
+            // polled: those children did not end early by a lifetime.
+            let ike_up = e.sa.phase() == Phase::Established;
             let ci = self.conn_index(&conn);
             match ev {
                 Event::Send { from, to, data } => self.send(from, to, data),
@@ -752,6 +769,7 @@ impl Daemon {
                     );
                     let at = self.at_sa(spi);
                     self.event(now, tracing::Level::INFO, "event", at, line);
+                    self.counters.negotiations_established += 1;
                     if let Some(ci) = ci {
                         self.conns[ci].failures = 0;
                         self.conns[ci].last_failure = None;
@@ -821,7 +839,7 @@ impl Daemon {
                         );
                         let at = self.at_sa(spi);
                         self.event(now, tracing::Level::INFO, "event", at, line);
-                        if by_peer && !abandoned {
+                        if by_peer && !abandoned && ike_up {
                             self.peer_deleted_early(now, ci, &name, inbound_spi);
                         }
                         self.uninstall(ci, spi, inbound_spi);
@@ -1132,6 +1150,11 @@ impl Daemon {
     /// Keep a connection's failure, classified for `vpnctl diagnose` (bounded history).
     pub(crate) fn record_failure(&mut self, now: u64, ci: usize, error: &IkeError) {
         let (finding, evidence) = crate::diagnose::classify(error);
+        *self
+            .counters
+            .negotiations_failed
+            .entry(finding.to_string())
+            .or_default() += 1;
         let rec = crate::api::FailureRecord {
             at_unix_ms: self.unix_ms(now),
             finding: finding.to_string(),
@@ -1144,6 +1167,32 @@ impl Daemon {
         }
         h.push_back(rec);
         self.conns[ci].last_failure = Some((now, error.to_string()));
+    }
+
+    /// Keep a problem that is no [`IkeError`] (the connection still works) in the failure
+    /// history, for `vpnctl diagnose`: `finding` is a catalog id, `evidence` its keys.
+    fn record_finding(
+        &mut self,
+        now: u64,
+        ci: usize,
+        finding: &'static str,
+        message: String,
+        evidence: &[(&str, String)],
+    ) {
+        let rec = crate::api::FailureRecord {
+            at_unix_ms: self.unix_ms(now),
+            finding: finding.to_string(),
+            message,
+            evidence: evidence
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let h = &mut self.conns[ci].history;
+        if h.len() == conn::FAILURE_HISTORY {
+            h.pop_front();
+        }
+        h.push_back(rec);
     }
 
     fn failed(&mut self, now: u64, spi: u64, ci: Option<usize>, error: IkeError) {
@@ -1242,10 +1291,29 @@ impl Daemon {
         if lt.rekey_ms == 0 || now.saturating_sub(i.since) + lt.rand_ms >= lt.rekey_ms {
             return;
         }
+        let message = format!(
+            "the peer deleted the Child SA after {age_s} s instead of rekeying it; our rekey_time is {} s (life_time {} s). If this repeats, the peer's lifetime is shorter than ours and it does not rekey: set our rekey_time below the peer's life_time, or configure the peer to rekey (swanctl: rekey_time below life_time)",
+            lt.rekey_ms / 1000,
+            lt.life_ms / 1000
+        );
         if self.limiter.allow(now, "peer deleted early") {
             let at = self.at_conn(ci);
-            self.event(now, tracing::Level::WARN, "event", at, format!("the peer deleted the Child SA {name} after {age_s} s instead of rekeying it; our rekey_time is {} s (life_time {} s). If this repeats, the peer's lifetime is shorter than ours and it does not rekey: set our rekey_time below the peer's life_time, or configure the peer to rekey (swanctl: rekey_time below life_time)", lt.rekey_ms / 1000, lt.life_ms / 1000));
+            self.event(
+                now,
+                tracing::Level::WARN,
+                "event",
+                at,
+                format!("Child SA {name}: {message}"),
+            );
         }
+        // For `vpnctl diagnose` (docs/DIAGNOSE.md#lifetime-mismatch).
+        let evidence = [
+            ("child", name.to_string()),
+            ("our_rekey_s", (lt.rekey_ms / 1000).to_string()),
+            ("our_life_s", (lt.life_ms / 1000).to_string()),
+            ("peer_interval_s", age_s.to_string()),
+        ];
+        self.record_finding(now, ci, "lifetime-mismatch", message, &evidence);
     }
 
     /// swanctl's close_action, when the peer deleted a child or the IKE SA.

@@ -9,6 +9,8 @@
 //! no padding needed. AES-CBC: 16-byte IV, padding to the block, then an HMAC over the
 //! whole message up to the ICV.
 
+use zeroize::Zeroizing;
+
 use dataplane::crypto::{CryptoError, Encryption, EspTransform, Integrity, SaCrypto, SaKeys};
 
 use super::wire::{self, payload, Header, Payload, WireError, HEADER_LEN, PAYLOAD_HEADER_LEN};
@@ -53,6 +55,10 @@ pub fn intauth_octets(header: Header, first: u8, inner_plain: &[u8]) -> Vec<u8> 
 pub struct SkCrypto {
     crypto: SaCrypto,
     aead: bool,
+    /// SK_e and SK_a as derived (§2.14; SK_e with its salt for AEADs), kept only for
+    /// [`SkCrypto::key_material`] (`vpnctl keys --wireshark`); wiped on drop, never printed.
+    sk_e: Zeroizing<Vec<u8>>,
+    sk_a: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SkCrypto {
@@ -74,7 +80,15 @@ impl SkCrypto {
         Ok(SkCrypto {
             aead: integ == Integrity::None,
             crypto,
+            sk_e: Zeroizing::new(sk_e.to_vec()),
+            sk_a: Zeroizing::new(sk_a.to_vec()),
         })
+    }
+
+    /// This direction's SK_e (with the salt for AEADs, RFC 5282 §7.1) and SK_a (empty
+    /// for AEADs). For exporting to a debugger on the operator's request only: never log.
+    pub fn key_material(&self) -> (&[u8], &[u8]) {
+        (&self.sk_e, &self.sk_a)
     }
 
     /// Bytes of IV the caller must supply to [`SkCrypto::seal`].
@@ -384,6 +398,11 @@ mod tests {
             }
             let other = SkCrypto::new(e, i, &vec![7; ek], &vec![4; ik]).unwrap();
             assert!(other.open(&msg).is_err());
+            assert_eq!(k.key_material(), (&vec![3; ek][..], &vec![4; ik][..]));
+            assert!(
+                !format!("{k:?}").contains("3, 3"),
+                "Debug printed key bytes"
+            );
         }
     }
 }

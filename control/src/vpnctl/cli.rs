@@ -40,6 +40,8 @@ pub enum Cmd {
     },
     /// Dataplane counters per worker and per SA, and drops by reason with their meaning.
     Stats,
+    /// Print the Prometheus metrics once (what `iked --metrics` serves; docs/METRICS.md).
+    Metrics,
     /// Bring a connection up (initiate).
     Up { conn: String },
     /// Bring a connection down (delete its IKE SA and Child SAs).

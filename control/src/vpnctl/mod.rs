@@ -9,6 +9,7 @@ pub mod diagnose;
 pub mod events;
 pub mod keys;
 pub mod list;
+pub mod metrics;
 pub mod ring;
 pub mod stats;
 pub mod status;
@@ -89,6 +90,7 @@ fn dispatch(cli: &Cli) -> Result<Exit, CmdError> {
         Cmd::Status => status::run(cli),
         Cmd::List { conn } => list::run(cli, conn.as_deref()),
         Cmd::Stats => stats::run(cli),
+        Cmd::Metrics => metrics::run(cli),
         Cmd::Up { conn } => simple(cli, Request::Up { conn: conn.clone() }),
         Cmd::Down { conn } => simple(cli, Request::Down { conn: conn.clone() }),
         Cmd::Reload => simple(cli, Request::Reload),

@@ -126,10 +126,19 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawSa {
     name: Spanned<String>,
+    /// `"esp"` (the default and the only one): named so that `proto = "ah"` gets an answer
+    /// rather than "unknown field".
+    #[serde(default)]
+    proto: Option<Spanned<String>>,
+    /// The same, by its other usual name.
+    #[serde(default)]
+    protocol: Option<Spanned<String>>,
     direction: Spanned<String>,
     spi: Spanned<i64>,
     proposal: Spanned<String>,
-    enc_key: Spanned<String>,
+    /// Optional only to answer its absence in plain words (after an AH refusal).
+    #[serde(default)]
+    enc_key: Option<Spanned<String>>,
     #[serde(default)]
     integ_key: Option<Spanned<String>>,
     mode: Spanned<String>,
@@ -463,6 +472,45 @@ fn lifetime(lines: &Lines, i: usize, r: &RawSa) -> Result<Lifetime, ConfigError>
     Ok(l)
 }
 
+/// Why an AH SA is refused, after "AH ".
+const ESP_ONLY: &str = "is not supported: this product is ESP-only. RFC 4301 §3.2 made AH a \
+     MAY, since ESP provides the needed services; RFC 8221 recommends ESP with an AEAD \
+     (proposal = \"aes256gcm16\" or \"chacha20poly1305\"), which authenticates as well as \
+     encrypts, and ESP-NULL rather than AH where only integrity is wanted (this dataplane \
+     always encrypts). AH also cannot cross NAT: it authenticates the outer addresses.";
+
+/// A proposal of integrity algorithms only (strongSwan's `ah_proposals` syntax, e.g.
+/// `sha256`, `sha1-modp2048`): what an AH SA would use.
+fn integrity_only(proposal: &str) -> bool {
+    let toks: Vec<String> = proposal
+        .split('-')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let integ = |t: &str| {
+        matches!(
+            t,
+            "sha256"
+                | "sha2_256"
+                | "sha384"
+                | "sha2_384"
+                | "sha512"
+                | "sha2_512"
+                | "sha1"
+                | "sha"
+                | "md5"
+                | "aesxcbc"
+                | "aescmac"
+                | "hmac_md5"
+                | "hmac_sha1"
+        )
+    };
+    let dh = |t: &str| t.starts_with("modp") || t.starts_with("ecp") || t.starts_with("curve");
+    toks.iter().any(|t| integ(t))
+        && toks
+            .iter()
+            .all(|t| integ(t) || dh(t) || t == "esn" || t == "noesn")
+}
+
 fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigError> {
     let f = |n: &str| format!("sa[{i}].{n}");
     let direction = match r.direction.get_ref().as_str() {
@@ -476,15 +524,84 @@ fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigErro
             ))
         }
     };
+    for (p, name) in [(&r.proto, "proto"), (&r.protocol, "protocol")] {
+        let Some(p) = p else { continue };
+        match p.get_ref().to_ascii_lowercase().as_str() {
+            "esp" => {}
+            "ah" => return Err(lines.err(p.span(), f(name), format!("AH {ESP_ONLY}"))),
+            other => {
+                return Err(lines.err(
+                    p.span(),
+                    f(name),
+                    format!("{other:?}: expected \"esp\" (the only IPsec protocol supported)"),
+                ))
+            }
+        }
+    }
     let spi: u32 = int_in(lines, f("spi"), &r.spi, "a 32-bit SPI")?;
-    let transform: EspTransform = r
-        .proposal
-        .get_ref()
-        .parse()
-        .map_err(|e| lines.err(r.proposal.span(), f("proposal"), format!("{e}")))?;
-    let enc = hex_key(lines, f("enc_key"), &r.enc_key)?;
+    let transform: EspTransform = r.proposal.get_ref().parse().map_err(|e| {
+        let msg = if integrity_only(r.proposal.get_ref()) {
+            format!(
+                "{:?} is an integrity-only (AH) proposal: AH {ESP_ONLY}",
+                r.proposal.get_ref()
+            )
+        } else {
+            format!("{e}")
+        };
+        lines.err(r.proposal.span(), f("proposal"), msg)
+    })?;
+    let Some(enc_key) = &r.enc_key else {
+        return Err(lines.err(
+            r.proposal.span(),
+            f("enc_key"),
+            format!(
+                "missing: proposal {:?} needs a {}-byte `enc_key`",
+                r.proposal.get_ref(),
+                transform.encryption.key_material_len()
+            ),
+        ));
+    };
+    let enc = hex_key(lines, f("enc_key"), enc_key)?;
+    let integ_len = transform.integrity.key_len();
     let integ = match &r.integ_key {
-        Some(k) => hex_key(lines, f("integ_key"), k)?,
+        Some(k) => {
+            let key = hex_key(lines, f("integ_key"), k)?;
+            if integ_len == 0 && !key.is_empty() {
+                return Err(lines.err(
+                    k.span(),
+                    f("integ_key"),
+                    format!(
+                        "{} is an AEAD: it carries its own ICV and takes no integrity key \
+                         (remove `integ_key`)",
+                        r.proposal.get_ref()
+                    ),
+                ));
+            }
+            if integ_len > 0 && key.is_empty() {
+                return Err(lines.err(
+                    k.span(),
+                    f("integ_key"),
+                    format!(
+                        "missing: the key is empty; {:?} needs {integ_len} bytes",
+                        r.proposal.get_ref()
+                    ),
+                ));
+            }
+            key
+        }
+        None if integ_len > 0 => {
+            // Nothing to point at but what asks for the key: the proposal's line.
+            return Err(lines.err(
+                r.proposal.span(),
+                f("integ_key"),
+                format!(
+                    "missing: proposal {:?} authenticates with {} and needs a \
+                     {integ_len}-byte `integ_key`",
+                    r.proposal.get_ref(),
+                    transform.integrity.name()
+                ),
+            ));
+        }
         None => Vec::new(),
     };
     let keys = SaKeys::new(&enc, &integ);
@@ -497,10 +614,20 @@ fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigErro
                     })
                     .and_then(|s| addr(lines, f(n), s))
             };
-            Mode::Tunnel {
-                local: need(&r.local, "local")?,
-                remote: need(&r.remote, "remote")?,
+            let (local, remote) = (need(&r.local, "local")?, need(&r.remote, "remote")?);
+            if local.is_ipv4() != remote.is_ipv4() {
+                // The endpoint that disagrees with `local` is the one to point at.
+                let span = r.remote.as_ref().map_or(r.mode.span(), |s| s.span());
+                return Err(lines.err(
+                    span,
+                    f("remote"),
+                    format!(
+                        "tunnel endpoints mix IPv4 and IPv6: remote {remote} is not of the \
+                         family of local {local} (the outer header has one family)"
+                    ),
+                ));
             }
+            Mode::Tunnel { local, remote }
         }
         "transport" => Mode::Transport,
         other => {
@@ -562,8 +689,14 @@ fn convert_sa(lines: &Lines, i: usize, r: &RawSa) -> Result<StaticSa, ConfigErro
             crate::esp::SaError::ReplayWindow(_) => {
                 r.replay_window.as_ref().map_or(r.spi.span(), |w| w.span())
             }
-            crate::esp::SaError::MixedTunnelFamilies => r.mode.span(),
-            _ => r.enc_key.span(),
+            crate::esp::SaError::MixedTunnelFamilies => {
+                r.remote.as_ref().map_or(r.mode.span(), |s| s.span())
+            }
+            crate::esp::SaError::Algorithm(crate::crypto::AlgorithmError::KeyLength {
+                what: "integrity key",
+                ..
+            }) => r.integ_key.as_ref().map_or(r.proposal.span(), |k| k.span()),
+            _ => enc_key.span(),
         };
         lines.err(
             span,
@@ -970,5 +1103,120 @@ sa = "a-to-b"
         assert_eq!(e.line, 1);
         let e = StaticConfig::load(Path::new("/nonexistent/sa.toml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/sa.toml"), "{e}");
+    }
+
+    #[test]
+    fn an_ah_sa_is_refused_as_esp_only_with_the_reason() {
+        // Named as a protocol, by either name, at its own line.
+        for key in ["proto", "protocol"] {
+            let e = err_after(
+                "mode = \"transport\"",
+                &format!("{key} = \"ah\"\nmode = \"transport\""),
+            );
+            assert_eq!(
+                (e.field.clone(), e.line),
+                (format!("sa[1].{key}"), line_of("mode = \"transport\"")),
+                "{e}"
+            );
+            assert!(
+                e.message.contains("ESP-only") && e.message.contains("RFC 8221"),
+                "{e}"
+            );
+            assert!(!e.message.contains("unknown field"), "{e}");
+        }
+        // An AH SA usually has no encryption key: the refusal comes first all the same.
+        let e = parse(&GOOD.replacen(
+            "enc_key = \"0x000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f\"\n",
+            "proto = \"ah\"\n",
+            1,
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "sa[1].proto", "{e}");
+        // Or as an integrity-only proposal (strongSwan's ah_proposals syntax).
+        let e = err_after(
+            "proposal = \"aes256-sha256\"",
+            "proposal = \"sha256-modp2048\"",
+        );
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sa[1].proposal", line_of("proposal = \"aes256-sha256\""))
+        );
+        assert!(
+            e.message.contains("integrity-only (AH)") && e.message.contains("ESP-NULL"),
+            "{e}"
+        );
+        // "esp" is the default, and accepted when said.
+        assert!(parse(&GOOD.replacen(
+            "mode = \"transport\"",
+            "proto = \"esp\"\nmode = \"transport\"",
+            1
+        ))
+        .is_ok());
+        let e = err_after(
+            "mode = \"transport\"",
+            "proto = \"gre\"\nmode = \"transport\"",
+        );
+        assert!(e.message.contains("expected \"esp\""), "{e}");
+    }
+
+    #[test]
+    fn a_mixed_family_tunnel_points_at_the_remote_line() {
+        let e = err_after("remote = \"192.0.2.2\"", "remote = \"2001:db8::2\"");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sa[0].remote", line_of("remote = \"192.0.2.2\""))
+        );
+        assert!(
+            e.message.contains("mix IPv4 and IPv6") && e.message.contains("2001:db8::2"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("/etc/vpn/sa.toml:{}: sa[0].remote:", e.line)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_integ_key_says_missing_with_its_field() {
+        // Absent: at the line of the proposal that needs it.
+        let integ =
+            "integ_key = \"000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f\"";
+        let e = err_after(&format!("{integ}\n"), "");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sa[1].integ_key", line_of("proposal = \"aes256-sha256\""))
+        );
+        assert!(
+            e.message.starts_with("missing") && e.message.contains("32-byte `integ_key`"),
+            "{e}"
+        );
+        // Empty: at its own line.
+        let e = err_after(integ, "integ_key = \"\"");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sa[1].integ_key", line_of(integ))
+        );
+        assert!(e.message.starts_with("missing"), "{e}");
+        // Too short: at its own line too (not the enc_key's).
+        let e = err_after(integ, "integ_key = \"0001\"");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sa[1].integ_key", line_of(integ))
+        );
+        // Given to an AEAD: refused at its line.
+        let e = err_after("nat_t = true", &format!("nat_t = true\n{integ}"));
+        assert_eq!(e.field, "sa[0].integ_key");
+        assert!(e.message.contains("AEAD"), "{e}");
+        // A missing enc_key says so too.
+        let e = err_after(
+            "enc_key = \"000102030405060708090a0b0c0d0e0f 10111213\"\n",
+            "",
+        );
+        assert_eq!(e.field, "sa[0].enc_key");
+        assert!(
+            e.message.starts_with("missing") && e.message.contains("20-byte"),
+            "{e}"
+        );
     }
 }

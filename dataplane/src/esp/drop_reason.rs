@@ -2,11 +2,11 @@
 //! array are all generated (the VPP "error counters declared as data" pattern).
 
 macro_rules! drop_reasons {
-    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $name:literal, )*) => {
         /// Why the ESP engine dropped a packet. Each has a counter and a metric name.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
-        pub enum DropReason { $( $(#[$doc])* $variant, )* }
+        pub enum DropReason { $( $(#[doc = $doc])* $variant, )* }
 
         impl DropReason {
             /// Every reason, in counter order.
@@ -17,6 +17,12 @@ macro_rules! drop_reasons {
             /// Stable snake_case name, used in metrics and logs.
             pub fn name(self) -> &'static str {
                 match self { $( DropReason::$variant => $name, )* }
+            }
+
+            /// What it means, in one line: the variant's doc comment (`vpnctl stats`,
+            /// metrics HELP).
+            pub fn meaning(self) -> &'static str {
+                match self { $( DropReason::$variant => concat!($($doc),*).trim(), )* }
             }
         }
     };
@@ -107,6 +113,22 @@ impl DropCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_has_a_one_line_meaning_from_its_doc_comment() {
+        for r in DropReason::ALL {
+            let m = r.meaning();
+            assert!(
+                !m.is_empty() && !m.starts_with(' ') && !m.contains('\n'),
+                "{r:?}: {m:?}"
+            );
+        }
+        // Two doc lines join with one space.
+        assert_eq!(
+            DropReason::SaExpired.meaning(),
+            "RFC 4301 §4.4.2.1: the SA reached its hard lifetime (packets or bytes) and must no longer be used."
+        );
+    }
 
     #[test]
     fn names_are_unique_and_counters_index() {

@@ -21,6 +21,7 @@
 //! says why it is sound.
 
 pub mod counters;
+pub mod info;
 pub mod records;
 mod ring;
 mod spsc;

@@ -90,11 +90,11 @@ impl WorkerCounter {
 }
 
 macro_rules! worker_drops {
-    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $name:literal, )*) => {
         /// Why a worker dropped a packet outside the ESP engine.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
-        pub enum WorkerDrop { $( $(#[$doc])* $variant, )* }
+        pub enum WorkerDrop { $( $(#[doc = $doc])* $variant, )* }
         impl WorkerDrop {
             /// Every reason, in counter order.
             pub const ALL: &'static [WorkerDrop] = &[ $( WorkerDrop::$variant, )* ];
@@ -102,6 +102,11 @@ macro_rules! worker_drops {
             pub const COUNT: usize = [ $( WorkerDrop::$variant, )* ].len();
             /// Stable snake_case name, used in metrics and logs.
             pub fn name(self) -> &'static str { match self { $( WorkerDrop::$variant => $name, )* } }
+            /// What it means, in one line: the variant's doc comment (`vpnctl stats`,
+            /// metrics HELP).
+            pub fn meaning(self) -> &'static str {
+                match self { $( WorkerDrop::$variant => concat!($($doc),*).trim(), )* }
+            }
         }
     };
 }
@@ -264,6 +269,18 @@ impl Local {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_worker_drop_has_a_one_line_meaning() {
+        for r in WorkerDrop::ALL {
+            let m = r.meaning();
+            assert!(!m.is_empty() && !m.starts_with(' '), "{r:?}: {m:?}");
+        }
+        assert_eq!(
+            WorkerDrop::NoSa.meaning(),
+            "A protect policy matched but its SA is not installed; the control plane was told (an acquire, rate-limited)."
+        );
+    }
 
     #[test]
     fn names_are_unique_and_the_json_groups_sides() {

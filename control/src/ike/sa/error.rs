@@ -162,7 +162,7 @@ pub enum IkeError {
     NoEspProposal { ours: String, theirs: String },
     /// Responder: the initiator proposes AH (protocol id 2 in the Child SA's SA payload)
     /// and no ESP proposal: refused with NO_PROPOSAL_CHOSEN, saying why (ESP only).
-    #[error("the initiator proposes AH ({theirs}) for child {child}, and this gateway does ESP only (answered NO_PROPOSAL_CHOSEN). AH support is optional in IPsec (RFC 4301 §3.2: ESP provides the same protection where it matters) and AH cannot pass a NAT. Configure the peer for ESP instead (swanctl: esp_proposals in place of ah_proposals) with an AEAD cipher such as aes128gcm16 (RFC 8221 §5); where only integrity was wanted, ESP with NULL encryption is the replacement for AH (RFC 8221 §5)")]
+    #[error("the initiator proposes AH ({theirs}) for child {child}, and this gateway does ESP only (answered NO_PROPOSAL_CHOSEN). AH support is optional in IPsec (RFC 4301 §3.2: ESP provides the same protection where it matters) and AH cannot pass a NAT. Configure the peer for ESP instead (swanctl: esp_proposals in place of ah_proposals) with an AEAD cipher such as aes128gcm16 (RFC 8221 §5); where AH was chosen for integrity only, ESP with an AEAD gives integrity and confidentiality both (this gateway offers no ESP-NULL)")]
     AhProposed { child: String, theirs: String },
     /// Initiator: the responder answered NO_PROPOSAL_CHOSEN for the Child SA.
     #[error("the responder refused the Child SA with NO_PROPOSAL_CHOSEN: it accepts none of our ESP proposals ({ours})")]

@@ -256,6 +256,26 @@ struct SkKeys {
     sk_out: SkCrypto,
 }
 
+/// An IKE SA's SK_e and SK_a keys, borrowed (see [`IkeSa::key_material`]). SK_e carries
+/// the salt for AEADs; SK_a is empty for them. `Debug` prints no key.
+pub struct SkMaterial<'a> {
+    pub suite: IkeSuite,
+    pub sk_ei: &'a [u8],
+    pub sk_er: &'a [u8],
+    pub sk_ai: &'a [u8],
+    pub sk_ar: &'a [u8],
+}
+
+impl std::fmt::Debug for SkMaterial<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SkMaterial {{ suite: {}, keys: <redacted> }}",
+            self.suite
+        )
+    }
+}
+
 /// What IKE_AUTH needs beyond the keys (§2.15: the AUTH payload signs the first messages
 /// and the peer's nonce).
 struct Handshake {
@@ -610,6 +630,32 @@ impl IkeSa {
         self.suite
     }
     /// Whether a NAT was found (or forced): ESP in UDP, NAT keepalives (RFC 3948 §2.3).
+    /// The SK keys of this IKE SA (RFC 7296 §2.14) once IKE_SA_INIT derived them, named as
+    /// the initiator's and responder's whatever our role. Only for `vpnctl keys --wireshark`
+    /// on the operator's request: never for a log.
+    pub fn key_material(&self) -> Option<SkMaterial<'_>> {
+        let keys = match &self.state {
+            IkeState::InitDone { hs, .. }
+            | IkeState::InterSent { hs, .. }
+            | IkeState::AuthSent { hs, .. } => &hs.keys,
+            IkeState::Established { keys } | IkeState::Deleting { keys } => keys,
+            IkeState::InitSent(_) | IkeState::Closed => return None,
+        };
+        let ((out_e, out_a), (in_e, in_a)) =
+            (keys.sk_out.key_material(), keys.sk_in.key_material());
+        let ((sk_ei, sk_ai), (sk_er, sk_ar)) = match self.role {
+            Role::Initiator => ((out_e, out_a), (in_e, in_a)),
+            Role::Responder => ((in_e, in_a), (out_e, out_a)),
+        };
+        Some(SkMaterial {
+            suite: keys.suite,
+            sk_ei,
+            sk_er,
+            sk_ai,
+            sk_ar,
+        })
+    }
+
     pub fn nat(&self) -> bool {
         self.nat
     }

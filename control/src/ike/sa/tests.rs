@@ -811,3 +811,20 @@ fn a_failed_authentication_is_handed_over_once_and_not_logged_by_the_sa() {
         }
     }
 }
+
+#[test]
+fn both_ends_export_the_same_sk_keys_named_by_role_and_debug_hides_them() {
+    let mut rng = Seeded(7);
+    let (i, r) = pair(&mut rng);
+    let (a, b) = (i.key_material().unwrap(), r.key_material().unwrap());
+    assert_eq!((a.sk_ei, a.sk_er), (b.sk_ei, b.sk_er));
+    assert_ne!(a.sk_ei, a.sk_er, "the two directions have their own keys");
+    // AES-GCM-128: 16 key bytes and a 4-byte salt (RFC 5282 §7.1), no SK_a.
+    assert_eq!((a.sk_ei.len(), a.sk_ai.len(), a.sk_ar.len()), (20, 0, 0));
+    let shown = format!("{a:?}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    assert_eq!(
+        shown,
+        format!("SkMaterial {{ suite: {}, keys: <redacted> }}", a.suite)
+    );
+}
