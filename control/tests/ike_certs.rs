@@ -265,17 +265,17 @@ impl Pair {
         panic!("timers keep firing");
     }
 
-    /// What both IKE SAs logged: their lines reach the daemon as `Event::Log` (one line per
-    /// event, issue 14), plus anything logged through `tracing` directly.
+    /// What both SAs logged: their `Event::Log` lines (the SA hands its lines to the daemon
+    /// rather than logging them itself), then anything logged through `tracing`.
     fn log(&self) -> String {
-        let mut out = String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned();
+        let mut out = String::new();
         for e in self.i_events.iter().chain(&self.r_events) {
             if let Event::Log { message, .. } = e {
                 out.push_str(message);
                 out.push('\n');
             }
         }
-        out
+        out + &String::from_utf8_lossy(&self.log.lock().unwrap())
     }
 
     fn established(&self) -> bool {

@@ -140,6 +140,8 @@ impl Pair {
                         by_initiator: true,
                         data,
                     }),
+                    // Log lines (the daemon's to log) are not what these tests look at.
+                    Event::Log { .. } => {}
                     e => self.ev_i.push(e),
                 }
             }
@@ -150,6 +152,7 @@ impl Pair {
                             by_initiator: false,
                             data,
                         }),
+                        Event::Log { .. } => {}
                         e => self.ev_r.push(e),
                     }
                 }
@@ -194,6 +197,7 @@ impl Pair {
                                         by_initiator: false,
                                         data,
                                     }),
+                                    Event::Log { .. } => {}
                                     e => self.ev_r.push(e),
                                 }
                             }

@@ -5,7 +5,7 @@
 //! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange); `scripts/e2e_diagnose.py` (the common
 //! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
 //! (Wireshark keys); `scripts/e2e_vpnctl.py` (the operator CLI's JSON documents and exit
-//! codes).
+//! codes); `scripts/e2e_logs.py` (iked's log lines).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -402,6 +402,22 @@ fn pq_ecp384_mlkem1024_establish_and_rekey() {
 #[test]
 fn pq_optional_mlkem_falls_back_with_strongswan() {
     pq_scenario("pq-strongswan");
+}
+
+// iked's log lines (scripts/e2e_logs.py, issue 14).
+
+/// ours <-> ours at debug (gw-b in JSON): charon-style trace lines, a wrong PSK's failure once
+/// per IKE SA on each side, IKEv1 datagrams logged 5 times then summed up, no PSK in a log.
+#[test]
+fn logs_one_line_per_event_json_and_trace() {
+    run_script("e2e_logs.py", "log-lines");
+}
+
+/// strongSwan proposes AH: our refusal says ESP only and cites RFC 8221, in the log and in
+/// `vpnctl list`.
+#[test]
+fn logs_ah_proposal_refused_in_plain_words() {
+    run_script("e2e_logs.py", "ah-strongswan");
 }
 
 /// `vpnctl keys --wireshark` (issue 14): tshark, given only the exported esp_sa and

@@ -207,12 +207,13 @@ impl IkeSa {
             SendCert::IfAsked => hs.peer_certreq.is_some(),
         };
         if !send {
+            let why = match a.send_cert {
+                SendCert::Never => "send_cert = never",
+                _ => "the peer sent no cert request",
+            };
             self.log(
                 tracing::Level::DEBUG,
-                format!(
-                    "not sending our certificate (send_cert = {:?}; the peer sent no cert request)",
-                    a.send_cert
-                ),
+                format!("not sending our certificate ({why})"),
             );
             return Vec::new();
         }

@@ -12,6 +12,7 @@ use super::super::frag::FragMode;
 use super::super::keys::{derive_ike_keys, IkeKeys, KeyLengths};
 use super::super::proposal::{describe, IkeProposal, IkeSuite};
 use super::super::sk::SkCrypto;
+use super::super::summary;
 use super::super::wire::{exchange, flags, payload, Header, Message, Payload};
 use super::{
     error_notify, find_notify, first, notify, notify_payload, random_spi, ChildRequest, Connection,
@@ -160,11 +161,10 @@ impl IkeSa {
                 vec![],
             ));
         }
-        let msg = Message {
+        let msg = self.emit_traced(Message {
             header: self.header(exchange::IKE_SA_INIT, 0, false),
             payloads,
-        }
-        .emit();
+        });
         init.request = msg.clone();
         // Every IKE_SA_INIT retry is message 0 again (§2.6, §1.2).
         self.next_mid = 1;
@@ -418,7 +418,7 @@ impl IkeSa {
         let mut sa = IkeSa::new(cfg, Role::Responder, local, remote);
         sa.last_heard = now;
         let reject = |sa: &mut IkeSa, hdr: Header, kind: u16, data: Vec<u8>, err: IkeError| {
-            let msg = Message {
+            let msg = sa.emit_traced(Message {
                 header: Header {
                     spi_r: 0,
                     flags: flags::RESPONSE,
@@ -427,14 +427,17 @@ impl IkeSa {
                     ..hdr
                 },
                 payloads: vec![notify_payload(kind, data)],
-            }
-            .emit();
+            });
             sa.send(msg);
             sa.events.push_back(Event::Failed(err));
             sa.events.drain(..).collect::<Vec<_>>()
         };
+        sa.trace(summary::received(remote, local, raw.len()));
         let msg = match Message::parse(raw) {
-            Ok(m) => m,
+            Ok(m) => {
+                sa.trace(summary::parsed(&m.header, &m.payloads));
+                m
+            }
             Err(e) => {
                 sa.events.push_back(Event::Failed(IkeError::Malformed {
                     what: format!("IKE_SA_INIT from {remote}: {e}"),
@@ -546,11 +549,10 @@ impl IkeSa {
                 vec![],
             ));
         }
-        let resp = Message {
+        let resp = sa.emit_traced(Message {
             header: sa.header(exchange::IKE_SA_INIT, 0, true),
             payloads,
-        }
-        .emit();
+        });
         sa.last_response = Some((0, vec![resp.clone()]));
         sa.peer_mid = 1;
         let expires = now + sa.half_open_ms();

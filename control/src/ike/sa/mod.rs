@@ -809,6 +809,12 @@ impl IkeSa {
         s.datagrams
     }
 
+    /// An unencrypted message (IKE_SA_INIT) on the wire, traced like a sealed one.
+    fn emit_traced(&mut self, m: Message) -> Vec<u8> {
+        self.trace(summary::generating(&m.header, &m.payloads));
+        m.emit()
+    }
+
     /// [`IkeSa::seal_with`] without the trace.
     fn seal_bytes(
         &self,
@@ -1136,7 +1142,11 @@ impl IkeSa {
             return;
         };
         if hdr.exchange == exchange::IKE_INTERMEDIATE {
-            // IntAuth needs the decrypted bytes, not just the payloads (RFC 9242 §3.3.2).
+            // IntAuth needs the decrypted bytes, not just the payloads (RFC 9242 §3.3.2):
+            // parsed here for the trace only.
+            if let Ok(p) = wire::parse_chain(opened.first, &opened.plain) {
+                self.trace(summary::parsed(&hdr, &p));
+            }
             self.frag_responses.clear();
             self.on_intermediate_response(now, opened, rng);
             self.pump(now, rng);
@@ -1240,7 +1250,11 @@ impl IkeSa {
             return;
         };
         if hdr.exchange == exchange::IKE_INTERMEDIATE {
-            // IntAuth needs the decrypted bytes, not just the payloads (RFC 9242 §3.3.2).
+            // IntAuth needs the decrypted bytes, not just the payloads (RFC 9242 §3.3.2):
+            // parsed here for the trace only.
+            if let Ok(p) = wire::parse_chain(opened.first, &opened.plain) {
+                self.trace(summary::parsed(&hdr, &p));
+            }
             self.on_intermediate_request(now, local, remote, hdr, opened, rng);
             return;
         }

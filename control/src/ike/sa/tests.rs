@@ -622,6 +622,196 @@ fn an_ike_rekey_moves_the_child_sas_with_their_rekeys_and_deletes() {
     assert_eq!(i.child_book_len(), 0);
 }
 
+/// The trace lines of `events` (`vpnctl trace`), in order.
+fn traces(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log {
+                trace: true,
+                message,
+                ..
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_message_is_traced_once_each_way_with_its_decrypted_payloads() {
+    let mut rng = Seeded(21);
+    let (ic, rc) = (conn(true), conn(false));
+    let first = ChildRequest {
+        child: 0,
+        inbound_spi: 0x100,
+    };
+    let mut i = IkeSa::initiate(ic.clone(), ic.local, ic.remote, first, true, 0, &mut rng);
+    let mut spis = Counter(0x200);
+    let (mut ti, mut tr) = (Vec::new(), Vec::new());
+    let all = |sa: &mut IkeSa, log: &mut Vec<Event>| {
+        let mut sends = Vec::new();
+        while let Some(e) = sa.poll_event() {
+            match e {
+                Event::Send { data, .. } => sends.push(data),
+                e => log.push(e),
+            }
+        }
+        sends
+    };
+    let m = all(&mut i, &mut ti);
+    let mut r = match IkeSa::respond(rc.clone(), rc.local, rc.remote, &m[0], 0, &mut rng) {
+        Ok(r) => r,
+        Err(e) => panic!("{e:?}"),
+    };
+    for _ in 0..2 {
+        for m in all(&mut r, &mut tr) {
+            i.handle(0, ic.local, ic.remote, &m, &mut rng, &mut spis);
+        }
+        for m in all(&mut i, &mut ti) {
+            r.handle(0, rc.local, rc.remote, &m, &mut rng, &mut spis);
+        }
+    }
+    all(&mut r, &mut tr);
+    assert_eq!(i.phase(), Phase::Established);
+    let (ti, tr) = (traces(&ti), traces(&tr));
+    let want_i = [
+        "generating IKE_SA_INIT request 0 [ SA KE No N(NATD_S_IP) N(NATD_D_IP) N(HASH_ALG) N(FRAG_SUP) ]",
+        "sending packet: from 192.0.2.1:500 to 192.0.2.2:500",
+        "received packet: from 192.0.2.2:500 to 192.0.2.1:500",
+        "parsed IKE_SA_INIT response 0 [ SA KE No N(NATD_S_IP) N(NATD_D_IP) N(HASH_ALG) N(FRAG_SUP) ]",
+        "generating IKE_AUTH request 1 [ IDi AUTH N(INIT_CONTACT) SA TSi TSr ]",
+        "sending packet: from 192.0.2.1:500 to 192.0.2.2:500",
+        "received packet: from 192.0.2.2:500 to 192.0.2.1:500",
+        "parsed IKE_AUTH response 1 [ IDr AUTH SA TSi TSr ]",
+    ];
+    assert_eq!(ti.len(), want_i.len(), "{ti:#?}");
+    for (got, want) in ti.iter().zip(want_i) {
+        assert!(got.starts_with(want), "{got} is not {want}…");
+    }
+    // The responder parses what the initiator generated, and the other way round.
+    let inner = |l: &str, verb: &str| l.strip_prefix(verb).map(str::to_string);
+    let gen_i: Vec<_> = ti.iter().filter_map(|l| inner(l, "generating ")).collect();
+    let parsed_r: Vec<_> = tr.iter().filter_map(|l| inner(l, "parsed ")).collect();
+    assert_eq!(gen_i, parsed_r);
+    let gen_r: Vec<_> = tr.iter().filter_map(|l| inner(l, "generating ")).collect();
+    let parsed_i: Vec<_> = ti.iter().filter_map(|l| inner(l, "parsed ")).collect();
+    assert_eq!(gen_r, parsed_i);
+}
+
+#[test]
+fn an_ah_proposal_is_refused_saying_esp_only_and_rfc_8221() {
+    let mut rng = Seeded(23);
+    let (mut i, mut r) = pair(&mut rng);
+    drain(&mut r);
+    let ah = super::super::wire::Proposal {
+        number: 1,
+        protocol: crate::ike::algnames::PROTO_AH,
+        spi: vec![0, 0, 1, 0x50],
+        transforms: vec![super::super::wire::Transform {
+            kind: super::super::wire::transform::INTEG,
+            id: 12,
+            key_len: None,
+        }],
+    };
+    let msg = request(
+        &mut i,
+        exchange::CREATE_CHILD_SA,
+        &[
+            Payload::Sa(vec![ah]),
+            Payload::Nonce(vec![5; 32]),
+            Payload::TsI(vec![parse_ts("10.1.0.0/16").unwrap()]),
+            Payload::TsR(vec![parse_ts("10.2.0.0/16").unwrap()]),
+        ],
+        &mut rng,
+    );
+    let (answer, ev) = deliver(&i, &mut r, &msg, &mut rng);
+    assert!(
+        has_notify(&answer, notify::NO_PROPOSAL_CHOSEN),
+        "{answer:?}"
+    );
+    let errs: Vec<&IkeError> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildFailed { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errs.len(), 1, "one failure: {ev:?}");
+    let IkeError::AhProposed { child, theirs } = errs[0] else {
+        panic!("not AhProposed: {:?}", errs[0]);
+    };
+    assert_eq!((child.as_str(), theirs.as_str()), ("net", "AH:sha256"));
+    let text = errs[0].to_string();
+    for want in [
+        "proposes AH (AH:sha256)",
+        "ESP only",
+        "RFC 8221",
+        "RFC 4301 §3.2",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    assert!(!text.contains("no ESP proposal in common"), "{text}");
+    // One failure, one line: the SA hands the error over and does not log it too.
+    let repeated = ev.iter().any(|e| {
+        matches!(e, Event::Log { message, .. } | Event::Ignored { what: message } if message.contains("proposes AH"))
+    });
+    assert!(!repeated, "{ev:?}");
+}
+
+#[test]
+fn a_failed_authentication_is_handed_over_once_and_not_logged_by_the_sa() {
+    let mut rng = Seeded(29);
+    let (ic, mut rc) = (conn(true), conn(false));
+    rc.psk = Zeroizing::new(b"another key".to_vec());
+    let first = ChildRequest {
+        child: 0,
+        inbound_spi: 0x100,
+    };
+    let mut i = IkeSa::initiate(ic.clone(), ic.local, ic.remote, first, true, 0, &mut rng);
+    let (m, _) = drain(&mut i);
+    let mut r = match IkeSa::respond(rc.clone(), rc.local, rc.remote, &m[0], 0, &mut rng) {
+        Ok(r) => r,
+        Err(e) => panic!("{e:?}"),
+    };
+    let mut spis = Counter(0x200);
+    let (mut ei, mut er) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (m, e) = drain(&mut r);
+        er.extend(e);
+        for m in m {
+            i.handle(0, ic.local, ic.remote, &m, &mut rng, &mut spis);
+        }
+        let (m, e) = drain(&mut i);
+        ei.extend(e);
+        for m in m {
+            r.handle(0, rc.local, rc.remote, &m, &mut rng, &mut spis);
+        }
+    }
+    for (who, ev) in [("initiator", &ei), ("responder", &er)] {
+        let failed: Vec<String> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Failed(f) => Some(f.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "{who}: {ev:?}");
+        let again = ev
+            .iter()
+            .any(|e| matches!(e, Event::Log { message, .. } if message.contains(&failed[0])));
+        assert!(!again, "{who} logged its failure itself too: {ev:?}");
+        // No secret at any level: the PSKs do not appear in any line.
+        for e in ev.iter() {
+            if let Event::Log { message, .. } = e {
+                assert!(
+                    !message.contains("another key") && !message.contains(" k "),
+                    "{message}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn both_ends_export_the_same_sk_keys_named_by_role_and_debug_hides_them() {
     let mut rng = Seeded(7);
