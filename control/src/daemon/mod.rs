@@ -358,7 +358,7 @@ impl Daemon {
                 .map(|c| c.stale.len())
                 .sum();
             if stale > 0 {
-                let line = format!("the dataplane holds {stale} SAs of a previous iked: they keep forwarding until their children are negotiated again (at most {} s)", self.opts.stale_timeout_ms / 1000);
+                let line = format!("the dataplane holds SAs of a previous iked ({stale}): they keep forwarding until their children are negotiated again (at most {} s)", self.opts.stale_timeout_ms / 1000);
                 self.event(now, tracing::Level::INFO, "event", EventAt::default(), line);
                 self.stale_deadline = Some(now + self.opts.stale_timeout_ms);
             }
