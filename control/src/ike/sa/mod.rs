@@ -797,11 +797,16 @@ impl IkeSa {
     fn sealed(&mut self, header: Header, payloads: &[Payload], s: Sealed) -> Vec<Vec<u8>> {
         self.trace(summary::generating(&header, payloads));
         if s.datagrams.len() > 1 {
-            self.trace(format!(
-                "splitting IKE message ({} bytes) into {} fragments",
-                s.whole_len,
-                s.datagrams.len()
-            ));
+            // An event, not only a trace line: fragmentation is what an operator looks for
+            // when IKE_AUTH does not get through (RFC 7383), so it shows at the default level.
+            self.log(
+                tracing::Level::INFO,
+                format!(
+                    "splitting IKE message ({} bytes) into {} fragments",
+                    s.whole_len,
+                    s.datagrams.len()
+                ),
+            );
         }
         if let Some(w) = s.warning {
             self.log(tracing::Level::WARN, w);
@@ -1421,10 +1426,13 @@ impl IkeSa {
         }
         let m = pushed.message?;
         self.frag_stats.messages_reassembled += 1;
-        self.trace(format!(
+        self.log(
+            tracing::Level::INFO,
+            format!(
             "received fragment #{number} of {total}, reassembled fragmented IKE message ({} bytes)",
             m.plain.len()
-        ));
+        ),
+        );
         Some(m)
     }
 
