@@ -424,7 +424,7 @@ fn match_rule(exprs: &[Value]) -> Option<RuleMatch> {
                         udp = true;
                     }
                 }
-                _ => {}
+                _ => {} // other matches (addresses, interfaces, ...) only narrow the rule: the rule text keeps them
             }
             let opt = if op == "==" || op == "in" {
                 String::new()
