@@ -1,6 +1,8 @@
 //! Benchmark helpers shared by the criterion benches and `vpnbench`.
 #![forbid(unsafe_code)]
 
+pub mod vpnbench;
+
 /// An IPv4/UDP packet of `len` bytes (zero payload) from 10.1.0.10 to 10.2.0.20: the inner
 /// packet the ESP benchmarks encapsulate.
 pub fn inner_packet(len: usize) -> Vec<u8> {

@@ -1,0 +1,1 @@
+//! TODO(issue 15): HdrHistogram helpers (record, merge, percentiles → schema::Percentiles).

@@ -1,0 +1,1 @@
+//! TODO(issue 15): the IMIX packet-size generator.
