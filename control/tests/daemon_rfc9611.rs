@@ -109,10 +109,23 @@ fn both_sides_bind_one_child_sa_per_worker_beside_the_fallback() {
         w.nodes[0].dp.verdict(ip("10.1.0.5"), ip("10.2.0.5")),
         "protected"
     );
-    let l = w.list("a");
-    assert!(l.contains("(worker 0)") && l.contains("(worker 1)"), "{l}");
-    let l = w.list("b");
-    assert!(l.contains("(worker 1)"), "the responder binds too: {l}");
+    // The list document (what `vpnctl list --json` prints) names each SA's worker.
+    for name in ["a", "b"] {
+        let now = w.now;
+        let r = w
+            .node(name)
+            .daemon
+            .handle_request(now, control::daemon::command::Request::List { conn: None });
+        let workers: Vec<Option<u64>> = r.data["connections"][0]["children"][0]["sas"]
+            .as_array()
+            .expect("sas listed")
+            .iter()
+            .map(|sa| sa["worker"].as_u64())
+            .collect();
+        let mut sorted = workers.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![None, Some(0), Some(1)], "{name}: {workers:?}");
+    }
 }
 
 #[test]

@@ -189,6 +189,8 @@ fn clone_sa(c: &ChildSa) -> ChildSa {
         local: c.local,
         remote: c.remote,
         udp_encap: c.udp_encap,
+        resource: c.resource,
+        add_resources: c.add_resources,
     }
 }
 

@@ -45,8 +45,6 @@ impl Daemon {
                     .any(|i| i.ike_spi != ike_spi && i.outbound_installed));
         let reqid = self.conns[ci].children[k].cfg.reqid;
         let (mut inbound, mut outbound) = sa_installs(&child, reqid, nat, local, remote, false);
-        // RFC 9611: a per-resource Child SA's outbound SA serves its worker only.
-        outbound.resource = child.resource;
         // RFC 4301 §4.4.2.1: byte and packet limits are the dataplane's to count; the soft
         // ones spread at random per SA, like the time limits.
         let limits = self.conns[ci].cfg.connection.children[k]

@@ -245,10 +245,10 @@ impl ChildBook {
     pub(super) fn len(&self) -> usize {
         self.pending.len() + self.retiring.len() + self.peer_rekeys.len() + self.resource_for.len()
     }
+    /// (A spare SPI reused for another rekey is bound anew, never to a stale resource.)
     fn bind(&mut self, spi: u32, resource: u16) {
-        if !self.resource_for.iter().any(|(s, _)| *s == spi) {
-            self.resource_for.push((spi, resource));
-        }
+        self.resource_for.retain(|(s, _)| *s != spi);
+        self.resource_for.push((spi, resource));
     }
     fn bound(&self, spi: u32) -> Option<u16> {
         self.resource_for
@@ -351,13 +351,16 @@ impl IkeSa {
                 rts = o.remote_ts.clone();
             }
             // RFC 9611: the successor of a per-resource Child SA is bound where it was.
-            if let Some(r) = self
+            match self
                 .children
                 .iter()
                 .find(|x| x.inbound_spi == old)
                 .and_then(|x| x.resource)
             {
-                self.book.bind(req.inbound_spi, r);
+                Some(r) => self.book.bind(req.inbound_spi, r),
+                None => {
+                    self.book.take_bound(req.inbound_spi);
+                }
             }
             // §1.3.3: REKEY_SA names the SA being rekeyed by our inbound SPI of it (the
             // peer finds it as its outbound one), as strongSwan does.
