@@ -235,7 +235,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                             warn!(worker = w, core = id, "could not pin to core");
                         }
                     }
-                    let mut worker = Worker::new(io, db, hops, st, gw, batch).with_events(ev_tx);
+                    let mut worker = Worker::new(io, db, hops, st, gw, batch)
+                        .with_events(ev_tx)
+                        .with_index(w as u16);
                     worker.run(&stop);
                 })
                 .map_err(|e| format!("spawn worker {w}: {e}"))?,
