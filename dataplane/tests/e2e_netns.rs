@@ -556,3 +556,56 @@ fn vpnbench_e2e_smoke() {
         "{json}"
     );
 }
+
+// vpnbench (issue 15).
+
+/// `vpnbench afxdp --smoke`: the AF_XDP generator in client-a sends 2000 packets at 64 and
+/// 1420 B through our tunnel to the AF_XDP sink in client-b; every one must arrive exactly
+/// once (no loss, no duplicate) and be in the latency histogram. Counts, not speed.
+#[test]
+fn vpnbench_afxdp_smoke_counts_exactly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
+    let Some(py) = python().filter(|_| is_root()) else {
+        assert!(
+            !required,
+            "vpnbench afxdp smoke: needs root and the scapy venv"
+        );
+        eprintln!("SKIPPED vpnbench afxdp smoke: needs root and .venv (scripts/install-deps.sh)");
+        return;
+    };
+    let dataplane = PathBuf::from(env!("CARGO_BIN_EXE_dataplane"));
+    let vpnbench = dataplane.with_file_name("vpnbench");
+    assert!(
+        vpnbench.exists(),
+        "{} is missing: build the workspace (cargo build --workspace --bins)",
+        vpnbench.display()
+    );
+    let out_dir = std::env::temp_dir().join(format!("vpnbench-smoke-{}", std::process::id()));
+    let out = Command::new(&vpnbench)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .args(["afxdp", "--smoke", "--dataplane"])
+        .arg(&dataplane)
+        .env("VPN_PYTHON", &py)
+        .output()
+        .expect("run vpnbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "vpnbench afxdp --smoke failed:\n{text}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("afxdp.json")).unwrap())
+            .unwrap();
+    let _cleanup = std::fs::remove_dir_all(&out_dir);
+    let rows = doc["afxdp"].as_array().expect("afxdp rows");
+    assert_eq!(rows.len(), 2, "{doc}");
+    for r in rows {
+        assert_eq!(r["sent"], 2000, "{r}");
+        assert_eq!(r["received"], 2000, "{r}");
+        assert_eq!(r["latency"]["samples"], 2000, "{r}");
+        assert_eq!(r["loss_ratio"], 0.0, "{r}");
+    }
+}
