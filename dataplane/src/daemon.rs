@@ -257,6 +257,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                     }
                     let mut worker = Worker::new(io, db, hops, st, gw, batch)
                         .with_events(ev_tx)
+                        .with_index(w as u16)
                         .with_latency_policy(idle_polls, aqm_limit, aqm_interval);
                     worker.run(&stop);
                 })

@@ -126,6 +126,8 @@ struct OutboundEntry {
     /// When it was installed (the installer's counter): if the SA carrying a reqid's
     /// traffic is deleted, the most recently installed one left takes over.
     order: u64,
+    /// The worker it is bound to (RFC 9611 per-resource SA), or `None`: the reqid's fallback.
+    resource: Option<u16>,
 }
 
 /// Applies control records to the SA database.
@@ -367,6 +369,7 @@ impl Installer {
                 if reqid as usize >= self.db.outbound.capacity() {
                     return Err(InstallError::Reqid(reqid, self.db.outbound.capacity()));
                 }
+                let resource = sa.resource;
                 let new = OutboundSa::new(sa.config).map_err(bad)?;
                 let slot;
                 // An update replaces the SA in place: it keeps its place in the install
@@ -377,7 +380,11 @@ impl Installer {
                         new.set_last_seq(old.sa.last_seq());
                         new.set_lease(old.sa.lease());
                         slot = old.inst.slot;
-                        replaces = Some((old.order, self.is_current(reqid, &old.sa)));
+                        replaces = Some((
+                            old.order,
+                            self.carries(reqid, old.resource, &old.sa),
+                            old.resource,
+                        ));
                     }
                     Some(_) => return Err(InstallError::DuplicateOutbound { spi, reqid }),
                     None => {
@@ -401,16 +408,17 @@ impl Installer {
                 }
                 let new = Arc::new(new);
                 let order = match replaces {
-                    Some((order, current)) => {
+                    Some((order, current, old_resource)) => {
                         if current {
-                            self.db.outbound.store(reqid, Some(Arc::clone(&new)));
+                            self.carry(reqid, old_resource, Some(Arc::clone(&new)));
                         }
                         order
                     }
                     None => {
                         // The newest SA of a reqid carries its traffic (make-before-break
                         // rekey): one atomic swap, seen by every worker at its next load.
-                        self.db.outbound.store(reqid, Some(Arc::clone(&new)));
+                        // A per-resource SA (RFC 9611) carries only its worker's.
+                        self.carry(reqid, resource, Some(Arc::clone(&new)));
                         self.next_order += 1;
                         self.next_order
                     }
@@ -421,11 +429,13 @@ impl Installer {
                         inst: Installed { reqid, name, slot },
                         sa: new,
                         order,
+                        resource,
                     },
                 );
                 tracing::debug!(
                     spi = format_args!("{spi:#010x}"),
                     reqid,
+                    ?resource,
                     "outbound SA installed"
                 );
             }
@@ -454,21 +464,44 @@ impl Installer {
                 self.free_slot(gone.inst.slot);
                 // Deleting an SA that no longer carries the reqid's traffic (the old one
                 // after a rekey) leaves the slot alone: workers never see a change.
-                if self.is_current(reqid, &gone.sa) {
+                if self.carries(reqid, gone.resource, &gone.sa) {
                     // The most recently installed SA left takes over (e.g. the winner of
                     // a rekey collision when the redundant, newer SA is deleted) — in one
                     // swap, so no worker finds the slot empty while another SA exists.
+                    // Fallback and per-resource SAs (RFC 9611) each succeed their own kind.
                     let next = self
                         .outbound
                         .range((reqid, 0)..=(reqid, u32::MAX))
+                        .filter(|(_, e)| e.resource == gone.resource)
                         .max_by_key(|(_, e)| e.order)
                         .map(|(_, e)| Arc::clone(&e.sa));
-                    self.db.outbound.store(reqid, next);
+                    self.carry(reqid, gone.resource, next);
                 }
             }
         }
         tracing::debug!(spi = format_args!("{spi:#010x}"), ?direction, "SA deleted");
         Ok(())
+    }
+
+    /// Whether `sa` carries `reqid`'s traffic now: the fallback (`resource` `None`), or
+    /// worker `resource`'s (RFC 9611).
+    fn carries(&self, reqid: u32, resource: Option<u16>, sa: &Arc<OutboundSa>) -> bool {
+        match resource {
+            None => self.is_current(reqid, sa),
+            Some(w) => self.db.outbound.is_bound(reqid, w, sa),
+        }
+    }
+
+    /// Make `sa` carry `reqid`'s traffic: as the fallback, or for worker `resource` only.
+    fn carry(&self, reqid: u32, resource: Option<u16>, sa: Option<Arc<OutboundSa>>) {
+        match resource {
+            None => {
+                self.db.outbound.store(reqid, sa);
+            }
+            Some(w) => {
+                self.db.outbound.store_bound(reqid, w, sa);
+            }
+        }
     }
 
     /// Whether `sa` is the one carrying `reqid`'s traffic now.
@@ -522,6 +555,7 @@ impl Installer {
             self.db.outbound.store(reqid, None);
             self.free_slot(e.inst.slot);
         }
+        self.db.outbound.clear_bound();
         tracing::info!("flushed every SA and policy");
         Ok(())
     }
@@ -673,12 +707,77 @@ mod tests {
                 direction,
                 reqid,
                 update,
+                resource: None,
                 config: cfg,
             },
         )
         .unwrap();
         b.truncate(n);
         b
+    }
+
+    /// An outbound SA bound to worker `w` (RFC 9611 per-resource SA).
+    fn bound_sa(spi: u32, reqid: u32, w: u16) -> Vec<u8> {
+        let mut rec = sa(Direction::Outbound, spi, reqid, false);
+        let ControlRecord::AddSa { txid, mut sa } = records::decode(&rec).unwrap() else {
+            unreachable!()
+        };
+        sa.resource = Some(w);
+        rec.resize(records::MAX_RECORD, 0);
+        let n = encode_add_sa(&mut rec, txid, &sa).unwrap();
+        rec.truncate(n);
+        rec
+    }
+
+    #[test]
+    fn per_resource_sas_carry_only_their_workers_traffic() {
+        let db = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i = Installer::new(Arc::clone(&db));
+        let (mut st, mut out) = (Recorded::default(), Vec::new());
+        let spi_of = |sa: Option<Arc<OutboundSa>>| sa.map(|s| s.spi());
+        let fallback = |db: &SaDb| db.outbound.get(3).and_then(|g| g.as_ref().map(|s| s.spi()));
+        i.apply_bytes(&sa(Direction::Outbound, 0x100, 3, false), &mut st, &mut out);
+        i.apply_bytes(&bound_sa(0x200, 3, 0), &mut st, &mut out);
+        i.apply_bytes(&bound_sa(0x201, 3, 1), &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        // The bound SAs do not take the reqid's slot: the fallback still carries the rest.
+        assert_eq!(fallback(&db), Some(0x100));
+        assert_eq!(spi_of(db.outbound.get_bound(3, 0)), Some(0x200));
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x201));
+        assert_eq!(
+            spi_of(db.outbound.get_bound(3, 2)),
+            None,
+            "no SA for worker 2"
+        );
+        assert_eq!(
+            spi_of(db.outbound.get_bound(4, 0)),
+            None,
+            "nor for another reqid"
+        );
+        // A rekey of worker 1's SA: the new one takes over, deleting the old one changes
+        // nothing, and the fallback is untouched throughout.
+        i.apply_bytes(&bound_sa(0x301, 3, 1), &mut st, &mut out);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x301));
+        let mut b = [0u8; 64];
+        let n = encode_delete_sa(&mut b, 9, Direction::Outbound, 0x201, 3);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x301));
+        assert_eq!(fallback(&db), Some(0x100));
+        // Deleting worker 0's only SA sends worker 0 back to the fallback; deleting the
+        // fallback leaves the bound SAs alone.
+        let n = encode_delete_sa(&mut b, 10, Direction::Outbound, 0x200, 3);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 0)), None);
+        let n = encode_delete_sa(&mut b, 11, Direction::Outbound, 0x100, 3);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        assert_eq!(fallback(&db), None, "no bound SA became the fallback");
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x301));
+        // A flush unbinds everything.
+        let n = records::encode_flush(&mut b, 12);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), None);
     }
 
     fn policy(id: u32, dst: &str, reqid: u32) -> Vec<u8> {
@@ -1001,6 +1100,7 @@ mod loom_tests {
             direction: Direction::Outbound,
             reqid: REQID,
             update: false,
+            resource: None,
             config: cfg,
         };
         let n = encode_add_sa(&mut b, spi, &sa).unwrap();

@@ -828,6 +828,7 @@ pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
             direction: sa.direction,
             reqid,
             update: false,
+            resource: None,
             config: sa.config.clone(),
         };
         let n = encode_add_sa(&mut buf, out.len() as u32 + 1, &inst)

@@ -82,6 +82,8 @@ pub struct Worker<I: WorkerIo> {
     epoch: Instant,
     /// Empty polls before the worker blocks in `WorkerIo::idle`.
     idle_polls: u32,
+    /// This worker's index: the resource its per-resource SAs are bound to (RFC 9611).
+    index: u16,
 }
 
 /// Defaults of the loop's latency policy (see `Worker::with_latency_policy`).
@@ -158,6 +160,7 @@ impl<I: WorkerIo> Worker<I> {
             aqm: std::array::from_fn(|_| Aqm::new(policy::AQM_LIMIT, policy::AQM_INTERVAL)),
             epoch: Instant::now(),
             idle_polls: policy::IDLE_POLLS,
+            index: 0,
         }
     }
 
@@ -195,6 +198,13 @@ impl<I: WorkerIo> Worker<I> {
                 .count(WorkerCounter::rx_bytes(side), f.len() as u64);
             self.drop_frame(f, WorkerDrop::AqmStandingQueue);
         }
+    }
+
+    /// This worker is worker `index` of the dataplane: outbound, it prefers the SAs bound to
+    /// it (RFC 9611 per-resource SAs) over a reqid's shared fallback SA.
+    pub fn with_index(mut self, index: u16) -> Self {
+        self.index = index;
+        self
     }
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
@@ -313,7 +323,7 @@ impl<I: WorkerIo> Worker<I> {
         self.receive(Side::Inside, &mut rx);
         let n = rx.len();
         // The current run: packets for one reqid, and its SA (loaded once per run).
-        let mut current: Option<(u32, Option<OutboundGuard>)> = None;
+        let mut current: Option<(u32, Option<OutboundRef>)> = None;
         for mut f in rx.drain(..) {
             let Some((peer_mac, our_mac)) = self.strip_l2(Side::Inside, &mut f) else {
                 self.drop_frame(f, WorkerDrop::NotIp);
@@ -352,7 +362,7 @@ impl<I: WorkerIo> Worker<I> {
                         if let Some((r, Some(sa))) = current.take() {
                             self.seal_run(r, sa_of(&sa), table);
                         }
-                        current = Some((reqid, self.db.outbound.get(reqid)));
+                        current = Some((reqid, self.outbound_sa(reqid)));
                     }
                     let Some(shape) = current
                         .as_ref()
@@ -576,9 +586,31 @@ impl<I: WorkerIo> Worker<I> {
 
 type OutboundGuard = crate::sync::swap::Guard<Option<Arc<OutboundSa>>>;
 
-fn sa_of(g: &OutboundGuard) -> &OutboundSa {
-    g.as_ref()
-        .expect("ReqidTable::get returns only occupied slots")
+/// The outbound SA of a run: this worker's own (RFC 9611), or the reqid's shared fallback.
+enum OutboundRef {
+    Bound(Arc<OutboundSa>),
+    Shared(OutboundGuard),
+}
+
+fn sa_of(r: &OutboundRef) -> &OutboundSa {
+    match r {
+        OutboundRef::Bound(sa) => sa,
+        OutboundRef::Shared(g) => g
+            .as_ref()
+            .expect("ReqidTable::get returns only occupied slots"),
+    }
+}
+
+impl<I: WorkerIo> Worker<I> {
+    /// RFC 9611 §4: the per-resource SA bound to this worker for `reqid`, else the fallback
+    /// SA every worker shares. Loaded once per run of packets.
+    #[inline]
+    fn outbound_sa(&self, reqid: u32) -> Option<OutboundRef> {
+        match self.db.outbound.get_bound(reqid, self.index) {
+            Some(sa) => Some(OutboundRef::Bound(sa)),
+            None => self.db.outbound.get(reqid).map(OutboundRef::Shared),
+        }
+    }
 }
 
 /// Rate limit of control-plane events per worker: one per key per second, and at most
