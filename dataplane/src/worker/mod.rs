@@ -89,9 +89,7 @@ pub struct Worker<I: WorkerIo> {
 /// Defaults of the loop's latency policy (see `Worker::with_latency_policy`).
 pub mod policy {
     use std::time::Duration;
-    /// Empty polls before blocking: few, so a worker sharing its core with others (the
-    /// other gateway, the clients, softirqs) gives the core up at once and is woken with a
-    /// sleeper's credit when packets come, instead of spending its slice spinning.
+    /// Empty polls before blocking in poll(2) (a few tens of microseconds of spinning).
     pub const IDLE_POLLS: u32 = 64;
     /// Packets left in a side's rings after a batch above which the queue counts as
     /// standing (one batch: a worker that keeps up leaves less).
