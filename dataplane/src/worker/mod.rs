@@ -84,14 +84,14 @@ pub struct Worker<I: WorkerIo> {
     epoch: Instant,
     /// Empty polls before the worker blocks in `WorkerIo::idle`.
     idle_polls: u32,
+    /// This worker's index: the resource its per-resource SAs are bound to (RFC 9611).
+    index: u16,
 }
 
 /// Defaults of the loop's latency policy (see `Worker::with_latency_policy`).
 pub mod policy {
     use std::time::Duration;
-    /// Empty polls before blocking: few, so a worker sharing its core with others (the
-    /// other gateway, the clients, softirqs) gives the core up at once and is woken with a
-    /// sleeper's credit when packets come, instead of spending its slice spinning.
+    /// Empty polls before blocking in poll(2) (a few tens of microseconds of spinning).
     pub const IDLE_POLLS: u32 = 64;
     /// Packets left in a side's rings after a batch above which the queue counts as
     /// standing (one batch: a worker that keeps up leaves less).
@@ -161,6 +161,7 @@ impl<I: WorkerIo> Worker<I> {
             aqm: std::array::from_fn(|_| Aqm::new(policy::AQM_LIMIT, policy::AQM_INTERVAL)),
             epoch: Instant::now(),
             idle_polls: policy::IDLE_POLLS,
+            index: 0,
         }
     }
 
