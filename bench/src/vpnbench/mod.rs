@@ -10,7 +10,9 @@ pub mod hist;
 pub mod imix;
 pub mod output;
 pub mod pipeline;
+pub mod pipeline_port;
 pub mod report;
+pub mod report_plot;
 pub mod sa_scale;
 pub mod schema;
 

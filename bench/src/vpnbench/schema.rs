@@ -202,9 +202,17 @@ pub struct SaScaleRow {
 pub struct GcmRow {
     /// "ours-vaes-avx2", "ring", "ipsec-mb", ...
     pub implementation: String,
+    /// 128 or 256.
+    pub key_bits: usize,
+    /// "seal", "open" or "esp-encap" (the full ESP encap of an inner packet of `bytes`).
+    pub op: String,
     pub bytes: usize,
     pub ns_per_op: f64,
     pub gbps: f64,
+    /// On our best path's row: the faster baseline at this size ("ring", "ipsec-mb").
+    pub best_baseline: String,
+    /// On our best path's row: ours / that baseline, median of paired rounds (< 1: faster).
+    pub ours_over_best_baseline: f64,
 }
 
 /// One goal of issue 15 as measured.
