@@ -78,11 +78,16 @@ class Driver:
              "--xdp-mode", "driver"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            line = sink.stderr.readline()
-            if line.strip() != "ready":
-                sink.kill()
-                out, err = sink.communicate(timeout=5)
-                raise RuntimeError(f"sink did not start: {line}{err}")
+            seen = []
+            while True:  # readiness: the sink's "ready" line (anything before it is logged)
+                line = sink.stderr.readline()
+                if line.strip() == "ready":
+                    break
+                seen.append(line)
+                if not line:
+                    sink.kill()
+                    sink.wait()
+                    raise RuntimeError("sink did not start: " + "".join(seen))
             args = [self.vpnbench, "xsk", "gen", "--ifname", "ca0", "--src-mac", self.src_mac,
                     "--dst-mac", self.dst_mac, "--src-ip", lab.case.client("a"),
                     "--dst-ip", lab.case.client("b"), "--size", str(size), "--rate", str(rate),

@@ -271,8 +271,19 @@ fn sink(o: &Opts) -> Result<SinkReport, BenchError> {
     let mut umem = Umem::new(FRAMES, FRAME_SIZE).map_err(|e| setup("UMEM", e))?;
     let mut socks: Vec<XskSocket> = Vec::new();
     for q in 0..queues {
-        let s = XskSocket::bind(&umem, ifx, q, BindMode::Auto, RING, socks.first())
-            .map_err(|e| setup(&format!("AF_XDP socket on {ifname} queue {q}"), e))?;
+        // The previous point's sink released this queue, but the kernel frees an AF_XDP
+        // socket asynchronously: EBUSY for a moment. Retry for up to 3 s.
+        let mut tries = 0;
+        let s = loop {
+            match XskSocket::bind(&umem, ifx, q, BindMode::Auto, RING, socks.first()) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && tries < 300 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(setup(&format!("AF_XDP socket on {ifname} queue {q}"), e)),
+            }
+        };
         socks.push(s);
     }
     let mut xdp = XdpSteering::load().map_err(|e| setup("XDP program", e))?;
