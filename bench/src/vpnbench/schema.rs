@@ -194,6 +194,22 @@ pub struct SaScaleRow {
     pub ring_installs_per_s: f64,
     /// Inbound SPI lookup in a worker's replica, random SPIs, ns each.
     pub lookup_ns: f64,
+    /// The parts of `static_install_seconds`: TOML parse, installer, worker replicas.
+    pub static_parse_seconds: f64,
+    pub static_apply_seconds: f64,
+    pub static_replicas_seconds: f64,
+    pub static_file_bytes: u64,
+    /// Wall time of the ring installs.
+    pub ring_seconds: f64,
+    /// `lookup_ns` one lookup at a time (no batching).
+    pub lookup_single_ns: f64,
+    /// Lookups over a small set of SPIs repeated (its SAs stay in cache), batched and not.
+    pub lookup_hot_batch_ns: f64,
+    pub lookup_hot_single_ns: f64,
+    /// Resident-set growth of installing this many SAs through the ring.
+    pub ring_rss_bytes: u64,
+    /// `size_of::<InboundSa>()` (heap parts of an SA not included).
+    pub inbound_sa_bytes: u64,
 }
 
 /// The AES-GCM engine against the baselines in the same process.

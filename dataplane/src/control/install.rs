@@ -1065,6 +1065,142 @@ mod tests {
             "resumes above everything leased"
         );
     }
+
+    /// Figures, not a check: a static file of 10k and 100k SAs (half inbound with manual
+    /// SPIs, half outbound, a policy per outbound SA) parsed and installed, and 1M inbound
+    /// AddSa records through the shared-memory ring with two worker replicas kept in step.
+    /// `cargo test --release -p dataplane --lib install_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore = "prints figures; run by hand in release"]
+    fn install_figures() {
+        use crate::shm::{RingDir, ShmFile};
+        use std::fmt::Write;
+        use std::time::{Duration, Instant};
+        for n in [10_000usize, 100_000] {
+            let mut text = String::new();
+            for i in 0..n {
+                let (dir, spi) = if i < n / 2 {
+                    ("in", 0x1000 + i)
+                } else {
+                    ("out", 0x0100_0000 + i)
+                };
+                let _ = write!(
+                    text,
+                    "[[sa]]\nname = \"sa{i}\"\ndirection = \"{dir}\"\nspi = {spi}\nproposal = \"aes128gcm16\"\nenc_key = \"{:08x}0102030405060708090a0b0c0d0e0f10111213\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.{}.{}\"\n\n",
+                    i as u32,
+                    (i >> 8) & 0xff,
+                    i & 0xff
+                );
+            }
+            for i in n / 2..n {
+                let d = std::net::Ipv4Addr::from(0x0a80_0000u32 + i as u32);
+                let _ = write!(
+                    text,
+                    "[[policy]]\nsrc = \"10.1.0.0/16\"\ndst = \"{d}/32\"\naction = \"protect\"\nsa = \"sa{i}\"\n\n"
+                );
+            }
+            let t = Instant::now();
+            let cfg = crate::control::static_sa::StaticConfig::parse(
+                std::path::Path::new("x.toml"),
+                &text,
+            )
+            .unwrap();
+            let parse = t.elapsed().as_secs_f64();
+            let db = Arc::new(SaDb::new());
+            let mut inst = Installer::new(Arc::clone(&db));
+            let t = Instant::now();
+            install_static(&mut inst, &cfg, &mut NoSteering).unwrap();
+            let apply = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let reps: Vec<_> = (0..2).map(|_| db.replica()).collect();
+            let rep = t.elapsed().as_secs_f64();
+            assert_eq!(inst.counts(), (n, n - n / 2));
+            assert_eq!(reps[0].data().inbound.len(), n / 2);
+            eprintln!(
+                "static {n} SAs: parse {parse:.3} s, install {apply:.3} s, 2 replicas {rep:.3} s, total {:.3} s",
+                parse + apply + rep
+            );
+        }
+        let n = 1_000_000usize;
+        let db = Arc::new(SaDb::new());
+        let mut inst = Installer::new(Arc::clone(&db));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (mut r, stop) = (db.replica(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        r.sync();
+                        std::thread::yield_now();
+                    }
+                    r.sync();
+                    r.data().inbound.len()
+                })
+            })
+            .collect();
+        let name = format!("vpnring-figures-{}", std::process::id());
+        let shm = ShmFile::create(&name, 4096, records::SLOT_SIZE).unwrap();
+        let mut p = shm.producer(RingDir::ToDataplane);
+        let mut c = shm.consumer(RingDir::ToDataplane);
+        let t = Instant::now();
+        let producer = std::thread::spawn(move || {
+            let mut b = vec![0u8; records::MAX_RECORD];
+            for i in 0..n {
+                let spi = crate::sa::satable::compose(1, i as u32);
+                let cfg = SaConfig::tunnel(
+                    spi,
+                    EspTransform::AES_GCM_128,
+                    SaKeys::new(&[i as u8; 20], &[]),
+                    [192, 0, 2, 1].into(),
+                    [198, 51, 100, 1].into(),
+                );
+                let sa = SaInstall {
+                    direction: Direction::Inbound,
+                    reqid: 0,
+                    update: false,
+                    config: cfg,
+                };
+                let k = encode_add_sa(&mut b, i as u32, &sa).unwrap();
+                p.push(&b[..k], Duration::from_secs(30)).unwrap();
+            }
+        });
+        let mut b = vec![0u8; records::MAX_RECORD];
+        let mut out = Vec::new();
+        let mut got = 0;
+        while got < n {
+            let mut drained = 0;
+            while drained < 4096 {
+                let Some(k) = c.pop(&mut b) else { break };
+                inst.apply_bytes(&b[..k], &mut NoSteering, &mut out);
+                drained += 1;
+            }
+            if drained == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            got += drained;
+            assert!(db.wait_replicas(Duration::from_secs(5)));
+            assert!(out.iter().all(|a| matches!(
+                a,
+                DataplaneRecord::Ack {
+                    status: status::OK,
+                    ..
+                }
+            )));
+            out.clear();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        producer.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in workers {
+            assert_eq!(w.join().unwrap(), n);
+        }
+        let _ = ShmFile::unlink(&name);
+        eprintln!(
+            "ring {n} inbound SAs, 2 replicas: {secs:.3} s, {:.0} installs/s",
+            n as f64 / secs
+        );
+    }
 }
 
 /// Model checks (loom) of the outbound switch: every interleaving of a worker's loads with

@@ -45,8 +45,16 @@ pub enum Change {
     InboundClear,
 }
 
-/// A worker's own view of the inbound SAs (see [`SpiReplica`]).
+/// A worker's own view of the inbound SAs (see [`SpiReplica`]; many SPIs at once:
+/// [`SpiReplica::get_batch`]).
 pub type InboundReplica = SpiReplica<InboundSa>;
+
+impl crate::esp::InboundSaLookup for InboundReplica {
+    #[inline]
+    fn lookup(&self, spi: u32) -> Option<&InboundSa> {
+        self.get(spi)
+    }
+}
 
 /// What a worker reads: its SPD and inbound SAs.
 #[derive(Default)]
