@@ -28,6 +28,9 @@ pub struct BenchDoc {
     pub pipeline: Vec<PipelineRow>,
     pub afxdp: Vec<AfxdpPoint>,
     pub e2e: Vec<E2eRow>,
+    /// `vpnbench e2e`: per configuration, the medians over its rounds of `e2e` (each field's
+    /// median on its own; `rounds` says how many rounds).
+    pub e2e_median: Vec<E2eRow>,
     pub sa_scale: Vec<SaScaleRow>,
     pub gcm: Vec<GcmRow>,
     /// The goals of issue 15, measured in this run (only those the run could measure).
@@ -165,6 +168,19 @@ pub struct E2eRow {
     /// Offloads as configured for this row ("off" in the tunnel topologies, "default" for the
     /// plain-forwarding reference with offloads).
     pub offloads: String,
+    /// Retransmits of the 1-stream TCP run (`tcp_retransmits` is the 4-stream run's).
+    pub tcp_1_retransmits: u64,
+    /// How `small_rx_pps` was measured: "xsk" (the AF_XDP generator) or "iperf3-udp64"
+    /// (iperf3 UDP, 64-byte payloads, unlimited rate, 2 streams: a stand-in that tops out
+    /// near 100 kpps).
+    pub small_method: String,
+    /// Probes without a reply in the idle and loaded RTT runs (ping every 2 ms).
+    pub rtt_idle_lost: u64,
+    pub rtt_loaded_lost: u64,
+    /// Throughput of the saturating TCP stream during `rtt_loaded`.
+    pub rtt_loaded_gbps: f64,
+    /// Rounds this row stands for: 1 in `e2e`, the number of rounds in `e2e_median`.
+    pub rounds: u32,
 }
 
 /// SA table scale: installs and lookups at 1k/100k/1M SAs.

@@ -6,9 +6,11 @@
 //! per run of consecutive packets of the same SA, the next-hop table once per batch, and
 //! counters are published once per batch.
 
+pub mod aqm;
 mod counters;
 pub mod icmp;
 
+pub use aqm::Aqm;
 pub use counters::{WorkerCounter, WorkerDrop, WorkerStats};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -76,6 +78,34 @@ pub struct Worker<I: WorkerIo> {
     verdicts: Vec<Verdict>,
     /// This worker's index: the resource its per-resource SAs are bound to (RFC 9611).
     index: u16,
+    /// Bounded queueing per side's receive rings (index: [`side_index`]).
+    aqm: [Aqm; 2],
+    /// A time passed to the AQM when the backlog is under its limit (it reads no clock then).
+    epoch: Instant,
+    /// Empty polls before the worker blocks in `WorkerIo::idle`.
+    idle_polls: u32,
+}
+
+/// Defaults of the loop's latency policy (see `Worker::with_latency_policy`).
+pub mod policy {
+    use std::time::Duration;
+    /// Empty polls before blocking: few, so a worker sharing its core with others (the
+    /// other gateway, the clients, softirqs) gives the core up at once and is woken with a
+    /// sleeper's credit when packets come, instead of spending its slice spinning.
+    pub const IDLE_POLLS: u32 = 64;
+    /// Packets left in a side's rings after a batch above which the queue counts as
+    /// standing (one batch: a worker that keeps up leaves less).
+    pub const AQM_LIMIT: usize = 64;
+    /// How long a standing queue may last before the first drop (CoDel's interval, sized
+    /// for the sub-millisecond RTTs of a LAN-to-LAN tunnel).
+    pub const AQM_INTERVAL: Duration = Duration::from_millis(1);
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Outside => 0,
+        Side::Inside => 1,
+    }
 }
 
 /// Decrement the TTL / hop limit of the IP packet at the start of `d` (RFC 1812 §5.3.1).
@@ -128,6 +158,45 @@ impl<I: WorkerIo> Worker<I> {
             run: Vec::with_capacity(batch),
             verdicts: vec![Verdict::Forward; batch],
             index: 0,
+            aqm: std::array::from_fn(|_| Aqm::new(policy::AQM_LIMIT, policy::AQM_INTERVAL)),
+            epoch: Instant::now(),
+            idle_polls: policy::IDLE_POLLS,
+        }
+    }
+
+    /// The loop's latency policy: empty polls before blocking, and the AQM's standing-queue
+    /// limit (packets; 0 turns it off) and interval.
+    pub fn with_latency_policy(
+        mut self,
+        idle_polls: u32,
+        aqm_limit: usize,
+        aqm_interval: Duration,
+    ) -> Self {
+        self.idle_polls = idle_polls;
+        self.aqm = std::array::from_fn(|_| Aqm::new(aqm_limit, aqm_interval));
+        self
+    }
+
+    /// Receive a batch from `side` into `rx`; then let the AQM look at what is left in the
+    /// rings and drop the batch's head if the queue has been standing (RFC 8289 head drop).
+    fn receive(&mut self, side: Side, rx: &mut Vec<Frame<I::Buf>>) {
+        self.io.recv(side, rx, self.batch);
+        let aqm = &mut self.aqm[side_index(side)];
+        if rx.is_empty() || aqm.is_off() {
+            return;
+        }
+        let backlog = self.io.rx_backlog(side);
+        let now = if backlog > aqm.limit() {
+            Instant::now()
+        } else {
+            self.epoch
+        };
+        if aqm.on_batch(now, backlog) {
+            let f = rx.remove(0);
+            self.local.count(WorkerCounter::rx_packets(side), 1);
+            self.local
+                .count(WorkerCounter::rx_bytes(side), f.len() as u64);
+            self.drop_frame(f, WorkerDrop::AqmStandingQueue);
         }
     }
 
@@ -182,7 +251,7 @@ impl<I: WorkerIo> Worker<I> {
         while !stop.load(Ordering::Relaxed) {
             if self.poll_once() == 0 {
                 idle_rounds += 1;
-                if idle_rounds > 64 {
+                if idle_rounds > self.idle_polls {
                     self.io.idle();
                 }
             } else {
@@ -251,7 +320,7 @@ impl<I: WorkerIo> Worker<I> {
     /// Inside → outside: policy, encapsulation.
     fn inside_batch(&mut self, table: &HopTable) -> usize {
         let mut rx = std::mem::take(&mut self.rx);
-        self.io.recv(Side::Inside, &mut rx, self.batch);
+        self.receive(Side::Inside, &mut rx);
         let n = rx.len();
         // The current run: packets for one reqid, and its SA (loaded once per run).
         let mut current: Option<(u32, Option<OutboundRef>)> = None;
@@ -429,7 +498,7 @@ impl<I: WorkerIo> Worker<I> {
         // worker counts and transmits.
         let replica = self.replica.take();
         let mut rx = std::mem::take(&mut self.rx);
-        self.io.recv(Side::Outside, &mut rx, self.batch);
+        self.receive(Side::Outside, &mut rx);
         let n = rx.len();
         let mut current: Option<u32> = None;
         for mut f in rx.drain(..) {
