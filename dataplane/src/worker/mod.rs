@@ -76,8 +76,6 @@ pub struct Worker<I: WorkerIo> {
     rx: Vec<Frame<I::Buf>>,
     run: Vec<Frame<I::Buf>>,
     verdicts: Vec<Verdict>,
-    /// This worker's index: the resource its per-resource SAs are bound to (RFC 9611).
-    index: u16,
     /// Bounded queueing per side's receive rings (index: [`side_index`]).
     aqm: [Aqm; 2],
     /// A time passed to the AQM when the backlog is under its limit (it reads no clock then).
@@ -157,7 +155,6 @@ impl<I: WorkerIo> Worker<I> {
             rx: Vec::with_capacity(batch),
             run: Vec::with_capacity(batch),
             verdicts: vec![Verdict::Forward; batch],
-            index: 0,
             aqm: std::array::from_fn(|_| Aqm::new(policy::AQM_LIMIT, policy::AQM_INTERVAL)),
             epoch: Instant::now(),
             idle_polls: policy::IDLE_POLLS,
