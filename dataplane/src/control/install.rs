@@ -1158,6 +1158,7 @@ mod tests {
                     direction: Direction::Inbound,
                     reqid: 0,
                     update: false,
+                    resource: None,
                     config: cfg,
                 };
                 let k = encode_add_sa(&mut b, i as u32, &sa).unwrap();
