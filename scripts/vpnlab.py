@@ -76,6 +76,15 @@ def ns_exec(ns: str, *args: str, **kw) -> subprocess.CompletedProcess:
     return sh("ip", "netns", "exec", ns, *args, **kw)
 
 
+def gateway_cores(side: str, workers: int, cpus: list[int] | None = None) -> list[int]:
+    """The cores gw-`side`'s workers are pinned to: gw-a from the first allowed CPU up, gw-b
+    from the middle, so the two gateways' workers (both on one machine here) do not stack on
+    one core (with 1 worker each on 2 cores: a on the first, b on the second)."""
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else cpus
+    start = 0 if side == "a" else len(cpus) // 2
+    return [cpus[(start + i) % len(cpus)] for i in range(max(workers, 1))]
+
+
 def sa_file(case: Case, side: str) -> str:
     """The SA/policy TOML for gateway `side` ('a' or 'b')."""
     other = "b" if side == "a" else "a"
@@ -443,6 +452,9 @@ class Lab:
             stats.unlink()
         gw = "ga" if side == "a" else "gb"
         self.mount_bpffs()
+        extra = list(extra or [])
+        if not any(x == "--cores" or x.startswith("--cores=") for x in extra):
+            extra += ["--cores", ",".join(map(str, gateway_cores(side, self.case.workers)))]
         log = open(self.workdir / f"{side}.log", "a")
         cmd = ["ip", "netns", "exec", self.ns(f"gw-{side}"), self.dataplane,
                "--outside", f"{gw}-out", "--inside", f"{gw}-in", *keys, "--pin-dir", str(self.pin_dir(side)),

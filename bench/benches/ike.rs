@@ -48,6 +48,7 @@ fn conn(initiator: bool, ike: &str) -> Connection {
         psk: Zeroizing::new(b"a benchmark pre-shared key".to_vec()),
         ike: vec![ike.parse().unwrap()],
         children: vec![ChildCfg {
+            per_resource: 0,
             name: "net".into(),
             esp: vec!["aes128gcm16".parse::<EspProposal>().unwrap()],
             local_ts: vec![parse_ts(lts).unwrap()],

@@ -55,6 +55,7 @@ fn bench_install(c: &mut Criterion) {
                             direction: Direction::Inbound,
                             reqid: 0,
                             update: false,
+                            resource: None,
                             config: cfg,
                         };
                         let n = encode_add_sa(&mut buf, i, &inst).unwrap();

@@ -271,6 +271,10 @@ pub struct ChildSaReport {
     pub expire_in_s: Option<f64>,
     pub local_ts: Vec<String>,
     pub remote_ts: Vec<String>,
+    /// RFC 9611: the dataplane worker this per-resource Child SA's outbound SA is bound to;
+    /// `None` for the ordinary (fallback) Child SA every worker may use. Added in schema 1.
+    #[serde(default)]
+    pub worker: Option<u16>,
 }
 
 /// One failure of a connection, classified for `vpnctl diagnose`.

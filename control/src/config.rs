@@ -162,6 +162,33 @@ pub struct ChildConfig {
     /// Anti-replay window of the inbound SAs in packets (swanctl `replay_window`); 0 turns
     /// the check off. [`DEFAULT_REPLAY_WINDOW`] unless configured.
     pub replay_window: u32,
+    /// RFC 9611 per-resource Child SAs (`per_resource_sas`).
+    pub per_resource_sas: PerResource,
+}
+
+/// `per_resource_sas`: RFC 9611 per-resource Child SAs beside the ordinary (fallback) one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PerResource {
+    /// `"off"` (the default): one Child SA, shared by every dataplane worker.
+    #[default]
+    Off,
+    /// `"auto"`: one per dataplane worker (from the dataplane's `RING.info`), none with a
+    /// single worker.
+    Auto,
+    /// A number: that many (1..=64).
+    Count(u16),
+}
+
+impl PerResource {
+    /// How many to negotiate and accept with `workers` dataplane workers.
+    pub fn resolve(self, workers: usize) -> u16 {
+        match self {
+            PerResource::Off => 0,
+            PerResource::Auto if workers >= 2 => workers.min(64) as u16,
+            PerResource::Auto => 0,
+            PerResource::Count(n) => n,
+        }
+    }
 }
 
 /// Our default anti-replay window: larger than strongSwan's 32 because several workers send
@@ -324,6 +351,8 @@ struct RawChild {
     rand_packets: Option<Spanned<toml::Value>>,
     #[serde(default)]
     replay_window: Option<Spanned<i64>>,
+    #[serde(default)]
+    per_resource_sas: Option<Spanned<toml::Value>>,
 }
 
 /// `[secrets.NAME]`: a pre-shared key (`id` and `secret`) or a private key file (`file`).
@@ -1658,6 +1687,22 @@ fn conn_config(
                 w as u32
             }
         };
+        let per_resource_sas = match &ch.per_resource_sas {
+            None => PerResource::Off,
+            Some(v) => match v.get_ref() {
+                toml::Value::String(s) if s == "off" || s == "no" => PerResource::Off,
+                toml::Value::String(s) if s == "auto" => PerResource::Auto,
+                toml::Value::Integer(0) => PerResource::Off,
+                toml::Value::Integer(n) if (1..=64).contains(n) => PerResource::Count(*n as u16),
+                other => {
+                    return Err(lines.err(
+                        v.span(),
+                        g("per_resource_sas"),
+                        format!("{other}: use \"auto\" (one per dataplane worker), \"off\", or 1 ..= 64 (RFC 9611 per-resource Child SAs)"),
+                    ))
+                }
+            },
+        };
         children.push(ChildConfig {
             name: child.clone(),
             start_action,
@@ -1665,8 +1710,10 @@ fn conn_config(
             close_action,
             reqid,
             replay_window,
+            per_resource_sas,
         });
         child_cfgs.push(ChildCfg {
+            per_resource: per_resource_sas.resolve(1),
             name: child.clone(),
             esp,
             local_ts,

@@ -198,6 +198,21 @@ impl SendGate {
     }
 }
 
+/// How many workers the dataplane on ring `ring` runs (its `/dev/shm/RING.info`), for
+/// `per_resource_sas = "auto"` (RFC 9611); 1 when it cannot be read (the dataplane starts
+/// later): then "auto" negotiates no per-resource Child SA, and says so.
+pub fn dataplane_workers(ring: &str) -> usize {
+    match dataplane::shm::info::DataplaneInfo::read(&dataplane::shm::info::info_path(ring)) {
+        Ok(i) => i.workers.len().max(1),
+        Err(e) => {
+            tracing::info!(
+                "dataplane workers unknown ({e}): per_resource_sas = \"auto\" means none"
+            );
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

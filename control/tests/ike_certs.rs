@@ -104,6 +104,7 @@ fn conn(initiator: bool, local_id: &str, remote_id: &str, auth: AuthConfig) -> C
         psk: Zeroizing::new(b"a pre-shared key for the mismatch tests".to_vec()),
         ike: vec!["aes256gcm16-prfsha384-ecp384".parse().unwrap()],
         children: vec![ChildCfg {
+            per_resource: 0,
             name: "net".into(),
             esp: vec!["aes256gcm16".parse::<EspProposal>().unwrap()],
             local_ts: vec![parse_ts(lts).unwrap()],

@@ -45,6 +45,7 @@ fn conn(initiator: bool, ike: &str, mode: FragMode, n_ts: usize) -> Connection {
         psk: Zeroizing::new(b"s3cret".to_vec()),
         ike: vec![ike.parse().unwrap()],
         children: vec![ChildCfg {
+            per_resource: 0,
             name: "net".into(),
             esp: vec!["aes128gcm16".parse::<EspProposal>().unwrap()],
             local_ts: selectors(l, n_ts),

@@ -55,6 +55,7 @@ fn conn(initiator: bool, ike: &str, esp: &str) -> Connection {
         psk: Zeroizing::new(b"post-quantum".to_vec()),
         ike: ike.split(',').map(|s| s.parse().unwrap()).collect(),
         children: vec![ChildCfg {
+            per_resource: 0,
             name: "net".into(),
             esp: vec![esp.parse::<EspProposal>().unwrap()],
             local_ts: vec![parse_ts(lts).unwrap()],

@@ -66,6 +66,7 @@ fn conn(initiator: bool, esp: &str, life: ChildLifetime) -> Connection {
         psk: Zeroizing::new(b"k".to_vec()),
         ike: vec![P.parse().unwrap()],
         children: vec![ChildCfg {
+            per_resource: 0,
             name: "net".into(),
             esp: esp
                 .split(',')
@@ -188,6 +189,8 @@ fn clone_sa(c: &ChildSa) -> ChildSa {
         local: c.local,
         remote: c.remote,
         udp_encap: c.udp_encap,
+        resource: c.resource,
+        add_resources: c.add_resources,
     }
 }
 

@@ -27,6 +27,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn child(name: &str, lts: &str, rts: &str) -> ChildCfg {
     ChildCfg {
+        per_resource: 0,
         name: name.into(),
         esp: vec!["aes128gcm16".parse::<EspProposal>().unwrap()],
         local_ts: vec![parse_ts(lts).unwrap()],

@@ -33,6 +33,7 @@ const R_SPI: u32 = 0x8000_0002;
 
 fn child(name: &str, lts: &str, rts: &str, esp: &str) -> ChildCfg {
     ChildCfg {
+        per_resource: 0,
         name: name.into(),
         esp: esp
             .split(',')

@@ -4,7 +4,7 @@
 //! arguments and handles signals.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,8 @@ pub struct Config {
     pub counter_slots: usize,
     /// Poll-mode workers.
     pub workers: usize,
-    /// CPU cores to pin the workers to, by worker (default: the machine's, round-robin).
+    /// CPU cores to pin the workers to, by worker (default: [`choose_cores`]: cores no
+    /// other running dataplane uses first).
     pub cores: Vec<usize>,
     pub xdp_mode: AttachMode,
     pub bind: BindMode,
@@ -55,6 +56,13 @@ pub struct Config {
     pub frames: u32,
     /// Packets per batch.
     pub batch: usize,
+    /// Entries of each AF_XDP ring.
+    pub ring_size: u32,
+    /// Empty polls before an idle worker blocks.
+    pub idle_polls: u32,
+    /// The workers' AQM: standing-queue limit in packets (0: off) and interval.
+    pub aqm_limit: usize,
+    pub aqm_interval: Duration,
     /// Write counters as JSON here every `stats_interval` and at exit.
     pub stats_file: Option<PathBuf>,
     pub stats_interval: Duration,
@@ -157,6 +165,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let afcfg = AfXdpConfig {
         frames: cfg.frames,
         bind: cfg.bind,
+        ring_size: cfg.ring_size,
         ..AfXdpConfig::default()
     };
     let mut ios = Vec::new();
@@ -206,17 +215,26 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
 
     let hops = Arc::new(HopCache::default());
     let (ev_tx, ev_rx) = std::sync::mpsc::channel::<WorkerEvent>();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let others = if cfg.cores.is_empty() {
+        cores_of_other_dataplanes(Path::new("/dev/shm"))
+    } else {
+        Vec::new()
+    };
+    let chosen = choose_cores(workers, &cfg.cores, &allowed, &others);
+    if cfg.cores.is_empty() {
+        info!(cores = ?chosen, taken_by_other_dataplanes = ?others, "worker cores chosen (free cores first; --cores to choose)");
+    }
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::default()))
         .collect();
     let mut threads = Vec::new();
     for (w, io) in ios.into_iter().enumerate() {
-        let core = cfg
-            .cores
-            .get(w)
-            .copied()
-            .or_else(|| cores.get(w % cores.len().max(1)).map(|c| c.id));
+        let core = chosen.get(w).copied().flatten();
         info_workers[w].core = core.map(|c| c as u32);
         let (db, hops, st, stop, ev_tx) = (
             Arc::clone(&db),
@@ -226,6 +244,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             ev_tx.clone(),
         );
         let batch = cfg.batch;
+        let (idle_polls, aqm_limit, aqm_interval) =
+            (cfg.idle_polls, cfg.aqm_limit, cfg.aqm_interval);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("worker-{w}"))
@@ -235,7 +255,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                             warn!(worker = w, core = id, "could not pin to core");
                         }
                     }
-                    let mut worker = Worker::new(io, db, hops, st, gw, batch).with_events(ev_tx);
+                    let mut worker = Worker::new(io, db, hops, st, gw, batch)
+                        .with_events(ev_tx)
+                        .with_index(w as u16)
+                        .with_latency_policy(idle_polls, aqm_limit, aqm_interval);
                     worker.run(&stop);
                 })
                 .map_err(|e| format!("spawn worker {w}: {e}"))?,
@@ -298,4 +321,116 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         let _ = std::fs::remove_file(path); // absent already: nothing to remove
     }
     Ok(())
+}
+
+/// The core of each of `workers` workers. `given` (`--cores`) wins where it names one;
+/// otherwise cores of `allowed` (this process's affinity) that no other dataplane on this
+/// machine uses (`taken`, one entry per worker of theirs) come first, then the least-used
+/// taken ones, so two dataplanes on one machine (both gateways of the demo and benchmarks)
+/// do not stack their workers on one core while another idles. Empty `allowed` (affinity
+/// unknown): no pinning beyond `given`.
+pub fn choose_cores(
+    workers: usize,
+    given: &[usize],
+    allowed: &[usize],
+    taken: &[usize],
+) -> Vec<Option<usize>> {
+    // Allowed cores ordered by how many other workers use them (stable: lower id first).
+    let mut order: Vec<(usize, usize)> = allowed
+        .iter()
+        .map(|&c| (taken.iter().filter(|&&t| t == c).count(), c))
+        .collect();
+    order.sort();
+    (0..workers)
+        .map(|w| {
+            given.get(w).copied().or_else(|| {
+                // Workers past the given list take the order from its start.
+                let k = w - given.len().min(w);
+                (!order.is_empty()).then(|| order[k % order.len()].1)
+            })
+        })
+        .collect()
+}
+
+/// The cores the workers of other running dataplanes are pinned to, from the info files
+/// they publish in `dir` (`*.info`; see `shm::info`). Files of dead processes and of this
+/// one are skipped. Best effort: two dataplanes starting at the same instant may not see
+/// each other (pass `--cores` to be sure).
+pub fn cores_of_other_dataplanes(dir: &Path) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".info"))
+        .filter_map(|e| DataplaneInfo::read(&e.path()).ok())
+        .filter(|i| i.pid != me && Path::new(&format!("/proc/{}", i.pid)).exists())
+        .flat_map(|i| i.workers.into_iter().filter_map(|w| w.core))
+        .map(|c| c as usize)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_cores_come_first() {
+        // The other gateway's worker sits on core 0: ours goes to core 1.
+        assert_eq!(choose_cores(1, &[], &[0, 1], &[0]), vec![Some(1)]);
+        // Nothing else runs: worker i on core i.
+        assert_eq!(choose_cores(2, &[], &[0, 1], &[]), vec![Some(0), Some(1)]);
+        // Two workers, core 0 taken: the free core first, then the taken one.
+        assert_eq!(choose_cores(2, &[], &[0, 1], &[0]), vec![Some(1), Some(0)]);
+        // More workers than cores: round-robin over the order.
+        assert_eq!(
+            choose_cores(3, &[], &[0, 1], &[1]),
+            vec![Some(0), Some(1), Some(0)]
+        );
+        // Least-used taken core first when none is free.
+        assert_eq!(
+            choose_cores(1, &[], &[0, 1, 2], &[0, 0, 1, 2, 2]),
+            vec![Some(1)]
+        );
+    }
+
+    #[test]
+    fn given_cores_win_and_unknown_affinity_pins_nothing() {
+        assert_eq!(choose_cores(2, &[1], &[0, 1], &[1]), vec![Some(1), Some(0)]);
+        assert_eq!(choose_cores(1, &[], &[], &[0]), vec![None]);
+    }
+
+    #[test]
+    fn other_dataplanes_are_read_from_their_info_files() {
+        let dir = std::env::temp_dir().join(format!("dp-cores-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let worker = |core| WorkerInfo {
+            core,
+            ..WorkerInfo::default()
+        };
+        // pid 1 is alive; our own pid and a pid beyond pid_max are skipped.
+        let live = DataplaneInfo {
+            pid: 1,
+            workers: vec![worker(Some(3)), worker(None)],
+            ..DataplaneInfo::default()
+        };
+        live.write(&dir.join("a.info")).unwrap();
+        let me = DataplaneInfo {
+            pid: std::process::id(),
+            workers: vec![worker(Some(5))],
+            ..DataplaneInfo::default()
+        };
+        me.write(&dir.join("b.info")).unwrap();
+        let dead = DataplaneInfo {
+            pid: u32::MAX - 1,
+            workers: vec![worker(Some(7))],
+            ..DataplaneInfo::default()
+        };
+        dead.write(&dir.join("c.info")).unwrap();
+        std::fs::write(dir.join("d.info"), "not json").unwrap();
+        let got = cores_of_other_dataplanes(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, vec![3]);
+    }
 }

@@ -5,7 +5,8 @@
 //! `scripts/e2e_pq.py` (hybrid ML-KEM key exchange); `scripts/e2e_diagnose.py` (the common
 //! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
 //! (Wireshark keys); `scripts/e2e_vpnctl.py` (the operator CLI's JSON documents and exit
-//! codes); `scripts/e2e_logs.py` (iked's log lines).
+//! codes); `scripts/e2e_logs.py` (iked's log lines); `vpnbench e2e`'s short smoke run
+//! (`scripts/vpnbench_e2e.py`, plain forwarding and ours with one worker).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -483,4 +484,128 @@ fn metrics_endpoint_during_traffic() {
 #[test]
 fn vpnctl_json_documents_and_exit_codes() {
     vpnctl_scenario("vpnctl-json");
+}
+
+/// `vpnbench e2e --only plain,ours-1w --rounds 1 --seconds 1` (issue 15): the benchmark's
+/// namespace driver builds its topology, runs plain forwarding and ours with one worker, and
+/// `e2e.json` has a row for each with throughput and RTT samples measured (not their speed).
+#[test]
+fn vpnbench_e2e_smoke() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
+    if !is_root() || python().is_none() {
+        assert!(!required, "vpnbench e2e smoke: needs root and the venv");
+        eprintln!("SKIPPED vpnbench e2e smoke: needs root and .venv (scripts/install-deps.sh)");
+        return;
+    }
+    let dataplane = PathBuf::from(env!("CARGO_BIN_EXE_dataplane"));
+    let vpnbench = dataplane.with_file_name("vpnbench");
+    assert!(
+        vpnbench.exists(),
+        "{} is missing: build the workspace (cargo build --workspace --bins)",
+        vpnbench.display()
+    );
+    let out_dir = std::env::temp_dir().join(format!("vpnbench-e2e-smoke-{}", std::process::id()));
+    let out = Command::new(&vpnbench)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .args([
+            "e2e",
+            "--only",
+            "plain,ours-1w",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+        ])
+        .arg("--dataplane")
+        .arg(&dataplane)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", vpnbench.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "vpnbench e2e failed:\n{text}");
+    let json = std::fs::read_to_string(out_dir.join("e2e.json")).expect("e2e.json written");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("e2e.json is JSON");
+    let rows = doc["e2e"].as_array().expect("an e2e section");
+    let mut configs: Vec<&str> = rows.iter().filter_map(|r| r["config"].as_str()).collect();
+    configs.sort_unstable();
+    assert_eq!(configs, ["ours-1w", "plain"], "{json}");
+    for r in rows {
+        for field in ["tcp_1_stream_gbps", "tcp_4_streams_gbps", "small_rx_pps"] {
+            assert!(
+                r[field].as_f64().unwrap_or(0.0) > 0.0,
+                "{field} of {}: {json}",
+                r["config"]
+            );
+        }
+        assert!(r["rtt_idle"]["samples"].as_u64().unwrap_or(0) > 0, "{json}");
+        assert!(
+            r["rtt_loaded"]["samples"].as_u64().unwrap_or(0) > 0,
+            "{json}"
+        );
+    }
+    assert_eq!(
+        doc["e2e_median"].as_array().map(Vec::len),
+        Some(2),
+        "{json}"
+    );
+}
+
+// vpnbench (issue 15).
+
+/// `vpnbench afxdp --smoke`: the AF_XDP generator in client-a sends 2000 packets at 64 and
+/// 1420 B through our tunnel to the AF_XDP sink in client-b; every one must arrive exactly
+/// once (no loss, no duplicate) and be in the latency histogram. Counts, not speed.
+#[test]
+fn vpnbench_afxdp_smoke_counts_exactly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let required = std::env::var("VPN_REQUIRE_ROOT").as_deref() == Ok("1");
+    let Some(py) = python().filter(|_| is_root()) else {
+        assert!(
+            !required,
+            "vpnbench afxdp smoke: needs root and the scapy venv"
+        );
+        eprintln!("SKIPPED vpnbench afxdp smoke: needs root and .venv (scripts/install-deps.sh)");
+        return;
+    };
+    let dataplane = PathBuf::from(env!("CARGO_BIN_EXE_dataplane"));
+    let vpnbench = dataplane.with_file_name("vpnbench");
+    assert!(
+        vpnbench.exists(),
+        "{} is missing: build the workspace (cargo build --workspace --bins)",
+        vpnbench.display()
+    );
+    let out_dir = std::env::temp_dir().join(format!("vpnbench-smoke-{}", std::process::id()));
+    let out = Command::new(&vpnbench)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .args(["afxdp", "--smoke", "--dataplane"])
+        .arg(&dataplane)
+        .env("VPN_PYTHON", &py)
+        .output()
+        .expect("run vpnbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "vpnbench afxdp --smoke failed:\n{text}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("afxdp.json")).unwrap())
+            .unwrap();
+    let _cleanup = std::fs::remove_dir_all(&out_dir);
+    let rows = doc["afxdp"].as_array().expect("afxdp rows");
+    assert_eq!(rows.len(), 2, "{doc}");
+    for r in rows {
+        assert_eq!(r["sent"], 2000, "{r}");
+        assert_eq!(r["received"], 2000, "{r}");
+        assert_eq!(r["latency"]["samples"], 2000, "{r}");
+        assert_eq!(r["loss_ratio"], 0.0, "{r}");
+    }
 }

@@ -60,6 +60,7 @@ impl Control {
             direction: Direction::Outbound,
             reqid: REQID,
             update: false,
+            resource: None,
             config: cfg,
         };
         let n = records::encode_add_sa(&mut b, self.txid, &sa).unwrap();

@@ -97,6 +97,10 @@ pub struct E2eArgs {
     /// Install the peers first (boringtun-cli via cargo, Debian wireguard-go, strongSwan).
     #[arg(long)]
     pub install: bool,
+    /// Summarize a recorded run of scripts/vpnbench_e2e.py (its --out file) instead of
+    /// measuring: percentiles, medians, ratios and goals from the recorded rows.
+    #[arg(long)]
+    pub driver_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

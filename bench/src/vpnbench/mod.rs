@@ -2,6 +2,8 @@
 //! around [`run`]; each subcommand is a module that writes one [`schema::BenchDoc`].
 
 pub mod afxdp;
+pub mod afxdp_pkt;
+pub mod afxdp_xsk;
 pub mod cli;
 pub mod e2e;
 pub mod hist;

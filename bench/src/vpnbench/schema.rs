@@ -28,6 +28,9 @@ pub struct BenchDoc {
     pub pipeline: Vec<PipelineRow>,
     pub afxdp: Vec<AfxdpPoint>,
     pub e2e: Vec<E2eRow>,
+    /// `vpnbench e2e`: per configuration, the medians over its rounds of `e2e` (each field's
+    /// median on its own; `rounds` says how many rounds).
+    pub e2e_median: Vec<E2eRow>,
     pub sa_scale: Vec<SaScaleRow>,
     pub gcm: Vec<GcmRow>,
     /// The goals of issue 15, measured in this run (only those the run could measure).
@@ -165,6 +168,19 @@ pub struct E2eRow {
     /// Offloads as configured for this row ("off" in the tunnel topologies, "default" for the
     /// plain-forwarding reference with offloads).
     pub offloads: String,
+    /// Retransmits of the 1-stream TCP run (`tcp_retransmits` is the 4-stream run's).
+    pub tcp_1_retransmits: u64,
+    /// How `small_rx_pps` was measured: "xsk" (the AF_XDP generator) or "iperf3-udp64"
+    /// (iperf3 UDP, 64-byte payloads, unlimited rate, 2 streams: a stand-in that tops out
+    /// near 100 kpps).
+    pub small_method: String,
+    /// Probes without a reply in the idle and loaded RTT runs (ping every 2 ms).
+    pub rtt_idle_lost: u64,
+    pub rtt_loaded_lost: u64,
+    /// Throughput of the saturating TCP stream during `rtt_loaded`.
+    pub rtt_loaded_gbps: f64,
+    /// Rounds this row stands for: 1 in `e2e`, the number of rounds in `e2e_median`.
+    pub rounds: u32,
 }
 
 /// SA table scale: installs and lookups at 1k/100k/1M SAs.
@@ -178,6 +194,22 @@ pub struct SaScaleRow {
     pub ring_installs_per_s: f64,
     /// Inbound SPI lookup in a worker's replica, random SPIs, ns each.
     pub lookup_ns: f64,
+    /// The parts of `static_install_seconds`: TOML parse, installer, worker replicas.
+    pub static_parse_seconds: f64,
+    pub static_apply_seconds: f64,
+    pub static_replicas_seconds: f64,
+    pub static_file_bytes: u64,
+    /// Wall time of the ring installs.
+    pub ring_seconds: f64,
+    /// `lookup_ns` one lookup at a time (no batching).
+    pub lookup_single_ns: f64,
+    /// Lookups over a small set of SPIs repeated (its SAs stay in cache), batched and not.
+    pub lookup_hot_batch_ns: f64,
+    pub lookup_hot_single_ns: f64,
+    /// Resident-set growth of installing this many SAs through the ring.
+    pub ring_rss_bytes: u64,
+    /// `size_of::<InboundSa>()` (heap parts of an SA not included).
+    pub inbound_sa_bytes: u64,
 }
 
 /// The AES-GCM engine against the baselines in the same process.

@@ -141,6 +141,7 @@ fn run(args: Args) -> Result<(), String> {
         wall_clock_base_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        dataplane_workers: shell::dataplane_workers(&args.ring),
         ..Options::default()
     };
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;

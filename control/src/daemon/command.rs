@@ -328,7 +328,10 @@ impl Daemon {
     /// torn down and set up again; added ones are set up. A bad file changes nothing.
     pub fn reload(&mut self, now: u64, new: Result<IkedConfig, String>) -> Reply {
         let new = match new {
-            Ok(n) => n,
+            Ok(mut n) => {
+                super::resolve_resources(&mut n, self.opts.dataplane_workers);
+                n
+            }
             Err(e) => {
                 let text = format!("{e}; keeping the running configuration");
                 let line = format!("reload refused: {text}");

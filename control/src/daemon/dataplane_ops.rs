@@ -163,12 +163,15 @@ pub fn sa_installs(
         direction: Direction::Inbound,
         reqid,
         update: false,
+        resource: None,
         config: mk(c.inbound_spi, &c.keys_in, local.ip(), remote.ip()),
     };
     let outbound = SaInstall {
         direction: Direction::Outbound,
         reqid,
         update,
+        // RFC 9611: a per-resource Child SA's outbound SA serves its worker only.
+        resource: c.resource,
         config: mk(c.outbound_spi, &c.keys_out, local.ip(), remote.ip()),
     };
     (inbound, outbound)

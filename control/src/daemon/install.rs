@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use super::conn::InstalledChild;
 use super::dataplane_ops::{acquire_reqid, narrowed_policies, sa_installs, DpOp};
 use super::{ts_list, Daemon};
-use crate::ike::sa::{ChildSa, Role};
+use crate::ike::sa::{ChildRequest, ChildSa, Role};
 
 impl Daemon {
     /// A Child SA is up (fresh, or the successor of a rekey): inbound SA first, then — if
@@ -96,13 +96,17 @@ impl Daemon {
             c.stale_until = Some(now + self.opts.stale_grace_ms);
         }
         let line = format!(
-            "Child SA {} installed: in {:#010x}, out {:#010x}, {} === {}, {}, reqid {reqid}{}",
+            "Child SA {} installed: in {:#010x}, out {:#010x}, {} === {}, {}, reqid {reqid}{}{}",
             child.name,
             child.inbound_spi,
             child.outbound_spi,
             ts_list(&child.local_ts),
             ts_list(&child.remote_ts),
             child.proposal,
+            match child.resource {
+                Some(w) => format!(", bound to worker {w} (RFC 9611)"),
+                None => String::new(),
+            },
             if outbound_now {
                 ""
             } else {
@@ -114,6 +118,38 @@ impl Daemon {
         for op in ops {
             self.dp(op);
         }
+    }
+
+    /// RFC 9611 §4: the fallback Child SA of child `name` is up on IKE SA `ike_spi` and the
+    /// peer does per-resource Child SAs: ask for one per resource (dataplane worker), each
+    /// with the fallback's selectors. Those the peer refuses (TS_MAX_QUEUE) are not retried;
+    /// their workers send on the fallback.
+    pub(super) fn negotiate_resources(&mut self, now: u64, ci: usize, ike_spi: u64, name: &str) {
+        let Some(k) = self.conns[ci].child_by_name(name) else {
+            return;
+        };
+        let n = self.conns[ci].cfg.connection.children[k].per_resource;
+        for r in 0..n {
+            let inbound_spi = self.spis.alloc(&mut *self.rng);
+            let req = ChildRequest {
+                child: k,
+                inbound_spi,
+            };
+            let Some(e) = self.sas.get_mut(&ike_spi) else {
+                self.spis.release(inbound_spi);
+                return;
+            };
+            if let Err(err) = e.sa.create_resource_child(now, req, r, &mut *self.rng) {
+                self.spis.release(inbound_spi);
+                let line = format!("cannot ask for per-resource Child SA {r} of {name}: {err}");
+                let at = self.at_sa(ike_spi);
+                self.event(now, tracing::Level::WARN, "event", at, line);
+                return;
+            }
+        }
+        let line = format!("child {name}: the peer does per-resource Child SAs (RFC 9611): asking for {n}, one per dataplane worker");
+        let at = self.at_sa(ike_spi);
+        self.event(now, tracing::Level::INFO, "event", at, line);
     }
 
     /// A rekey made `child`, replacing the Child SA with inbound SPI `replaces`.

@@ -147,6 +147,7 @@ mod tests {
             direction: Direction::Inbound,
             reqid: 1,
             update: false,
+            resource: None,
             config: cfg,
         };
         let k = child_keys(&inbound, None);

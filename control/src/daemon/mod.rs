@@ -68,6 +68,9 @@ pub struct Options {
     /// Unix time in ms at `now == 0`, for certificate validity (the shell sets it from the
     /// system clock; tests choose it).
     pub wall_clock_base_ms: u64,
+    /// The dataplane's workers (the shell reads them from `RING.info`): what
+    /// `per_resource_sas = "auto"` means (RFC 9611).
+    pub dataplane_workers: usize,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             stale_timeout_ms: 120_000,
             rekey_grace_ms: 2_000,
             wall_clock_base_ms: 0,
+            dataplane_workers: 1,
         }
     }
 }
@@ -207,8 +211,21 @@ fn ts_list(ts: &[crate::ike::wire::Ts]) -> String {
         .join(",")
 }
 
+/// RFC 9611: how many per-resource Child SAs each child negotiates, now that the dataplane's
+/// worker count is known (`per_resource_sas = "auto"`).
+pub(crate) fn resolve_resources(cfg: &mut IkedConfig, workers: usize) {
+    for c in &mut cfg.connections {
+        for (k, ch) in c.children.iter().enumerate() {
+            if let Some(ike) = c.connection.children.get_mut(k) {
+                ike.per_resource = ch.per_resource_sas.resolve(workers);
+            }
+        }
+    }
+}
+
 impl Daemon {
-    pub fn new(cfg: IkedConfig, opts: Options, mut rng: Box<dyn Random + Send>) -> Daemon {
+    pub fn new(mut cfg: IkedConfig, opts: Options, mut rng: Box<dyn Random + Send>) -> Daemon {
+        resolve_resources(&mut cfg, opts.dataplane_workers);
         let mut secret = [0u8; 32];
         rng.fill(&mut secret);
         Daemon {
@@ -796,8 +813,18 @@ impl Daemon {
                 }
                 Event::ChildUp(child) => {
                     if let Some(ci) = ci {
+                        let more = child.add_resources.then(|| child.name.clone());
                         self.install(now, ci, spi, child, true);
+                        if let Some(name) = more {
+                            self.negotiate_resources(now, ci, spi, &name);
+                        }
                     }
+                }
+                Event::ResourceRefused { name, inbound_spi } => {
+                    self.spis.release(inbound_spi);
+                    let line = format!("child {name}: the peer takes no more per-resource Child SAs (TS_MAX_QUEUE, RFC 9611 §5.2); workers without one send on the fallback Child SA");
+                    let at = self.at_sa(spi);
+                    self.event(now, tracing::Level::INFO, "event", at, line);
                 }
                 Event::ChildRekeyed {
                     replaces,

@@ -278,6 +278,7 @@ impl Daemon {
             expire_in_s: info.and_then(|x| x.expire_at).map(|t| until(now, t)),
             local_ts: i.local_ts.iter().map(crate::ike::child::show_ts).collect(),
             remote_ts: i.remote_ts.iter().map(crate::ike::child::show_ts).collect(),
+            worker: i.outbound.resource,
         }
     }
 

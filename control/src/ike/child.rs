@@ -24,6 +24,10 @@ pub struct ChildCfg {
     /// When its Child SAs are rekeyed and expire (time here; bytes and packets in the
     /// dataplane).
     pub lifetime: super::lifetime::ChildLifetime,
+    /// RFC 9611 per-resource Child SAs: beside the ordinary (fallback) Child SA, how many
+    /// more with the same selectors we negotiate as initiator, each bound to one resource
+    /// (a dataplane worker), and accept at most as responder (TS_MAX_QUEUE beyond). 0: off.
+    pub per_resource: u16,
 }
 
 /// ESP protocol id in proposals.

@@ -171,10 +171,14 @@ fn conn(out: &mut String, now_ms: u64, c: &ConnReport) {
         for sa in &k.sas {
             let _ = writeln!(
                 out,
-                "  child {}: in spi {}, out spi {}{}, {} === {} (reqid {}, {}, up {}{})",
+                "  child {}: in spi {}, out spi {}{}{}, {} === {} (reqid {}, {}, up {}{})",
                 k.name,
                 sa.in_spi,
                 sa.out_spi,
+                match sa.worker {
+                    Some(w) => format!(" (worker {w})"),
+                    None => String::new(),
+                },
                 if sa.outbound_installed {
                     ""
                 } else {

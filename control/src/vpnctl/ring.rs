@@ -130,6 +130,7 @@ pub fn churn(ring: &str) -> Result<(), String> {
             direction: Direction::Inbound,
             reqid: 0,
             update: false,
+            resource: None,
             config: cfg,
         };
         let n = encode_add_sa(&mut buf, 0, &inst).map_err(|e| e.to_string())?;

@@ -57,7 +57,9 @@ struct Args {
     /// Number of poll-mode workers (threads); queues are dealt out round-robin.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// CPU cores to pin the workers to, comma-separated (default: 0, 1, ... by worker).
+    /// CPU cores to pin the workers to, comma-separated, by worker (default: cores that no
+    /// other running dataplane on this machine uses first, read from their /dev/shm/*.info
+    /// files, then the least used; the choice is logged).
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
     /// XDP attach mode: native driver mode, or generic skb mode.
@@ -72,6 +74,20 @@ struct Args {
     /// Packets per batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Entries of each AF_XDP ring (rx, tx, fill, completion; a power of two).
+    #[arg(long, default_value_t = dataplane::io::afxdp_io::AfXdpConfig::default().ring_size)]
+    ring_size: u32,
+    /// Empty polls before an idle worker blocks in poll(2).
+    #[arg(long, default_value_t = dataplane::worker::policy::IDLE_POLLS)]
+    idle_polls: u32,
+    /// Bounded queueing: packets left in a side's receive rings after a batch above which
+    /// the queue counts as standing; one that stands for --aqm-interval-us is dropped at the
+    /// head, CoDel-style (counted as aqm_standing_queue). 0 turns it off.
+    #[arg(long, default_value_t = dataplane::worker::policy::AQM_LIMIT)]
+    aqm_limit: usize,
+    /// The AQM's interval, in microseconds.
+    #[arg(long, default_value_t = dataplane::worker::policy::AQM_INTERVAL.as_micros() as u64)]
+    aqm_interval_us: u64,
     /// Write counters as JSON to this file every --stats-interval-ms and at exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -123,6 +139,10 @@ impl From<Args> for Config {
             },
             frames: a.frames,
             batch: a.batch,
+            ring_size: a.ring_size,
+            idle_polls: a.idle_polls,
+            aqm_limit: a.aqm_limit,
+            aqm_interval: Duration::from_micros(a.aqm_interval_us),
             stats_file: a.stats_file,
             stats_interval: Duration::from_millis(a.stats_interval_ms),
             pin_dir,

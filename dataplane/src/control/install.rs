@@ -126,6 +126,8 @@ struct OutboundEntry {
     /// When it was installed (the installer's counter): if the SA carrying a reqid's
     /// traffic is deleted, the most recently installed one left takes over.
     order: u64,
+    /// The worker it is bound to (RFC 9611 per-resource SA), or `None`: the reqid's fallback.
+    resource: Option<u16>,
 }
 
 /// Applies control records to the SA database.
@@ -367,6 +369,7 @@ impl Installer {
                 if reqid as usize >= self.db.outbound.capacity() {
                     return Err(InstallError::Reqid(reqid, self.db.outbound.capacity()));
                 }
+                let resource = sa.resource;
                 let new = OutboundSa::new(sa.config).map_err(bad)?;
                 let slot;
                 // An update replaces the SA in place: it keeps its place in the install
@@ -377,7 +380,11 @@ impl Installer {
                         new.set_last_seq(old.sa.last_seq());
                         new.set_lease(old.sa.lease());
                         slot = old.inst.slot;
-                        replaces = Some((old.order, self.is_current(reqid, &old.sa)));
+                        replaces = Some((
+                            old.order,
+                            self.carries(reqid, old.resource, &old.sa),
+                            old.resource,
+                        ));
                     }
                     Some(_) => return Err(InstallError::DuplicateOutbound { spi, reqid }),
                     None => {
@@ -401,16 +408,17 @@ impl Installer {
                 }
                 let new = Arc::new(new);
                 let order = match replaces {
-                    Some((order, current)) => {
+                    Some((order, current, old_resource)) => {
                         if current {
-                            self.db.outbound.store(reqid, Some(Arc::clone(&new)));
+                            self.carry(reqid, old_resource, Some(Arc::clone(&new)));
                         }
                         order
                     }
                     None => {
                         // The newest SA of a reqid carries its traffic (make-before-break
                         // rekey): one atomic swap, seen by every worker at its next load.
-                        self.db.outbound.store(reqid, Some(Arc::clone(&new)));
+                        // A per-resource SA (RFC 9611) carries only its worker's.
+                        self.carry(reqid, resource, Some(Arc::clone(&new)));
                         self.next_order += 1;
                         self.next_order
                     }
@@ -421,11 +429,13 @@ impl Installer {
                         inst: Installed { reqid, name, slot },
                         sa: new,
                         order,
+                        resource,
                     },
                 );
                 tracing::debug!(
                     spi = format_args!("{spi:#010x}"),
                     reqid,
+                    ?resource,
                     "outbound SA installed"
                 );
             }
@@ -454,21 +464,44 @@ impl Installer {
                 self.free_slot(gone.inst.slot);
                 // Deleting an SA that no longer carries the reqid's traffic (the old one
                 // after a rekey) leaves the slot alone: workers never see a change.
-                if self.is_current(reqid, &gone.sa) {
+                if self.carries(reqid, gone.resource, &gone.sa) {
                     // The most recently installed SA left takes over (e.g. the winner of
                     // a rekey collision when the redundant, newer SA is deleted) — in one
                     // swap, so no worker finds the slot empty while another SA exists.
+                    // Fallback and per-resource SAs (RFC 9611) each succeed their own kind.
                     let next = self
                         .outbound
                         .range((reqid, 0)..=(reqid, u32::MAX))
+                        .filter(|(_, e)| e.resource == gone.resource)
                         .max_by_key(|(_, e)| e.order)
                         .map(|(_, e)| Arc::clone(&e.sa));
-                    self.db.outbound.store(reqid, next);
+                    self.carry(reqid, gone.resource, next);
                 }
             }
         }
         tracing::debug!(spi = format_args!("{spi:#010x}"), ?direction, "SA deleted");
         Ok(())
+    }
+
+    /// Whether `sa` carries `reqid`'s traffic now: the fallback (`resource` `None`), or
+    /// worker `resource`'s (RFC 9611).
+    fn carries(&self, reqid: u32, resource: Option<u16>, sa: &Arc<OutboundSa>) -> bool {
+        match resource {
+            None => self.is_current(reqid, sa),
+            Some(w) => self.db.outbound.is_bound(reqid, w, sa),
+        }
+    }
+
+    /// Make `sa` carry `reqid`'s traffic: as the fallback, or for worker `resource` only.
+    fn carry(&self, reqid: u32, resource: Option<u16>, sa: Option<Arc<OutboundSa>>) {
+        match resource {
+            None => {
+                self.db.outbound.store(reqid, sa);
+            }
+            Some(w) => {
+                self.db.outbound.store_bound(reqid, w, sa);
+            }
+        }
     }
 
     /// Whether `sa` is the one carrying `reqid`'s traffic now.
@@ -522,6 +555,7 @@ impl Installer {
             self.db.outbound.store(reqid, None);
             self.free_slot(e.inst.slot);
         }
+        self.db.outbound.clear_bound();
         tracing::info!("flushed every SA and policy");
         Ok(())
     }
@@ -673,12 +707,77 @@ mod tests {
                 direction,
                 reqid,
                 update,
+                resource: None,
                 config: cfg,
             },
         )
         .unwrap();
         b.truncate(n);
         b
+    }
+
+    /// An outbound SA bound to worker `w` (RFC 9611 per-resource SA).
+    fn bound_sa(spi: u32, reqid: u32, w: u16) -> Vec<u8> {
+        let mut rec = sa(Direction::Outbound, spi, reqid, false);
+        let ControlRecord::AddSa { txid, mut sa } = records::decode(&rec).unwrap() else {
+            unreachable!()
+        };
+        sa.resource = Some(w);
+        rec.resize(records::MAX_RECORD, 0);
+        let n = encode_add_sa(&mut rec, txid, &sa).unwrap();
+        rec.truncate(n);
+        rec
+    }
+
+    #[test]
+    fn per_resource_sas_carry_only_their_workers_traffic() {
+        let db = Arc::new(SaDb::with_capacity(64, 16));
+        let mut i = Installer::new(Arc::clone(&db));
+        let (mut st, mut out) = (Recorded::default(), Vec::new());
+        let spi_of = |sa: Option<Arc<OutboundSa>>| sa.map(|s| s.spi());
+        let fallback = |db: &SaDb| db.outbound.get(3).and_then(|g| g.as_ref().map(|s| s.spi()));
+        i.apply_bytes(&sa(Direction::Outbound, 0x100, 3, false), &mut st, &mut out);
+        i.apply_bytes(&bound_sa(0x200, 3, 0), &mut st, &mut out);
+        i.apply_bytes(&bound_sa(0x201, 3, 1), &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        // The bound SAs do not take the reqid's slot: the fallback still carries the rest.
+        assert_eq!(fallback(&db), Some(0x100));
+        assert_eq!(spi_of(db.outbound.get_bound(3, 0)), Some(0x200));
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x201));
+        assert_eq!(
+            spi_of(db.outbound.get_bound(3, 2)),
+            None,
+            "no SA for worker 2"
+        );
+        assert_eq!(
+            spi_of(db.outbound.get_bound(4, 0)),
+            None,
+            "nor for another reqid"
+        );
+        // A rekey of worker 1's SA: the new one takes over, deleting the old one changes
+        // nothing, and the fallback is untouched throughout.
+        i.apply_bytes(&bound_sa(0x301, 3, 1), &mut st, &mut out);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x301));
+        let mut b = [0u8; 64];
+        let n = encode_delete_sa(&mut b, 9, Direction::Outbound, 0x201, 3);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x301));
+        assert_eq!(fallback(&db), Some(0x100));
+        // Deleting worker 0's only SA sends worker 0 back to the fallback; deleting the
+        // fallback leaves the bound SAs alone.
+        let n = encode_delete_sa(&mut b, 10, Direction::Outbound, 0x200, 3);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 0)), None);
+        let n = encode_delete_sa(&mut b, 11, Direction::Outbound, 0x100, 3);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(status_of(&out).0, status::OK);
+        assert_eq!(fallback(&db), None, "no bound SA became the fallback");
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), Some(0x301));
+        // A flush unbinds everything.
+        let n = records::encode_flush(&mut b, 12);
+        i.apply_bytes(&b[..n], &mut st, &mut out);
+        assert_eq!(spi_of(db.outbound.get_bound(3, 1)), None);
     }
 
     fn policy(id: u32, dst: &str, reqid: u32) -> Vec<u8> {
@@ -966,6 +1065,143 @@ mod tests {
             "resumes above everything leased"
         );
     }
+
+    /// Figures, not a check: a static file of 10k and 100k SAs (half inbound with manual
+    /// SPIs, half outbound, a policy per outbound SA) parsed and installed, and 1M inbound
+    /// AddSa records through the shared-memory ring with two worker replicas kept in step.
+    /// `cargo test --release -p dataplane --lib install_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore = "prints figures; run by hand in release"]
+    fn install_figures() {
+        use crate::shm::{RingDir, ShmFile};
+        use std::fmt::Write;
+        use std::time::{Duration, Instant};
+        for n in [10_000usize, 100_000] {
+            let mut text = String::new();
+            for i in 0..n {
+                let (dir, spi) = if i < n / 2 {
+                    ("in", 0x1000 + i)
+                } else {
+                    ("out", 0x0100_0000 + i)
+                };
+                let _ = write!(
+                    text,
+                    "[[sa]]\nname = \"sa{i}\"\ndirection = \"{dir}\"\nspi = {spi}\nproposal = \"aes128gcm16\"\nenc_key = \"{:08x}0102030405060708090a0b0c0d0e0f10111213\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.{}.{}\"\n\n",
+                    i as u32,
+                    (i >> 8) & 0xff,
+                    i & 0xff
+                );
+            }
+            for i in n / 2..n {
+                let d = std::net::Ipv4Addr::from(0x0a80_0000u32 + i as u32);
+                let _ = write!(
+                    text,
+                    "[[policy]]\nsrc = \"10.1.0.0/16\"\ndst = \"{d}/32\"\naction = \"protect\"\nsa = \"sa{i}\"\n\n"
+                );
+            }
+            let t = Instant::now();
+            let cfg = crate::control::static_sa::StaticConfig::parse(
+                std::path::Path::new("x.toml"),
+                &text,
+            )
+            .unwrap();
+            let parse = t.elapsed().as_secs_f64();
+            let db = Arc::new(SaDb::new());
+            let mut inst = Installer::new(Arc::clone(&db));
+            let t = Instant::now();
+            install_static(&mut inst, &cfg, &mut NoSteering).unwrap();
+            let apply = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let reps: Vec<_> = (0..2).map(|_| db.replica()).collect();
+            let rep = t.elapsed().as_secs_f64();
+            assert_eq!(inst.counts(), (n, n - n / 2));
+            assert_eq!(reps[0].data().inbound.len(), n / 2);
+            eprintln!(
+                "static {n} SAs: parse {parse:.3} s, install {apply:.3} s, 2 replicas {rep:.3} s, total {:.3} s",
+                parse + apply + rep
+            );
+        }
+        let n = 1_000_000usize;
+        let db = Arc::new(SaDb::new());
+        let mut inst = Installer::new(Arc::clone(&db));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (mut r, stop) = (db.replica(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        r.sync();
+                        std::thread::yield_now();
+                    }
+                    r.sync();
+                    r.data().inbound.len()
+                })
+            })
+            .collect();
+        let name = format!("vpnring-figures-{}", std::process::id());
+        let shm = ShmFile::create(&name, 4096, records::SLOT_SIZE).unwrap();
+        let mut p = shm.producer(RingDir::ToDataplane);
+        let mut c = shm.consumer(RingDir::ToDataplane);
+        let t = Instant::now();
+        let producer = std::thread::spawn(move || {
+            let mut b = vec![0u8; records::MAX_RECORD];
+            for i in 0..n {
+                let spi = crate::sa::satable::compose(1, i as u32);
+                let cfg = SaConfig::tunnel(
+                    spi,
+                    EspTransform::AES_GCM_128,
+                    SaKeys::new(&[i as u8; 20], &[]),
+                    [192, 0, 2, 1].into(),
+                    [198, 51, 100, 1].into(),
+                );
+                let sa = SaInstall {
+                    direction: Direction::Inbound,
+                    reqid: 0,
+                    update: false,
+                    resource: None,
+                    config: cfg,
+                };
+                let k = encode_add_sa(&mut b, i as u32, &sa).unwrap();
+                p.push(&b[..k], Duration::from_secs(30)).unwrap();
+            }
+        });
+        let mut b = vec![0u8; records::MAX_RECORD];
+        let mut out = Vec::new();
+        let mut got = 0;
+        while got < n {
+            let mut drained = 0;
+            while drained < 4096 {
+                let Some(k) = c.pop(&mut b) else { break };
+                inst.apply_bytes(&b[..k], &mut NoSteering, &mut out);
+                drained += 1;
+            }
+            if drained == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            got += drained;
+            assert!(db.wait_replicas(Duration::from_secs(5)));
+            assert!(out.iter().all(|a| matches!(
+                a,
+                DataplaneRecord::Ack {
+                    status: status::OK,
+                    ..
+                }
+            )));
+            out.clear();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        producer.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in workers {
+            assert_eq!(w.join().unwrap(), n);
+        }
+        let _ = ShmFile::unlink(&name);
+        eprintln!(
+            "ring {n} inbound SAs, 2 replicas: {secs:.3} s, {:.0} installs/s",
+            n as f64 / secs
+        );
+    }
 }
 
 /// Model checks (loom) of the outbound switch: every interleaving of a worker's loads with
@@ -1001,6 +1237,7 @@ mod loom_tests {
             direction: Direction::Outbound,
             reqid: REQID,
             update: false,
+            resource: None,
             config: cfg,
         };
         let n = encode_add_sa(&mut b, spi, &sa).unwrap();

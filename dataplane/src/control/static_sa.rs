@@ -812,27 +812,33 @@ fn convert_policy(lines: &Lines, i: usize, r: &RawPolicy) -> Result<Policy, Conf
 pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
     use crate::policy::spd::{PolicyRule, SpdAction};
     use crate::shm::records::{encode_add_policy, encode_add_sa, SaInstall, MAX_RECORD};
-    let mut reqids: Vec<(&str, u32)> = Vec::new();
-    let mut out = Vec::new();
+    // By name, for the policies (a map: a file of 100k SAs and policies must not cost
+    // 100k × 100k comparisons).
+    let mut reqids: HashMap<&str, u32> = HashMap::new();
+    let mut next_reqid = 0u32;
+    let mut out = Vec::with_capacity(cfg.sas.len() + cfg.policies.len());
+    // One scratch buffer, zeroized when dropped; each record keeps only its own bytes.
+    let mut scratch = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
     for sa in &cfg.sas {
         let reqid = match sa.direction {
             Direction::Outbound => {
-                let r = reqids.len() as u32 + 1;
-                reqids.push((&sa.name, r));
-                r
+                next_reqid += 1;
+                // The first SA of a name is the one policies name (as before).
+                reqids.entry(&sa.name).or_insert(next_reqid);
+                next_reqid
             }
             Direction::Inbound => 0,
         };
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
         let inst = SaInstall {
             direction: sa.direction,
             reqid,
             update: false,
+            resource: None,
             config: sa.config.clone(),
         };
-        let n = encode_add_sa(&mut buf, out.len() as u32 + 1, &inst)
+        let n = encode_add_sa(&mut scratch, out.len() as u32 + 1, &inst)
             .map_err(|e| format!("SA {:?}: {e}", sa.name))?;
-        buf.truncate(n);
+        let buf = zeroize::Zeroizing::new(scratch[..n].to_vec());
         out.push(StaticRecord {
             what: format!("SA {:?}", sa.name),
             sa: Some((sa.direction, sa.config.spi, sa.name.clone())),
@@ -843,9 +849,8 @@ pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
         let action = match &p.action {
             PolicyAction::Protect { sa } => SpdAction::Protect {
                 reqid: reqids
-                    .iter()
-                    .find(|(n, _)| n == sa)
-                    .map(|r| r.1)
+                    .get(sa.as_str())
+                    .copied()
                     .ok_or_else(|| format!("policy {} names unknown outbound SA {sa:?}", i + 1))?,
             },
             PolicyAction::Bypass => SpdAction::Bypass,
@@ -858,9 +863,8 @@ pub fn to_records(cfg: &StaticConfig) -> Result<Vec<StaticRecord>, String> {
             dst: p.dst,
             action,
         };
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_RECORD]);
-        let n = encode_add_policy(&mut buf, out.len() as u32 + 1, &rule);
-        buf.truncate(n);
+        let n = encode_add_policy(&mut scratch, out.len() as u32 + 1, &rule);
+        let buf = zeroize::Zeroizing::new(scratch[..n].to_vec());
         out.push(StaticRecord {
             what: format!("policy {}", i + 1),
             sa: None,

@@ -170,6 +170,23 @@ impl SaCrypto {
         }
     }
 
+    /// Open two ESP packets of this SA, each as [`SaCrypto::open`] would: AES-GCM interleaves
+    /// short ones (`GcmKey::open_batch`); other ciphers open one after the other.
+    pub fn open_pair(
+        &self,
+        a: (&mut [u8], Option<u32>),
+        b: (&mut [u8], Option<u32>),
+    ) -> [Result<(), CryptoError>; 2] {
+        match &self.state {
+            CipherState::AesGcm(k)
+                if a.0.len() >= self.overhead() && b.0.len() >= self.overhead() =>
+            {
+                k.open_pair(a, b)
+            }
+            _ => [self.open(a.0, a.1), self.open(b.0, b.1)],
+        }
+    }
+
     /// Verify the ICV of `esp` (laid out as for `seal`) and decrypt the payload in place.
     /// Nothing is decrypted unless the ICV verifies (RFC 4303 §3.4.4).
     pub fn open(&self, esp: &mut [u8], esn_high: Option<u32>) -> Result<(), CryptoError> {

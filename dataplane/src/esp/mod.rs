@@ -43,13 +43,6 @@ impl Verdict {
     }
 }
 
-fn verdict(r: Result<(), DropReason>) -> Verdict {
-    match r {
-        Ok(()) => Verdict::Forward,
-        Err(r) => Verdict::Drop(r),
-    }
-}
-
 /// Encapsulate every frame with `sa`. `verdicts[i]` is set for `frames[i]`.
 ///
 /// Each frame holds an IP packet at its head; on `Forward` it holds the ESP packet
@@ -85,13 +78,7 @@ where
     T: InboundSaLookup + ?Sized,
 {
     assert!(verdicts.len() >= frames.len(), "one verdict per frame");
-    let mut run: Option<(&InboundSa, SaCounters)> = None;
-    for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-        *v = verdict(decap::decap_one(sas, f, &mut run));
-    }
-    if let Some((sa, c)) = run {
-        sa.account(&c);
-    }
+    decap::decap_frames(sas, frames, verdicts);
 }
 
 /// Encapsulate one frame (convenience over [`encap_batch`]).

@@ -108,28 +108,39 @@ impl ReplayWindow {
     /// 32 bits, assuming it lies within the window or ahead of it. `None` when the number
     /// would fall before sequence number 0 (it can only be a replay or garbage).
     pub fn infer_esn(&self, seq_low: u32) -> Option<u64> {
-        let w = self.size;
-        let tl = self.top & 0xffff_ffff;
-        let th = self.top >> 32;
-        let sl = u64::from(seq_low);
-        let hi = if tl >= w - 1 {
-            // Case A: the window lies within one 2^32 block.
-            if sl + w > tl {
-                th
-            } else {
-                th + 1
-            }
-        } else {
-            // Case B: the window spans a 2^32 boundary.
-            let bottom = (tl + (1 << 32) - w + 1) & 0xffff_ffff;
-            if sl >= bottom {
-                th.checked_sub(1)?
-            } else {
-                th
-            }
-        };
-        Some((hi << 32) | sl)
+        infer_esn_at(self.top, self.size, seq_low)
     }
+
+    /// [`ReplayWindow::infer_esn`] as it would answer once `seq` were accepted (the window
+    /// top moved up to `seq`), without changing the window: lets a batch see whether a
+    /// packet's inference depends on the one before it.
+    pub fn infer_esn_after(&self, seq: u64, seq_low: u32) -> Option<u64> {
+        infer_esn_at(self.top.max(seq), self.size, seq_low)
+    }
+}
+
+/// RFC 4303 Appendix A2.2 for a window of `w` numbers whose highest is `top`.
+fn infer_esn_at(top: u64, w: u64, seq_low: u32) -> Option<u64> {
+    let tl = top & 0xffff_ffff;
+    let th = top >> 32;
+    let sl = u64::from(seq_low);
+    let hi = if tl >= w - 1 {
+        // Case A: the window lies within one 2^32 block.
+        if sl + w > tl {
+            th
+        } else {
+            th + 1
+        }
+    } else {
+        // Case B: the window spans a 2^32 boundary.
+        let bottom = (tl + (1 << 32) - w + 1) & 0xffff_ffff;
+        if sl >= bottom {
+            th.checked_sub(1)?
+        } else {
+            th
+        }
+    };
+    Some((hi << 32) | sl)
 }
 
 #[cfg(test)]

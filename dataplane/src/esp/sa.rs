@@ -313,6 +313,8 @@ pub struct OutboundSa {
     pub(crate) crypto: SaCrypto,
     pub(crate) seq: SeqCounter,
     pub(crate) seq_soft_limit: u64,
+    /// Sizes and outer headers shared by every packet, built once here.
+    pub(crate) tmpl: super::encap::Template,
     counters: SharedCounters,
     events: EventFlags,
     lease_wanted: AtomicBool,
@@ -348,6 +350,7 @@ impl OutboundSa {
             hard => space.min(hard),
         };
         Ok(OutboundSa {
+            tmpl: super::encap::Template::new(&cfg, &crypto),
             crypto,
             seq: SeqCounter::with_limit(seq_limit),
             // Leave room for in-flight traffic while the rekey happens. Measured against the

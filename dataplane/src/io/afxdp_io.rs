@@ -36,6 +36,9 @@ pub struct AfXdpIo {
     free: Vec<UmemFrame>,
     rx_tmp: Vec<RxPacket>,
     tx_dirty: [bool; 2],
+    /// The socket of each side `recv` starts at, rotating, so one busy queue cannot
+    /// starve the others of a worker.
+    rx_next: [usize; 2],
     fds: Vec<RawFd>,
     /// Frames we could not give back to any fill ring (diagnostics).
     pub zero_copy: bool,
@@ -82,6 +85,7 @@ impl AfXdpIo {
             free,
             rx_tmp: Vec::with_capacity(256),
             tx_dirty: [false; 2],
+            rx_next: [0; 2],
             fds,
             zero_copy,
         };
@@ -107,10 +111,15 @@ impl WorkerIo for AfXdpIo {
     type Buf = UmemFrame;
 
     fn recv(&mut self, side: Side, out: &mut Vec<Frame<UmemFrame>>, max: usize) {
-        for s in self.sockets[idx(side)].iter_mut() {
+        let socks = &mut self.sockets[idx(side)];
+        let k = socks.len();
+        let start = self.rx_next[idx(side)] % k.max(1);
+        self.rx_next[idx(side)] = start + 1;
+        for i in 0..k {
             if out.len() >= max {
                 break;
             }
+            let s = &mut socks[(start + i) % k];
             s.recv(&self.umem, &mut self.rx_tmp, max - out.len());
             for p in self.rx_tmp.drain(..) {
                 // `new` cannot fail here: the socket clamps the length to the frame.
@@ -157,5 +166,12 @@ impl WorkerIo for AfXdpIo {
 
     fn idle(&mut self) {
         poll_readable(&self.fds, 5);
+    }
+
+    fn rx_backlog(&mut self, side: Side) -> usize {
+        self.sockets[idx(side)]
+            .iter_mut()
+            .map(|s| s.rx_pending())
+            .sum()
     }
 }

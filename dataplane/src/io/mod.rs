@@ -34,4 +34,9 @@ pub trait WorkerIo {
     fn flush(&mut self);
     /// Nothing to do: block briefly (or return at once for in-memory I/O).
     fn idle(&mut self);
+    /// Packets still waiting on `side`'s receive rings after the last `recv` (what the
+    /// worker's AQM watches; 0 where the I/O has no rings).
+    fn rx_backlog(&mut self, _side: Side) -> usize {
+        0
+    }
 }

@@ -45,8 +45,16 @@ pub enum Change {
     InboundClear,
 }
 
-/// A worker's own view of the inbound SAs (see [`SpiReplica`]).
+/// A worker's own view of the inbound SAs (see [`SpiReplica`]; many SPIs at once:
+/// [`SpiReplica::get_batch`]).
 pub type InboundReplica = SpiReplica<InboundSa>;
+
+impl crate::esp::InboundSaLookup for InboundReplica {
+    #[inline]
+    fn lookup(&self, spi: u32) -> Option<&InboundSa> {
+        self.get(spi)
+    }
+}
 
 /// What a worker reads: its SPD and inbound SAs.
 #[derive(Default)]
@@ -110,16 +118,64 @@ impl Replica {
     }
 }
 
+/// Per-resource outbound SAs (RFC 9611): (reqid, worker) → the SA bound to that worker.
+type Bound = std::collections::HashMap<(u32, u16), Arc<OutboundSa>>;
+
 /// Outbound SAs by reqid.
+///
+/// Each reqid has one *fallback* SA in its slot, shared by every worker, and may have
+/// per-resource SAs (RFC 9611 §4), each bound to one worker: worker `w` sends on the SA
+/// bound to `(reqid, w)` when there is one, else on the fallback. A bound SA has one sender,
+/// so its sequence counter is never contended. The bound map is small (workers × tunnels
+/// using it) and changed rarely (negotiation, rekey): copy-on-write, one pointer swap.
 pub struct ReqidTable {
     slots: Box<[ArcSwapOption<OutboundSa>]>,
+    bound: ArcSwapOption<Bound>,
 }
 
 impl ReqidTable {
     fn new(n: usize) -> Self {
         ReqidTable {
             slots: (0..n).map(|_| ArcSwapOption::const_empty()).collect(),
+            bound: ArcSwapOption::const_empty(),
         }
+    }
+
+    /// Reader: the SA bound to worker `worker` for `reqid` (RFC 9611), if any. With no
+    /// per-resource SA anywhere this is one load of an empty pointer.
+    #[inline]
+    pub fn get_bound(&self, reqid: u32, worker: u16) -> Option<Arc<OutboundSa>> {
+        let g = self.bound.load();
+        g.as_ref()?.get(&(reqid, worker)).cloned()
+    }
+
+    /// Writer: bind `sa` to `(reqid, worker)` (or unbind with `None`); returns the previous
+    /// one. Only the control thread writes, so load-modify-store does not race.
+    pub(crate) fn store_bound(
+        &self,
+        reqid: u32,
+        worker: u16,
+        sa: Option<Arc<OutboundSa>>,
+    ) -> Option<Arc<OutboundSa>> {
+        let cur = self.bound.load();
+        let mut map: Bound = cur.as_deref().cloned().unwrap_or_default();
+        let old = match sa {
+            Some(sa) => map.insert((reqid, worker), sa),
+            None => map.remove(&(reqid, worker)),
+        };
+        self.bound.swap((!map.is_empty()).then(|| Arc::new(map)));
+        old
+    }
+
+    /// Writer: every per-resource SA is gone (flush).
+    pub(crate) fn clear_bound(&self) {
+        self.bound.swap(None);
+    }
+
+    /// Reader (control thread, tests): the SA bound to `(reqid, worker)` is `sa`.
+    pub fn is_bound(&self, reqid: u32, worker: u16, sa: &Arc<OutboundSa>) -> bool {
+        self.get_bound(reqid, worker)
+            .is_some_and(|b| Arc::ptr_eq(&b, sa))
     }
 
     /// Reader: the outbound SA for `reqid`, lock-free. Hold the guard for a batch at most.

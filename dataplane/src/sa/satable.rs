@@ -11,19 +11,22 @@
 //! `arc_swap`), and compares the whole SPI: an SA that was deleted and whose slot was reused
 //! has another generation, so a stale SPI misses instead of hitting the new SA. Bit 31 keeps
 //! allocated SPIs clear of the reserved range 0–255 (RFC 4303 §2.1). Manually keyed SAs
-//! with arbitrary SPIs go to an overflow map, replaced copy-on-write (RCU style); it is
-//! consulted only when the slot misses.
+//! with arbitrary SPIs (RFC 4301 §4.5) go to an overflow table of hashed buckets, as many
+//! as there are slots; each bucket is a small array replaced copy-on-write (RCU style), so
+//! an install copies one bucket (about one entry), never the whole map: installs stay
+//! O(1) however many manual SAs there are. It is consulted only when the slot misses.
 //!
 //! Writers (one control thread) publish new `Arc`s; readers never block and never see a
 //! half-written SA. A removed SA is freed — and its keys zeroized by `SaCrypto`'s
 //! `ZeroizeOnDrop` — when the last reader drops its `Arc`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::sync::{Mutex, MutexGuard};
 
-use crate::sync::swap::{ArcSwap, ArcSwapOption, Guard};
+use crate::sync::swap::{ArcSwapOption, Guard};
 
 /// Slot bits in an allocated SPI: 2^20 slots (a million SAs).
 pub const SLOT_BITS: u32 = 20;
@@ -102,21 +105,41 @@ impl<T> std::ops::Deref for SaArc<T> {
     }
 }
 
+/// One overflow bucket: the manually keyed SAs whose SPIs hash to it (usually 0 or 1).
+type Bucket<T> = Box<[Arc<Entry<T>>]>;
+
 /// A borrowed SA from [`SpiTable::get`]; hold it for a batch, not longer.
 pub enum SaRef<T> {
     #[doc(hidden)]
     Slot(Guard<Option<Arc<Entry<T>>>>),
     #[doc(hidden)]
-    Overflow(Guard<Arc<HashMap<u32, Arc<Entry<T>>>>>, u32),
+    Overflow(Guard<Option<Arc<Bucket<T>>>>, usize),
+}
+
+impl<T> SaRef<T> {
+    fn entry(&self) -> &Arc<Entry<T>> {
+        match self {
+            SaRef::Slot(g) => g.as_ref().expect("checked non-empty in get"),
+            SaRef::Overflow(b, i) => &b.as_ref().expect("checked non-empty in get")[*i],
+        }
+    }
 }
 
 impl<T> std::ops::Deref for SaRef<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        match self {
-            SaRef::Slot(g) => &g.as_ref().expect("checked non-empty in get").value,
-            SaRef::Overflow(m, spi) => &m.get(spi).expect("checked present in get").value,
-        }
+        &self.entry().value
+    }
+}
+
+/// The overflow bucket of a manual SPI among `2^bits` buckets: Fibonacci hashing (the
+/// multiplier is 2^32 / φ), which spreads runs of consecutive SPIs evenly.
+#[inline]
+fn bucket_of(spi: u32, bits: u32) -> usize {
+    if bits == 0 {
+        0
+    } else {
+        (spi.wrapping_mul(0x9E37_79B9) >> (32 - bits)) as usize
     }
 }
 
@@ -124,7 +147,9 @@ impl<T> std::ops::Deref for SaRef<T> {
 /// Share it in an `Arc`: workers call `get`, the control thread the writer methods.
 pub struct SpiTable<T> {
     slots: Box<[ArcSwapOption<Entry<T>>]>,
-    overflow: ArcSwap<HashMap<u32, Arc<Entry<T>>>>,
+    /// Manually keyed SAs: `2^overflow_bits` buckets by [`bucket_of`].
+    overflow: Box<[ArcSwapOption<Bucket<T>>]>,
+    overflow_bits: u32,
     /// Writer-side bookkeeping. Writers serialise on this mutex; readers never touch it.
     writer: Mutex<WriterState>,
 }
@@ -146,9 +171,13 @@ impl<T> SpiTable<T> {
     /// A smaller table (tests, small deployments); `slots` ≤ `SLOTS`.
     pub fn with_slots(slots: usize) -> Self {
         let slots = slots.clamp(1, SLOTS);
+        let overflow_bits = slots.next_power_of_two().trailing_zeros();
         SpiTable {
             slots: (0..slots).map(|_| ArcSwapOption::const_empty()).collect(),
-            overflow: ArcSwap::from_pointee(HashMap::new()),
+            overflow: (0..1usize << overflow_bits)
+                .map(|_| ArcSwapOption::const_empty())
+                .collect(),
+            overflow_bits,
             writer: Mutex::new(WriterState {
                 generations: vec![0; slots].into_boxed_slice(),
                 used: vec![false; slots],
@@ -185,31 +214,79 @@ impl<T> SpiTable<T> {
                 }
             }
         }
-        let map = self.overflow.load();
-        map.contains_key(&spi).then_some(SaRef::Overflow(map, spi))
+        let bucket = self.overflow[bucket_of(spi, self.overflow_bits)].load();
+        let i = bucket.as_ref()?.iter().position(|e| e.spi == spi)?;
+        Some(SaRef::Overflow(bucket, i))
+    }
+
+    /// Writer: store `entry` in the overflow bucket of its SPI (adding or replacing), by
+    /// copying that one bucket.
+    fn overflow_put(&self, entry: Arc<Entry<T>>) {
+        let b = &self.overflow[bucket_of(entry.spi, self.overflow_bits)];
+        let cur = b.load();
+        let mut v: Vec<Arc<Entry<T>>> = cur
+            .as_ref()
+            .map(|c| c.iter().filter(|e| e.spi != entry.spi).cloned().collect())
+            .unwrap_or_default();
+        v.push(entry);
+        b.store(Some(Arc::new(v.into_boxed_slice())));
+    }
+
+    /// Writer: drop `spi` from its overflow bucket; false if it is not there.
+    fn overflow_take(&self, spi: u32) -> bool {
+        let b = &self.overflow[bucket_of(spi, self.overflow_bits)];
+        let cur = b.load();
+        let Some(c) = cur.as_ref() else { return false };
+        if !c.iter().any(|e| e.spi == spi) {
+            return false;
+        }
+        let v: Vec<Arc<Entry<T>>> = c.iter().filter(|e| e.spi != spi).cloned().collect();
+        b.store((!v.is_empty()).then(|| Arc::new(v.into_boxed_slice())));
+        true
+    }
+
+    /// Writer: whether `spi` is in the overflow table.
+    fn overflow_has(&self, spi: u32) -> bool {
+        self.overflow[bucket_of(spi, self.overflow_bits)]
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|e| e.spi == spi))
     }
 
     /// Reader: the SA for `spi` as an owned reference (to keep it past the current batch).
     pub fn get_arc(&self, spi: u32) -> Option<SaArc<T>> {
-        match self.get(spi)? {
-            SaRef::Slot(g) => g.as_ref().map(|e| SaArc(Arc::clone(e))),
-            SaRef::Overflow(m, spi) => m.get(&spi).map(|e| SaArc(Arc::clone(e))),
-        }
+        self.get(spi).map(|r| SaArc(Arc::clone(r.entry())))
     }
 
     /// Writer: allocate an SPI (slot + fresh generation) for a new SA built by `make`.
     pub fn allocate(&self, make: impl FnOnce(u32) -> T) -> Result<u32, TableError> {
         let mut w = self.writer();
-        let slot = loop {
-            let slot = w.free.pop().ok_or(TableError::Full)?;
-            if !w.used[slot as usize] {
-                break slot;
+        // Slots none of whose generations is free (all 2^11 SPIs held in the overflow
+        // table: pathological, but then the next slot is tried); put back at the end.
+        let mut skipped = Vec::new();
+        let found = loop {
+            let Some(slot) = w.free.pop() else { break None };
+            if w.used[slot as usize] {
+                continue;
+            }
+            // The next generation whose SPI the overflow table does not already hold (a
+            // control plane may have installed an allocated-form SPI there while the
+            // slot was taken).
+            let mut gen = w.generations[slot as usize];
+            let fresh = (0..=GEN_MASK).find_map(|_| {
+                gen = (gen + 1) & GEN_MASK;
+                let spi = compose(gen, slot);
+                (!self.overflow_has(spi)).then_some(spi)
+            });
+            match fresh {
+                Some(spi) => break Some((slot, gen, spi)),
+                None => skipped.push(slot),
             }
         };
+        w.free.extend(skipped);
+        let (slot, gen, spi) = found.ok_or(TableError::Full)?;
         w.used[slot as usize] = true;
-        let g = &mut w.generations[slot as usize];
-        *g = (*g + 1) & GEN_MASK;
-        let spi = compose(*g, slot);
+        w.generations[slot as usize] = gen;
         let value = make(spi);
         self.slots[slot as usize].store(Some(Arc::new(Entry { spi, value })));
         w.len += 1;
@@ -237,9 +314,7 @@ impl<T> SpiTable<T> {
                 }
             }
         }
-        let mut m = HashMap::clone(&self.overflow.load());
-        m.insert(spi, Arc::new(Entry { spi, value }));
-        self.overflow.store(Arc::new(m));
+        self.overflow_put(Arc::new(Entry { spi, value }));
         w.len += 1;
         Ok(())
     }
@@ -256,13 +331,10 @@ impl<T> SpiTable<T> {
                 }
             }
         }
-        let cur = self.overflow.load();
-        if !cur.contains_key(&spi) {
+        if !self.overflow_has(spi) {
             return Err(TableError::NotFound(spi));
         }
-        let mut m = HashMap::clone(&cur);
-        m.insert(spi, Arc::new(Entry { spi, value }));
-        self.overflow.store(Arc::new(m));
+        self.overflow_put(Arc::new(Entry { spi, value }));
         Ok(())
     }
 
@@ -274,7 +346,11 @@ impl<T> SpiTable<T> {
             .iter()
             .filter_map(|s| s.load().as_ref().map(|e| e.spi))
             .collect();
-        v.extend(self.overflow.load().keys().copied());
+        for b in self.overflow.iter() {
+            if let Some(c) = b.load().as_ref() {
+                v.extend(c.iter().map(|e| e.spi));
+            }
+        }
         v
     }
 
@@ -310,17 +386,39 @@ impl<T> SpiTable<T> {
                 }
             }
         }
-        let cur = self.overflow.load();
-        if !cur.contains_key(&spi) {
+        if !self.overflow_take(spi) {
             return Err(TableError::NotFound(spi));
         }
-        let mut m = HashMap::clone(&cur);
-        m.remove(&spi);
-        self.overflow.store(Arc::new(m));
         w.len -= 1;
         Ok(())
     }
 }
+
+/// Hashes an SPI for the replica's overflow map: one multiply and a fold (SipHash, the
+/// std default, costs more than the rest of a lookup). Operators and the control plane
+/// choose the installed SPIs; a packet's SPI only probes, so it cannot lengthen chains.
+#[derive(Default, Clone, Copy)]
+pub struct SpiHasher(u64);
+
+impl Hasher for SpiHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v);
+    }
+}
+
+/// How many lookups [`SpiReplica::get_batch`] keeps in flight at once.
+pub const LOOKUP_BATCH: usize = 32;
 
 /// A reader's own copy of a table: plain memory, no atomic operation on a lookup, so the
 /// cache misses of independent lookups overlap (an `arc_swap` load is a locked instruction,
@@ -329,14 +427,14 @@ impl<T> SpiTable<T> {
 /// zeroized — once every replica has applied the removal and the table has let go.
 pub struct SpiReplica<T> {
     slots: Vec<Option<SaArc<T>>>,
-    overflow: HashMap<u32, SaArc<T>>,
+    overflow: HashMap<u32, SaArc<T>, BuildHasherDefault<SpiHasher>>,
 }
 
 impl<T> Default for SpiReplica<T> {
     fn default() -> Self {
         SpiReplica {
             slots: Vec::new(),
-            overflow: HashMap::new(),
+            overflow: HashMap::default(),
         }
     }
 }
@@ -346,7 +444,7 @@ impl<T> SpiReplica<T> {
     pub fn from_table(table: &SpiTable<T>) -> Self {
         let mut r = SpiReplica {
             slots: (0..table.slots()).map(|_| None).collect(),
-            overflow: HashMap::new(),
+            overflow: HashMap::default(),
         };
         for spi in table.spis() {
             if let Some(sa) = table.get_arc(spi) {
@@ -367,6 +465,29 @@ impl<T> SpiReplica<T> {
             }
         }
         self.overflow.get(&spi).map(|e| &**e)
+    }
+
+    /// Look up many SPIs at once: `out[i]` is `get(spis[i])` (`out` at least as long as
+    /// `spis`). Each group of [`LOOKUP_BATCH`] goes in two passes — first every slot, then
+    /// every SA the slots point to — so the cache misses of a group overlap instead of
+    /// each lookup waiting for its slot before it can touch its SA.
+    pub fn get_batch<'a>(&'a self, spis: &[u32], out: &mut [Option<&'a T>]) {
+        for (spis, out) in spis.chunks(LOOKUP_BATCH).zip(out.chunks_mut(LOOKUP_BATCH)) {
+            let mut found: [Option<&'a Entry<T>>; LOOKUP_BATCH] = [None; LOOKUP_BATCH];
+            for (f, &spi) in found.iter_mut().zip(spis) {
+                if is_allocated_form(spi) {
+                    if let Some(Some(e)) = self.slots.get(slot_of(spi)) {
+                        *f = Some(&*e.0);
+                    }
+                }
+            }
+            for ((o, f), &spi) in out.iter_mut().zip(found).zip(spis) {
+                *o = match f {
+                    Some(e) if e.spi == spi => Some(&e.value),
+                    _ => self.overflow.get(&spi).map(|e| &**e),
+                };
+            }
+        }
     }
 
     /// Install or replace.
@@ -397,6 +518,14 @@ impl<T> SpiReplica<T> {
     pub fn clear(&mut self) {
         self.slots.iter_mut().for_each(|s| *s = None);
         self.overflow.clear();
+    }
+
+    /// How many SAs it holds (tests).
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count() + self.overflow.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -610,6 +739,280 @@ mod tests {
         r.clear();
         assert_eq!(drops.load(Ordering::Relaxed), 2);
         assert!(r.get(b).is_none());
+    }
+
+    #[test]
+    fn manual_spis_sharing_a_bucket_stay_apart() {
+        // 4 slots → 4 buckets: 64 manual SPIs share them, 16 a bucket on average.
+        let t: SpiTable<u32> = SpiTable::with_slots(4);
+        let spis: Vec<u32> = (0..64u32).map(|i| 0x1000 + i * 7).collect();
+        for &s in &spis {
+            t.insert(s, s).unwrap();
+        }
+        assert_eq!(t.len(), 64);
+        for &s in &spis {
+            assert_eq!(*t.get(s).unwrap(), s);
+            assert_eq!(*t.get_arc(s).unwrap(), s);
+        }
+        assert!(t.get(0x0fff).is_none());
+        for &s in spis.iter().step_by(2) {
+            t.remove(s).unwrap();
+            assert_eq!(t.remove(s), Err(TableError::NotFound(s)));
+        }
+        for (i, &s) in spis.iter().enumerate() {
+            assert_eq!(t.get(s).is_some(), i % 2 == 1, "spi {s:#x}");
+        }
+        t.replace(spis[1], 1).unwrap();
+        assert_eq!(*t.get(spis[1]).unwrap(), 1);
+        assert_eq!(t.replace(spis[0], 0), Err(TableError::NotFound(spis[0])));
+        // Reuse: a removed manual SPI can come back.
+        t.insert(spis[0], 99).unwrap();
+        assert_eq!(*t.get(spis[0]).unwrap(), 99);
+        assert_eq!(t.spis().len(), 33);
+        let r = SpiReplica::from_table(&t);
+        assert_eq!(r.len(), 33);
+        assert_eq!(r.get(spis[0]), Some(&99));
+    }
+
+    #[test]
+    fn batched_lookups_match_single_ones() {
+        let t: SpiTable<u32> = SpiTable::with_slots(64);
+        let mut spis: Vec<u32> = (0..40).map(|_| t.allocate(|s| s).unwrap()).collect();
+        t.insert(0x4242, 0x4242).unwrap();
+        // Slot taken by another generation: the map holds it.
+        let clash = compose(generation_of(spis[0]) + 5, slot_of(spis[0]) as u32);
+        t.insert(clash, clash).unwrap();
+        spis.extend([
+            0x4242,
+            clash,
+            0,
+            7,
+            spis[3] ^ (1 << SLOT_BITS),
+            compose(0, 63),
+        ]);
+        let r = SpiReplica::from_table(&t);
+        let mut out = vec![None; spis.len()];
+        r.get_batch(&spis, &mut out);
+        for (spi, got) in spis.iter().zip(&out) {
+            assert_eq!(*got, r.get(*spi), "spi {spi:#x}");
+            assert_eq!(got.copied(), t.get(*spi).map(|v| *v));
+        }
+        assert_eq!(out.iter().filter(|o| o.is_some()).count(), 42);
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Allocate,
+            /// Insert under a manual SPI (small range: collisions and reuse).
+            InsertManual(u32),
+            /// Insert under an allocated-form SPI (generation, slot).
+            InsertAllocated(u16, u32),
+            /// Remove / replace the n-th live SPI (modulo), or a random one.
+            Remove(usize),
+            RemoveAny(u32),
+            Replace(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => Just(Op::Allocate),
+                3 => (256u32..320).prop_map(Op::InsertManual),
+                2 => (0u16..4, 0u32..10).prop_map(|(g, s)| Op::InsertAllocated(g, s)),
+                3 => any::<usize>().prop_map(Op::Remove),
+                1 => any::<u32>().prop_map(Op::RemoveAny),
+                1 => any::<usize>().prop_map(Op::Replace),
+            ]
+        }
+
+        proptest! {
+            /// The table and a replica fed the same changes as the workers' behave as a
+            /// plain map of SPI → value, whatever the mix of allocated and manual SPIs,
+            /// deletes and slot reuse.
+            #[test]
+            fn table_and_replica_match_a_map(ops in proptest::collection::vec(op(), 1..200)) {
+                let t: SpiTable<u64> = SpiTable::with_slots(8);
+                let mut r = SpiReplica::from_table(&t);
+                let mut model: HashMap<u32, u64> = HashMap::new();
+                let mut live: Vec<u32> = Vec::new();
+                for (n, op) in ops.into_iter().enumerate() {
+                    let v = n as u64;
+                    match op {
+                        Op::Allocate => match t.allocate(|_| v) {
+                            Ok(spi) => {
+                                prop_assert!(is_allocated_form(spi));
+                                prop_assert!(model.insert(spi, v).is_none(), "fresh SPI");
+                                live.push(spi);
+                                r.insert(spi, t.get_arc(spi).unwrap());
+                            }
+                            Err(e) => {
+                                prop_assert_eq!(e, TableError::Full);
+                                // Full only when every slot holds an SA.
+                                prop_assert!(t.slots.iter().all(|s| s.load().is_some()));
+                            }
+                        },
+                        Op::InsertManual(_) | Op::InsertAllocated(..) => {
+                            let spi = match op {
+                                Op::InsertAllocated(g, s) => compose(g, s),
+                                Op::InsertManual(spi) => spi,
+                                _ => unreachable!("matched above"), // the outer arm admits only these two
+                            };
+                            let res = t.insert(spi, v);
+                            match model.entry(spi) {
+                                std::collections::hash_map::Entry::Occupied(_) => {
+                                    prop_assert_eq!(res, Err(TableError::Duplicate(spi)));
+                                }
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    prop_assert_eq!(res, Ok(()));
+                                    e.insert(v);
+                                    live.push(spi);
+                                    r.insert(spi, t.get_arc(spi).unwrap());
+                                }
+                            }
+                        }
+                        Op::Remove(i) if !live.is_empty() => {
+                            let spi = live.swap_remove(i % live.len());
+                            prop_assert_eq!(t.remove(spi), Ok(()));
+                            model.remove(&spi);
+                            r.remove(spi);
+                        }
+                        Op::Remove(_) => {} // nothing live to remove
+                        Op::RemoveAny(spi) => {
+                            let res = t.remove(spi);
+                            if model.remove(&spi).is_some() {
+                                prop_assert_eq!(res, Ok(()));
+                                live.retain(|&l| l != spi);
+                                r.remove(spi);
+                            } else {
+                                prop_assert_eq!(res, Err(TableError::NotFound(spi)));
+                            }
+                        }
+                        Op::Replace(i) if !live.is_empty() => {
+                            let spi = live[i % live.len()];
+                            prop_assert_eq!(t.replace(spi, v + 1_000_000), Ok(()));
+                            model.insert(spi, v + 1_000_000);
+                            r.insert(spi, t.get_arc(spi).unwrap());
+                        }
+                        Op::Replace(_) => {} // nothing live to replace
+                    }
+                    prop_assert_eq!(t.len(), model.len());
+                    for (&spi, &val) in &model {
+                        prop_assert_eq!(t.get(spi).map(|x| *x), Some(val), "table {:#x}", spi);
+                        prop_assert_eq!(r.get(spi).copied(), Some(val), "replica {:#x}", spi);
+                    }
+                }
+                let mut spis = t.spis();
+                spis.sort_unstable();
+                let mut want: Vec<u32> = model.keys().copied().collect();
+                want.sort_unstable();
+                prop_assert_eq!(&spis, &want);
+                // Probe SPIs that are not there, in both forms, one by one and batched.
+                let mut probe: Vec<u32> = want.clone();
+                probe.extend((0..8u32).flat_map(|s| (0..4u16).map(move |g| compose(g, s))));
+                probe.extend(250u32..330);
+                let mut out = vec![None; probe.len()];
+                r.get_batch(&probe, &mut out);
+                for (spi, got) in probe.iter().zip(&out) {
+                    prop_assert_eq!(got.copied(), model.get(spi).copied(), "batch {:#x}", spi);
+                    prop_assert_eq!(t.get(*spi).map(|x| *x), model.get(spi).copied());
+                }
+                // A fresh replica sees the same.
+                let fresh = SpiReplica::from_table(&t);
+                prop_assert_eq!(fresh.len(), model.len());
+                prop_assert_eq!(r.len(), model.len());
+            }
+        }
+    }
+
+    /// Figures, not a check (speed is never asserted): the old overflow path (a map copied
+    /// whole per insert) against the buckets, and single against batched lookups at 1M.
+    /// `cargo test --release -p dataplane --lib satable_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore = "prints figures; run by hand in release"]
+    fn satable_figures() {
+        use std::time::Instant;
+        for n in [10_000u32, 20_000] {
+            let t = Instant::now();
+            let old = crate::sync::swap::ArcSwap::from_pointee(HashMap::<u32, Arc<u64>>::new());
+            for i in 0..n {
+                let mut m = HashMap::clone(&old.load());
+                m.insert(0x1000 + i, Arc::new(u64::from(i)));
+                old.store(Arc::new(m));
+            }
+            let old_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let new: SpiTable<u64> = SpiTable::new();
+            for i in 0..n {
+                new.insert(0x1000 + i, u64::from(i)).unwrap();
+            }
+            let new_s = t.elapsed().as_secs_f64();
+            eprintln!(
+                "manual installs n={n}: old overflow {:.1} ms, buckets {:.2} ms ({:.0}x)",
+                old_s * 1e3,
+                new_s * 1e3,
+                old_s / new_s
+            );
+        }
+        let t = Instant::now();
+        let new: SpiTable<u64> = SpiTable::new();
+        for i in 0..1_000_000u32 {
+            new.insert(0x1000 + i, u64::from(i)).unwrap();
+        }
+        eprintln!(
+            "manual installs n=1M: buckets {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
+        drop(new);
+        let t: SpiTable<[u64; 8]> = SpiTable::new();
+        let spis: Vec<u32> = (0..1_000_000u64)
+            .map(|i| t.allocate(|_| [i; 8]).unwrap())
+            .collect();
+        let r = SpiReplica::from_table(&t);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = |k: usize| {
+            (0..k)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    spis[(x % spis.len() as u64) as usize]
+                })
+                .collect::<Vec<u32>>()
+        };
+        let cold = rand(1 << 20);
+        let hot = rand(4096);
+        let mut out = vec![None; cold.len()];
+        for round in 0..3 {
+            for (name, probes) in [("cold", &cold), ("hot", &hot)] {
+                let reps = (1 << 22) / probes.len();
+                let t0 = Instant::now();
+                let mut acc = 0u64;
+                for _ in 0..reps {
+                    for &spi in std::hint::black_box(probes.as_slice()) {
+                        acc = acc.wrapping_add(r.get(spi).map_or(0, |v| v[0]));
+                    }
+                }
+                let single = t0.elapsed().as_nanos() as f64 / (reps * probes.len()) as f64;
+                let t0 = Instant::now();
+                for _ in 0..reps {
+                    r.get_batch(std::hint::black_box(probes.as_slice()), &mut out);
+                    acc = out[..probes.len()]
+                        .iter()
+                        .flatten()
+                        .fold(acc, |a, v| a.wrapping_add(v[0]));
+                }
+                let batch = t0.elapsed().as_nanos() as f64 / (reps * probes.len()) as f64;
+                std::hint::black_box(acc);
+                eprintln!(
+                    "round {round} lookup 1M {name}: one by one {single:.1} ns, batched {batch:.1} ns ({:.2}x)",
+                    single / batch
+                );
+            }
+        }
     }
 
     /// Readers hammer lookups while the writer installs and removes; a reader never sees an

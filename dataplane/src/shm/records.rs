@@ -9,13 +9,16 @@
 //!   1 AddSa     8 spi u32 | 12 encr u8 (IANA) | integ u8 (IANA) | enc key len u8 | integ key len u8
 //!               16 replay window u32 (0 = off) | 20 NAT-T src port u16 | dst port u16
 //!               24 outer TTL u8 | #local TS u8 | #remote TS u8 | DF policy u8
-//!               28 tunnel family u8 (6 = IPv6) | reserved [3]
+//!               28 tunnel family u8 (6 = IPv6) | reserved u8 | 30 resource u16 (outbound,
+//!               with the resource flag: the worker the SA is bound to, RFC 9611)
 //!               32 local address [16] | 48 remote address [16] (IPv4 as ::ffff:a.b.c.d)
 //!               64 encryption key (+ salt) [36] | 100 integrity key [64]
 //!               164 reqid u32 | 168 lifetime: soft packets, hard packets, soft bytes,
 //!               hard bytes (u64 each) | 200 traffic selectors, 40 bytes each:
 //!               start [16] | end [16] | protocol u8 | v6 u8 | pad u16 | start port u16 | end port u16
-//!               flags: inbound, ESN, NAT-T, tunnel, copy DSCP, update (replace same SPI)
+//!               flags: inbound, ESN, NAT-T, tunnel, copy DSCP, update (replace same SPI),
+//!               resource (an older dataplane ignores it and the field: the SA is then an
+//!               ordinary one for its reqid, still correct, just not bound to a worker)
 //!   2 DeleteSa  8 spi u32 | 12 reqid u32 (outbound SPIs are the peers' choice: the
 //!               reqid tells two peers' equal SPIs apart)      flags: inbound
 //!   3 Flush     (every SA and policy)
@@ -74,6 +77,7 @@ const FLAG_NAT_T: u16 = 1 << 2;
 const FLAG_TUNNEL: u16 = 1 << 3;
 const FLAG_COPY_DSCP: u16 = 1 << 4;
 const FLAG_UPDATE: u16 = 1 << 5;
+const FLAG_RESOURCE: u16 = 1 << 6;
 
 const HEADER: usize = 8;
 const TS_AT: usize = 200;
@@ -112,6 +116,9 @@ pub struct SaInstall {
     /// Replace an installed SA with the same SPI (keeping its counters and sequence state)
     /// instead of refusing a duplicate.
     pub update: bool,
+    /// Outbound only: the worker this per-resource SA is bound to (RFC 9611), or `None` for
+    /// an ordinary SA (the reqid's fallback, used by every worker without its own).
+    pub resource: Option<u16>,
     pub config: SaConfig,
 }
 
@@ -386,6 +393,9 @@ pub fn encode_add_sa(out: &mut [u8], txid: u32, sa: &SaInstall) -> Result<usize,
     if sa.update {
         flags |= FLAG_UPDATE;
     }
+    if sa.resource.is_some() {
+        flags |= FLAG_RESOURCE;
+    }
     let (local, remote) = match cfg.mode {
         Mode::Tunnel { local, remote } => {
             flags |= FLAG_TUNNEL;
@@ -419,6 +429,9 @@ pub fn encode_add_sa(out: &mut [u8], txid: u32, sa: &SaInstall) -> Result<usize,
     // Tunnel endpoint family: IPv6 iff `local` is IPv6 (v4-mapped is decoded as IPv4).
     if local.is_ipv6() {
         b[28] = 6;
+    }
+    if let Some(r) = sa.resource {
+        put16(b, 30, r);
     }
     put_addr(&mut b[32..48], local);
     put_addr(&mut b[48..64], remote);
@@ -603,6 +616,7 @@ pub fn decode(b: &[u8]) -> Result<ControlRecord, RecordError> {
                     direction,
                     reqid: le32(b, 164),
                     update: flags & FLAG_UPDATE != 0,
+                    resource: (flags & FLAG_RESOURCE != 0).then(|| le16(b, 30)),
                     config: cfg,
                 }),
             })
@@ -915,6 +929,7 @@ mod tests {
                 direction: Direction::Inbound,
                 reqid: 0xabcd,
                 update: true,
+                resource: None,
                 config: c.clone(),
             };
             let n = encode_add_sa(&mut buf, 77, &inst).unwrap();
@@ -925,12 +940,26 @@ mod tests {
                 direction,
                 reqid,
                 update,
+                resource,
                 config,
             } = *sa;
             assert_eq!(
-                (txid, direction, reqid, update),
-                (77, Direction::Inbound, 0xabcd, true)
+                (txid, direction, reqid, update, resource),
+                (77, Direction::Inbound, 0xabcd, true, None)
             );
+            // RFC 9611: a per-resource outbound SA names its worker; 0 is a worker too.
+            for r in [0u16, 1, 0xffff] {
+                let bound = SaInstall {
+                    direction: Direction::Outbound,
+                    resource: Some(r),
+                    ..inst.clone()
+                };
+                let n = encode_add_sa(&mut buf, 78, &bound).unwrap();
+                let ControlRecord::AddSa { sa, .. } = decode(&buf[..n]).unwrap() else {
+                    panic!()
+                };
+                assert_eq!(sa.resource, Some(r));
+            }
             assert_eq!(config.lifetime, c.lifetime);
             assert_eq!(config.spi, c.spi);
             assert_eq!(config.transform, c.transform);
@@ -977,6 +1006,7 @@ mod tests {
             direction: Direction::Outbound,
             reqid: 1,
             update: false,
+            resource: None,
             config,
         };
         assert_eq!(

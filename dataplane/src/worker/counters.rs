@@ -131,6 +131,9 @@ worker_drops! {
     TooBigNoDf => "too_big_df_clear",
     /// The transmit ring was full.
     TxFull => "tx_ring_full",
+    /// A receive ring held a standing queue (more than the AQM limit after every batch for
+    /// an interval): the head packet was dropped so the sender slows down (CoDel, RFC 8289).
+    AqmStandingQueue => "aqm_standing_queue",
 }
 
 /// Counters of one worker, published once per batch, read by anyone.

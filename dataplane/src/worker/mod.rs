@@ -6,9 +6,11 @@
 //! per run of consecutive packets of the same SA, the next-hop table once per batch, and
 //! counters are published once per batch.
 
+pub mod aqm;
 mod counters;
 pub mod icmp;
 
+pub use aqm::Aqm;
 pub use counters::{WorkerCounter, WorkerDrop, WorkerStats};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -74,6 +76,34 @@ pub struct Worker<I: WorkerIo> {
     rx: Vec<Frame<I::Buf>>,
     run: Vec<Frame<I::Buf>>,
     verdicts: Vec<Verdict>,
+    /// Bounded queueing per side's receive rings (index: [`side_index`]).
+    aqm: [Aqm; 2],
+    /// A time passed to the AQM when the backlog is under its limit (it reads no clock then).
+    epoch: Instant,
+    /// Empty polls before the worker blocks in `WorkerIo::idle`.
+    idle_polls: u32,
+    /// This worker's index: the resource its per-resource SAs are bound to (RFC 9611).
+    index: u16,
+}
+
+/// Defaults of the loop's latency policy (see `Worker::with_latency_policy`).
+pub mod policy {
+    use std::time::Duration;
+    /// Empty polls before blocking in poll(2) (a few tens of microseconds of spinning).
+    pub const IDLE_POLLS: u32 = 64;
+    /// Packets left in a side's rings after a batch above which the queue counts as
+    /// standing (one batch: a worker that keeps up leaves less).
+    pub const AQM_LIMIT: usize = 64;
+    /// How long a standing queue may last before the first drop (CoDel's interval, sized
+    /// for the sub-millisecond RTTs of a LAN-to-LAN tunnel).
+    pub const AQM_INTERVAL: Duration = Duration::from_millis(1);
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Outside => 0,
+        Side::Inside => 1,
+    }
 }
 
 /// Decrement the TTL / hop limit of the IP packet at the start of `d` (RFC 1812 §5.3.1).
@@ -125,7 +155,54 @@ impl<I: WorkerIo> Worker<I> {
             rx: Vec::with_capacity(batch),
             run: Vec::with_capacity(batch),
             verdicts: vec![Verdict::Forward; batch],
+            aqm: std::array::from_fn(|_| Aqm::new(policy::AQM_LIMIT, policy::AQM_INTERVAL)),
+            epoch: Instant::now(),
+            idle_polls: policy::IDLE_POLLS,
+            index: 0,
         }
+    }
+
+    /// The loop's latency policy: empty polls before blocking, and the AQM's standing-queue
+    /// limit (packets; 0 turns it off) and interval.
+    pub fn with_latency_policy(
+        mut self,
+        idle_polls: u32,
+        aqm_limit: usize,
+        aqm_interval: Duration,
+    ) -> Self {
+        self.idle_polls = idle_polls;
+        self.aqm = std::array::from_fn(|_| Aqm::new(aqm_limit, aqm_interval));
+        self
+    }
+
+    /// Receive a batch from `side` into `rx`; then let the AQM look at what is left in the
+    /// rings and drop the batch's head if the queue has been standing (RFC 8289 head drop).
+    fn receive(&mut self, side: Side, rx: &mut Vec<Frame<I::Buf>>) {
+        self.io.recv(side, rx, self.batch);
+        let aqm = &mut self.aqm[side_index(side)];
+        if rx.is_empty() || aqm.is_off() {
+            return;
+        }
+        let backlog = self.io.rx_backlog(side);
+        let now = if backlog > aqm.limit() {
+            Instant::now()
+        } else {
+            self.epoch
+        };
+        if aqm.on_batch(now, backlog) {
+            let f = rx.remove(0);
+            self.local.count(WorkerCounter::rx_packets(side), 1);
+            self.local
+                .count(WorkerCounter::rx_bytes(side), f.len() as u64);
+            self.drop_frame(f, WorkerDrop::AqmStandingQueue);
+        }
+    }
+
+    /// This worker is worker `index` of the dataplane: outbound, it prefers the SAs bound to
+    /// it (RFC 9611 per-resource SAs) over a reqid's shared fallback SA.
+    pub fn with_index(mut self, index: u16) -> Self {
+        self.index = index;
+        self
     }
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
@@ -172,7 +249,7 @@ impl<I: WorkerIo> Worker<I> {
         while !stop.load(Ordering::Relaxed) {
             if self.poll_once() == 0 {
                 idle_rounds += 1;
-                if idle_rounds > 64 {
+                if idle_rounds > self.idle_polls {
                     self.io.idle();
                 }
             } else {
@@ -241,10 +318,10 @@ impl<I: WorkerIo> Worker<I> {
     /// Inside → outside: policy, encapsulation.
     fn inside_batch(&mut self, table: &HopTable) -> usize {
         let mut rx = std::mem::take(&mut self.rx);
-        self.io.recv(Side::Inside, &mut rx, self.batch);
+        self.receive(Side::Inside, &mut rx);
         let n = rx.len();
         // The current run: packets for one reqid, and its SA (loaded once per run).
-        let mut current: Option<(u32, Option<OutboundGuard>)> = None;
+        let mut current: Option<(u32, Option<OutboundRef>)> = None;
         for mut f in rx.drain(..) {
             let Some((peer_mac, our_mac)) = self.strip_l2(Side::Inside, &mut f) else {
                 self.drop_frame(f, WorkerDrop::NotIp);
@@ -283,7 +360,7 @@ impl<I: WorkerIo> Worker<I> {
                         if let Some((r, Some(sa))) = current.take() {
                             self.seal_run(r, sa_of(&sa), table);
                         }
-                        current = Some((reqid, self.db.outbound.get(reqid)));
+                        current = Some((reqid, self.outbound_sa(reqid)));
                     }
                     let Some(shape) = current
                         .as_ref()
@@ -419,7 +496,7 @@ impl<I: WorkerIo> Worker<I> {
         // worker counts and transmits.
         let replica = self.replica.take();
         let mut rx = std::mem::take(&mut self.rx);
-        self.io.recv(Side::Outside, &mut rx, self.batch);
+        self.receive(Side::Outside, &mut rx);
         let n = rx.len();
         let mut current: Option<u32> = None;
         for mut f in rx.drain(..) {
@@ -507,9 +584,31 @@ impl<I: WorkerIo> Worker<I> {
 
 type OutboundGuard = crate::sync::swap::Guard<Option<Arc<OutboundSa>>>;
 
-fn sa_of(g: &OutboundGuard) -> &OutboundSa {
-    g.as_ref()
-        .expect("ReqidTable::get returns only occupied slots")
+/// The outbound SA of a run: this worker's own (RFC 9611), or the reqid's shared fallback.
+enum OutboundRef {
+    Bound(Arc<OutboundSa>),
+    Shared(OutboundGuard),
+}
+
+fn sa_of(r: &OutboundRef) -> &OutboundSa {
+    match r {
+        OutboundRef::Bound(sa) => sa,
+        OutboundRef::Shared(g) => g
+            .as_ref()
+            .expect("ReqidTable::get returns only occupied slots"),
+    }
+}
+
+impl<I: WorkerIo> Worker<I> {
+    /// RFC 9611 §4: the per-resource SA bound to this worker for `reqid`, else the fallback
+    /// SA every worker shares. Loaded once per run of packets.
+    #[inline]
+    fn outbound_sa(&self, reqid: u32) -> Option<OutboundRef> {
+        match self.db.outbound.get_bound(reqid, self.index) {
+            Some(sa) => Some(OutboundRef::Bound(sa)),
+            None => self.db.outbound.get(reqid).map(OutboundRef::Shared),
+        }
+    }
 }
 
 /// Rate limit of control-plane events per worker: one per key per second, and at most

@@ -22,7 +22,11 @@ const AUTH_PAYLOADS: &[u8] = &[
     payload::TSI,
     payload::TSR,
 ];
-const AUTH_NOTIFIES: &[u16] = &[notify::INITIAL_CONTACT, notify::USE_TRANSPORT_MODE];
+const AUTH_NOTIFIES: &[u16] = &[
+    notify::INITIAL_CONTACT,
+    notify::USE_TRANSPORT_MODE,
+    notify::SA_RESOURCE_INFO,
+];
 
 /// The subject of a DER certificate in swanctl syntax, for logs.
 fn cert_subject(der: &[u8]) -> String {

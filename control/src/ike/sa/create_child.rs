@@ -76,7 +76,11 @@ const CHILD_PAYLOADS: &[u8] = &[
     payload::TSI,
     payload::TSR,
 ];
-const CHILD_NOTIFIES: &[u16] = &[notify::USE_TRANSPORT_MODE, notify::REKEY_SA];
+const CHILD_NOTIFIES: &[u16] = &[
+    notify::USE_TRANSPORT_MODE,
+    notify::REKEY_SA,
+    notify::SA_RESOURCE_INFO,
+];
 
 /// What the responder settled on for a Child SA request.
 #[derive(Debug, Clone)]
@@ -143,6 +147,9 @@ pub(super) struct ChildBook {
     pub(super) followup: Option<Followup>,
     /// Responder: the peer's CREATE_CHILD_SAs whose additional key exchanges run, by link.
     pub(super) peer_followups: Vec<PeerFollowup>,
+    /// RFC 9611: the resource each Child SA being made is bound to, by its new inbound SPI
+    /// (taken when the Child SA is made; a rekey's successor inherits its predecessor's).
+    resource_for: Vec<(u32, u16)>,
 }
 
 /// Our CREATE_CHILD_SA, answered and checked, before its keys.
@@ -236,7 +243,22 @@ impl ChildBook {
     }
     /// How many entries it holds (tests check it stays bounded).
     pub(super) fn len(&self) -> usize {
-        self.pending.len() + self.retiring.len() + self.peer_rekeys.len()
+        self.pending.len() + self.retiring.len() + self.peer_rekeys.len() + self.resource_for.len()
+    }
+    /// (A spare SPI reused for another rekey is bound anew, never to a stale resource.)
+    fn bind(&mut self, spi: u32, resource: u16) {
+        self.resource_for.retain(|(s, _)| *s != spi);
+        self.resource_for.push((spi, resource));
+    }
+    fn bound(&self, spi: u32) -> Option<u16> {
+        self.resource_for
+            .iter()
+            .find(|(s, _)| *s == spi)
+            .map(|(_, r)| *r)
+    }
+    fn take_bound(&mut self, spi: u32) -> Option<u16> {
+        let i = self.resource_for.iter().position(|(s, _)| *s == spi)?;
+        Some(self.resource_for.remove(i).1)
     }
 }
 
@@ -255,6 +277,12 @@ impl IkeSa {
         let mut out = Vec::new();
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
+        }
+        if c.per_resource > 0 {
+            // RFC 9611 §4: the first (fallback) Child SA carries SA_RESOURCE_INFO, no data:
+            // we will ask for per-resource Child SAs with these selectors. A peer that does
+            // not know it ignores it (a status notify, RFC 7296 §3.10.1) and does not echo it.
+            out.push(notify_payload(notify::SA_RESOURCE_INFO, vec![]));
         }
         out.push(Payload::Sa(
             c.esp
@@ -322,6 +350,18 @@ impl IkeSa {
                 lts = o.local_ts.clone();
                 rts = o.remote_ts.clone();
             }
+            // RFC 9611: the successor of a per-resource Child SA is bound where it was.
+            match self
+                .children
+                .iter()
+                .find(|x| x.inbound_spi == old)
+                .and_then(|x| x.resource)
+            {
+                Some(r) => self.book.bind(req.inbound_spi, r),
+                None => {
+                    self.book.take_bound(req.inbound_spi);
+                }
+            }
             // §1.3.3: REKEY_SA names the SA being rekeyed by our inbound SPI of it (the
             // peer finds it as its outbound one), as strongSwan does.
             out.push(Payload::Notify(Notify {
@@ -333,6 +373,17 @@ impl IkeSa {
         }
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
+        }
+        if let Some(r) = self.book.bound(req.inbound_spi) {
+            // RFC 9611 §4: a per-resource Child SA (or its rekey); the data is an opaque id
+            // of our resource, for the peer's logs only.
+            out.push(notify_payload(
+                notify::SA_RESOURCE_INFO,
+                r.to_be_bytes().to_vec(),
+            ));
+        } else if c.per_resource > 0 && self.book.pending[pi].rekey_of.is_none() {
+            // A fresh fallback Child SA: as in IKE_AUTH.
+            out.push(notify_payload(notify::SA_RESOURCE_INFO, vec![]));
         }
         // RFC 9370 §2.2.4: the proposals with additional key exchanges, each followed by
         // its twin without them when they are optional.
@@ -393,6 +444,36 @@ impl IkeSa {
         Ok(())
     }
 
+    /// RFC 9611 §4: CREATE_CHILD_SA for one more Child SA of child `req.child`, with the
+    /// same selectors as its fallback, bound on our side to `resource` (a dataplane worker).
+    pub fn create_resource_child(
+        &mut self,
+        now: u64,
+        req: ChildRequest,
+        resource: u16,
+        rng: &mut dyn Random,
+    ) -> Result<(), IkeError> {
+        self.book.bind(req.inbound_spi, resource);
+        let r = self.create_child(now, req, rng);
+        if r.is_err() {
+            self.book.take_bound(req.inbound_spi);
+        }
+        r
+    }
+
+    /// RFC 9611: the lowest resource of child `k` no Child SA of ours is bound to (or being
+    /// made for), below its limit; `None` when all are taken (or it is off).
+    fn free_resource(&self, k: usize) -> Option<u16> {
+        let c = self.cfg.children.get(k)?;
+        (0..c.per_resource).find(|r| {
+            !self
+                .children
+                .iter()
+                .any(|x| x.name == c.name && x.resource == Some(*r))
+                && !self.book.resource_for.iter().any(|(_, b)| b == r)
+        })
+    }
+
     fn child_failed(&mut self, name: String, error: IkeError) {
         self.events.push_back(Event::ChildFailed { name, error });
     }
@@ -422,6 +503,7 @@ impl IkeSa {
             .find(|c| c.name == name)
             .map(|c| c.lifetime.schedule(now, rng))
             .unwrap_or_default();
+        let resource = self.book.take_bound(inbound_spi);
         self.children.push(ChildInfo {
             name: name.clone(),
             inbound_spi,
@@ -434,6 +516,7 @@ impl IkeSa {
             rekey_at: times.rekey_at,
             expire_at: times.expire_at,
             rekeys,
+            resource,
         });
         ChildSa {
             name,
@@ -449,6 +532,8 @@ impl IkeSa {
             remote: self.remote.ip(),
             // ESP-in-UDP to the peer's NAT-mapped port (§2.23).
             udp_encap: self.nat.then_some((self.local.port(), self.remote.port())),
+            resource,
+            add_resources: false,
         }
     }
 
@@ -568,6 +653,10 @@ impl IkeSa {
             transport,
             0,
         );
+        let mut sa = sa;
+        // RFC 9611 §4: the responder echoed SA_RESOURCE_INFO: it does per-resource Child
+        // SAs. One that does not know them (strongSwan 5.9) keeps just this one.
+        sa.add_resources = c.per_resource > 0 && find_notify(p, notify::SA_RESOURCE_INFO).is_some();
         self.events.push_back(Event::ChildUp(sa));
     }
 
@@ -749,10 +838,49 @@ impl IkeSa {
             return Err(vec![notify_payload(notify::TEMPORARY_FAILURE, vec![])]);
         }
         let c = self.cfg.children[ch.child].clone();
+        // RFC 9611 §4: a request with SA_RESOURCE_INFO while this child has its fallback
+        // Child SA asks for a per-resource one; without a fallback it is the fallback.
+        let asked = find_notify(p, notify::SA_RESOURCE_INFO).is_some();
+        let has_fallback = self
+            .children
+            .iter()
+            .any(|x| x.name == c.name && x.resource.is_none());
+        let resource = match only {
+            // A rekey's successor is bound where its predecessor was.
+            Some((_, old)) => self
+                .children
+                .iter()
+                .find(|x| x.inbound_spi == old)
+                .and_then(|x| x.resource),
+            None if asked && has_fallback && ke != KeOffer::Ignore => {
+                match self.free_resource(ch.child) {
+                    Some(r) => Some(r),
+                    None => {
+                        // RFC 9611 §5.2: no more for these selectors; not an error of the
+                        // IKE SA, and the peer keeps what it has.
+                        self.log(tracing::Level::INFO, format!("child {}: the peer asks for another per-resource Child SA beyond our {} (RFC 9611): answered TS_MAX_QUEUE", c.name, c.per_resource));
+                        return Err(vec![notify_payload(notify::TS_MAX_QUEUE, vec![])]);
+                    }
+                }
+            }
+            None => None,
+        };
         let inbound_spi = spis.alloc_spi();
         let mut out = Vec::new();
         if c.transport {
             out.push(notify_payload(notify::USE_TRANSPORT_MODE, vec![]));
+        }
+        if let Some(r) = resource {
+            self.book.bind(inbound_spi, r);
+        }
+        if asked && c.per_resource > 0 {
+            // RFC 9611 §4: the answer says we do per-resource Child SAs too.
+            out.push(notify_payload(
+                notify::SA_RESOURCE_INFO,
+                resource
+                    .map(|r| r.to_be_bytes().to_vec())
+                    .unwrap_or_default(),
+            ));
         }
         out.push(Payload::Sa(vec![ch
             .proposal
@@ -982,6 +1110,17 @@ impl IkeSa {
                     }
                     return;
                 }
+                // RFC 9611 §5.2: the peer takes no more per-resource Child SAs: we keep
+                // what we have (the workers without one use the fallback).
+                Some(notify::TS_MAX_QUEUE) if self.book.bound(req.inbound_spi).is_some() => {
+                    self.book.take_bound(req.inbound_spi);
+                    self.log(tracing::Level::INFO, format!("child {}: the peer takes no more per-resource Child SAs (TS_MAX_QUEUE, RFC 9611)", c.name));
+                    self.events.push_back(Event::ResourceRefused {
+                        name: c.name.clone(),
+                        inbound_spi: req.inbound_spi,
+                    });
+                    return;
+                }
                 // Any other answer without an SA (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...):
                 // check_child_answer below turns it into a ChildFailed naming the notify.
                 _ => {} // reported below, not here
@@ -1031,6 +1170,7 @@ impl IkeSa {
             Err(e) => {
                 self.child_failed(c.name, e);
                 self.book.unused(&pend);
+                self.book.take_bound(req.inbound_spi);
                 if has_sa {
                     // The responder has this Child SA up; delete it so it is not left behind.
                     self.queue.push_back(Queued::DeleteChild(req.inbound_spi));

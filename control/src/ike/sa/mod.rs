@@ -115,6 +115,12 @@ pub struct ChildSa {
     /// UDP encapsulation (local port, remote port) when a NAT was found or forced; the
     /// remote port is the peer's NAT-mapped one.
     pub udp_encap: Option<(u16, u16)>,
+    /// RFC 9611: the resource (dataplane worker) this per-resource Child SA is bound to on
+    /// our side; `None` for an ordinary (fallback) Child SA.
+    pub resource: Option<u16>,
+    /// RFC 9611 §4: we initiated this fallback Child SA with SA_RESOURCE_INFO and the peer
+    /// answered with it too: negotiate the per-resource Child SAs now.
+    pub add_resources: bool,
 }
 
 impl std::fmt::Debug for ChildSa {
@@ -148,6 +154,8 @@ pub struct ChildInfo {
     pub expire_at: Option<u64>,
     /// How many rekeys its line has been through (0 for a fresh Child SA).
     pub rekeys: u32,
+    /// RFC 9611: the resource it is bound to on our side (kept across rekeys).
+    pub resource: Option<u16>,
 }
 
 /// What the state machine wants done, or wants known.
@@ -177,6 +185,12 @@ pub enum Event {
         /// Replaced by a rekey (§2.8): its successor carries the traffic; the daemon keeps
         /// the inbound SA a grace period for packets in flight, and runs no close_action.
         rekeyed: bool,
+    },
+    /// RFC 9611 §5.2: the peer takes no more per-resource Child SAs for this child
+    /// (TS_MAX_QUEUE); our request with `inbound_spi` made none. Not a failure.
+    ResourceRefused {
+        name: String,
+        inbound_spi: u32,
     },
     /// A Child SA rekey (either side started it, §1.3.3, §2.8) made `new`, which replaces
     /// the Child SA whose inbound SPI is `replaces`. Install `new`'s inbound SA now; its

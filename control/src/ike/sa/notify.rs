@@ -16,6 +16,8 @@ pub const TEMPORARY_FAILURE: u16 = 43;
 pub const CHILD_SA_NOT_FOUND: u16 = 44;
 /// RFC 9370 §2.2.4: an IKE_FOLLOWUP_KE names a link the responder does not know.
 pub const STATE_NOT_FOUND: u16 = 47;
+/// RFC 9611 §5.2: the responder takes no more per-resource Child SAs for these selectors.
+pub const TS_MAX_QUEUE: u16 = 48;
 /// Types below this are errors, at or above it status (§3.10.1).
 pub const FIRST_STATUS: u16 = 16384;
 pub const INITIAL_CONTACT: u16 = 16384;
@@ -32,6 +34,9 @@ pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
 pub const INTERMEDIATE_EXCHANGE_SUPPORTED: u16 = 16438;
 /// RFC 9370 §2.2.4: the link for the next IKE_FOLLOWUP_KE.
 pub const ADDITIONAL_KEY_EXCHANGE: u16 = 16441;
+/// RFC 9611 §5.1: this Child SA belongs to a group of Child SAs with the same selectors,
+/// each bound to a resource (a CPU, here a dataplane worker); data: an optional opaque id.
+pub const SA_RESOURCE_INFO: u16 = 16444;
 
 /// A name for logs.
 pub fn name(t: u16) -> String {
@@ -54,6 +59,7 @@ pub fn name(t: u16) -> String {
         43 => "TEMPORARY_FAILURE".into(),
         44 => "CHILD_SA_NOT_FOUND".into(),
         47 => "STATE_NOT_FOUND".into(),
+        48 => "TS_MAX_QUEUE".into(),
         16384 => "INITIAL_CONTACT".into(),
         16388 => "NAT_DETECTION_SOURCE_IP".into(),
         16389 => "NAT_DETECTION_DESTINATION_IP".into(),
@@ -64,6 +70,7 @@ pub fn name(t: u16) -> String {
         16431 => "SIGNATURE_HASH_ALGORITHMS".into(),
         16438 => "INTERMEDIATE_EXCHANGE_SUPPORTED".into(),
         16441 => "ADDITIONAL_KEY_EXCHANGE".into(),
+        16444 => "SA_RESOURCE_INFO".into(),
         t if t < FIRST_STATUS => format!("error notify {t}"),
         t => format!("status notify {t}"),
     }

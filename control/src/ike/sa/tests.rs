@@ -48,6 +48,7 @@ fn conn(initiator: bool) -> Connection {
         psk: Zeroizing::new(b"k".to_vec()),
         ike: vec!["aes128gcm16-prfsha256-x25519".parse().unwrap()],
         children: vec![ChildCfg {
+            per_resource: 0,
             name: "net".into(),
             esp: vec!["aes128gcm16".parse().unwrap()],
             local_ts: vec![parse_ts(lts).unwrap()],

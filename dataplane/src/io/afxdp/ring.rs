@@ -125,6 +125,13 @@ impl<D: Copy> Ring<D> {
         self.cached_prod.wrapping_sub(self.cached_cons)
     }
 
+    /// Entries ready to read, with a fresh look at the producer index (one atomic load).
+    pub(crate) fn pending(&mut self) -> u32 {
+        // Acquire: pairs with the kernel's release of the producer index.
+        self.cached_prod = self.prod().load(Ordering::Acquire);
+        self.cached_prod.wrapping_sub(self.cached_cons)
+    }
+
     /// Read the next descriptor. The caller checked `available() > 0`.
     pub(crate) fn pop(&mut self) -> D {
         let i = (self.cached_cons & self.mask) as usize;

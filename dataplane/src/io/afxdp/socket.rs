@@ -263,6 +263,11 @@ impl XskSocket {
         n
     }
 
+    /// Packets waiting in the rx ring now.
+    pub fn rx_pending(&mut self) -> usize {
+        self.rx.pending() as usize
+    }
+
     /// Free tx slots.
     pub fn tx_free(&mut self, want: usize) -> usize {
         self.tx.free(want as u32) as usize
