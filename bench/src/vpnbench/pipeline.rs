@@ -594,8 +594,9 @@ pub fn scaling_goals(rows: &[PipelineRow], cpu_scaling: Option<f64>, load: &str)
                 if one.mpps > 0.0 {
                     let ratio = two.mpps / one.mpps;
                     worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+                    let unit = if size == "imix" { "" } else { " B" };
                     parts.push(format!(
-                        "{size} B: {:.2}x ({:.3} → {:.3} Mpps)",
+                        "{size}{unit}: {:.2}x ({:.3} → {:.3} Mpps)",
                         ratio, one.mpps, two.mpps
                     ));
                 }

@@ -26,14 +26,14 @@ pub struct Written {
     pub markdown: PathBuf,
     pub plots: Vec<PathBuf>,
     /// Files that were not vpnbench documents, with why.
-    pub skipped: Vec<(PathBuf, String)>,
+    pub skipped: Skipped,
 }
 
+/// Files that were not vpnbench documents, with why.
+pub type Skipped = Vec<(PathBuf, String)>;
+
 /// Read the inputs: every path given, or every `*.json` in `dir` (sorted).
-pub fn load(
-    inputs: &[PathBuf],
-    dir: &Path,
-) -> Result<(Vec<Input>, Vec<(PathBuf, String)>), BenchError> {
+pub fn load(inputs: &[PathBuf], dir: &Path) -> Result<(Vec<Input>, Skipped), BenchError> {
     let mut paths = inputs.to_vec();
     if paths.is_empty() {
         for e in std::fs::read_dir(dir)? {
