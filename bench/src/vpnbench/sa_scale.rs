@@ -210,7 +210,7 @@ pub fn static_toml(n: usize) -> String {
         let _ = write!(
             s,
             "[[sa]]\nname = \"sa{i}\"\ndirection = \"{dir}\"\nspi = {spi}\nproposal = \"aes128gcm16\"\n\
-             enc_key = \"{:08x}0102030405060708090a0b0c0d0e0f10111213\"\nmode = \"tunnel\"\n\
+             enc_key = \"{:08x}0102030405060708090a0b0c0d0e0f10\"\nmode = \"tunnel\"\n\
              local = \"192.0.2.1\"\nremote = \"198.51.{}.{}\"\n\n",
             i as u32,
             (i >> 8) & 0xff,

@@ -1086,7 +1086,7 @@ mod tests {
                 };
                 let _ = write!(
                     text,
-                    "[[sa]]\nname = \"sa{i}\"\ndirection = \"{dir}\"\nspi = {spi}\nproposal = \"aes128gcm16\"\nenc_key = \"{:08x}0102030405060708090a0b0c0d0e0f10111213\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.{}.{}\"\n\n",
+                    "[[sa]]\nname = \"sa{i}\"\ndirection = \"{dir}\"\nspi = {spi}\nproposal = \"aes128gcm16\"\nenc_key = \"{:08x}0102030405060708090a0b0c0d0e0f10\"\nmode = \"tunnel\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.{}.{}\"\n\n",
                     i as u32,
                     (i >> 8) & 0xff,
                     i & 0xff

@@ -496,6 +496,12 @@ impl<T> SpiReplica<T> {
             if let Some(slot) = self.slots.get_mut(slot_of(spi)) {
                 if slot.as_ref().is_none_or(|e| e.spi() == spi) {
                     *slot = Some(sa);
+                    // The master may hold it in its overflow table (installed while the
+                    // slot was taken): never keep a second, stale copy here (found by the
+                    // model proptest).
+                    if !self.overflow.is_empty() {
+                        self.overflow.remove(&spi);
+                    }
                     return;
                 }
             }
