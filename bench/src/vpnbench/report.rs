@@ -412,6 +412,7 @@ fn e2e_medians(rows: &[&E2eRow]) -> Vec<(String, E2eRow)> {
                 },
                 rtt_loaded,
                 offloads: of.first().map(|r| r.offloads.clone()).unwrap_or_default(),
+                ..E2eRow::default()
             };
             (c, row)
         })
