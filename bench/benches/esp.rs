@@ -314,6 +314,8 @@ fn main() {
                 bytes: esp_payload_len(size),
                 ns_per_op: ns,
                 gbps: esp_payload_len(size) as f64 * 8.0 / ns,
+                key_bits: 128,
+                op: "seal".into(),
                 ..GcmRow::default()
             });
         }

@@ -287,8 +287,11 @@ impl<A: Aead96> AeadKey<A> {
     }
 }
 
+/// An ESP packet split for opening: IV, payload, ICV.
+type OpenParts<'a> = ([u8; IV_LEN], &'a mut [u8], [u8; TAG_LEN]);
+
 /// Read the IV and the ICV; split off the payload.
-fn split_for_open(esp: &mut [u8]) -> Result<([u8; IV_LEN], &mut [u8], [u8; TAG_LEN]), CryptoError> {
+fn split_for_open(esp: &mut [u8]) -> Result<OpenParts<'_>, CryptoError> {
     if esp.len() < ESP_HEADER_LEN + IV_LEN + TAG_LEN {
         return Err(CryptoError::BadLength);
     }

@@ -629,7 +629,9 @@ mod tests {
     #[test]
     fn batch_matches_one_by_one() {
         let w64 = 1u64 << 32;
-        let cases: Vec<(bool, Option<u32>, u64, Vec<(u64, bool)>)> = vec![
+        // (esn, replay window, window top to start from (0: fresh), packets as (seq, forged)).
+        type Case = (bool, Option<u32>, u64, Vec<(u64, bool)>);
+        let cases: Vec<Case> = vec![
             // In order, duplicates next to each other and apart, too old after a jump,
             // forged copies of a number already seen and of one not yet seen.
             (
