@@ -583,7 +583,13 @@ mod tests {
     fn cfg(esn: bool, replay: Option<u32>) -> SaConfig {
         let t = EspTransform::AES_GCM_128;
         let keys = SaKeys::new(&[0x42; 20], &[]);
-        let mut c = SaConfig::tunnel(7, t, keys, [192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        let mut c = SaConfig::tunnel(
+            0x1007,
+            t,
+            keys,
+            [192, 0, 2, 1].into(),
+            [192, 0, 2, 2].into(),
+        );
         c.esn = esn;
         c.replay_window = replay;
         c
