@@ -315,6 +315,7 @@ fn inbound_record(i: usize, buf: &mut [u8]) -> usize {
         direction: Direction::Inbound,
         reqid: 0,
         update: false,
+        resource: None,
         config: cfg,
     };
     encode_add_sa(buf, i as u32, &inst).expect("an AddSa record fits a slot")
