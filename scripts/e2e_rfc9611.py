@@ -120,6 +120,8 @@ def ours_checks(lab: Lab) -> None:
     d = wait_list(lab, "a", lambda d: carried(d).get(0, 0) > 0 and carried(d).get(1, 0) > 0, timeout=10)
     check(carried(d).get(0, 0) > 0 and carried(d).get(1, 0) > 0,
           "vpnctl list: both per-worker outbound SAs of gw-a carried packets", f"out_packets by worker {carried(d)}")
+    check(carried(d).get(None) == 0, "gw-a's fallback Child SA carried nothing: every worker sent on its own SA",
+          f"{carried(d).get(None)} packets")
     s = lab.stats("a")
     out = {spi(x["spi"]): x["packets"] for x in s["sas"] if x["direction"] == "out"}
     per_sa = {w: out.get(v, 0) for w, v in bound.items()}
