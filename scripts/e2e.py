@@ -573,6 +573,9 @@ def strongswan_checks(lab: Lab) -> None:
         conf = vpnlab.iked_conf(case, "a", psk=psk, ike=ike)
         if not we_init:
             conf = conf.replace('start_action = "start"', 'start_action = "none"')
+        # RFC 9611 on our side: charon 5.9.8 ignores SA_RESOURCE_INFO, so one ordinary Child SA.
+        conf = conf.replace("[connections.gw-b.children.net]\n", "[connections.gw-b.children.net]\nper_resource_sas = 2\n")
+        assert "per_resource_sas" in conf
         p, _ = lab.start_iked("a", str(n), conf)
         deadline = time.time() + 20
         while lab.stats("a")["sa_count"] < 2 and time.time() < deadline:
@@ -592,6 +595,13 @@ def strongswan_checks(lab: Lab) -> None:
                   r.stdout.strip().splitlines()[-2] if r and r.stdout.strip() else "")
             j = lab.iperf(seconds=1)
             check(vpnlab.summary_bps(j) > 1e6, f"{ike} / {esp}: a TCP stream passes", f"{vpnlab.summary_bps(j) / 1e6:.0f} Mbit/s")
+            # After the traffic: nothing more was negotiated meanwhile.
+            doc = json.loads(lab.vpnctl_iked("a", "list", "--json").stdout or "{}")
+            sas = [sa for c in doc.get("connections", []) for ch in c["children"] for sa in ch["sas"]]
+            fails = [f for c in doc.get("connections", []) for f in c["failures"]]
+            check(len(sas) == 1 and sas[0]["worker"] is None and not fails,
+                  f"{ike} / {esp}: per_resource_sas = 2 against strongSwan: exactly one ordinary Child SA, no failure",
+                  f"{len(sas)} Child SAs, workers {[sa['worker'] for sa in sas]}, failures {fails}")
         else:
             print((lab.workdir / f"iked-a-{n}.log").read_text()[-2000:])
             print(clog.read_text()[-3000:])

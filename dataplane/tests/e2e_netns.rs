@@ -6,7 +6,8 @@
 //! IPsec failures provoked, `vpnctl diagnose --json` naming them); `scripts/e2e_keys.py`
 //! (Wireshark keys); `scripts/e2e_vpnctl.py` (the operator CLI's JSON documents and exit
 //! codes); `scripts/e2e_logs.py` (iked's log lines); `vpnbench e2e`'s short smoke run
-//! (`scripts/vpnbench_e2e.py`, plain forwarding and ours with one worker).
+//! (`scripts/vpnbench_e2e.py`, plain forwarding and ours with one worker);
+//! `scripts/e2e_rfc9611.py` (RFC 9611 per-worker Child SAs).
 //! Needs root and the scapy venv; skipped (loudly) without them unless VPN_REQUIRE_ROOT=1.
 
 use std::path::PathBuf;
@@ -64,6 +65,11 @@ fn diag_scenario(case: &str) {
     run_script("e2e_diagnose.py", case);
 }
 
+/// A case of `scripts/e2e_rfc9611.py` (issue 15: per-resource Child SAs, RFC 9611).
+fn rfc9611_scenario(case: &str) {
+    run_script("e2e_rfc9611.py", case);
+}
+
 /// A case of `scripts/e2e_metrics.py` (issue 14: the Prometheus endpoint).
 fn metrics_scenario(case: &str) {
     run_script("e2e_metrics.py", case);
@@ -103,6 +109,8 @@ fn run_script(script: &str, case: &str) {
         ("diag", "vpnctl"),
         ("metrics", "iked"),
         ("metrics", "vpnctl"),
+        ("rfc9611", "iked"),
+        ("rfc9611", "vpnctl"),
     ] {
         let path = dataplane.with_file_name(bin);
         if case.starts_with(needs) && !path.exists() {
@@ -183,7 +191,8 @@ fn iked_keys_the_tunnel_with_nat_t() {
 /// ecp256 and modp2048 with ESP aes128gcm16, aes256gcm16, aes256-sha256 and
 /// chacha20poly1305, us as initiator and as responder; ping and TCP through each tunnel;
 /// PSK mismatch and disjoint proposals fail with the right notify and a log line that says
-/// what went wrong.
+/// what went wrong. Our side has `per_resource_sas = 2` (RFC 9611): charon ignores
+/// SA_RESOURCE_INFO, so each tunnel is exactly one ordinary Child SA and nothing fails.
 #[test]
 fn strongswan_interop() {
     scenario("strongswan");
@@ -608,4 +617,12 @@ fn vpnbench_afxdp_smoke_counts_exactly() {
         assert_eq!(r["latency"]["samples"], 1000, "{r}");
         assert_eq!(r["loss_ratio"], 0.0, "{r}");
     }
+}
+
+/// RFC 9611, ours <-> ours with 2 workers per gateway and `per_resource_sas = "auto"`: the
+/// fallback Child SA plus one bound to each worker (same selectors), held by both dataplanes;
+/// 8 TCP flows arrive and both per-worker outbound SAs of gw-a carry packets.
+#[test]
+fn rfc9611_per_worker_child_sas() {
+    rfc9611_scenario("rfc9611-ours");
 }
