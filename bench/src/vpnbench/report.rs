@@ -70,19 +70,6 @@ fn absent(md: &mut String, what: &str) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn pct(p: &Percentiles) -> String {
     if p.samples == 0 {
         return "—".into();
@@ -376,46 +363,13 @@ fn afxdp_section(
     Ok(())
 }
 
-/// Medians over rounds per configuration, in first-seen order.
+/// Medians over rounds per configuration: the same computation `vpnbench e2e` prints
+/// ([`super::e2e::medians`]), so the report and the run agree.
 fn e2e_medians(rows: &[&E2eRow]) -> Vec<(String, E2eRow)> {
-    let mut configs: Vec<String> = Vec::new();
-    for r in rows {
-        if !configs.contains(&r.config) {
-            configs.push(r.config.clone());
-        }
-    }
-    configs
+    let owned: Vec<E2eRow> = rows.iter().map(|r| (*r).clone()).collect();
+    super::e2e::medians(&owned)
         .into_iter()
-        .map(|c| {
-            let of: Vec<&&E2eRow> = rows.iter().filter(|r| r.config == c).collect();
-            let m = |f: &dyn Fn(&E2eRow) -> f64| median(of.iter().map(|r| f(r)).collect());
-            let mut rtt_loaded = Percentiles::default();
-            // The loaded RTT of the round with the median p99 (its CDF is one run's).
-            let mut by_p99: Vec<&&&E2eRow> = of.iter().collect();
-            by_p99.sort_by(|a, b| a.rtt_loaded.p99_us.total_cmp(&b.rtt_loaded.p99_us));
-            if let Some(r) = by_p99.get(by_p99.len() / 2) {
-                rtt_loaded = r.rtt_loaded.clone();
-            }
-            let row = E2eRow {
-                config: c.clone(),
-                round: of.len() as u32,
-                tcp_1_stream_gbps: m(&|r| r.tcp_1_stream_gbps),
-                tcp_4_streams_gbps: m(&|r| r.tcp_4_streams_gbps),
-                tcp_retransmits: m(&|r| r.tcp_retransmits as f64) as u64,
-                small_rx_pps: m(&|r| r.small_rx_pps),
-                small_loss_ratio: m(&|r| r.small_loss_ratio),
-                rtt_idle: Percentiles {
-                    p50_us: m(&|r| r.rtt_idle.p50_us),
-                    p99_us: m(&|r| r.rtt_idle.p99_us),
-                    samples: of.iter().map(|r| r.rtt_idle.samples).sum(),
-                    ..Percentiles::default()
-                },
-                rtt_loaded,
-                offloads: of.first().map(|r| r.offloads.clone()).unwrap_or_default(),
-                ..E2eRow::default()
-            };
-            (c, row)
-        })
+        .map(|r| (r.config.clone(), r))
         .collect()
 }
 
@@ -450,7 +404,7 @@ fn e2e_section(
         let _ = write!(
             md,
             "| {c} | {} | {} | {:.2} | {:.2} | {} | {:.0} | {:.3} | {:.0} / {:.0} | {} |",
-            r.round,
+            r.rounds,
             r.offloads,
             r.tcp_1_stream_gbps,
             r.tcp_4_streams_gbps,

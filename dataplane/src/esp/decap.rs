@@ -739,8 +739,8 @@ mod tests {
     fn batch_of_several_sas_matches_one_by_one() {
         let mut ca = cfg(false, Some(64));
         let mut cb = cfg(false, Some(64));
-        ca.spi = 7;
-        cb.spi = 8;
+        ca.spi = 0x1007;
+        cb.spi = 0x1008;
         let (oa, ob) = (
             OutboundSa::new(ca.clone()).unwrap(),
             OutboundSa::new(cb.clone()).unwrap(),
@@ -784,7 +784,7 @@ mod tests {
             singles.iter().filter(|v| v.is_forward()).count(),
             order.len() - 1
         );
-        for spi in [7, 8] {
+        for spi in [0x1007, 0x1008] {
             let (a, b) = (one.lookup(spi).unwrap(), batch.lookup(spi).unwrap());
             assert_eq!(a.counters(), b.counters(), "spi {spi}");
         }
