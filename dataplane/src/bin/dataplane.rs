@@ -82,8 +82,10 @@ struct Args {
     idle_polls: u32,
     /// Bounded queueing: packets left in a side's receive rings after a batch above which
     /// the queue counts as standing; one that stands for --aqm-interval-us is dropped at the
-    /// head, CoDel-style (counted as aqm_standing_queue). 0 turns it off.
-    #[arg(long, default_value_t = dataplane::worker::policy::AQM_LIMIT)]
+    /// head, CoDel-style (counted as aqm_standing_queue). 0 (the default) turns it off:
+    /// on until its effect is measured on a quiet machine it could drop packets a rekey
+    /// must not lose; `--aqm-limit 64` is the suggested setting.
+    #[arg(long, default_value_t = 0)]
     aqm_limit: usize,
     /// The AQM's interval, in microseconds.
     #[arg(long, default_value_t = dataplane::worker::policy::AQM_INTERVAL.as_micros() as u64)]

@@ -91,7 +91,8 @@ pub mod policy {
     use std::time::Duration;
     /// Empty polls before blocking in poll(2) (a few tens of microseconds of spinning).
     pub const IDLE_POLLS: u32 = 64;
-    /// Packets left in a side's rings after a batch above which the queue counts as
+    /// The suggested `--aqm-limit` (the dataplane defaults to 0, off): packets left in a
+    /// side's rings after a batch above which the queue counts as
     /// standing (one batch: a worker that keeps up leaves less).
     pub const AQM_LIMIT: usize = 64;
     /// How long a standing queue may last before the first drop (CoDel's interval, sized
@@ -155,7 +156,8 @@ impl<I: WorkerIo> Worker<I> {
             rx: Vec::with_capacity(batch),
             run: Vec::with_capacity(batch),
             verdicts: vec![Verdict::Forward; batch],
-            aqm: std::array::from_fn(|_| Aqm::new(policy::AQM_LIMIT, policy::AQM_INTERVAL)),
+            // Off unless `with_latency_policy` turns it on (the dataplane's `--aqm-limit`).
+            aqm: std::array::from_fn(|_| Aqm::new(0, policy::AQM_INTERVAL)),
             epoch: Instant::now(),
             idle_polls: policy::IDLE_POLLS,
             index: 0,
