@@ -199,25 +199,11 @@ impl Gateways {
     }
 
     fn worker_a(&self, port: BenchPort) -> Worker<BenchPort> {
-        Worker::new(
-            port,
-            Arc::clone(&self.a_db),
-            Arc::clone(&self.a_hops),
-            Arc::new(WorkerStats::default()),
-            GatewayAddrs::default(),
-            BATCH,
-        )
+        gateway_worker(port, &self.a_db, &self.a_hops)
     }
 
     fn worker_b(&self, port: BenchPort) -> Worker<BenchPort> {
-        Worker::new(
-            port,
-            Arc::clone(&self.b_db),
-            Arc::clone(&self.b_hops),
-            Arc::new(WorkerStats::default()),
-            GatewayAddrs::default(),
-            BATCH,
-        )
+        gateway_worker(port, &self.b_db, &self.b_hops)
     }
 
     /// The frames for one size: inner frames for A and the ESP frames A makes of them.
@@ -771,6 +757,18 @@ fn print_rows(rows: &[PipelineRow]) {
             r.dropped
         );
     }
+}
+
+/// One worker of a gateway: its SA database and next hops, fresh counters.
+fn gateway_worker(port: BenchPort, db: &Arc<SaDb>, hops: &Arc<HopCache>) -> Worker<BenchPort> {
+    Worker::new(
+        port,
+        Arc::clone(db),
+        Arc::clone(hops),
+        Arc::new(WorkerStats::default()),
+        GatewayAddrs::default(),
+        BATCH,
+    )
 }
 
 #[cfg(test)]
