@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import vpnlab
 from vpnlab import Case, Lab
@@ -48,8 +49,29 @@ def rtts(p: subprocess.Popen, sent: int) -> dict:
             "max_ms": round(max(xs), 3) if xs else None, "replies": len(xs), "sent": sent}
 
 
+def run_delay(pids: list[int]) -> tuple[float, float]:
+    """(seconds on a CPU, seconds waiting on a run queue) summed over every thread of `pids`,
+    from /proc/<pid>/task/<tid>/schedstat: the reason a busy-polling worker's packets wait when
+    more threads want a CPU than there are CPUs."""
+    on_cpu = waiting = 0
+    for pid in pids:
+        try:
+            tids = [t.name for t in Path(f"/proc/{pid}/task").iterdir()]
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                run, wait, _ = open(f"/proc/{pid}/task/{tid}/schedstat").read().split()
+            except (FileNotFoundError, ValueError):
+                continue
+            on_cpu += int(run)
+            waiting += int(wait)
+    return on_cpu / 1e9, waiting / 1e9
+
+
 def measure(lab: Lab, seconds: float, interval: float) -> dict:
     sent = max(1, int(seconds / interval))
+    pids = [p.pid for p in lab.procs.values() if p.poll() is None]
     idle = rtts(ping(lab, seconds, interval), sent)
     # Loaded: start the TCP stream, let it ramp up, ping through the rest of it.
     port = 5401
@@ -65,7 +87,9 @@ def measure(lab: Lab, seconds: float, interval: float) -> dict:
                                 "-p", str(port), "-t", str(seconds + 1.5), "-J"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         time.sleep(1.0)
+        cpu0, wait0, t0 = *run_delay(pids), time.monotonic()
         loaded = rtts(ping(lab, seconds, interval), sent)
+        cpu1, wait1, t1 = *run_delay(pids), time.monotonic()
         out, _ = cli.communicate(timeout=seconds + 60)
     finally:
         if srv.poll() is None:
@@ -73,8 +97,14 @@ def measure(lab: Lab, seconds: float, interval: float) -> dict:
         srv.wait()
     j = json.loads(out)
     s = j["end"]["sum_sent"]
+    sched = None
+    if pids:
+        # Per gateway process and second of the loaded phase.
+        n, dt = len(pids), t1 - t0
+        sched = {"on_cpu_ms_per_s": round((cpu1 - cpu0) / dt / n * 1e3, 1),
+                 "runqueue_wait_ms_per_s": round((wait1 - wait0) / dt / n * 1e3, 1)}
     return {"idle": idle, "loaded": loaded, "tcp_gbps": round(vpnlab.summary_bps(j) / 1e9, 3),
-            "retransmits": s.get("retransmits")}
+            "retransmits": s.get("retransmits"), "dataplane_sched": sched}
 
 
 def pin_args(pin: str, side: str) -> list[str]:
@@ -121,7 +151,10 @@ def main() -> int:
                 print(f"round {r} {label:<28} idle p50 {m['idle']['p50_ms']:.3f} p99 {m['idle']['p99_ms']:.3f} | "
                       f"loaded p50 {m['loaded']['p50_ms']:.3f} p99 {m['loaded']['p99_ms']:.3f} "
                       f"max {m['loaded']['max_ms']} ({m['loaded']['replies']}/{m['loaded']['sent']}) | "
-                      f"TCP {m['tcp_gbps']:.2f} Gbit/s retr {m['retransmits']}", flush=True)
+                      f"TCP {m['tcp_gbps']:.2f} Gbit/s retr {m['retransmits']}"
+                      + (f" | gateway on CPU {m['dataplane_sched']['on_cpu_ms_per_s']} ms/s, waiting for a CPU "
+                         f"{m['dataplane_sched']['runqueue_wait_ms_per_s']} ms/s" if m["dataplane_sched"] else ""),
+                      flush=True)
             finally:
                 lab.down()
     med = lambda xs: sorted(xs)[len(xs) // 2]

@@ -101,6 +101,17 @@ def small(lab: Lab, seconds: float, port: int) -> tuple[float, float]:
     return (pkts - lost) / secs, (lost / pkts if pkts else 0.0)
 
 
+def cpu_pressure_us() -> int | None:
+    """Microseconds (since boot) during which some runnable task waited for a CPU (Linux PSI)."""
+    try:
+        for line in open("/proc/pressure/cpu"):
+            if line.startswith("some "):
+                return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def loaded_rtt(lab: Lab, seconds: float, port: int) -> dict:
     """RTT samples while one TCP stream saturates the path, and that stream's throughput."""
     srv = subprocess.Popen(["ip", "netns", "exec", lab.ns("client-b"), "iperf3", "-s", "-1", "-p", str(port)],
@@ -120,11 +131,14 @@ def loaded_rtt(lab: Lab, seconds: float, port: int) -> dict:
         # Let slow start reach the bottleneck before sampling (one TCP ramp, not a readiness wait).
         time.sleep(0.5)
         count = max(int(seconds / PING_INTERVAL), 10)
+        psi0, t0 = cpu_pressure_us(), time.monotonic()
         samples, lost = ping_samples(lab, count, seconds + 1)
+        psi1, t1 = cpu_pressure_us(), time.monotonic()
         out, _ = cli.communicate(timeout=seconds + 30)
         j = json.loads(out) if out.strip() else {}
         gbps = vpnlab.summary_bps(j) / 1e9
-        return {"samples": samples, "lost": lost, "gbps": gbps}
+        wait = (psi1 - psi0) / 1e6 / (t1 - t0) if psi0 is not None and psi1 is not None else 0.0
+        return {"samples": samples, "lost": lost, "gbps": gbps, "cpu_wait": round(wait, 4)}
     finally:
         for p in (cli, srv):
             if p is not None and p.poll() is None:
@@ -152,7 +166,7 @@ def measure(lab: Lab, seconds: float) -> dict:
             "tcp_retransmits": retr4, "small_rx_pps": pps, "small_loss_ratio": loss,
             "small_method": SMALL_METHOD, "rtt_idle_us": idle, "rtt_idle_lost": idle_lost,
             "rtt_loaded_us": loaded["samples"], "rtt_loaded_lost": loaded["lost"],
-            "rtt_loaded_gbps": loaded["gbps"]}
+            "rtt_loaded_gbps": loaded["gbps"], "rtt_loaded_cpu_wait": loaded["cpu_wait"]}
 
 
 # --- configurations -----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ pub struct DriverRow {
     pub rtt_loaded_us: Vec<f64>,
     pub rtt_loaded_lost: u64,
     pub rtt_loaded_gbps: f64,
+    pub rtt_loaded_cpu_wait: f64,
 }
 
 /// The driver's whole output.
@@ -152,6 +153,7 @@ pub fn to_row(d: &DriverRow) -> E2eRow {
         rtt_idle_lost: d.rtt_idle_lost,
         rtt_loaded_lost: d.rtt_loaded_lost,
         rtt_loaded_gbps: d.rtt_loaded_gbps,
+        rtt_loaded_cpu_wait: d.rtt_loaded_cpu_wait,
         rounds: 1,
     }
 }
@@ -210,6 +212,7 @@ pub fn medians(rows: &[E2eRow]) -> Vec<E2eRow> {
                 rtt_idle_lost: u(|r| r.rtt_idle_lost),
                 rtt_loaded_lost: u(|r| r.rtt_loaded_lost),
                 rtt_loaded_gbps: f(|r| r.rtt_loaded_gbps),
+                rtt_loaded_cpu_wait: f(|r| r.rtt_loaded_cpu_wait),
                 rounds: rs.len() as u32,
             })
         })
@@ -345,9 +348,29 @@ pub fn goals(m: &[E2eRow]) -> Vec<Goal> {
                     )
                 })
                 .unwrap_or_default();
+            let cpu_wait = if ours.rtt_loaded_cpu_wait > 0.0 {
+                let plain_wait = plain
+                    .map(|p| {
+                        format!(
+                            " (plain forwarding: {:.0} %)",
+                            p.rtt_loaded_cpu_wait * 100.0
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "; some runnable task waited for a CPU {:.0} % of the time{plain_wait}: \
+                     two busy-polling gateways, the TCP endpoints and the kernel share too few \
+                     CPUs, so a worker's packets wait while it waits on the run queue (plain \
+                     forwarding runs in softirq, ahead of every task); smaller rings and the \
+                     AQM did not lower it (scripts/bench-latency.py)",
+                    ours.rtt_loaded_cpu_wait * 100.0
+                )
+            } else {
+                String::new()
+            };
             format!(
                 "packets queue in the tunnel: under load p99 rises by {:.0} µs over idle{plain_rise}; \
-                 {} of the probes lost under load",
+                 {} of the probes lost under load{cpu_wait}",
                 l.p99_us - i.p99_us,
                 ours.rtt_loaded_lost
             )
@@ -626,6 +649,7 @@ mod tests {
             small_method: "iperf3-udp64".into(),
             rtt_idle_us: vec![100.0; 10],
             rtt_loaded_us: loaded.to_vec(),
+            rtt_loaded_cpu_wait: if config == "plain" { 0.4 } else { 0.57 },
             ..DriverRow::default()
         }
     }
@@ -722,6 +746,12 @@ mod tests {
         assert!(plain.met, "{plain:?}"); // 1.3 / 2.5 = 0.52
         assert!(!g("e2e-rtt-loaded-ours-2w").met);
         assert!(g("e2e-rtt-loaded-ours-2w").reason.contains("queue"));
+        // The measured reason: how long runnable tasks waited for a CPU, ours and plain.
+        let why = &g("e2e-rtt-loaded-ours-2w").reason;
+        assert!(
+            why.contains("waited for a CPU 57 % of the time (plain forwarding: 40 %)"),
+            "{why}"
+        );
         assert!(g("e2e-rtt-loaded-ours-1w").met);
         assert!(doc.notes.iter().any(|n| n.contains("wireguard-go skipped")));
         assert_eq!(

@@ -597,9 +597,28 @@ pub fn scaling_goals(rows: &[PipelineRow], cpu_scaling: Option<f64>, load: &str)
                 Some(c) if c < 1.9 => format!(
                     "a CPU-bound loop in the same process scaled only {c:.2}x from 1 to 2 pinned threads: the host does not give two full cores ({load})"
                 ),
-                Some(c) => format!(
+                Some(c) if n == 1 => format!(
                     "a CPU-bound loop scaled {c:.2}x on 2 threads, so the cores were available: the workers contend on shared state (one SA's sequence counter and replay window are shared by all workers when there is 1 SA) ({load})"
                 ),
+                Some(c) => {
+                    // With one SA per flow the workers share no SA; what grows is the
+                    // working set: every packet of a batch touches another SA's state.
+                    let cost = |sas: u64| {
+                        rows.iter()
+                            .find(|r| r.sas == sas && r.workers == 1 && r.size == "64" && r.stage == "encap+decap")
+                            .map(|r| r.ns_per_packet)
+                    };
+                    let growth = match (cost(1), cost(n)) {
+                        (Some(one), Some(many)) if one > 0.0 => format!(
+                            "; one worker's 64 B packet costs {many:.0} ns with {n} SAs against {one:.0} ns with 1 SA ({:.1}x)",
+                            many / one
+                        ),
+                        _ => String::new(),
+                    };
+                    format!(
+                        "a CPU-bound loop scaled {c:.2}x on 2 threads, so the cores were available: with {n} SAs the workers share no SA, but each packet touches another SA's state, and two workers compete for the shared last-level cache and memory{growth} ({load})"
+                    )
+                }
                 None => format!("not measured against a CPU baseline ({load})"),
             }
         };
@@ -804,5 +823,29 @@ mod tests {
         assert!(g[0].reason.contains("1.25x"), "{}", g[0].reason);
         assert!(g[0].measured.contains("1.20x"), "{}", g[0].measured);
         assert!(scaling_goals(&[row(1, 1.0)], None, "").is_empty());
+        // With one SA per flow the reason is the working set, with the per-packet cost.
+        let at = |sas: u64, w: usize, mpps: f64, ns: f64| PipelineRow {
+            sas,
+            ns_per_packet: ns,
+            ..row(w, mpps)
+        };
+        let rows = [
+            at(1, 1, 2.0, 500.0),
+            at(10_000, 1, 0.5, 2000.0),
+            at(10_000, 2, 0.8, 2500.0),
+        ];
+        let g = scaling_goals(&rows, Some(1.98), "load 0.1");
+        let many = g
+            .iter()
+            .find(|g| g.id == "pipeline-2w-scaling-10000sa")
+            .unwrap();
+        assert!(!many.met);
+        assert!(!many.reason.contains("1 SA's sequence"), "{}", many.reason);
+        assert!(
+            many.reason
+                .contains("2000 ns with 10000 SAs against 500 ns with 1 SA (4.0x)"),
+            "{}",
+            many.reason
+        );
     }
 }

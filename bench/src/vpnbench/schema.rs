@@ -179,6 +179,10 @@ pub struct E2eRow {
     pub rtt_loaded_lost: u64,
     /// Throughput of the saturating TCP stream during `rtt_loaded`.
     pub rtt_loaded_gbps: f64,
+    /// Share of the `rtt_loaded` run's wall time during which some runnable task waited for a
+    /// CPU (Linux PSI, /proc/pressure/cpu "some"): packets a busy-polling worker holds wait this
+    /// long whatever the ring sizes; 0 when the kernel has no PSI.
+    pub rtt_loaded_cpu_wait: f64,
     /// Rounds this row stands for: 1 in `e2e`, the number of rounds in `e2e_median`.
     pub rounds: u32,
 }

@@ -124,6 +124,7 @@ impl TrafficSelector {
     /// Does (addr, protocol, port) fall within this selector? `port` is `None` when the
     /// packet has no port (another protocol, or a non-first fragment: RFC 4301 §7 — such a
     /// packet matches only a selector whose ports are "any").
+    #[inline]
     pub fn matches(&self, addr: IpAddr, protocol: u8, port: Option<u16>) -> bool {
         let addr_ok = match (addr, self.start, self.end) {
             (IpAddr::V4(a), IpAddr::V4(s), IpAddr::V4(e)) => s <= a && a <= e,
@@ -151,6 +152,7 @@ pub struct FlowKey {
     pub dst_port: Option<u16>,
 }
 
+#[inline]
 fn ports_at(proto: u8, l4: Option<&[u8]>) -> (Option<u16>, Option<u16>) {
     let Some(l4) = l4 else { return (None, None) };
     match proto {
@@ -170,6 +172,7 @@ fn ports_at(proto: u8, l4: Option<&[u8]>) -> (Option<u16>, Option<u16>) {
 
 impl FlowKey {
     /// Extract the flow of an IPv4 or IPv6 packet (already length-checked by the caller).
+    #[inline]
     pub fn of_packet(pkt: &[u8]) -> Option<FlowKey> {
         match pkt.first()? >> 4 {
             4 => {
@@ -227,6 +230,7 @@ impl SelectorSet {
     }
 
     /// Does an inbound (decrypted) flow match: src in remote, dst in local?
+    #[inline]
     pub fn admits_inbound(&self, f: &FlowKey) -> bool {
         self.remote
             .iter()
@@ -238,6 +242,7 @@ impl SelectorSet {
     }
 
     /// Does an outbound flow match: src in local, dst in remote?
+    #[inline]
     pub fn admits_outbound(&self, f: &FlowKey) -> bool {
         self.local
             .iter()
