@@ -69,44 +69,52 @@ class Driver:
         return {"ok": True}
 
     def point(self, size: int, rate: float, seconds: float, count: int | None) -> dict:
-        lab = self.lab
-        if lab is None:
+        if self.lab is None:
             raise RuntimeError("point before setup")
-        sink = subprocess.Popen(
-            ["ip", "netns", "exec", lab.ns("client-b"), self.vpnbench, "xsk", "sink",
-             "--ifname", "cb0", "--ip", lab.case.client("b"), "--queues", str(lab.case.queues),
-             "--xdp-mode", "driver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            seen = []
-            while True:  # readiness: the sink's "ready" line (anything before it is logged)
-                line = sink.stderr.readline()
-                if line.strip() == "ready":
-                    break
-                seen.append(line)
-                if not line:
-                    sink.kill()
-                    sink.wait()
-                    raise RuntimeError("sink did not start: " + "".join(seen))
-            args = [self.vpnbench, "xsk", "gen", "--ifname", "ca0", "--src-mac", self.src_mac,
-                    "--dst-mac", self.dst_mac, "--src-ip", lab.case.client("a"),
-                    "--dst-ip", lab.case.client("b"), "--size", str(size), "--rate", str(rate),
-                    "--seconds", str(seconds)]
-            if count is not None:
-                args += ["--count", str(count)]
-            g = subprocess.run(["ip", "netns", "exec", lab.ns("client-a"), *args], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=seconds + 60)
-            if g.returncode != 0:
-                raise RuntimeError(f"generator failed: {g.stderr}")
-            gen = json.loads(g.stdout.strip().splitlines()[-1])
-            out, err = sink.communicate(input="stop\n", timeout=30)
-            if sink.returncode != 0:
-                raise RuntimeError(f"sink failed: {err}")
-            return {"ok": True, "gen": gen, "sink": json.loads(out.strip().splitlines()[-1])}
-        finally:
-            if sink.poll() is None:
+        return {"ok": True, **xsk_point(self.lab, self.vpnbench, self.src_mac, self.dst_mac, size, rate,
+                                        seconds, count)}
+
+
+def xsk_point(lab: Lab, vpnbench: str, src_mac: str, dst_mac: str, size: int, rate: float,
+              seconds: float, count: int | None = None) -> dict:
+    """One run of `vpnbench xsk sink` in client-b and `vpnbench xsk gen` in client-a (frames
+    to `dst_mac`, gw-a's inside MAC): {"gen": ..., "sink": ...} as they report it. `rate` 0:
+    as fast as the generator can. Also used by vpnbench_e2e.py for its small packets."""
+    sink = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("client-b"), vpnbench, "xsk", "sink",
+         "--ifname", "cb0", "--ip", lab.case.client("b"), "--queues", str(lab.case.queues),
+         "--xdp-mode", "driver"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        while True:  # readiness: the sink's "ready" line (anything before it is logged)
+            line = sink.stderr.readline()
+            if line.strip() == "ready":
+                break
+            seen.append(line)
+            if not line:
                 sink.kill()
                 sink.wait()
+                raise RuntimeError("sink did not start: " + "".join(seen))
+        args = [vpnbench, "xsk", "gen", "--ifname", "ca0", "--src-mac", src_mac,
+                "--dst-mac", dst_mac, "--src-ip", lab.case.client("a"),
+                "--dst-ip", lab.case.client("b"), "--size", str(size), "--rate", str(rate),
+                "--seconds", str(seconds)]
+        if count is not None:
+            args += ["--count", str(count)]
+        g = subprocess.run(["ip", "netns", "exec", lab.ns("client-a"), *args], text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=seconds + 60)
+        if g.returncode != 0:
+            raise RuntimeError(f"generator failed: {g.stderr}")
+        gen = json.loads(g.stdout.strip().splitlines()[-1])
+        out, err = sink.communicate(input="stop\n", timeout=30)
+        if sink.returncode != 0:
+            raise RuntimeError(f"sink failed: {err}")
+        return {"gen": gen, "sink": json.loads(out.strip().splitlines()[-1])}
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
 
 
 def main() -> int:

@@ -16,9 +16,10 @@ reversed), so slow drifts of this shared machine spread over all of them:
   wireguard-go          wireguard-go on both gateways (WireGuard), configured with `wg`
 
 Each configuration measures iperf3 TCP with 1 and 4 streams (Gbit/s, retransmits), the RTT
-(ping every 2 ms) idle and during one saturating TCP stream, and small packets: iperf3 UDP with
-64-byte payloads at unlimited rate, 2 streams (received packets per second; iperf3 tops out
-near 100 kpps, so this is a stand-in for the AF_XDP generator). A configuration whose tool is
+(ping every 2 ms) idle and during one saturating TCP stream, and small packets: with --vpnbench
+(as `vpnbench e2e` runs it) our AF_XDP generator in client-a as fast as it goes, 64-byte frames,
+into the AF_XDP sink in client-b (received packets per second and loss); without it, iperf3 UDP
+with 64-byte payloads at unlimited rate, 2 streams (iperf3 tops out near 100 kpps). A configuration whose tool is
 missing is skipped and said so in "notes". The JSON written to --out holds the raw RTT samples;
 `vpnbench e2e` turns them into percentiles, medians, ratios and goals. The namespaces are
 deleted at the end, on failure and on SIGINT/SIGTERM.
@@ -37,6 +38,7 @@ import sys
 import time
 import traceback
 
+import vpnbench_afxdp
 import vpnlab
 from vpnlab import Case, Lab
 
@@ -47,6 +49,8 @@ SWAN_ESP = "aes128gcm16"
 WG_PORT = 51820
 PING_INTERVAL = 0.002
 SMALL_METHOD = "iperf3-udp64"
+# The `vpnbench` binary for the AF_XDP generator and sink (--vpnbench); None: iperf3.
+VPNBENCH: str | None = None
 
 
 class Skip(Exception):
@@ -91,7 +95,17 @@ def tcp(lab: Lab, seconds: float, parallel: int, port: int) -> tuple[float, int]
 
 
 def small(lab: Lab, seconds: float, port: int) -> tuple[float, float]:
-    """iperf3 UDP, 64-byte payloads, unlimited rate, 2 streams: (received pps, loss ratio)."""
+    """Small packets through the tunnel: (received pps, loss ratio). With `--vpnbench`, our
+    AF_XDP generator in client-a as fast as it goes (64-byte frames) and the AF_XDP sink in
+    client-b; without, iperf3 UDP with 64-byte payloads, unlimited rate, 2 streams."""
+    if VPNBENCH:
+        m = vpnbench_afxdp.xsk_point(lab, VPNBENCH, vpnbench_afxdp.mac(lab.ns("client-a"), "ca0"),
+                                     vpnbench_afxdp.mac(lab.ns("gw-a"), "ga-in"), 64, 0, seconds)
+        gen, sink = m["gen"], m["sink"]
+        span = (sink.get("last_ns", 0) - sink.get("first_ns", 0)) / 1e9
+        secs = max(float(gen.get("seconds") or 0), span) or 1.0
+        sent, got = int(gen.get("sent", 0)), int(sink.get("received", 0))
+        return got / secs, (max(sent - got, 0) / sent if sent else 0.0)
     j = lab.iperf(seconds=seconds, udp_rate="0", length=64, parallel=2, port=port)
     if "error" in j:
         raise RuntimeError(f"iperf3 UDP: {j['error']}")
@@ -341,7 +355,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--only", default="", help="comma-separated configurations (default: all)")
     ap.add_argument("--boringtun", default=str(vpnlab.ROOT / "target" / "peers" / "bin" / "boringtun-cli"))
+    ap.add_argument("--vpnbench", help="the vpnbench binary: small packets from its AF_XDP generator "
+                                       "(default: iperf3 UDP, which tops out near 100 kpps)")
     a = ap.parse_args()
+    global VPNBENCH, SMALL_METHOD
+    if a.vpnbench:
+        VPNBENCH, SMALL_METHOD = a.vpnbench, "xsk"
     configs = [c for c in a.only.split(",") if c] or list(CONFIGS)
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:

@@ -553,6 +553,8 @@ fn vpnbench_e2e_smoke() {
                 r["config"]
             );
         }
+        // Small packets come from our AF_XDP generator, not iperf3.
+        assert_eq!(r["small_method"], "xsk", "{json}");
         assert!(r["rtt_idle"]["samples"].as_u64().unwrap_or(0) > 0, "{json}");
         assert!(
             r["rtt_loaded"]["samples"].as_u64().unwrap_or(0) > 0,

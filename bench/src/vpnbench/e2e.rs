@@ -493,6 +493,14 @@ pub fn summarize(doc: &mut BenchDoc, driver: &DriverDoc) {
                 .into(),
         );
     }
+    if driver.small_method == "xsk" {
+        doc.notes.push(
+            "e2e small packets: our AF_XDP generator in client-a as fast as it goes (64-byte frames) \
+             into the AF_XDP sink in client-b, through each tunnel; the generator and sink share \
+             the two CPUs with both gateways"
+                .into(),
+        );
+    }
     doc.notes.push(
         "e2e RTT: ping every 2 ms client-a -> client-b, idle and during one iperf3 TCP stream; \
          percentiles by nearest rank"
@@ -573,7 +581,10 @@ pub fn run(args: &E2eArgs, out_dir: &Path, quiet: bool) -> Result<(), BenchError
         .arg("--seconds")
         .arg(args.seconds.to_string())
         .arg("--boringtun")
-        .arg(peers.join("bin/boringtun-cli"));
+        .arg(peers.join("bin/boringtun-cli"))
+        // Small packets from our AF_XDP generator (`vpnbench xsk gen|sink`, this binary).
+        .arg("--vpnbench")
+        .arg(std::env::current_exe()?);
     if !args.only.is_empty() {
         cmd.arg("--only").arg(args.only.join(","));
     }
