@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Run the cargo-fuzz targets (fuzz/) for a while each:
 #
-#   scripts/fuzz.sh [SECONDS]      # default 60 per target
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     # default 60 s per target, every target
+#   FUZZ_JOBS=2 scripts/fuzz.sh 3600 ike_codec # a long local run on two cores
+#
+# Each target starts from its committed seeds (fuzz/seeds/<target>/) plus the corpus it grew
+# before (fuzz/corpus/<target>/, not committed). A crash, a hang (-timeout, 10 s) or a leak
+# (LeakSanitizer) exits non-zero and leaves the input under fuzz/artifacts/<target>/: fix the
+# bug, then copy the input to fuzz/regressions/<target>/ so `cargo test --manifest-path
+# fuzz/Cargo.toml` replays it forever. The executions per target are printed and appended to
+# fuzz/runs.jsonl (not committed).
 #
 # libFuzzer needs a nightly toolchain (sanitizer flags) and cargo-fuzz; scripts/install-deps.sh
-# installs cargo-fuzz when a nightly toolchain is present. Without them this says so and
-# exits 0, and the same properties still run as proptests in `cargo test`
-# (dataplane/tests/gcm_engine.rs). A crash exits non-zero and leaves the input under
-# fuzz/artifacts/.
+# installs cargo-fuzz when a nightly toolchain is present. Without them this says so and exits
+# 0: the seeds and regressions still replay under `cargo test` (stable).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_PER_TARGET="${1:-60}"
+shift || true
+JOBS="${FUZZ_JOBS:-1}"
 
 if ! cargo +nightly --version >/dev/null 2>&1 || ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: SKIPPED (needs a nightly toolchain and cargo-fuzz)"
@@ -19,18 +27,43 @@ if ! cargo +nightly --version >/dev/null 2>&1 || ! cargo fuzz --version >/dev/nu
 fi
 
 cd "$ROOT/fuzz"
-for target in $(cargo +nightly fuzz list); do
-    echo "== fuzz $target for ${SECONDS_PER_TARGET}s"
-    # Messages up to 9000 bytes; -len_control=100 reaches the long ones sooner.
+if (($# > 0)); then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+for target in "${targets[@]}"; do
+    [[ -f "fuzz_targets/$target.rs" ]] || { echo "fuzz: no target $target (cargo +nightly fuzz list)"; exit 2; }
+done
+
+# One build of every target first, so the time budget below is spent fuzzing.
+cargo +nightly fuzz build --release --debug-assertions >/dev/null
+
+total_runs=0
+for target in "${targets[@]}"; do
+    echo "== fuzz $target for ${SECONDS_PER_TARGET}s (jobs $JOBS)"
+    mkdir -p "corpus/$target"
     log="$(mktemp)"
-    if ! cargo +nightly fuzz run "$target" -- \
-        -max_len=9100 -len_control=100 -max_total_time="$SECONDS_PER_TARGET" >"$log" 2>&1; then
+    args=(-max_len=9100 -len_control=100 -timeout=10 -rss_limit_mb=2048
+          -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1)
+    ((JOBS > 1)) && args+=(-fork="$JOBS")
+    if ! cargo +nightly fuzz run --release --debug-assertions "$target" "corpus/$target" "seeds/$target" \
+        -- "${args[@]}" >"$log" 2>&1; then
         tail -40 "$log"
-        echo "fuzz $target: FAILED (input under fuzz/artifacts/$target/ if it crashed)"
+        echo "fuzz $target: FAILED (the input is under fuzz/artifacts/$target/)"
         rm -f "$log"
         exit 1
     fi
-    grep -E '^Done [0-9]+ runs' "$log" || tail -3 "$log"
+    # "stat::number_of_executed_units: N" (one process), or the fork mode's "#N ... DONE".
+    runs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | awk '{ n += $NF } END { if (NR) print n }')"
+    [[ -n "$runs" ]] || runs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')"
+    runs="${runs:-0}"
+    total_runs=$((total_runs + runs))
+    rate=$((runs / (SECONDS_PER_TARGET > 0 ? SECONDS_PER_TARGET : 1)))
+    corpus_n="$(find "corpus/$target" -type f | wc -l)"
+    echo "fuzz $target: ok, $runs executions in ${SECONDS_PER_TARGET}s ($rate/s), corpus $corpus_n inputs"
+    printf '{"target":"%s","seconds":%s,"jobs":%s,"executions":%s,"corpus":%s,"date":"%s"}\n' \
+        "$target" "$SECONDS_PER_TARGET" "$JOBS" "$runs" "$corpus_n" "$(date -u +%FT%TZ)" >>runs.jsonl
     rm -f "$log"
-    echo "fuzz $target: ok"
 done
+echo "fuzz: ${#targets[@]} target(s), $total_runs executions, no crash, hang or leak"

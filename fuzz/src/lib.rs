@@ -1,0 +1,18 @@
+//! The fuzz harnesses, one function per cargo-fuzz target (`fuzz_targets/<name>.rs` is one
+//! line calling it). They live in a library so that the seed corpus (`seeds/<name>/`) and every
+//! input a fuzzer ever found (`regressions/<name>/`) replay under a plain `cargo test` on the
+//! stable toolchain (`tests/replay.rs`): a finding, once fixed, stays a regression test.
+//!
+//! A harness must not panic on any input; it panics (an assertion) only when a property of the
+//! code under test is broken. `scripts/fuzz.sh` runs the targets; docs/ARCHITECTURE.md
+//! ("Fuzzing") says what each one reaches.
+#![forbid(unsafe_code)]
+
+pub mod gcm;
+
+/// A fuzz target's name and its harness.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, by the name of its `fuzz_targets/<name>.rs` (and of its seed and regression
+/// directories).
+pub const TARGETS: &[Target] = &[("gcm_differential", gcm::differential)];
