@@ -8,6 +8,7 @@
 //! ("Fuzzing") says what each one reaches.
 #![forbid(unsafe_code)]
 
+pub mod esp;
 pub mod gcm;
 
 /// A fuzz target's name and its harness.
@@ -15,4 +16,7 @@ pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` (and of its seed and regression
 /// directories).
-pub const TARGETS: &[Target] = &[("gcm_differential", gcm::differential)];
+pub const TARGETS: &[Target] = &[
+    ("gcm_differential", gcm::differential),
+    ("esp_decap", esp::decap),
+];
