@@ -10,6 +10,7 @@
 
 pub mod esp;
 pub mod gcm;
+pub mod shm;
 
 /// A fuzz target's name and its harness.
 pub type Target = (&'static str, fn(&[u8]));
@@ -19,4 +20,6 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("gcm_differential", gcm::differential),
     ("esp_decap", esp::decap),
+    ("ring_records", shm::ring_records),
+    ("counters_reader", shm::counters_reader),
 ];
