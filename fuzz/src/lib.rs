@@ -8,6 +8,7 @@
 //! ("Fuzzing") says what each one reaches.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod esp;
 pub mod gcm;
 pub mod shm;
@@ -22,4 +23,6 @@ pub const TARGETS: &[Target] = &[
     ("esp_decap", esp::decap),
     ("ring_records", shm::ring_records),
     ("counters_reader", shm::counters_reader),
+    ("iked_config", config::iked_config),
+    ("static_sa_file", config::static_sa_file),
 ];
