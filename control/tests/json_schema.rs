@@ -231,6 +231,7 @@ fn status_and_list_documents_match_their_schemas() {
 fn stats_events_reply_diagnose_and_keys_documents_match_their_schemas() {
     use dataplane::shm::counters::{CountersSnapshot, SaCounterEntry, WorkerCounters};
     let snap = CountersSnapshot {
+        torn: false,
         updated_unix_ns: 1,
         esp_reasons: vec!["icv_failed".into()],
         worker_reasons: vec!["no_sa".into()],

@@ -108,7 +108,15 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     if let Some(name) = &cfg.counters_name() {
         // What a previous run left: sequence leases and windows to resume from.
         let restore = match CountersFile::open(name) {
-            Ok(old) => Restore::from_snapshot(&old.snapshot()),
+            Ok(old) => {
+                let snap = old.snapshot();
+                if snap.torn {
+                    // The previous run died mid-update: each lease read is still one it
+                    // persisted before using it, so resuming from them stays safe.
+                    warn!("counters file left mid-update by the previous run; resuming from it anyway");
+                }
+                Restore::from_snapshot(&snap)
+            }
             Err(_) => Restore::default(),
         };
         let esp: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();

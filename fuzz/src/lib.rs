@@ -8,11 +8,21 @@
 //! ("Fuzzing") says what each one reaches.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod esp;
 pub mod gcm;
+pub mod shm;
 
 /// A fuzz target's name and its harness.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` (and of its seed and regression
 /// directories).
-pub const TARGETS: &[Target] = &[("gcm_differential", gcm::differential)];
+pub const TARGETS: &[Target] = &[
+    ("gcm_differential", gcm::differential),
+    ("esp_decap", esp::decap),
+    ("ring_records", shm::ring_records),
+    ("counters_reader", shm::counters_reader),
+    ("iked_config", config::iked_config),
+    ("static_sa_file", config::static_sa_file),
+];

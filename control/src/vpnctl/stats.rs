@@ -209,6 +209,7 @@ mod tests {
         let mut w1 = w0.clone();
         w1.worker_drops[WorkerDrop::NoSa as usize] = 2;
         CountersSnapshot {
+            torn: false,
             updated_unix_ns: 5_000_000_000,
             esp_reasons: esp.clone(),
             worker_reasons: wrk,

@@ -28,6 +28,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::ShmError;
 use crate::io::mapping::Mapping;
@@ -39,6 +40,10 @@ const NAME_LEN: usize = 32;
 /// Per-worker counters before the drops (`worker::WorkerCounter`, in its order).
 pub const WORKER_FIXED: usize = 10;
 const SA_FIXED: usize = 8;
+
+/// How long [`CountersFile::snapshot`] waits for a writer that is mid-update: an update
+/// takes microseconds, so a writer still mid-update after this is gone.
+pub const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(100);
 
 const F_USED: u64 = 1;
 const F_INBOUND: u64 = 2;
@@ -83,9 +88,15 @@ pub struct SaCounterEntry {
     pub drops: Vec<u64>,
 }
 
-/// A consistent copy of the whole file.
+/// A consistent copy of the whole file (unless `torn`).
 #[derive(Debug, Clone, Default)]
 pub struct CountersSnapshot {
+    /// The writer stayed mid-update for longer than the reader's patience — a dataplane
+    /// killed between the two seqlock bumps leaves the file so forever. The copy may then
+    /// mix values from before and after that last update; each field is still one value
+    /// the writer stored (every word is read atomically), so a sequence lease read from it
+    /// is one that was persisted.
+    pub torn: bool,
     pub updated_unix_ns: u64,
     pub esp_reasons: Vec<String>,
     pub worker_reasons: Vec<String>,
@@ -357,17 +368,31 @@ impl CountersFile {
         String::from_utf8_lossy(&b[..end]).into_owned()
     }
 
-    /// Reader: a consistent copy (retries while the writer is mid-update).
+    /// Reader: a consistent copy (retries while the writer is mid-update, for at most
+    /// [`SNAPSHOT_PATIENCE`]; after that the copy is marked `torn`).
     pub fn snapshot(&self) -> CountersSnapshot {
+        self.snapshot_within(SNAPSHOT_PATIENCE)
+    }
+
+    /// Reader: as [`CountersFile::snapshot`], retrying for at most `patience`. A writer
+    /// that died mid-update (odd seqlock) must not hang its readers — among them the
+    /// restarted dataplane, which reads the leases its predecessor left.
+    pub fn snapshot_within(&self, patience: Duration) -> CountersSnapshot {
+        let start = Instant::now();
         loop {
             let s1 = self.word(32).load(Ordering::Acquire);
-            if s1 % 2 == 1 {
-                std::hint::spin_loop();
+            let out_of_time = start.elapsed() >= patience;
+            if s1 % 2 == 1 && !out_of_time {
+                std::thread::yield_now();
                 continue;
             }
-            let snap = self.read_all();
+            let mut snap = self.read_all();
             fence(Ordering::Acquire);
-            if self.word(32).load(Ordering::Relaxed) == s1 {
+            if s1 % 2 == 0 && self.word(32).load(Ordering::Relaxed) == s1 {
+                return snap;
+            }
+            if out_of_time {
+                snap.torn = true;
                 return snap;
             }
         }
@@ -465,6 +490,30 @@ mod tests {
         );
         assert!(s.sas[1].inbound);
         assert!(s.updated_unix_ns > 0);
+        CountersFile::unlink(&n).unwrap();
+    }
+
+    /// A writer killed between the two seqlock bumps (kill -9 of the dataplane) leaves the
+    /// seqlock odd forever: readers — the restarted dataplane restoring its leases first —
+    /// get a copy marked torn after their patience instead of spinning forever (found by
+    /// the `counters_reader` fuzz target).
+    #[test]
+    fn a_writer_dead_mid_update_does_not_hang_readers() {
+        let n = format!("vpncntr-torn-{}", std::process::id());
+        let f = CountersFile::create(&n, 1, 2, &["a"], &["b"]).unwrap();
+        f.set_sa(1, 0x1234, false, 9, 5 << 20);
+        // The first half of `update`, then nothing: the writer died.
+        f.word(32).fetch_add(1, Ordering::Release);
+        let r = CountersFile::open(&n).unwrap();
+        let t = Instant::now();
+        let s = r.snapshot_within(Duration::from_millis(20));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(s.torn);
+        assert_eq!((s.sas[0].spi, s.sas[0].lease), (0x1234, 5 << 20));
+        assert!(r.snapshot().torn);
+        // A writer that finishes: consistent again.
+        f.word(32).fetch_add(1, Ordering::Release);
+        assert!(!r.snapshot().torn);
         CountersFile::unlink(&n).unwrap();
     }
 
