@@ -8,11 +8,20 @@
 //! ("Fuzzing") says what each one reaches.
 #![forbid(unsafe_code)]
 
+pub mod cert;
+pub mod exchange;
 pub mod gcm;
+pub mod ike;
 
 /// A fuzz target's name and its harness.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` (and of its seed and regression
 /// directories).
-pub const TARGETS: &[Target] = &[("gcm_differential", gcm::differential)];
+pub const TARGETS: &[Target] = &[
+    ("gcm_differential", gcm::differential),
+    ("ike_codec", ike::codec),
+    ("ike_frag", ike::frag),
+    ("ike_cert", cert::cert),
+    ("ike_exchange", exchange::exchange),
+];
