@@ -8,9 +8,12 @@
 //! ("Fuzzing") says what each one reaches.
 #![forbid(unsafe_code)]
 
+pub mod cert;
 pub mod config;
 pub mod esp;
+pub mod exchange;
 pub mod gcm;
+pub mod ike;
 pub mod shm;
 
 /// A fuzz target's name and its harness.
@@ -25,4 +28,8 @@ pub const TARGETS: &[Target] = &[
     ("counters_reader", shm::counters_reader),
     ("iked_config", config::iked_config),
     ("static_sa_file", config::static_sa_file),
+    ("ike_codec", ike::codec),
+    ("ike_frag", ike::frag),
+    ("ike_cert", cert::cert),
+    ("ike_exchange", exchange::exchange),
 ];

@@ -544,16 +544,14 @@ pub fn show_ts(t: &Ts) -> String {
     let v4 = t.start.is_ipv4();
     let (s, e) = (bits(t.start), bits(t.end));
     let width = if v4 { 32 } else { 128 };
-    let span = e - s;
-    let range = if span == u128::MAX || ((span + 1).is_power_of_two() && s & span == 0) {
-        let len = if span == u128::MAX {
-            0
-        } else {
-            width - (span + 1).trailing_zeros()
-        };
-        format!("{}/{len}", t.start)
-    } else {
-        format!("{}-{}", t.start, t.end)
+    // A peer's selector may end before it starts (RFC 7296 §3.13.1 does not forbid it on
+    // the wire): shown as the range it says, never a prefix (found by fuzzing, ike_exchange).
+    let range = match e.checked_sub(s) {
+        Some(u128::MAX) => format!("{}/0", t.start),
+        Some(span) if (span + 1).is_power_of_two() && s & span == 0 => {
+            format!("{}/{}", t.start, width - (span + 1).trailing_zeros())
+        }
+        _ => format!("{}-{}", t.start, t.end),
     };
     if t.protocol == 0 && t.start_port == 0 && t.end_port == u16::MAX {
         range
@@ -849,6 +847,19 @@ mod tests {
         assert!(!within(&[ts("10.0.0.0/8")], &proposed));
         assert_eq!(show_ts(&ts("0.0.0.0/0")), "0.0.0.0/0");
         assert_eq!(show_ts(&ts("::/0")), "::/0");
+    }
+
+    /// A peer's selector whose end lies before its start (fuzz/regressions/ike_exchange):
+    /// shown as the range it says; it used to overflow computing the prefix length.
+    #[test]
+    fn an_inverted_selector_is_shown_not_a_panic() {
+        let mut t = ts("10.1.0.1");
+        t.end = "10.1.0.0".parse().unwrap();
+        assert_eq!(show_ts(&t), "10.1.0.1-10.1.0.0");
+        let mut t = ts("2001:db8::ff");
+        t.end = "::".parse().unwrap();
+        assert_eq!(show_ts(&t), "2001:db8::ff-::");
+        assert!(narrow(&[t], &[ts("::/0")]).is_empty());
     }
 
     #[test]

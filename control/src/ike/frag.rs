@@ -224,6 +224,12 @@ impl Reassembler {
         self.cur.is_some()
     }
 
+    /// Bytes of fragment contents the set in progress holds: never more than the
+    /// `max_bytes` given to [`Reassembler::new`] (what one peer can make us hold).
+    pub fn held_bytes(&self) -> usize {
+        self.cur.as_ref().map_or(0, |p| p.bytes)
+    }
+
     /// Forget the set in progress (the SA moved on).
     pub fn clear(&mut self) {
         self.cur = None;
@@ -497,6 +503,7 @@ mod tests {
             let frags = fragment(&sk, header(1), first, &inner, 548, &mut Seq(4)).unwrap();
             let mut r = Reassembler::new(MAX_REASSEMBLED, 10_000);
             r.push(open(&sk, &frags[0]), 0).unwrap();
+            assert_eq!(r.held_bytes(), open(&sk, &frags[0]).sk.plain.len());
             assert_eq!(
                 r.push(open(&sk, &frags[0]), 1).unwrap_err(),
                 FragError::Duplicate {
@@ -591,6 +598,7 @@ mod tests {
         }
         assert_eq!(err, Some(FragError::TooBig));
         assert!(!r.in_progress());
+        assert_eq!(r.held_bytes(), 0);
         // Age: a stale incomplete set goes when the next fragment comes.
         let mut r = Reassembler::new(MAX_REASSEMBLED, 1000);
         r.push(open(sk, &frags[0]), 0).unwrap();
