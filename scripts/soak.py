@@ -750,8 +750,13 @@ class Soak:
             print(f"  {k:<16} {d['count']:>3} x  active {d['active_s']:>6.2f} s in all  lost {d['pings_lost']:>5}  "
                   f"worst recovery {d['max_recovered_s']:.2f} s")
         lost_pct = 100.0 * len(lost_total) / max(sent_total, 1)
+        # The pinger shares 2 cores with everything else: its longest pause between two
+        # requests says how finely the losses above are resolved.
+        gaps = [b - a for a, b in zip(ping.times, ping.times[1:])]
+        send_gap = max(gaps, default=0.0)
         print(f"\n== traffic: {len(lost_total)} of {sent_total} echo requests lost ({lost_pct:.2f} %) over "
-              f"{t_end - self.t0:.0f} s; {len(base_lost)} of them before the first fault; send errors {ping.errors}")
+              f"{t_end - self.t0:.0f} s; {len(base_lost)} of them before the first fault; send errors {ping.errors}; "
+              f"the pinger's longest pause between requests {send_gap:.2f} s")
         print(f"   iperf3 TCP paced {IPERF_RATE}: {ip}")
 
         # Captures.
@@ -815,7 +820,7 @@ class Soak:
         return {
             "seed": self.seed, "minutes": self.minutes, "duration_s": round(t_end - self.t0, 1),
             "lifetimes": LIFETIMES, "dpd": DPD, "ping_interval_s": PING_INTERVAL,
-            "pings_sent": sent_total, "pings_lost": len(lost_total), "pings_lost_before_first_fault": len(base_lost),
+            "pings_sent": sent_total, "pings_lost": len(lost_total), "pinger_longest_pause_s": round(send_gap, 3), "pings_lost_before_first_fault": len(base_lost),
             "faults": rows, "by_kind": by_kind, "iperf": ip, "wan": wan, "alive": alive,
             "unexpected_exits": self.unexpected, "memory": mem,
             "rss_bound_kb": RSS_BOUND_KB, "anon_bound_kb": ANON_BOUND_KB, "settled": settled,
