@@ -103,6 +103,10 @@ pub struct EventAt {
 /// Half-open SAs from one address beyond which a COOKIE is asked for.
 const COOKIE_PER_SOURCE: usize = 2;
 
+/// How long a half-open SA the peer started (no IKE_AUTH yet) holds back our own initiation
+/// of its connection: a round trip and the peer's AUTH computation, with room to spare.
+const PEER_HALF_OPEN_HOLD_MS: u64 = 1_000;
+
 /// What the shell must do.
 #[derive(Debug)]
 pub enum Action {
@@ -447,10 +451,26 @@ impl Daemon {
             })
             .map(|(s, _)| *s)
             .max();
-        let connecting = self
+        // An IKE SA being negotiated holds our own initiation back. One the peer started (we
+        // answered its IKE_SA_INIT and wait for its IKE_AUTH) does only while it is young: a
+        // real peer's IKE_AUTH follows within a round trip, but anyone who knows the peer's
+        // address can make such an SA (RFC 7296 §2.6), and waiting for it to expire
+        // (`half_open_timeout_ms`) let a spoofer keep the connection down for that long, over
+        // and over (found by scripts/soak.py).
+        let mut connecting = false;
+        let mut peer_half_open_until: Option<u64> = None;
+        for e in self
             .sas
             .values()
-            .any(|e| e.conn == name && e.sa.phase() == Phase::Connecting);
+            .filter(|e| e.conn == name && e.sa.phase() == Phase::Connecting)
+        {
+            if e.half_open_from.is_none() {
+                connecting = true;
+            } else if now < e.created + PEER_HALF_OPEN_HOLD_MS {
+                let until = e.created + PEER_HALF_OPEN_HOLD_MS;
+                peer_half_open_until = Some(peer_half_open_until.map_or(until, |u| u.max(until)));
+            }
+        }
         let missing: Vec<usize> = (0..self.conns[ci].children.len())
             .filter(|&k| {
                 let c = &self.conns[ci].children[k];
@@ -489,6 +509,12 @@ impl Daemon {
             return;
         }
         if connecting || self.conns[ci].retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        if let Some(until) = peer_half_open_until {
+            // Come back when the peer's half-open SA is no longer young, if it has not
+            // completed by then (its IKE_AUTH brings the children).
+            self.conns[ci].retry_at = Some(until);
             return;
         }
         self.initiate(now, ci, missing[0]);
