@@ -14,6 +14,7 @@ section() { echo "== [$((SECONDS - START)) s] $*"; }
 
 section "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 section "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
