@@ -45,6 +45,9 @@ CARGO_TARGET_DIR="$ROOT/target" cargo test --manifest-path "$ROOT/fuzz/Cargo.tom
 section "fuzz (cargo-fuzz, libFuzzer): every target briefly (scripts/fuzz.sh for long runs)"
 "$ROOT/scripts/fuzz.sh" "${CI_FUZZ_SECONDS:-10}"
 
+section "chaos soak, 2 minutes (scripts/soak.sh MINUTES for long runs)"
+"$ROOT/scripts/soak.sh" "${CI_SOAK_MINUTES:-2}"
+
 section "done"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"
