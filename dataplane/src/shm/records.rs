@@ -297,8 +297,8 @@ fn get_addr(b: &[u8], v6: bool) -> IpAddr {
     }
 }
 
-/// The two addresses of one packet (a flow, an unknown SPI's source and destination): one
-/// family, which the encoder records once (from the source). A pair that decodes to two
+/// The two addresses of one packet (a flow, an unknown SPI's source and destination) or of
+/// a tunnel: one family, which the encoder records once (from the first). A pair that decodes to two
 /// families came from no packet, and would re-encode as another record.
 fn addr_pair(a: &[u8], b: &[u8], v6: bool) -> Result<(IpAddr, IpAddr), RecordError> {
     let (a, b) = (get_addr(a, v6), get_addr(b, v6));
@@ -575,10 +575,8 @@ pub fn decode(b: &[u8]) -> Result<ControlRecord, RecordError> {
             let keys = SaKeys::new(&b[64..64 + ek], &b[100..100 + ik]);
             let outer_v6 = b[28] == 6;
             let mode = if flags & FLAG_TUNNEL != 0 {
-                Mode::Tunnel {
-                    local: get_addr(&b[32..48], outer_v6),
-                    remote: get_addr(&b[48..64], outer_v6),
-                }
+                let (local, remote) = addr_pair(&b[32..48], &b[48..64], outer_v6)?;
+                Mode::Tunnel { local, remote }
             } else {
                 Mode::Transport
             };
@@ -976,9 +974,30 @@ mod tests {
         assert!(DataplaneRecord::decode(&out[..n]).is_err());
     }
 
+    /// The same for an AddSa's tunnel endpoints: family byte 0 (IPv4), a local address that
+    /// is not IPv4-mapped and a remote one that is (found by `ring_records`).
+    #[test]
+    fn tunnel_endpoints_of_two_families_are_refused() {
+        let mut out = vec![0u8; MAX_RECORD];
+        let sa = SaInstall {
+            direction: Direction::Outbound,
+            reqid: 1,
+            update: false,
+            resource: None,
+            config: sample("aes128gcm16", Some(false)),
+        };
+        let n = encode_add_sa(&mut out, 1, &sa).unwrap();
+        assert!(decode(&out[..n]).is_ok());
+        out[32] = 0x20; // local: 2001:…, no longer IPv4-mapped
+        assert_eq!(
+            decode(&out[..n]).unwrap_err(),
+            RecordError::BadField("addresses mix IPv4 and IPv6")
+        );
+    }
+
     /// An Ack whose message is not UTF-8 (200 bytes of 0xff) decoded to 600 bytes of
-    /// U+FFFD, which re-encoded cut to 200: decode and encode disagreed (found by the
-    /// `ring_records` fuzz target). The decoded message is now cut the same way.
+    /// U+FFFD, which re-encoded cut to 200: decode and encode disagreed (found writing the
+    /// `ring_records` fuzz target's round trip). The decoded message is now cut the same way.
     #[test]
     fn ack_with_a_message_that_is_not_utf8_round_trips() {
         let mut b = vec![0u8; 12 + MAX_MESSAGE];
