@@ -495,8 +495,9 @@ mod tests {
 
     /// A writer killed between the two seqlock bumps (kill -9 of the dataplane) leaves the
     /// seqlock odd forever: readers — the restarted dataplane restoring its leases first —
-    /// get a copy marked torn after their patience instead of spinning forever (found by
-    /// the `counters_reader` fuzz target).
+    /// get a copy marked torn after their patience instead of spinning forever (found
+    /// writing the `counters_reader` fuzz target: its seed `writer-died-mid-update` hung the
+    /// old reader).
     #[test]
     fn a_writer_dead_mid_update_does_not_hang_readers() {
         let n = format!("vpncntr-torn-{}", std::process::id());
