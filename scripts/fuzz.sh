@@ -47,7 +47,10 @@ for target in "${targets[@]}"; do
     args=(-max_len=9100 -len_control=100 -timeout=10 -rss_limit_mb=2048
           -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1)
     ((JOBS > 1)) && args+=(-fork="$JOBS")
-    if ! cargo +nightly fuzz run --release --debug-assertions "$target" "corpus/$target" "seeds/$target" \
+    # Regressions first: every input a fuzzer ever found runs before the timed search.
+    inputs=("corpus/$target" "seeds/$target")
+    [[ -d "regressions/$target" ]] && inputs+=("regressions/$target")
+    if ! cargo +nightly fuzz run --release --debug-assertions "$target" "${inputs[@]}" \
         -- "${args[@]}" >"$log" 2>&1; then
         tail -40 "$log"
         echo "fuzz $target: FAILED (the input is under fuzz/artifacts/$target/)"

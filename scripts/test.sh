@@ -43,7 +43,7 @@ section "fuzz seeds and regressions through every harness (stable; fuzz/tests/re
 CARGO_TARGET_DIR="$ROOT/target" cargo test --manifest-path "$ROOT/fuzz/Cargo.toml" 2>&1 | tee -a "$LOG"
 
 section "fuzz (cargo-fuzz, libFuzzer): every target briefly (scripts/fuzz.sh for long runs)"
-"$ROOT/scripts/fuzz.sh" "${CI_FUZZ_SECONDS:-10}"
+"$ROOT/scripts/fuzz.sh" "${CI_FUZZ_SECONDS:-5}"
 
 section "chaos soak, 2 minutes (scripts/soak.sh MINUTES for long runs)"
 "$ROOT/scripts/soak.sh" "${CI_SOAK_MINUTES:-2}"
