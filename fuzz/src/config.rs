@@ -34,9 +34,16 @@ fn check(e: &ConfigError, file: &Path, text: Option<&str>, whole_file_ok: &[&str
         return;
     }
     let at = format!("{}:{}: ", file.display(), e.line);
-    assert!(shown.starts_with(&at), "{shown:?} does not name line {}", e.line);
+    assert!(
+        shown.starts_with(&at),
+        "{shown:?} does not name line {}",
+        e.line
+    );
     if !e.field.is_empty() {
-        assert!(shown.contains(&e.field), "{shown:?} does not name its field");
+        assert!(
+            shown.contains(&e.field),
+            "{shown:?} does not name its field"
+        );
     }
     if let Some(t) = text {
         let lines = t.matches('\n').count() + 1;
@@ -64,10 +71,8 @@ fn parse_or_load<T>(
             }
         }
         Err(_) => {
-            let file = std::env::temp_dir().join(format!(
-                "vpn-fuzz-{what}-{}.toml",
-                std::process::id()
-            ));
+            let file =
+                std::env::temp_dir().join(format!("vpn-fuzz-{what}-{}.toml", std::process::id()));
             std::fs::write(&file, data).expect("write a temporary file");
             let r = load(&file);
             let _ = std::fs::remove_file(&file);

@@ -388,7 +388,7 @@ impl CountersFile {
             }
             let mut snap = self.read_all();
             fence(Ordering::Acquire);
-            if s1 % 2 == 0 && self.word(32).load(Ordering::Relaxed) == s1 {
+            if s1.is_multiple_of(2) && self.word(32).load(Ordering::Relaxed) == s1 {
                 return snap;
             }
             if out_of_time {
