@@ -4,11 +4,14 @@
 
 use std::path::PathBuf;
 
+/// A target's generated seeds: file names and contents.
+type Seeds = Vec<(String, Vec<u8>)>;
+
 #[test]
 #[ignore = "writes fuzz/seeds/; run by hand"]
 fn write_seeds() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
-    let generated: &[(&str, Vec<(String, Vec<u8>)>)] = &[
+    let generated: &[(&str, Seeds)] = &[
         ("esp_decap", vpn_fuzz::esp::seeds()),
         ("ring_records", vpn_fuzz::shm::ring_seeds()),
         ("counters_reader", vpn_fuzz::shm::counters_seeds()),
