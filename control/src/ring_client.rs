@@ -11,6 +11,7 @@
 //! encoded records, and [`RingClient::reconcile`] brings a dataplane to it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dataplane::control::static_sa::StaticConfig;
@@ -49,6 +50,8 @@ pub struct SaKey {
 pub struct Held {
     pub sas: BTreeMap<SaKey, (u64, u64)>,
     pub policies: BTreeSet<u32>,
+    /// (reqid, ours, the peer's): the outer endpoints of UDP-encapsulated outbound SAs.
+    pub udp_paths: Vec<(u32, SocketAddr, SocketAddr)>,
 }
 
 /// One record of the desired state.
@@ -243,7 +246,11 @@ impl RingClient {
                     reqid,
                     packets,
                     bytes,
+                    udp_path,
                 }) if t == txid && begun => {
+                    if let Some((ours, peer)) = udp_path {
+                        held.udp_paths.push((reqid, ours, peer));
+                    }
                     // The raw reqid (inbound too: the daemon maps inherited SAs to
                     // children by it); `reconcile` compares inbound SAs without it.
                     let key = SaKey {

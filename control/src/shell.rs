@@ -22,6 +22,7 @@ pub fn resync(ring: &mut RingClient) -> Option<Held> {
         Ok(h) => Some(Held {
             sas: h.sas.keys().map(|k| (k.inbound, k.spi, k.reqid)).collect(),
             policies: h.policies.into_iter().collect(),
+            udp_paths: h.udp_paths,
         }),
         Err(e) => {
             warn!("{e}; iked goes on and installs everything when the dataplane says Hello");

@@ -740,3 +740,114 @@ fn spoofed_half_open_sas_do_not_hold_back_a_trapped_initiation() {
     w.run_until(now + 2_000);
     assert_tunnel_up(&mut w);
 }
+
+/// The soak's finding: a is behind a NAT that forwards only what a opened, and b knows a by
+/// the NAT's address. b's daemon is killed and restarted over its dataplane: it must
+/// renegotiate where its inherited SAs send ESP, the port the NAT maps a's 4500 to, not port
+/// 500 of the NAT's address, which reaches nobody (RFC 7296 §2.23). Before, the tunnel ran on
+/// the inherited SAs until a's next rekey went unanswered and the Child SA expired.
+#[test]
+fn a_restarted_daemon_renegotiates_through_the_nat_in_front_of_its_peer() {
+    const NAT: &str = "198.51.100.1";
+    let child_a = child(
+        "net",
+        "10.1.0.0/16",
+        "10.2.0.0/16",
+        "start_action = \"start\"\nrekey_time = \"8s\"\nlife_time = \"12s\"\nrand_time = \"0s\"",
+    );
+    let conf_b = conf(B, A, "", &child("net", "10.2.0.0/16", "10.1.0.0/16", "")).replace(
+        &format!("remote_addrs = [\"{A}\"]"),
+        &format!("remote_addrs = [\"{NAT}\"]"),
+    );
+    let mut w = World::new(&conf(A, B, "", &child_a), &conf_b);
+    // The NAT maps a's 500 → 40500 and 4500 → 44500; the first mapping can expire.
+    let map_500 = std::rc::Rc::new(std::cell::Cell::new(true));
+    let m = map_500.clone();
+    w.filter = Box::new(move |_, mut d| {
+        if d.from.ip() == ip(A) {
+            let port = if d.from.port() == 500 { 40_500 } else { 44_500 };
+            d.from = SocketAddr::new(ip(NAT), port);
+        } else if d.to.ip() == ip(NAT) {
+            let port = match d.to.port() {
+                40_500 if m.get() => 500,
+                44_500 => 4500,
+                _ => return None, // no mapping: the NAT forwards nothing
+            };
+            d.to = SocketAddr::new(ip(A), port);
+        }
+        Some(d)
+    });
+    w.start();
+    w.run_until(2_000);
+    assert_tunnel_up(&mut w);
+    let out = w.nodes[1].dp.outbound()[0].config.udp_encap.unwrap();
+    assert_eq!(out.dst_port, 44_500, "b sends ESP to a's mapped 4500");
+
+    // The 500 mapping expires (only ESP and keepalives use 4500); b's daemon is killed.
+    map_500.set(false);
+    w.run_until(5_000);
+    let held = w.nodes[1].dp.held();
+    let paths: Vec<(SocketAddr, SocketAddr)> =
+        held.udp_paths.iter().map(|&(_, o, p)| (o, p)).collect();
+    assert_eq!(
+        paths,
+        vec![(
+            "192.0.2.2:4500".parse().unwrap(),
+            format!("{NAT}:44500").parse().unwrap()
+        )],
+        "the dataplane reports the path its outbound SA uses"
+    );
+    w.nodes[1].daemon = Daemon::new(parse(&conf_b), Options::default(), Box::new(Seeded(9)));
+    w.nodes[1].daemon.start(5_000, Some(held.clone()));
+    w.drain();
+    let first = w.wire.first().expect("b initiates at once");
+    assert_eq!(
+        (first.from, first.to),
+        (
+            "192.0.2.2:4500".parse().unwrap(),
+            format!("{NAT}:44500").parse().unwrap()
+        ),
+        "b initiates where its inherited SA sends ESP"
+    );
+    assert_eq!(&first.data[..4], &[0, 0, 0, 0], "behind the non-ESP marker");
+
+    // One round trip later both ends send on the new Child SA (b's inherited SAs stay for
+    // their grace period, for packets in flight) ...
+    w.run_until(5_100);
+    let (a_out, b_out) = (
+        w.nodes[0].dp.current_outbound(),
+        w.nodes[1].dp.current_outbound(),
+    );
+    assert!(
+        !held
+            .sas
+            .iter()
+            .any(|&(_, spi, _)| a_out.values().any(|&s| s == spi)
+                || b_out.values().any(|&s| s == spi)),
+        "neither side sends on an inherited SA any more"
+    );
+    let l = w.list("b");
+    assert!(l.contains("(1 IKE SA)"), "{l}");
+    // ... then only it; a's rekeys go on, every one answered, and no packet sent after the
+    // restart settled meets a side without the SA it was sent on. (While INITIAL_CONTACT is
+    // processed, the two ends switch at the two ends of one round trip, as after any restart.)
+    w.run_until(12_000);
+    assert_tunnel_up(&mut w);
+    w.check_no_loss = true;
+    w.run_until(40_000);
+    assert!(w.loss.is_empty(), "no instant without an SA: {:?}", w.loss);
+    assert!(!w.nodes[0].dp.current_outbound().is_empty());
+    assert_eq!(w.nodes[0].daemon.counters.peers_dead, 0);
+    let l = w.list("a");
+    assert!(l.contains("(1 IKE SA)"), "{l}");
+    let child_rekeys: u32 = l
+        .lines()
+        .filter(|x| x.contains("expires in"))
+        .filter_map(|x| x.rsplit("; ").next()?.strip_suffix(" rekeys")?.parse().ok())
+        .next_back()
+        .unwrap_or(0);
+    assert!(
+        child_rekeys >= 3,
+        "a's Child SA rekeyed since the restart: {l}"
+    );
+}

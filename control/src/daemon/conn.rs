@@ -1,9 +1,12 @@
 //! What the daemon keeps per configured connection and child, between IKE SAs.
 
+use std::net::SocketAddr;
+
 use dataplane::policy::spd::PolicyRule;
 use dataplane::shm::records::SaInstall;
 
 use crate::config::{ChildConfig, ConnConfig};
+use crate::ike::sa::NAT_T_PORT;
 use crate::ike::wire::Ts;
 
 use super::dataplane_ops::base_policies;
@@ -94,6 +97,9 @@ pub struct ConnState {
     pub history: std::collections::VecDeque<crate::api::FailureRecord>,
     /// A reauthentication under way: the IKE SA (our SPI) it replaces.
     pub reauth: Option<u64>,
+    /// (ours, the peer's): the outer endpoints of the UDP-encapsulated SAs a previous daemon
+    /// left in the dataplane, where a NAT maps the peer's port 4500.
+    pub resume_path: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl ConnState {
@@ -108,6 +114,7 @@ impl ConnState {
             last_failure: None,
             history: std::collections::VecDeque::new(),
             reauth: None,
+            resume_path: None,
         }
     }
 
@@ -124,6 +131,18 @@ impl ConnState {
             .zip(&self.cfg.children)
             .flat_map(|(c, cc)| base_policies(cc.reqid, &c.local_ts, &c.remote_ts))
             .collect()
+    }
+
+    /// Where to initiate to renegotiate inherited SAs (RFC 7296 §2.23), if anywhere else
+    /// than the configured peer's port 500: on the UDP path they use, when a NAT is in it.
+    /// The configured peer is not reachable there if the NAT is in front of the peer and
+    /// forwards only the ports the peer opened; the path is tried on every other attempt
+    /// (the first included) while inherited SAs forward, the configuration's in between.
+    pub fn resume_path(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let (ours, peer) = self.resume_path?;
+        let inherited = self.children.iter().any(|c| !c.stale.is_empty());
+        let usable = self.cfg.local_addrs.contains(&ours.ip()) && ours.port() == NAT_T_PORT;
+        (inherited && usable && self.failures.is_multiple_of(2)).then_some((ours, peer))
     }
 
     pub fn child_by_name(&self, name: &str) -> Option<usize> {

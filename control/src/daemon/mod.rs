@@ -126,6 +126,9 @@ pub struct Held {
     /// (inbound?, SPI, reqid)
     pub sas: Vec<(bool, u32, u32)>,
     pub policies: Vec<u32>,
+    /// (reqid, ours, the peer's): the outer endpoints of UDP-encapsulated outbound SAs, the
+    /// path through a NAT that the previous daemon's IKE SA used.
+    pub udp_paths: Vec<(u32, SocketAddr, SocketAddr)>,
 }
 
 /// One SA's traffic as the dataplane counted it.
@@ -372,6 +375,13 @@ impl Daemon {
                     _ => self.dp(DpOp::DeletePolicy(id)),
                 }
             }
+            // RFC 7296 §2.23: behind a NAT, the peer is reachable where the NAT maps its port
+            // 4500 (the port ESP goes to), not on port 500 of the address we know it by.
+            for &(reqid, ours, peer) in &held.udp_paths {
+                if let Some((ci, _)) = self.child_of_reqid(reqid) {
+                    self.conns[ci].resume_path.get_or_insert((ours, peer));
+                }
+            }
             let stale: usize = self
                 .conns
                 .iter()
@@ -532,9 +542,17 @@ impl Daemon {
             .copied()
             .find(|l| l.is_ipv4() == remote_ip.is_ipv4())
             .unwrap_or(c.cfg.local_addrs[0]);
+        let (local, remote) = match c.resume_path() {
+            Some(path) => path,
+            None => (
+                SocketAddr::new(local_ip, IKE_PORT),
+                SocketAddr::new(remote_ip, IKE_PORT),
+            ),
+        };
+        let resuming = local.port() != IKE_PORT;
         let mut cfg = c.cfg.connection.clone();
-        cfg.local = SocketAddr::new(local_ip, IKE_PORT);
-        cfg.remote = SocketAddr::new(remote_ip, IKE_PORT);
+        cfg.local = local;
+        cfg.remote = remote;
         let name = cfg.name.clone();
         // RFC 7296 §2.4: INITIAL_CONTACT when we hold no other IKE SA with this peer, so
         // it drops what it still holds from our previous life.
@@ -544,24 +562,29 @@ impl Daemon {
             .any(|e| e.conn == name && e.sa.phase() == Phase::Established);
         let inbound_spi = self.spis.alloc(&mut *self.rng);
         let line = format!(
-            "initiating child {}{}",
+            "initiating child {}{}{}",
             self.conns[ci].children[k].cfg.name,
             if initial_contact {
                 " (INITIAL_CONTACT)"
             } else {
                 ""
+            },
+            if resuming {
+                format!(" from {local} to {remote}, where the SAs of the previous iked send ESP (a NAT is in the path, RFC 7296 §2.23)")
+            } else {
+                String::new()
             }
         );
         let at = EventAt {
             conn: Some(name.clone()),
-            peer: Some(SocketAddr::new(remote_ip, IKE_PORT)),
+            peer: Some(remote),
             ike_spi: None,
         };
         self.event(now, tracing::Level::INFO, "event", at, line);
         let mut sa = IkeSa::initiate(
             cfg,
-            SocketAddr::new(local_ip, IKE_PORT),
-            SocketAddr::new(remote_ip, IKE_PORT),
+            local,
+            remote,
             ChildRequest {
                 child: k,
                 inbound_spi,

@@ -107,6 +107,11 @@ impl ModelDataplane {
                 .map(|((inb, spi), sa)| (*inb, *spi, sa.reqid))
                 .collect(),
             policies: self.policies.keys().copied().collect(),
+            udp_paths: self
+                .outbound()
+                .iter()
+                .filter_map(|sa| sa.config.udp_path().map(|(o, p)| (sa.reqid, o, p)))
+                .collect(),
         }
     }
     /// Would a packet from `src` to `dst` be protected by an SA (narrowed policy with its

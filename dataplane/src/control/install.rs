@@ -584,6 +584,7 @@ impl Installer {
                 reqid: inst.reqid,
                 packets: c.packets,
                 bytes: c.bytes,
+                udp_path: None,
             });
         }
         for (&(reqid, spi), OutboundEntry { sa, .. }) in &self.outbound {
@@ -595,6 +596,7 @@ impl Installer {
                 reqid,
                 packets: c.packets,
                 bytes: c.bytes,
+                udp_path: sa.config().udp_path(),
             });
         }
         let mut rules: Vec<_> = spd.rules().collect();

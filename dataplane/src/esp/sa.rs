@@ -4,7 +4,7 @@
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use crate::sync::{Mutex, MutexGuard};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::drop_reason::{DropCounters, DropReason};
 use super::replay::{ReplayWindow, MAX_WINDOW, MIN_WINDOW};
@@ -108,6 +108,18 @@ impl SaConfig {
                 IpAddr::from([0u8; 4]),
                 IpAddr::from([0u8; 4]),
             )
+        }
+    }
+
+    /// A UDP-encapsulated (RFC 3948) tunnel SA's outer endpoints, (ours, the peer's): for an
+    /// outbound SA, where a NAT in the path maps the peer (RFC 7296 §2.23).
+    pub fn udp_path(&self) -> Option<(SocketAddr, SocketAddr)> {
+        match (self.mode, self.udp_encap) {
+            (Mode::Tunnel { local, remote }, Some(u)) => Some((
+                SocketAddr::new(local, u.src_port),
+                SocketAddr::new(remote, u.dst_port),
+            )),
+            _ => None,
         }
     }
 }

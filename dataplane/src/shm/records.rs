@@ -31,7 +31,11 @@
 //!   64 Ack        8 status u16 (0 ok) | len u16 | 12 message (UTF-8, ≤ 200 bytes)
 //!   65 Hello      8 boot id u64 | 16 SAs u32 | 20 policies u32   (sent when a dataplane starts)
 //!   66 ResyncBegin 8 SAs u32 | 12 policies u32
-//!   67 HeldSa     8 spi u32 | 12 reqid u32 | 16 packets u64 | 24 bytes u64   flags: inbound
+//!   67 HeldSa     8 spi u32 | 12 reqid u32 | 16 packets u64 | 24 bytes u64   flags: inbound,
+//!                 UDP path (then 32 local address [16] | 48 remote address [16] | 64 src port
+//!                 u16 | 66 dst port u16 | 68 v6 u8 | pad [3]: a UDP-encapsulated tunnel SA's
+//!                 outer endpoints, how a restarted controller reaches a peer behind a NAT;
+//!                 an older controller ignores the flag and the bytes)
 //!   68 HeldPolicy 8 id u32 | 12 reqid u32 | 16 priority u32 | 20 action u8
 //!   69 ResyncEnd
 //!   70 SaEvent    8 spi u32 | 12 reqid u32 | 16 event u8 (1 seq nearly exhausted, 2 seq
@@ -45,7 +49,7 @@
 //! ring consumer zeroes the slot itself.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::crypto::{Encryption, EspTransform, Integrity, SaKeys};
 use crate::esp::{
@@ -78,6 +82,10 @@ const FLAG_TUNNEL: u16 = 1 << 3;
 const FLAG_COPY_DSCP: u16 = 1 << 4;
 const FLAG_UPDATE: u16 = 1 << 5;
 const FLAG_RESOURCE: u16 = 1 << 6;
+/// HeldSa: the record carries the SA's UDP path.
+const FLAG_UDP_PATH: u16 = 1 << 7;
+/// A HeldSa with its UDP path.
+const HELD_SA_PATH_LEN: usize = 72;
 
 const HEADER: usize = 8;
 const TS_AT: usize = 200;
@@ -201,6 +209,9 @@ pub enum DataplaneRecord {
         reqid: u32,
         packets: u64,
         bytes: u64,
+        /// A UDP-encapsulated (RFC 3948) tunnel SA's outer endpoints, (ours, the peer's):
+        /// where a NAT in the path maps the peer's port 4500 (RFC 7296 §2.23).
+        udp_path: Option<(SocketAddr, SocketAddr)>,
     },
     HeldPolicy {
         txid: u32,
@@ -707,12 +718,24 @@ impl DataplaneRecord {
                 reqid,
                 packets,
                 bytes,
+                udp_path,
             } => {
-                let n = header(out, KIND_HELD_SA, dir_flag(*direction), *txid, 32);
+                let (flags, len) = match udp_path {
+                    Some(_) => (dir_flag(*direction) | FLAG_UDP_PATH, HELD_SA_PATH_LEN),
+                    None => (dir_flag(*direction), 32),
+                };
+                let n = header(out, KIND_HELD_SA, flags, *txid, len);
                 put32(out, 8, *spi);
                 put32(out, 12, *reqid);
                 put64(out, 16, *packets);
                 put64(out, 24, *bytes);
+                if let Some((local, remote)) = udp_path {
+                    put_addr(&mut out[32..48], local.ip());
+                    put_addr(&mut out[48..64], remote.ip());
+                    put16(out, 64, local.port());
+                    put16(out, 66, remote.port());
+                    out[68] = u8::from(local.is_ipv6());
+                }
                 n
             }
             DataplaneRecord::HeldPolicy {
@@ -812,6 +835,16 @@ impl DataplaneRecord {
             }
             KIND_HELD_SA => {
                 need(b, 32)?;
+                let udp_path = if flags & FLAG_UDP_PATH != 0 {
+                    need(b, HELD_SA_PATH_LEN)?;
+                    let (local, remote) = addr_pair(&b[32..48], &b[48..64], b[68] != 0)?;
+                    Some((
+                        SocketAddr::new(local, le16(b, 64)),
+                        SocketAddr::new(remote, le16(b, 66)),
+                    ))
+                } else {
+                    None
+                };
                 DataplaneRecord::HeldSa {
                     txid,
                     direction,
@@ -819,6 +852,7 @@ impl DataplaneRecord {
                     reqid: le32(b, 12),
                     packets: le64(b, 16),
                     bytes: le64(b, 24),
+                    udp_path,
                 }
             }
             KIND_HELD_POLICY => {
@@ -1182,6 +1216,31 @@ mod tests {
                 reqid: 5,
                 packets: 10,
                 bytes: 1000,
+                udp_path: None,
+            },
+            DataplaneRecord::HeldSa {
+                txid: 2,
+                direction: Direction::Outbound,
+                spi: 0x8000_0002,
+                reqid: 5,
+                packets: 10,
+                bytes: 1000,
+                udp_path: Some((
+                    "192.0.2.2:4500".parse().unwrap(),
+                    "198.51.100.1:44500".parse().unwrap(),
+                )),
+            },
+            DataplaneRecord::HeldSa {
+                txid: 2,
+                direction: Direction::Outbound,
+                spi: 0x8000_0003,
+                reqid: 6,
+                packets: 0,
+                bytes: 0,
+                udp_path: Some((
+                    "[2001:db8::2]:4500".parse().unwrap(),
+                    "[2001:db8::1]:4500".parse().unwrap(),
+                )),
             },
             DataplaneRecord::HeldPolicy {
                 txid: 2,

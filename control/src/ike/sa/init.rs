@@ -374,8 +374,9 @@ impl IkeSa {
         self.last_heard = now;
         self.note_peer_fragmentation(p);
         self.detect_nat(p, self.spi_r, local, remote);
-        if self.nat {
-            // §2.23: move to port 4500 from IKE_AUTH on.
+        if self.nat && self.local.port() != NAT_T_PORT {
+            // §2.23: move to port 4500 from IKE_AUTH on. An exchange begun on 4500 (to the
+            // port a NAT maps the peer's 4500 to) stays where it is.
             self.local.set_port(NAT_T_PORT);
             self.remote.set_port(NAT_T_PORT);
         }
