@@ -37,7 +37,7 @@ pub const SIGNED_OCTETS: &[u8] = b"IKE_SA_INIT message | Nr | prf(SK_pi, IDi')";
 /// The test PKI (control/tests/data/pki, pki-extra).
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../control/tests/data")
+        .join("../../control/tests/data")
         .join(name)
 }
 

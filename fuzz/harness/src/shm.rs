@@ -322,6 +322,22 @@ pub fn ring_seeds() -> Vec<(String, Vec<u8>)> {
                 reqid: 7,
                 packets: 10,
                 bytes: 1000,
+                udp_path: None,
+            },
+        ),
+        (
+            "held-sa-udp-path",
+            DataplaneRecord::HeldSa {
+                txid: 5,
+                direction: Direction::Outbound,
+                spi: 0x1002,
+                reqid: 7,
+                packets: 10,
+                bytes: 1000,
+                udp_path: Some((
+                    "192.0.2.2:4500".parse().unwrap(),
+                    "198.51.100.1:44500".parse().unwrap(),
+                )),
             },
         ),
         (

@@ -1,6 +1,6 @@
 //! Writes the generated seed inputs into `seeds/<target>/` (run when a harness's input
 //! format changes, then commit the files):
-//! `cargo test --manifest-path fuzz/Cargo.toml --test gen_seeds -- --ignored`.
+//! `cargo test -p vpn-fuzz --test gen_seeds -- --ignored`.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,9 @@ type Seeds = Vec<(String, Vec<u8>)>;
 #[test]
 #[ignore = "writes fuzz/seeds/; run by hand"]
 fn write_seeds() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("seeds");
     let generated: &[(&str, Seeds)] = &[
         ("esp_decap", vpn_fuzz::esp::seeds()),
         ("ring_records", vpn_fuzz::shm::ring_seeds()),

@@ -3,7 +3,7 @@
 //! the test PKI's certificates, CRL and signatures. Deterministic (seeded random sources,
 //! virtual clock): rerun after a wire-visible change and commit the difference.
 //!
-//!   cargo test --manifest-path fuzz/Cargo.toml --test ike_seeds -- --ignored
+//!   cargo test -p vpn-fuzz --test ike_seeds -- --ignored
 use std::path::PathBuf;
 
 use control::ike::sig::{PrivateKey, Scheme};
@@ -16,6 +16,7 @@ use vpn_fuzz::exchange::{real_exchange, Captured, Seeded};
 
 fn dir(target: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
         .join("seeds")
         .join(target);
     std::fs::create_dir_all(&d).unwrap();

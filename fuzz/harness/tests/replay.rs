@@ -1,11 +1,11 @@
 //! Every fuzz target's seeds and regressions through its harness, on the stable toolchain:
-//! `cargo test --manifest-path fuzz/Cargo.toml` (run by scripts/test.sh). A target without a
+//! `cargo test -p vpn-fuzz` (part of the workspace's `cargo test`). A target without a
 //! seed, or a `fuzz_targets/*.rs` missing from `TARGETS`, fails here.
 
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
