@@ -38,9 +38,12 @@ Assertions at the end (exit 1 if one fails):
     memory (RssAnon) under its own bound
   - the dataplanes hold only current SAs: at a quiet moment each dataplane's SPIs are exactly
     the Child SA iked lists, and one side's outbound SPI is the other's inbound
-  - traffic recovered after every fault within RECOVERY_BOUND s
+  - traffic recovered after every fault within RECOVERY_BOUND s, and both ikeds settled
+    (one IKE SA each, every child up, no SA inherited from a killed iked left) within
+    SETTLE_BETWEEN s; the next fault waits for that, so a late consequence counts against
+    the fault that caused it
 The report prints per-fault lines (start, how long the fault was active, time until traffic
-recovered, pings lost), the totals, and writes them as JSON (--out).
+recovered, pings lost, time until settled), the totals, and writes them as JSON (--out).
 """
 from __future__ import annotations
 
@@ -73,6 +76,7 @@ RECOVERY_BOUND = 30.0           # s from a fault's end until traffic flows again
 RECOVERED_RUN = 25              # answered requests in a row (0.5 s) = traffic flows again
 QUIET_TAIL = 12.0               # s without faults at the end, before the end-state checks
 SETTLE_TIMEOUT = 45.0           # s to find the quiet moment for the SA comparison
+SETTLE_BETWEEN = 30.0           # s for both ikeds to settle after a fault, before the next
 # Lifetimes (swanctl names). Seconds-scale so rekeys keep happening; life_time and over_time
 # leave room for a rekey delayed by a fault (swanctl's defaults, +10 %, would not).
 LIFETIMES = dict(rekey_time="20s", over_time="10s", rand_time="4s",
@@ -650,6 +654,13 @@ class Soak:
             if back is None:
                 check(False, f"traffic recovers within {RECOVERY_BOUND:.0f} s of fault {kind} (at "
                       f"{t_start - self.t0:.1f} s)", e2e_faults.plain(lab.vpnctl_iked("a", "list").stdout)[-600:])
+            # The next fault waits until this one's consequences are over, so an outage it
+            # causes later (an inherited SA that is never renegotiated, say) counts against it.
+            waited = self.settle_between(SETTLE_BETWEEN)
+            f["info"]["settled_after_s"] = None if waited is None else round(time.time() - t_end, 2)
+            check(waited is not None, f"both ikeds settle within {SETTLE_BETWEEN:.0f} s of fault {kind} (at "
+                  f"{t_start - self.t0:.1f} s): one IKE SA each, every child up, nothing inherited left",
+                  "" if waited is not None else json.dumps(self.quiet_state(), default=str)[-600:])
             time.sleep(self.rng.uniform(1.0, 4.0))
         log(f"{len(self.faults)} faults injected; quiet tail until {total:.0f} s")
         while time.time() < self.t0 + total:
@@ -665,6 +676,33 @@ class Soak:
         smp.join(timeout=5)
         cap.stop()
         return self.report(ping, ip, cap, control, settled, t_traffic_end)
+
+    def quiet_state(self) -> dict:
+        """Per side: IKE SAs, children without an SA, SAs inherited from a previous iked."""
+        out = {}
+        for side in "ab":
+            try:
+                doc = iked_list(self.lab, side)
+            except Exception as e:  # noqa: BLE001 (an iked being restarted has no socket yet)
+                out[side] = {"error": repr(e)}
+                continue
+            kids = [c for conn in doc["connections"] for c in conn["children"]]
+            out[side] = {"ike_sas": sum(len(conn["ike_sas"]) for conn in doc["connections"]),
+                         "children_down": sum(1 for c in kids if not c["sas"]),
+                         "stale": sum(c.get("stale", 0) for c in kids)}
+        return out
+
+    def settle_between(self, timeout: float) -> float | None:
+        """Wait until both ikeds hold one IKE SA, every child has an SA and no SA inherited
+        from a previous iked is left. Seconds waited, or None."""
+        t = time.time()
+        while time.time() < t + timeout:
+            st = self.quiet_state()
+            if all("error" not in v and v["ike_sas"] == 1 and v["children_down"] == 0 and v["stale"] == 0
+                   for v in st.values()):
+                return time.time() - t
+            time.sleep(0.25)
+        return None
 
     # --- end state ---------------------------------------------------------------------------
 
@@ -730,13 +768,16 @@ class Soak:
                          "flowing_again": f["_back"] is not None})
         print("\n== per fault (pings every 0.02 s; 'recovered' counts from the fault's start to the first answered "
               "request after the last lost one; 'outage' from the first lost to it)", flush=True)
-        print(f"  {'#':>3} {'fault':<18} {'start s':>8} {'active s':>9} {'recovered s':>12} {'outage s':>9} {'lost':>6}")
+        print(f"  {'#':>3} {'fault':<18} {'start s':>8} {'active s':>9} {'recovered s':>12} {'outage s':>9} {'lost':>6} "
+              f"{'settled s':>10}")
         print(f"  {'-':>3} {'(baseline: rekeys only)':<18} {0.0:>8.1f} {'':>9} {'':>12} {'':>9} {len(base_lost):>6}")
         for i, r in enumerate(rows, 1):
             rec = "never" if r["recovered_after_s"] is None else f"{r['recovered_after_s']:.2f}"
             out = "-" if r["outage_s"] is None else f"{r['outage_s']:.2f}"
+            st = (r["info"] or {}).get("settled_after_s")
+            st = "never" if st is None else f"{st:.2f}"
             print(f"  {i:>3} {r['fault']:<18} {r['start_s']:>8.1f} {r['active_s']:>9.2f} {rec:>12} {out:>9} "
-                  f"{r['pings_lost']:>6}")
+                  f"{r['pings_lost']:>6} {st:>10}")
         by_kind: dict[str, dict] = {}
         for r in rows:
             k = re.sub(r"-[ab]$", "", r["fault"])

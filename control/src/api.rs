@@ -326,6 +326,10 @@ pub struct StatsReport {
     pub ring: String,
     /// When the dataplane wrote these counters (unix ns): equal values, equal snapshots.
     pub updated_unix_ns: u64,
+    /// The writer was mid-update when read and did not finish within the reader's patience
+    /// (a dataplane killed while writing): the figures may mix two moments.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub torn: bool,
     pub workers: Vec<WorkerStats>,
     pub sas: Vec<SaStats>,
     /// Every drop reason the dataplane knows, with its meaning, and its total.

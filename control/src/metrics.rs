@@ -701,6 +701,7 @@ pub(crate) mod tests {
             stats: Some(StatsReport {
                 ring: "r".into(),
                 updated_unix_ns: 1_700_000_000_123_456_789,
+                torn: false,
                 workers: vec![worker(0, 10), worker(1, 20)],
                 sas: vec![
                     sa("in", "0xc0de0001", 11),

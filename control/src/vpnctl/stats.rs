@@ -107,6 +107,7 @@ pub fn report(ring: &str, s: &CountersSnapshot) -> StatsReport {
     StatsReport {
         ring: ring.to_string(),
         updated_unix_ns: s.updated_unix_ns,
+        torn: s.torn,
         workers,
         sas,
         drop_reasons,
@@ -139,6 +140,13 @@ pub fn render(r: &StatsReport, now_unix_ns: u64) -> String {
         counters_name(&r.ring),
         now_unix_ns.saturating_sub(r.updated_unix_ns) as f64 / 1e9
     );
+    if r.torn {
+        let _ = writeln!(
+            out,
+            "  warning: the dataplane was writing these counters and did not finish within {} ms (killed mid-update?): they may mix two moments",
+            dataplane::shm::counters::SNAPSHOT_PATIENCE.as_millis()
+        );
+    }
     for w in &r.workers {
         let _ = writeln!(
             out,
@@ -269,6 +277,22 @@ mod tests {
             "only reasons that counted: {text}"
         );
         assert_eq!(meaning("esp", "from_the_future"), meaning("worker", "nope"));
+    }
+
+    #[test]
+    fn a_torn_snapshot_is_said_in_text_and_json() {
+        let r = report("r1", &sample());
+        assert!(!render(&r, 6_000_000_000).contains("warning"));
+        assert!(!serde_json::to_string(&r).unwrap().contains("torn"));
+        let mut s = sample();
+        s.torn = true;
+        let r = report("r1", &s);
+        let text = render(&r, 6_000_000_000);
+        assert!(
+            text.contains("warning: the dataplane was writing these counters"),
+            "{text}"
+        );
+        assert!(serde_json::to_string(&r).unwrap().contains("\"torn\":true"));
     }
 
     #[test]
