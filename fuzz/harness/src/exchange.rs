@@ -12,7 +12,8 @@
 //! the payloads inside the encrypted payload.
 //!
 //! Input: `[setup]` then records `[op][ctl][first][len:2][len bytes]` until the input ends
-//! (a short last record takes what is left).
+//! (a short last record takes what is left), at most `MAX_RECORDS` (128) of them; the
+//! virtual clock stops at `MAX_CLOCK_MS` (120 s).
 //! - `setup` bits 0–1: the stage: 0 nothing delivered yet (a's IKE_SA_INIT request waits on
 //!   the wire), 1 IKE_SA_INIT done (b half-open, a's IKE_AUTH request on the wire), 2 or 3
 //!   established (a Child SA installed on both). Bit 2: the IKE SA uses AES-CBC-256 with
@@ -196,6 +197,15 @@ struct Requests {
     last: Option<(u8, u32)>,
     next: u32,
 }
+
+/// The virtual clock never passes this (ms): enough for several IKE SA (30 s) and Child SA
+/// (20 s) rekeys, DPD (10 s) and half-open expiry, while an input cannot buy minutes of
+/// rekeying (each a key exchange: that made long inputs run at a few per second).
+const MAX_CLOCK_MS: u64 = 120_000;
+
+/// Records past this many are ignored (libFuzzer's inputs stay short; the cost of each
+/// sealed record is a daemon's full processing, a key exchange for CREATE_CHILD_SA).
+const MAX_RECORDS: usize = 128;
 
 /// Most datagrams one record may make both daemons send (retransmissions, answers, the
 /// exchanges a timer starts): more is an amplification bug.
@@ -446,7 +456,9 @@ impl Harness {
             5 => self.sealed(1, false, exch, ctl, first, body, nat),
             6 => self.sealed(0, true, exch, ctl, first, body, nat),
             _ => {
-                self.now += u64::from(first) * 100;
+                // The clock stops at MAX_CLOCK_MS: beyond it, inputs spent their time on
+                // rekeys (a key exchange each), not on new states.
+                self.now = (self.now + u64::from(first) * 100).min(MAX_CLOCK_MS);
                 self.fire_timers();
                 if ctl & 1 != 0 {
                     self.deliver_wire();
@@ -483,7 +495,7 @@ fn run(data: &[u8]) -> Vec<u8> {
     let half_open_max = b_options().half_open_max;
     let mut records = 0usize;
     let base = [h.d[0].ike_sas(), h.d[1].ike_sas()];
-    while !rest.is_empty() {
+    while !rest.is_empty() && records < MAX_RECORDS {
         let (op, ctl, first) = (
             rest[0],
             *rest.get(1).unwrap_or(&0),
