@@ -58,8 +58,9 @@ for target in "${targets[@]}"; do
         exit 1
     fi
     # "stat::number_of_executed_units: N" (one process), or the fork mode's "#N ... DONE".
-    runs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | awk '{ n += $NF } END { if (NR) print n }')"
-    [[ -n "$runs" ]] || runs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')"
+    # (No match is no figure, not a failure: `|| true` under pipefail.)
+    runs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | awk '{ n += $NF } END { if (NR) print n }' || true)"
+    [[ -n "$runs" ]] || runs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)"
     runs="${runs:-0}"
     total_runs=$((total_runs + runs))
     rate=$((runs / (SECONDS_PER_TARGET > 0 ? SECONDS_PER_TARGET : 1)))
