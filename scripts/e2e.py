@@ -337,7 +337,8 @@ def kill_failclosed_checks(lab: Lab) -> None:
     leaks = cap.clear_text()
     check(not leaks, "no clear-text packet between the protected networks crossed the WAN",
           f"{len(leaks)} leaked" + (f", first: {leaks[0]}" if leaks else ""))
-    seen = cap.count(lambda p: IP in p and p[IP].dst == c.outer("b") and p[IP].proto == 1)
+    seen = cap.count(lambda p: IP in p and p[IP].dst == c.outer("b") and p[IP].proto == 1,
+                     f"icmp and dst host {c.outer('b')}")
     check(seen >= 2, "control: the WAN capture saw the clear ping to gw-b's WAN address", f"{seen} packets")
     # The pinned counters survived the restart and counted the drops.
     s = lab.wait_stats("a", lambda s: xdp_count(s, "inside", "no_socket_dropped") > 0)

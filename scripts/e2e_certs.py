@@ -468,7 +468,7 @@ def ike_datagrams(cap) -> list[dict]:
 
     seen: dict[tuple, dict] = {}
     for side in ("a", "b"):
-        for p in cap.packets(side):
+        for p in cap.packets(side, "udp port 500 or udp port 4500"):
             udp = p.getlayer(UDP)
             ip = p.getlayer(IP) or p.getlayer(IPv6)
             if udp is None or ip is None or not {500, 4500} & {udp.sport, udp.dport}:

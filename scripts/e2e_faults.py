@@ -148,7 +148,8 @@ def clean_wan(cap, what: str = "") -> None:
     from scapy.all import ICMP, IP  # noqa: PLC0415
 
     dst = cap.lab.case.public("b")
-    seen = cap.count(lambda p: IP in p and ICMP in p and p[IP].dst == dst and p[ICMP].type == 8)
+    seen = cap.count(lambda p: IP in p and ICMP in p and p[IP].dst == dst and p[ICMP].type == 8,
+                     f"icmp and dst host {dst}")
     check(seen >= 2, "control: the WAN capture saw the clear ping to gw-b's WAN address", f"{seen} packets")
     leaks = cap.clear_text()
     check(not leaks, "no clear-text packet between the protected networks crossed the WAN" + (f" ({what})" if what else ""),
@@ -540,7 +541,7 @@ def iked_flood(lab: Lab) -> None:
     lst = lab.vpnctl_iked("b", "list").stdout
     check("established" in lst and children_up(lst) == 1, "vpnctl list on gw-b: the real peer's SA established",
           plain(lst).strip().replace("\n", " | ")[:200])
-    ck = sum(1 for p in cap.packets("b") if _is_cookie_answer(p))
+    ck = sum(1 for p in cap.packets("b", "udp src port 500") if _is_cookie_answer(p))
     check(ck > 0, "gw-b answered the flood with COOKIE challenges", f"{ck} COOKIE answers captured on gb-out")
     clean_wan(cap, "during the flood")
 

@@ -924,7 +924,7 @@ def main() -> int:
         if failures:
             for p in sorted(lab.workdir.glob("iked-*.log")) + sorted(lab.workdir.glob("[ab].log")):
                 print(f"--- {p.name} (last lines) ---\n{e2e_faults.plain(p.read_text())[-1500:]}")
-        lab.down()
+        lab.down(keep=bool(failures or a.keep))
         leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         check(lab.name not in leftover, "namespaces removed")
     result["failures"] = failures

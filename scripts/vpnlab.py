@@ -13,8 +13,10 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -392,7 +394,7 @@ class Lab:
         NAT mapping that changes mid-tunnel)."""
         ns_exec(self.nat_ns, "conntrack", "-F", check=True)
 
-    def down(self) -> None:
+    def down(self, keep: bool = False) -> None:
         for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
@@ -404,6 +406,14 @@ class Lab:
         self.unmount_bpffs()
         sh(str(TOPOLOGY), "down", self.name, check=False)
         self.remove_rings()
+        # The work directory (configs, logs, captures) is kept only when the lab goes down
+        # on an exception (the failure's evidence; its path is printed), when the caller
+        # says so (`keep`: a failure it counted) or on request (VPN_KEEP_LABS=1): a passing
+        # run leaves nothing behind in /tmp.
+        if keep or sys.exc_info()[0] is not None or os.environ.get("VPN_KEEP_LABS") == "1":
+            print(f"lab {self.name}: logs kept in {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def bpffs(self) -> pathlib.Path:
@@ -730,11 +740,26 @@ class WanCapture:
                 p.kill()
                 p.wait()
 
-    def packets(self, side: str) -> list:
+    def packets(self, side: str, bpf: str = "") -> list:
+        """The packets captured on `side`'s WAN, parsed by scapy; with `bpf`, only those the
+        filter selects (tcpdump filters first: scapy parses a few thousand packets a second,
+        and a flood's capture holds tens of thousands)."""
         from scapy.all import rdpcap  # noqa: PLC0415
 
         path = self.files[side]
-        return list(rdpcap(str(path))) if path.exists() and path.stat().st_size > 24 else []
+        if not path.exists() or path.stat().st_size <= 24:
+            return []
+        if not bpf:
+            return list(rdpcap(str(path)))
+        selected = path.with_name(f"{path.stem}-selected.pcap")
+        r = subprocess.run(["tcpdump", "-n", "-r", str(path), "-w", str(selected), bpf],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"tcpdump -r {path.name} '{bpf}': {r.stderr.strip()}")
+        try:
+            return list(rdpcap(str(selected))) if selected.stat().st_size > 24 else []
+        finally:
+            selected.unlink(missing_ok=True)
 
     def clear_text(self) -> list[str]:
         """Every IP packet whose source is in one protected network and destination in the
@@ -744,6 +769,10 @@ class WanCapture:
 
         c = self.lab.case
         nets = [ipaddress.ip_network(c.inside_net(s)) for s in ("a", "b")]
+        # tcpdump selects the packets between the two networks (its `net` reads the first
+        # IPv4 or IPv6 header, as getlayer below does); scapy then judges each one.
+        na, nb = nets
+        between = f"(src net {na} and dst net {nb}) or (src net {nb} and dst net {na})"
 
         def inside(addr: str, net) -> bool:
             try:
@@ -753,12 +782,12 @@ class WanCapture:
 
         leaks = []
         for side in ("a", "b"):
-            for p in self.packets(side):
+            for p in self.packets(side, between):
                 ip = p.getlayer(IP) or p.getlayer(IPv6)
                 if ip is None:
                     continue
-                between = any(inside(ip.src, n1) and inside(ip.dst, n2) for n1, n2 in (nets, nets[::-1]))
-                if not between:
+                crosses = any(inside(ip.src, n1) and inside(ip.dst, n2) for n1, n2 in (nets, nets[::-1]))
+                if not crosses:
                     continue
                 proto = ip.proto if ip.version == 4 else ip.nh
                 udp = p.getlayer(UDP)
@@ -767,9 +796,10 @@ class WanCapture:
                 leaks.append(f"gw-{side} WAN: {p.summary()}")
         return leaks
 
-    def count(self, pred) -> int:
-        """How many captured packets (both interfaces) satisfy `pred(packet)`."""
-        return sum(1 for side in ("a", "b") for p in self.packets(side) if pred(p))
+    def count(self, pred, bpf: str = "") -> int:
+        """How many captured packets (both interfaces) satisfy `pred(packet)`; `bpf` selects
+        the candidates first (see `packets`)."""
+        return sum(1 for side in ("a", "b") for p in self.packets(side, bpf) if pred(p))
 
 
 def own_pid(p: subprocess.Popen, name: str, timeout: float = 5.0) -> int:
@@ -1000,8 +1030,6 @@ class Pki:
         certificates, private/ their keys (0600), x509ca/ the CA certificates `cas` (names of
         CAS: self-signed ones are trust anchors, the others intermediates we send and accept),
         x509crl/ the intermediate's CRL when `crl`."""
-        import shutil  # noqa: PLC0415
-
         for sub in ("x509", "x509ca", "private", "x509crl"):
             shutil.rmtree(directory / sub, ignore_errors=True)
             (directory / sub).mkdir(parents=True)

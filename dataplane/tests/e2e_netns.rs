@@ -279,9 +279,9 @@ fn iked_through_real_nat_rebinding() {
 // Rekeying (scripts/e2e_rekey.py, issue 12): a 0.01 s ping that must lose nothing while the
 // SAs are rekeyed, a WAN capture asserting no clear text, every process alive at the end.
 
-/// ours <-> ours, 2 workers: child rekey_time 10 s and IKE rekey_time 25 s on both sides
+/// ours <-> ours, 2 workers: child rekey_time 5 s and IKE rekey_time 15 s on both sides
 /// (small rand_time: the sides' rekeys start close together and may collide), a 0.01 s ping
-/// and an iperf3 TCP stream for 90 s: 0 pings lost, iperf3 retransmissions reported, at least
+/// and an iperf3 TCP stream for 50 s: 0 pings lost, iperf3 retransmissions reported, at least
 /// 7 Child SA and 2 IKE SA rekeys, and afterwards each dataplane holds exactly the current
 /// pair of SAs, with SPIs matching across the sides.
 #[test]
@@ -297,7 +297,7 @@ fn rekey_collisions_lose_nothing() {
     rekey_scenario("rekey-collide");
 }
 
-/// strongSwan 5.9.8 initiates every rekey (its child rekey_time 15 s, IKE 30 s), without PFS:
+/// strongSwan 5.9.8 initiates every rekey (its child rekey_time 10 s, IKE 20 s), without PFS:
 /// 0 pings lost over at least 4 Child SA and 2 IKE SA rekeys, each completed in charon's log.
 #[test]
 fn rekey_strongswan_initiates() {
@@ -311,7 +311,7 @@ fn rekey_strongswan_initiates_with_pfs() {
     rekey_scenario("rekey-strongswan-init-pfs");
 }
 
-/// We initiate every rekey (child rekey_time 10 s, IKE 20 s; charon's 15 s / 30 s), without
+/// We initiate every rekey (child rekey_time 6 s, IKE 14 s; charon's 10 s / 20 s), without
 /// PFS: 0 pings lost over at least 4 Child SA and 2 IKE SA rekeys, each completed in charon's
 /// log.
 #[test]
