@@ -170,6 +170,13 @@ impl Group {
 
     /// Our key pair from `random` (`random_len` bytes from a CSPRNG).
     pub fn keypair(self, random: &[u8]) -> Result<KeyPair, DhError> {
+        #[cfg(fuzzing)]
+        return fuzz_memo::keypair(self, random);
+        #[cfg(not(fuzzing))]
+        self.compute_keypair(random)
+    }
+
+    fn compute_keypair(self, random: &[u8]) -> Result<KeyPair, DhError> {
         let bad = DhError::BadRandom(self.name());
         if random.len() != self.random_len() {
             return Err(bad);
@@ -220,6 +227,13 @@ impl Group {
 impl KeyPair {
     /// The shared secret g^ir with the peer's public value (checked first).
     pub fn shared(&self, peer: &[u8]) -> Result<Secret, DhError> {
+        #[cfg(fuzzing)]
+        return fuzz_memo::shared(self, peer);
+        #[cfg(not(fuzzing))]
+        self.compute_shared(peer)
+    }
+
+    fn compute_shared(&self, peer: &[u8]) -> Result<Secret, DhError> {
         let g = self.group;
         let want = g.public_len();
         if peer.len() != want {
@@ -280,6 +294,76 @@ impl KeyPair {
             }
         };
         Ok(Zeroizing::new(out))
+    }
+}
+
+/// Fuzzing builds only (`cargo fuzz` builds with `--cfg fuzzing`; never a product build):
+/// the fuzz harnesses' daemons draw from seeded random sources, so every input repeats the same
+/// key exchanges, and an X25519 under coverage instrumentation and AddressSanitizer cost more
+/// than the rest of an input (`perf`: 29 % of `ike_exchange`). Results are remembered per
+/// thread, keyed by everything that determines them: a fuzzer sees the same values, errors
+/// included, and a public value it mutated is still computed (then remembered). The same idea
+/// as BoringSSL's and OpenSSL's fuzzing build modes, but with the real arithmetic kept.
+#[cfg(fuzzing)]
+mod fuzz_memo {
+    use super::{DhError, Group, KeyPair, Secret};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Entries kept before the memo starts over (a fuzzer's mutated values would grow it).
+    const MAX: usize = 4096;
+
+    type Memo = HashMap<Vec<u8>, Result<(Vec<u8>, Vec<u8>), DhError>>;
+
+    thread_local! {
+        static MEMO: RefCell<Memo> = RefCell::new(HashMap::new());
+    }
+
+    fn remember(
+        key: Vec<u8>,
+        compute: impl FnOnce() -> Result<(Vec<u8>, Vec<u8>), DhError>,
+    ) -> Result<(Vec<u8>, Vec<u8>), DhError> {
+        if let Some(hit) = MEMO.with(|m| m.borrow().get(&key).cloned()) {
+            return hit;
+        }
+        let value = compute();
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX {
+                m.clear();
+            }
+            m.insert(key, value.clone());
+        });
+        value
+    }
+
+    fn key(tag: u8, g: Group, parts: &[&[u8]]) -> Vec<u8> {
+        let mut k = vec![tag];
+        k.extend_from_slice(&g.iana().to_be_bytes());
+        for p in parts {
+            k.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            k.extend_from_slice(p);
+        }
+        k
+    }
+
+    pub(super) fn keypair(g: Group, random: &[u8]) -> Result<KeyPair, DhError> {
+        let (secret, public) = remember(key(0, g, &[random]), || {
+            g.compute_keypair(random)
+                .map(|kp| (kp.secret.to_vec(), kp.public))
+        })?;
+        Ok(KeyPair {
+            group: g,
+            secret: Secret::new(secret),
+            public,
+        })
+    }
+
+    pub(super) fn shared(kp: &KeyPair, peer: &[u8]) -> Result<Secret, DhError> {
+        let (shared, _) = remember(key(1, kp.group, &[&kp.secret, peer]), || {
+            kp.compute_shared(peer).map(|s| (s.to_vec(), Vec::new()))
+        })?;
+        Ok(Secret::new(shared))
     }
 }
 
