@@ -9,6 +9,8 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod diagnose;
+#[cfg(fuzzing)]
+mod fuzz_memo;
 pub mod ike;
 pub mod logging;
 pub mod metrics;

@@ -297,58 +297,15 @@ impl KeyPair {
     }
 }
 
-/// Fuzzing builds only (`cargo fuzz` builds with `--cfg fuzzing`; never a product build):
-/// the fuzz harnesses' daemons draw from seeded random sources, so every input repeats the same
-/// key exchanges, and an X25519 under coverage instrumentation and AddressSanitizer cost more
-/// than the rest of an input (`perf`: 29 % of `ike_exchange`). Results are remembered per
-/// thread, keyed by everything that determines them: a fuzzer sees the same values, errors
-/// included, and a public value it mutated is still computed (then remembered). The same idea
-/// as BoringSSL's and OpenSSL's fuzzing build modes, but with the real arithmetic kept.
+/// Fuzzing builds only: key exchanges remembered (see `crate::fuzz_memo`).
 #[cfg(fuzzing)]
 mod fuzz_memo {
     use super::{DhError, Group, KeyPair, Secret};
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    /// Entries kept before the memo starts over (a fuzzer's mutated values would grow it).
-    const MAX: usize = 4096;
-
-    type Memo = HashMap<Vec<u8>, Result<(Vec<u8>, Vec<u8>), DhError>>;
-
-    thread_local! {
-        static MEMO: RefCell<Memo> = RefCell::new(HashMap::new());
-    }
-
-    fn remember(
-        key: Vec<u8>,
-        compute: impl FnOnce() -> Result<(Vec<u8>, Vec<u8>), DhError>,
-    ) -> Result<(Vec<u8>, Vec<u8>), DhError> {
-        if let Some(hit) = MEMO.with(|m| m.borrow().get(&key).cloned()) {
-            return hit;
-        }
-        let value = compute();
-        MEMO.with(|m| {
-            let mut m = m.borrow_mut();
-            if m.len() >= MAX {
-                m.clear();
-            }
-            m.insert(key, value.clone());
-        });
-        value
-    }
-
-    fn key(tag: u8, g: Group, parts: &[&[u8]]) -> Vec<u8> {
-        let mut k = vec![tag];
-        k.extend_from_slice(&g.iana().to_be_bytes());
-        for p in parts {
-            k.extend_from_slice(&(p.len() as u32).to_be_bytes());
-            k.extend_from_slice(p);
-        }
-        k
-    }
+    use crate::fuzz_memo::{key, remember};
 
     pub(super) fn keypair(g: Group, random: &[u8]) -> Result<KeyPair, DhError> {
-        let (secret, public) = remember(key(0, g, &[random]), || {
+        let k = key("dh-keypair", &[&g.iana().to_be_bytes(), random]);
+        let (secret, public) = remember(k, || {
             g.compute_keypair(random)
                 .map(|kp| (kp.secret.to_vec(), kp.public))
         })?;
@@ -360,9 +317,11 @@ mod fuzz_memo {
     }
 
     pub(super) fn shared(kp: &KeyPair, peer: &[u8]) -> Result<Secret, DhError> {
-        let (shared, _) = remember(key(1, kp.group, &[&kp.secret, peer]), || {
-            kp.compute_shared(peer).map(|s| (s.to_vec(), Vec::new()))
-        })?;
+        let k = key(
+            "dh-shared",
+            &[&kp.group.iana().to_be_bytes(), &kp.secret, peer],
+        );
+        let shared = remember(k, || kp.compute_shared(peer).map(|s| s.to_vec()))?;
         Ok(Secret::new(shared))
     }
 }

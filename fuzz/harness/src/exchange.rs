@@ -159,11 +159,19 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn keys_of(d: &Daemon) -> Vec<SaKeys> {
+/// The keys of `d`'s newest IKE SA, or of the one with SPIs `spis`; the ciphers are set up
+/// only for that one (every datagram sent is checked with them).
+fn keys_of(d: &Daemon, spis: Option<(u64, u64)>) -> Option<SaKeys> {
     d.keys_report()
         .ike_sas
         .iter()
+        .rev()
         .filter_map(|k| {
+            let spi_i = u64::from_str_radix(&k.spi_i, 16).ok()?;
+            let spi_r = u64::from_str_radix(&k.spi_r, 16).ok()?;
+            if spis.is_some_and(|s| s != (spi_i, spi_r)) {
+                return None;
+            }
             let encr = match (k.encr.as_str(), k.encr_key_bits) {
                 ("ENCR_AES_GCM_16", 128) => Encryption::AesGcm128,
                 ("ENCR_AES_GCM_16", 256) => Encryption::AesGcm256,
@@ -180,13 +188,13 @@ fn keys_of(d: &Daemon) -> Vec<SaKeys> {
                 Some(_) => return None,
             };
             Some(SaKeys {
-                spi_i: u64::from_str_radix(&k.spi_i, 16).ok()?,
-                spi_r: u64::from_str_radix(&k.spi_r, 16).ok()?,
+                spi_i,
+                spi_r,
                 init: SkCrypto::new(encr, integ, &unhex(&k.sk_ei), &unhex(&k.sk_ai)).ok()?,
                 resp: SkCrypto::new(encr, integ, &unhex(&k.sk_er), &unhex(&k.sk_ar)).ok()?,
             })
         })
-        .collect()
+        .next()
 }
 
 /// The last request one side sent (exchange, message ID: what a response answers), and
@@ -302,10 +310,7 @@ impl Harness {
         if !encrypted {
             return;
         }
-        let Some(k) = keys_of(&self.d[i])
-            .into_iter()
-            .find(|k| (k.spi_i, k.spi_r) == (h.spi_i, h.spi_r))
-        else {
+        let Some(k) = keys_of(&self.d[i], Some((h.spi_i, h.spi_r))) else {
             return; // the SA is gone already (a Delete's last word)
         };
         let sk = if h.from_initiator() { &k.init } else { &k.resp };
@@ -364,7 +369,7 @@ impl Harness {
 
     /// The keys of the IKE SA between a and b (b's newest).
     fn keys(&self) -> Option<SaKeys> {
-        keys_of(&self.d[1]).into_iter().last()
+        keys_of(&self.d[1], None)
     }
 
     /// Seal `inner` from `sender` (0 a, 1 b) and deliver it to the other daemon.

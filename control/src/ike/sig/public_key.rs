@@ -227,6 +227,25 @@ pub fn verify_cert_signature(
     tbs_der: &[u8],
     signature: &[u8],
 ) -> Result<(), SigError> {
+    // Fuzzing builds only: the fixtures' chains are checked again in every input.
+    #[cfg(fuzzing)]
+    return crate::fuzz_memo::remember(
+        crate::fuzz_memo::key(
+            "cert-signature",
+            &[issuer_spki_der, sig_alg_der, tbs_der, signature],
+        ),
+        || compute_cert_signature(issuer_spki_der, sig_alg_der, tbs_der, signature),
+    );
+    #[cfg(not(fuzzing))]
+    compute_cert_signature(issuer_spki_der, sig_alg_der, tbs_der, signature)
+}
+
+fn compute_cert_signature(
+    issuer_spki_der: &[u8],
+    sig_alg_der: &[u8],
+    tbs_der: &[u8],
+    signature: &[u8],
+) -> Result<(), SigError> {
     let key = PublicKey::from_spki_der(issuer_spki_der)?;
     let scheme = Scheme::from_alg_id_der(sig_alg_der)?;
     key.verify(scheme, tbs_der, signature)
