@@ -907,7 +907,7 @@ def teardown(lab: Lab, case_name: str) -> int:
             for log in sorted(list(lab.workdir.glob("vpnctl-*.log")) + list(lab.workdir.glob("iked-*.log"))):
                 print(f"--- {log.name} ---\n{log.read_text()[-2000:]}")
     finally:
-        lab.down()
+        lab.down(keep=bool(failures))
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     check(lab.name not in leftover, "namespaces removed")
     print(f"{case_name}: {'FAILED' if failures else 'ok'}")
