@@ -12,6 +12,12 @@ section() { echo "== [$((SECONDS - START)) s] $*"; }
 
 "$ROOT/scripts/install-deps.sh"
 
+# A first build (CI's clean clone) gains nothing from incremental compilation's caches and pays
+# for writing them; later runs in a working tree keep them.
+if [[ ! -d "$ROOT/target/debug" ]]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 section "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
