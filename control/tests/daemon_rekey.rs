@@ -113,6 +113,68 @@ fn ike_and_child_rekeys_together_lose_nothing() {
     assert_clean_end(&mut w);
 }
 
+/// Chaos soak finding (stop 24): `vpnctl reload` changing a connection within the grace
+/// period after one of its Child SAs was rekeyed (the old inbound SA kept `rekey_grace_ms` for
+/// packets in flight) dropped the daemon's record of that retiring SA with the old
+/// connection's state, and the dataplane held it for good. Now it goes with the connection's
+/// IKE SAs, and the dataplane ends holding exactly the new tunnel's pair.
+#[test]
+fn a_reload_during_a_rekeys_grace_period_leaves_no_retired_sa_behind() {
+    let child_a = "rekey_time = \"10s\"\nrand_time = \"0s\"";
+    let mut w = with_lifetimes(child_a, "rekey_time = \"1h\"", "", "");
+    up(&mut w);
+    // Step until a's dataplane holds the rekey's old inbound SA beside the new one.
+    let mut t = w.now;
+    while w.nodes[0].dp.inbound().len() < 2 {
+        t += 50;
+        assert!(
+            t < 30_000,
+            "no rekey left a retiring inbound SA: {}",
+            w.list("a")
+        );
+        w.run_until(t);
+    }
+    let before: Vec<u32> = w.nodes[0]
+        .dp
+        .inbound()
+        .iter()
+        .map(|s| s.config.spi)
+        .collect();
+    w.check_no_loss = false; // a changed connection is torn down: traffic waits for it
+    let changed = conf(
+        A,
+        B,
+        "dpd_delay = \"7s\"",
+        &child(
+            "net",
+            "10.1.0.0/16",
+            "10.2.0.0/16",
+            &format!("start_action = \"start\"\n{child_a}"),
+        ),
+    );
+    let now = w.now;
+    let r = w.node("a").daemon.reload(now, Ok(parse(&changed)));
+    assert!(r.ok && r.text.contains("changed: [peer]"), "{}", r.text);
+    // Well inside the next rekey_time: the new tunnel is up and nothing of the old is left.
+    w.run_until(now + 5_000);
+    assert_tunnel_up(&mut w);
+    let after: Vec<u32> = w.nodes[0]
+        .dp
+        .inbound()
+        .iter()
+        .map(|s| s.config.spi)
+        .collect();
+    assert!(
+        before.iter().all(|s| !after.contains(s)),
+        "a's dataplane still holds an inbound SA of the old connection: before {before:x?}, after {after:x?}"
+    );
+    assert!(
+        w.nodes[0].dp.refused.is_empty(),
+        "{:?}",
+        w.nodes[0].dp.refused
+    );
+}
+
 #[test]
 fn a_soft_limit_in_the_dataplane_rekeys_and_a_hard_one_replaces_the_sa() {
     let mut w = with_lifetimes("rekey_time = \"1h\"", "", "", "");

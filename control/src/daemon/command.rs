@@ -346,6 +346,9 @@ impl Daemon {
         let diff = old.diff(&new);
         for name in diff.removed.iter().chain(&diff.changed) {
             self.delete_conn_sas(now, name);
+            if let Some(ci) = self.conn_index(name) {
+                self.release_leftovers(ci);
+            }
         }
         let old_base: Vec<_> = self.conns.iter().flat_map(|c| c.base_policies()).collect();
         let mut next: Vec<ConnState> = Vec::new();

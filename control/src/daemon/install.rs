@@ -301,6 +301,51 @@ impl Daemon {
         }
     }
 
+    /// A connection being removed or replaced (reload): the inbound SAs its rekeys retired
+    /// and still keep for packets in flight, and the SAs and narrowed policies it inherited
+    /// from a previous iked, go now, with its IKE SAs. Its state is about to be dropped, and
+    /// with it the only record of them: nothing would ever delete them from the dataplane
+    /// (the chaos soak found a retired inbound SA held for good after a reload).
+    pub(super) fn release_leftovers(&mut self, ci: usize) {
+        let mut ops = Vec::new();
+        let mut spis = Vec::new();
+        for k in &mut self.conns[ci].children {
+            let reqid = k.cfg.reqid;
+            for (spi, _) in k.retiring.drain(..) {
+                ops.push(DpOp::DeleteSa {
+                    direction: Direction::Inbound,
+                    spi,
+                    reqid,
+                });
+                spis.push(spi);
+            }
+            k.stale_until = None;
+            for s in k.stale.drain(..) {
+                let direction = if s.inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                ops.push(DpOp::DeleteSa {
+                    direction,
+                    spi: s.spi,
+                    reqid,
+                });
+                spis.push(s.spi);
+            }
+            for id in k.stale_policies.drain(..) {
+                ops.push(DpOp::DeletePolicy(id));
+            }
+        }
+        for spi in spis {
+            self.spis.release(spi);
+            self.activity.remove(&spi);
+        }
+        for op in ops {
+            self.dp(op);
+        }
+    }
+
     /// A Child SA is gone: its narrowed policies (if no other Child SA of the child is
     /// up, so its traffic falls to the dropping base policy), then its SAs.
     pub(super) fn uninstall(&mut self, ci: usize, ike_spi: u64, inbound_spi: u32) {
