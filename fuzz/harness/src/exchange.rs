@@ -4,7 +4,7 @@
 //!
 //! Two daemons in memory, sans-IO, with a virtual clock and seeded random sources: `a`
 //! (192.0.2.1, our initiator, `start_action = start`) and `b` (192.0.2.2, our responder),
-//! PSK, as in control/tests/world. The harness runs their real exchange up to a stage, so it
+//! PSK, as in control/tests/it/world. The harness runs their real exchange up to a stage, so it
 //! knows the IKE SA's SK_e/SK_a (`Daemon::keys_report`, what `vpnctl keys --wireshark`
 //! exports; no product API was added), then plays the fuzz input's records: raw datagrams,
 //! or inner payload chains that it seals properly (`SkCrypto`, RFC 7296 §3.14; optionally

@@ -3,12 +3,10 @@
 //! worker) with the same selectors, each bound on its own side; the responder's limit
 //! (TS_MAX_QUEUE beyond it); a peer that does not do them; rekeys keeping the binding.
 
-mod world;
-
 use std::collections::BTreeSet;
 
+use crate::world::*;
 use dataplane::shm::records::SaInstall;
-use world::*;
 
 /// A world where `a` (initiator, `start_action = "start"`) and `b` have these
 /// `per_resource_sas` settings (`None`: the option left out).

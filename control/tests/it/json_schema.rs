@@ -4,15 +4,13 @@
 //! schema does not declare, and values of the declared types. A cheap consistency check; the
 //! full validation (jsonschema, against the real binaries) is in scripts/e2e_vpnctl.py.
 
-mod world;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::world::*;
 use control::api::*;
 use control::daemon::{EventAt, SaTraffic};
 use serde_json::Value;
-use world::*;
 
 fn schema(kind: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/schema/{kind}.json"));

@@ -2,12 +2,10 @@
 //! `Daemon::list_report`), driven sans-IO with a virtual clock: what they say after a
 //! tunnel comes up, carries traffic, fails to come up, and after reloads and send errors.
 
-mod world;
-
+use crate::world::*;
 use control::api::ListReport;
 use control::daemon::command::Request;
 use control::daemon::SaTraffic;
-use world::*;
 
 fn list_report(w: &mut World, node: &str, conn: Option<&str>) -> (bool, ListReport) {
     let now = w.now;

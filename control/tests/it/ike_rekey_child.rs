@@ -15,8 +15,7 @@ use control::ike::sa::{ChildRequest, ChildSa, Connection, Event, IkeError, IkeSa
 use control::ike::wire::{exchange, Header};
 use zeroize::Zeroizing;
 
-mod support;
-use support::{Counter, Seeded};
+use crate::support::{Counter, Seeded};
 
 const A: &str = "192.0.2.1:500";
 const B: &str = "192.0.2.2:500";

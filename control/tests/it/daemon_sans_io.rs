@@ -3,15 +3,13 @@
 //! asks. Faults are injected by the network (loss, a NAT that rewrites ports, silence)
 //! and by restarting a daemon over the dataplane it left behind.
 
-mod world;
-
 use std::net::SocketAddr;
 
+use crate::world::*;
 use control::daemon::command::Request;
 use control::daemon::{Action, Daemon, Held, Options};
 use dataplane::policy::spd::SpdAction;
 use dataplane::shm::records::{DataplaneRecord, FlowRecord};
-use world::*;
 
 #[test]
 fn a_tunnel_comes_up_with_fail_closed_policies_before_it() {

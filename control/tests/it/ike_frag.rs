@@ -13,8 +13,7 @@ use control::ike::sa::{is_init_request, peek, ChildRequest, Connection, Event, I
 use control::ike::wire::{exchange, payload};
 use zeroize::Zeroizing;
 
-mod support;
-use support::{Counter, Seeded};
+use crate::support::{Counter, Seeded};
 
 const A: &str = "192.0.2.1:500";
 const B: &str = "192.0.2.2:500";

@@ -18,8 +18,7 @@ use control::ike::sa::{
 use control::ike::wire::exchange;
 use zeroize::Zeroizing;
 
-mod support;
-use support::{Counter, Seeded};
+use crate::support::{Counter, Seeded};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -4,12 +4,10 @@
 //! the other (make-before-break: no instant in which a packet would be lost), and at the end
 //! that each dataplane holds exactly the current pair.
 
-mod world;
-
+use crate::world::*;
 use dataplane::esp::{LifetimeKind, SaEvent};
 use dataplane::sa::Direction;
 use dataplane::shm::records::DataplaneRecord;
-use world::*;
 
 /// Both sides with these child and IKE lifetime lines; `a` starts the tunnel.
 fn with_lifetimes(child_a: &str, child_b: &str, ike_a: &str, ike_b: &str) -> World {

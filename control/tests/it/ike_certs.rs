@@ -17,8 +17,7 @@ use control::ike::sig::PrivateKey;
 use control::pki::{AuthConfig, AuthKind, Credentials, SendCert, TrustStore};
 use zeroize::Zeroizing;
 
-mod support;
-use support::{Counter, Seeded};
+use crate::support::{Counter, Seeded};
 
 /// 2027-06-01 00:00:00 UTC: inside every fixture's validity but expired's and notyet's.
 const NOW_MS: u64 = 1_811_808_000_000;
