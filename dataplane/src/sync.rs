@@ -1,5 +1,5 @@
 //! The synchronisation primitives of the concurrent SA state, swapped for loom's when the
-//! crate is built with `--cfg loom`, so the model checker explores every interleaving of
+//! crate is built with the `loom` feature, so the model checker explores every interleaving of
 //! the real code (the `loom_` tests, run by `scripts/test.sh`).
 //!
 //! `swap` is `arc_swap` normally. arc-swap is not loom-instrumented, so under loom it is
@@ -7,17 +7,17 @@
 //! SA tables' own logic (generations, slot reuse, the overflow map, when an SA is freed),
 //! taking arc-swap's atomic publication as given.
 
-#[cfg(loom)]
+#[cfg(feature = "loom")]
 pub use loom::sync::{atomic, Mutex, MutexGuard};
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub use std::sync::{atomic, Mutex, MutexGuard};
 
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod swap {
     pub use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 }
 
-#[cfg(loom)]
+#[cfg(feature = "loom")]
 pub mod swap {
     use std::sync::Arc;
 

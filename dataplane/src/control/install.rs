@@ -1210,8 +1210,8 @@ mod tests {
 /// the installer's swap-then-delete. Under loom the reqid slot is the mutex stand-in of
 /// `sync::swap`, so this checks the installer's order of stores — never an intermediate
 /// empty slot, never a step back to a replaced SA — taking arc-swap's atomicity as given.
-/// Run with `RUSTFLAGS="--cfg loom" cargo test -p dataplane --lib loom_`.
-#[cfg(all(test, loom))]
+/// Run with `cargo test -p dataplane --features loom --lib loom_`.
+#[cfg(all(test, feature = "loom"))]
 mod loom_tests {
     use super::*;
     use crate::crypto::{EspTransform, SaKeys};

@@ -1,6 +1,6 @@
 //! Model checks (loom) of the state several workers share on one SA: the outbound
 //! sequence counter and the inbound anti-replay window, on the real engine code.
-//! Run by `scripts/test.sh`: `RUSTFLAGS="--cfg loom" cargo test -p dataplane --lib loom_`.
+//! Run by `scripts/test.sh`: `cargo test -p dataplane --features loom --lib loom_`.
 
 use super::*;
 use crate::crypto::{EspTransform, SaKeys};

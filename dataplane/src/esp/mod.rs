@@ -14,7 +14,7 @@ pub mod sa;
 pub mod selector;
 pub mod seq;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom"))]
 mod loom_model;
 
 pub use decap::{peek_spi, InboundSaLookup, SpiMap};

@@ -1,5 +1,5 @@
 //! The single-producer/single-consumer protocol of one ring, written once over [`RingMem`]
-//! so the same code runs on the mapped file and, under `--cfg loom`, on a model whose slots
+//! so the same code runs on the mapped file and, under the `loom` feature, on a model whose slots
 //! are loom cells: the model checker then proves, for every interleaving of the small
 //! cases, that the consumer reads only slots the producer finished (no data race on slot
 //! memory) and that records arrive whole and in order.
@@ -62,7 +62,7 @@ pub(crate) fn pop<M: RingMem>(m: &M, next: &mut u32, out: &mut [u8]) -> Option<u
     Some(n)
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom"))]
 mod loom_tests {
     use super::*;
     use loom::cell::UnsafeCell;
