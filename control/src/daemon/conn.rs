@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use dataplane::policy::spd::PolicyRule;
+use dataplane::sa::Direction;
 use dataplane::shm::records::SaInstall;
 
 use crate::config::{ChildConfig, ConnConfig};
@@ -35,6 +36,16 @@ pub struct InstalledChild {
 pub struct StaleSa {
     pub inbound: bool,
     pub spi: u32,
+}
+
+impl StaleSa {
+    pub fn direction(&self) -> Direction {
+        if self.inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
 }
 
 pub struct ChildState {

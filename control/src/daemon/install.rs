@@ -277,7 +277,7 @@ impl Daemon {
 
     /// Delete the retired inbound SAs whose grace period is over.
     pub(super) fn expire_retiring(&mut self, now: u64) {
-        let mut ops = Vec::new();
+        let mut gone = Vec::new();
         for c in &mut self.conns {
             for k in &mut c.children {
                 let reqid = k.cfg.reqid;
@@ -285,20 +285,12 @@ impl Daemon {
                     if until > now {
                         return true;
                     }
-                    ops.push((spi, reqid));
+                    gone.push((Direction::Inbound, spi, reqid));
                     false
                 });
             }
         }
-        for (spi, reqid) in ops {
-            self.dp(DpOp::DeleteSa {
-                direction: Direction::Inbound,
-                spi,
-                reqid,
-            });
-            self.spis.release(spi);
-            self.activity.remove(&spi);
-        }
+        self.delete_sas(gone);
     }
 
     /// A connection being removed or replaced (reload): the inbound SAs its rekeys retired
@@ -307,42 +299,37 @@ impl Daemon {
     /// with it the only record of them: nothing would ever delete them from the dataplane
     /// (the chaos soak found a retired inbound SA held for good after a reload).
     pub(super) fn release_leftovers(&mut self, ci: usize) {
-        let mut ops = Vec::new();
-        let mut spis = Vec::new();
+        let mut gone = Vec::new();
+        let mut policies = Vec::new();
         for k in &mut self.conns[ci].children {
             let reqid = k.cfg.reqid;
-            for (spi, _) in k.retiring.drain(..) {
-                ops.push(DpOp::DeleteSa {
-                    direction: Direction::Inbound,
-                    spi,
-                    reqid,
-                });
-                spis.push(spi);
-            }
+            gone.extend(
+                k.retiring
+                    .drain(..)
+                    .map(|(spi, _)| (Direction::Inbound, spi, reqid)),
+            );
             k.stale_until = None;
-            for s in k.stale.drain(..) {
-                let direction = if s.inbound {
-                    Direction::Inbound
-                } else {
-                    Direction::Outbound
-                };
-                ops.push(DpOp::DeleteSa {
-                    direction,
-                    spi: s.spi,
-                    reqid,
-                });
-                spis.push(s.spi);
-            }
-            for id in k.stale_policies.drain(..) {
-                ops.push(DpOp::DeletePolicy(id));
-            }
+            gone.extend(k.stale.drain(..).map(|s| (s.direction(), s.spi, reqid)));
+            policies.append(&mut k.stale_policies);
         }
-        for spi in spis {
+        self.delete_sas(gone);
+        for id in policies {
+            self.dp(DpOp::DeletePolicy(id));
+        }
+    }
+
+    /// Delete SAs (direction, SPI, reqid) that no Child SA state refers to any more from
+    /// the dataplane, and give their SPIs back: the one way retired, inherited and
+    /// released SAs leave.
+    pub(super) fn delete_sas(&mut self, sas: Vec<(Direction, u32, u32)>) {
+        for (direction, spi, reqid) in sas {
+            self.dp(DpOp::DeleteSa {
+                direction,
+                spi,
+                reqid,
+            });
             self.spis.release(spi);
             self.activity.remove(&spi);
-        }
-        for op in ops {
-            self.dp(op);
         }
     }
 

@@ -1,7 +1,6 @@
 //! The daemon core's clock: retransmissions, half-open expiry, DPD, NAT keepalives,
 //! retries, inherited SAs, and log summaries.
 
-use dataplane::sa::Direction;
 use tracing::{debug, info};
 
 use super::{ratelimit, EventAt};
@@ -154,39 +153,30 @@ impl Daemon {
         if all {
             self.stale_deadline = None;
         }
-        let mut ops = Vec::new();
+        let mut gone = Vec::new();
+        let mut policies = Vec::new();
         for c in &mut self.conns {
             for k in &mut c.children {
                 if all || k.stale_until.is_some_and(|t| t <= now) {
                     k.stale_until = None;
-                    for s in k.stale.drain(..) {
-                        ops.push(DpOp::DeleteSa {
-                            direction: if s.inbound {
-                                Direction::Inbound
-                            } else {
-                                Direction::Outbound
-                            },
-                            spi: s.spi,
-                            reqid: k.cfg.reqid,
-                        });
-                        self.spis.release(s.spi);
-                    }
+                    let reqid = k.cfg.reqid;
+                    gone.extend(k.stale.drain(..).map(|s| (s.direction(), s.spi, reqid)));
                     if all && k.installed.is_empty() {
-                        for id in k.stale_policies.drain(..) {
-                            ops.push(DpOp::DeletePolicy(id));
-                        }
+                        policies.append(&mut k.stale_policies);
                     }
                 }
             }
         }
-        if !ops.is_empty() {
+        if !gone.is_empty() || !policies.is_empty() {
             info!(
-                n = ops.len(),
+                sas = gone.len(),
+                policies = policies.len(),
                 "removing SAs inherited from the previous iked"
             );
         }
-        for op in ops {
-            self.dp(op);
+        self.delete_sas(gone);
+        for id in policies {
+            self.dp(DpOp::DeletePolicy(id));
         }
     }
 
