@@ -41,8 +41,10 @@
 //! growth: b's half-open SAs stay within `half_open_max`, each record adds at most one IKE
 //! SA per daemon, each record makes a bounded number of datagrams; timers make progress;
 //! with `setup` bit 7, the same input gives the same transcript.
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use control::config::IkedConfig;
@@ -159,18 +161,30 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The keys of `d`'s newest IKE SA, or of the one with SPIs `spis`; the ciphers are set up
-/// only for that one (every datagram sent is checked with them).
-fn keys_of(d: &Daemon, spis: Option<(u64, u64)>) -> Option<SaKeys> {
-    d.keys_report()
-        .ike_sas
-        .iter()
-        .rev()
-        .filter_map(|k| {
+/// An IKE SA's keys never change (a rekeyed IKE SA has new SPIs), so each SA's ciphers are
+/// set up once per run: building them per sealed record and per datagram sent (the hex of
+/// `keys_report`, two `SkCrypto::new`) was a sixth of the target's time. Per daemon: a forged
+/// message could give each daemon an SA with the same SPIs and other keys.
+#[derive(Default)]
+struct KeyCache(HashMap<(usize, u64, u64), Rc<SaKeys>>);
+
+impl KeyCache {
+    /// The keys of daemon `i`'s IKE SA with SPIs `spis` (cached: also after the daemon
+    /// deleted it, when a datagram it still sends under them is still checked), or of its
+    /// newest one.
+    fn keys_of(&mut self, i: usize, d: &Daemon, spis: Option<(u64, u64)>) -> Option<Rc<SaKeys>> {
+        if let Some(k) = spis.and_then(|(si, sr)| self.0.get(&(i, si, sr))) {
+            return Some(Rc::clone(k));
+        }
+        let report = d.keys_report();
+        let k = report.ike_sas.iter().rev().find_map(|k| {
             let spi_i = u64::from_str_radix(&k.spi_i, 16).ok()?;
             let spi_r = u64::from_str_radix(&k.spi_r, 16).ok()?;
             if spis.is_some_and(|s| s != (spi_i, spi_r)) {
                 return None;
+            }
+            if let Some(cached) = self.0.get(&(i, spi_i, spi_r)) {
+                return Some(Rc::clone(cached));
             }
             let encr = match (k.encr.as_str(), k.encr_key_bits) {
                 ("ENCR_AES_GCM_16", 128) => Encryption::AesGcm128,
@@ -187,14 +201,16 @@ fn keys_of(d: &Daemon, spis: Option<(u64, u64)>) -> Option<SaKeys> {
                 Some("AUTH_HMAC_SHA2_512_256") => Integrity::HmacSha512_256,
                 Some(_) => return None,
             };
-            Some(SaKeys {
+            Some(Rc::new(SaKeys {
                 spi_i,
                 spi_r,
                 init: SkCrypto::new(encr, integ, &unhex(&k.sk_ei), &unhex(&k.sk_ai)).ok()?,
                 resp: SkCrypto::new(encr, integ, &unhex(&k.sk_er), &unhex(&k.sk_ar)).ok()?,
-            })
-        })
-        .next()
+            }))
+        })?;
+        self.0.insert((i, k.spi_i, k.spi_r), Rc::clone(&k));
+        Some(k)
+    }
 }
 
 /// The last request one side sent (exchange, message ID: what a response answers), and
@@ -230,6 +246,7 @@ struct Harness {
     /// Every datagram and dataplane change, in order (the determinism check).
     transcript: Vec<u8>,
     iv: u64,
+    keys: KeyCache,
 }
 
 impl Harness {
@@ -244,6 +261,7 @@ impl Harness {
             req: [Requests::default(); 2],
             transcript: Vec::new(),
             iv: 0,
+            keys: KeyCache::default(),
         };
         for d in &mut h.d {
             d.start(0, Some(Held::default()));
@@ -310,8 +328,8 @@ impl Harness {
         if !encrypted {
             return;
         }
-        let Some(k) = keys_of(&self.d[i], Some((h.spi_i, h.spi_r))) else {
-            return; // the SA is gone already (a Delete's last word)
+        let Some(k) = self.keys.keys_of(i, &self.d[i], Some((h.spi_i, h.spi_r))) else {
+            return; // an SA the harness never saw keys for (gone before it sent again)
         };
         let sk = if h.from_initiator() { &k.init } else { &k.resp };
         match sk.open_any(msg) {
@@ -368,8 +386,8 @@ impl Harness {
     }
 
     /// The keys of the IKE SA between a and b (b's newest).
-    fn keys(&self) -> Option<SaKeys> {
-        keys_of(&self.d[1], None)
+    fn keys(&mut self) -> Option<Rc<SaKeys>> {
+        self.keys.keys_of(1, &self.d[1], None)
     }
 
     /// Seal `inner` from `sender` (0 a, 1 b) and deliver it to the other daemon.
