@@ -35,6 +35,8 @@
 //! IPv4-in-ESP or IPv4 transport packet is forwarded if and only if the reference accepts it.
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::OnceLock;
 
 use dataplane::crypto::{Encryption, EspTransform, Integrity, SaCrypto, SaKeys};
 use dataplane::esp::{
@@ -138,7 +140,7 @@ impl Setup {
             .then_some(if self.small_window { 64 } else { 1024 });
         c.udp_encap = self.nat_t.then_some(UdpEncap::DEFAULT);
         c.copy_dscp_on_decap = self.copy_dscp;
-        c.selectors = selectors(self.selectors);
+        c.selectors = selectors(self.selectors).clone();
         if self.lifetime {
             c.lifetime = Lifetime {
                 hard_packets: 3,
@@ -181,20 +183,27 @@ const TRANSFORMS: [(Encryption, Integrity); 6] = [
 
 const V4_PORTS: (u16, u16) = (1000, 2000);
 
-fn selectors(kind: u8) -> SelectorSet {
-    let p = |s: &str| TrafficSelector::prefix(s).expect("a valid prefix");
-    match kind {
-        1 | 2 => {
-            let restrict = |t: TrafficSelector| match kind {
-                2 => t.with_protocol(17, V4_PORTS),
-                _ => t,
+/// The selector sets `cfg1` picks, parsed once (parsing them per input was a tenth of the
+/// target's time).
+fn selectors(kind: u8) -> &'static SelectorSet {
+    static SETS: OnceLock<[SelectorSet; 3]> = OnceLock::new();
+    let sets = SETS.get_or_init(|| {
+        let p = |s: &str| TrafficSelector::prefix(s).expect("a valid prefix");
+        let narrow = |ports: Option<(u16, u16)>| {
+            let restrict = |t: TrafficSelector| match ports {
+                Some(range) => t.with_protocol(17, range),
+                None => t,
             };
             SelectorSet {
                 local: vec![restrict(p("10.2.0.0/16")), p("2001:db8:2::/48")],
                 remote: vec![restrict(p("10.1.0.0/16")), p("2001:db8:1::/48")],
             }
-        }
-        _ => SelectorSet::any(),
+        };
+        [SelectorSet::any(), narrow(None), narrow(Some(V4_PORTS))]
+    });
+    match kind {
+        1 | 2 => &sets[usize::from(kind)],
+        _ => &sets[0],
     }
 }
 
@@ -622,12 +631,26 @@ pub fn sealed_packets(mut rest: &[u8]) -> Vec<Sealed> {
     v
 }
 
+thread_local! {
+    /// The sealing side's ciphers per (transform, SA): their keys depend on nothing else,
+    /// and setting them up per input was a tenth of the target's time.
+    static SEALERS: std::cell::RefCell<[[Option<Rc<SaCrypto>>; 2]; TRANSFORMS.len()]> =
+        Default::default();
+}
+
+fn sealer(s: &Setup, i: usize) -> Rc<SaCrypto> {
+    SEALERS.with(|cache| {
+        let slot = &mut cache.borrow_mut()[s.transform][i];
+        Rc::clone(slot.get_or_insert_with(|| {
+            let c = s.config([SPI_A, SPI_B][i]);
+            Rc::new(SaCrypto::new(c.transform, &c.keys).expect("valid keys"))
+        }))
+    })
+}
+
 /// The wire packets of a sealed input, with their built layout and sealed plaintext.
 fn seal_all(s: &Setup, pkts: &[Sealed]) -> Vec<(Built, Vec<u8>)> {
-    let cryptos = [SPI_A, SPI_B].map(|spi| {
-        let c = s.config(spi);
-        SaCrypto::new(c.transform, &c.keys).expect("valid keys")
-    });
+    let cryptos = [sealer(s, 0), sealer(s, 1)];
     pkts.iter()
         .map(|p| {
             let i = usize::from(p.second_sa);
