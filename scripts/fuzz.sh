@@ -62,6 +62,18 @@ build+=(--sanitizer "$SANITIZER")
 # One build of every target first, so the time budget below is spent fuzzing.
 cargo +nightly fuzz build "${build[@]}" >/dev/null
 
+# Executions: libFuzzer prints "stat::number_of_executed_units: N" when it stops (twice
+# when it stops at -runs: the largest per process counts), or else "#N" status lines.
+# Each job's log (fuzz-N.log) is one process (the run's own output copies them all: summing
+# it counted every execution twice); without jobs the run's own output is the process's.
+# (No match is no figure, not a failure: `|| true` under pipefail.)
+executions() {
+    local n
+    n="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$1" | awk '{ print $NF }' | sort -n | tail -1 || true)"
+    [[ -n "$n" ]] || n="$(grep -oE '^#[0-9]+' "$1" | tr -d '#' | sort -n | tail -1 || true)"
+    echo "${n:-0}"
+}
+
 total_runs=0
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${SECONDS_PER_TARGET}s (jobs $JOBS, sanitizer $SANITIZER)"
@@ -88,21 +100,22 @@ for target in "${targets[@]}"; do
     started=$(date +%s)
     cargo +nightly fuzz run "${build[@]}" "$target" "${inputs[@]}" \
         -- "${args[@]}" >"$log" 2>&1 || status=$?
-    for job_log in fuzz-[0-9]*.log; do
-        [[ -f "$job_log" ]] && cat "$job_log" >>"$log" && rm -f "$job_log"
-    done
+    runs=0
+    job_logs=(fuzz-[0-9]*.log)
+    if [[ -f "${job_logs[0]}" ]]; then
+        for job_log in "${job_logs[@]}"; do
+            runs=$((runs + $(executions "$job_log")))
+            rm -f "$job_log"
+        done
+    else
+        runs=$(executions "$log")
+    fi
     if ((status != 0)); then
         tail -40 "$log"
         echo "fuzz $target: FAILED (the input is under fuzz/artifacts/$target/)"
         rm -f "$log"
         exit 1
     fi
-    # "stat::number_of_executed_units: N" per process (summed over the jobs), or else the
-    # last "#N" status line.
-    # (No match is no figure, not a failure: `|| true` under pipefail.)
-    runs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | awk '{ n += $NF } END { if (NR) print n }' || true)"
-    [[ -n "$runs" ]] || runs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)"
-    runs="${runs:-0}"
     total_runs=$((total_runs + runs))
     elapsed=$(($(date +%s) - started))
     rate=$((runs / (elapsed > 0 ? elapsed : 1)))
