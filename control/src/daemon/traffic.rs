@@ -43,8 +43,15 @@ pub struct TrafficHistory {
 
 impl TrafficHistory {
     /// A reading of every SA the dataplane holds at `now`: `(inbound, spi, packets)`. SAs
-    /// missing from it are gone from the dataplane and forgotten.
-    pub fn record(&mut self, now: u64, sas: impl IntoIterator<Item = (bool, u32, u64)>) {
+    /// missing from it are gone from the dataplane and forgotten. `installed_at` gives when
+    /// this iked installed an SA (`None`: inherited, or not ours), so an SA first read after
+    /// it already carried traffic counts that traffic as recent: it all came since then.
+    pub fn record(
+        &mut self,
+        now: u64,
+        sas: impl IntoIterator<Item = (bool, u32, u64)>,
+        installed_at: impl Fn(bool, u32) -> Option<u64>,
+    ) {
         let mut seen = std::collections::HashSet::new();
         for (inbound, spi, packets) in sas {
             seen.insert((inbound, spi));
@@ -52,7 +59,18 @@ impl TrafficHistory {
             if h.samples.is_empty() {
                 // First sight: packets already counted moved "about now" (within a reading).
                 h.last_change = (packets > 0).then_some(now);
-                h.samples.push_back((now, packets));
+                match installed_at(inbound, spi) {
+                    // Young and ours: it held 0 packets when installed (a baseline 0 at
+                    // first sight said "55 packets (0 in the last 60 s, last 1 s ago)").
+                    Some(t) if t <= now && now - t <= WINDOW_MS => {
+                        h.samples.push_back((t, 0));
+                        if now >= t + SAMPLE_EVERY_MS {
+                            h.samples.push_back((now, packets));
+                        }
+                    }
+                    // What it counted before iked watched is of unknown age.
+                    _ => h.samples.push_back((now, packets)),
+                }
             } else {
                 if packets != h.latest.1 {
                     h.last_change = Some(now);
@@ -108,7 +126,7 @@ mod tests {
         // 100 packets a second inbound for 90 s; outbound silent after the first 10 s.
         for s in 0..=90u64 {
             let out = 10 * s.min(10);
-            t.record(s * 1000, [(true, 7, 100 * s), (false, 8, out)]);
+            t.record(s * 1000, [(true, 7, 100 * s), (false, 8, out)], |_, _| None);
         }
         let now = 90_000;
         let r = t.recent(now, true, 7).unwrap();
@@ -127,7 +145,7 @@ mod tests {
     #[test]
     fn a_young_sa_counts_since_first_seen_and_a_gone_one_is_forgotten() {
         let mut t = TrafficHistory::default();
-        t.record(1_000, [(true, 1, 0)]);
+        t.record(1_000, [(true, 1, 0)], |_, _| None);
         assert_eq!(
             t.recent(1_000, true, 1),
             Some(Recent {
@@ -136,8 +154,8 @@ mod tests {
             }),
             "never moved"
         );
-        t.record(2_000, [(true, 1, 50)]);
-        t.record(3_000, [(true, 1, 80)]);
+        t.record(2_000, [(true, 1, 50)], |_, _| None);
+        t.record(3_000, [(true, 1, 80)], |_, _| None);
         assert_eq!(
             t.recent(4_500, true, 1),
             Some(Recent {
@@ -145,9 +163,45 @@ mod tests {
                 idle_ms: Some(1_500)
             })
         );
-        t.record(4_000, [(false, 2, 5)]);
+        t.record(4_000, [(false, 2, 5)], |_, _| None);
         assert_eq!(t.recent(4_000, true, 1), None, "gone from the dataplane");
         assert_eq!(t.len(), 1);
         assert_eq!(t.recent(4_000, false, 2).unwrap().idle_ms, Some(0));
+    }
+
+    /// An SA this iked installed and first read after it carried traffic counts that
+    /// traffic as recent; one it inherited (or an old one) does not.
+    #[test]
+    fn a_young_sa_first_read_with_traffic_counts_it_as_recent() {
+        let mut t = TrafficHistory::default();
+        let ours = |_: bool, spi: u32| (spi == 1).then_some(9_000);
+        t.record(10_000, [(true, 1, 55), (true, 2, 70)], ours);
+        assert_eq!(
+            t.recent(10_000, true, 1),
+            Some(Recent {
+                packets_window: 55,
+                idle_ms: Some(0)
+            }),
+            "installed 1 s ago: its 55 packets came within the last minute"
+        );
+        assert_eq!(
+            t.recent(10_000, true, 2).unwrap().packets_window,
+            0,
+            "inherited: the age of what it counted is unknown"
+        );
+        t.record(11_000, [(true, 1, 60), (true, 2, 70)], ours);
+        assert_eq!(t.recent(11_000, true, 1).unwrap().packets_window, 60);
+        // Installed over a minute before its first reading: unknown age again.
+        let mut t = TrafficHistory::default();
+        t.record(70_000, [(true, 1, 55)], |_, _| Some(5_000));
+        assert_eq!(t.recent(70_000, true, 1).unwrap().packets_window, 0);
+        // The kept samples still stay within a window's worth.
+        let mut t = TrafficHistory::default();
+        for s in 1..=90u64 {
+            t.record(s * 1000, [(true, 1, 10 * s)], |_, _| Some(500));
+        }
+        let r = t.recent(90_000, true, 1).unwrap();
+        assert!((590..=660).contains(&r.packets_window), "{r:?}");
+        assert!(t.by_sa[&(true, 1)].samples.len() <= 14);
     }
 }

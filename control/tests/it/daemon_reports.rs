@@ -94,6 +94,15 @@ fn an_established_tunnel_is_reported_as_data_with_the_dataplanes_spis() {
                 },
             ],
         );
+        if s == 1 {
+            // The first reading already has traffic: the SA is seconds old, so all of it is
+            // recent (it said "50 packets (0 in the last 60 s, last 0 s ago)").
+            w.now = now;
+            let (_, l) = list_report(&mut w, "a", None);
+            let sa = &l.connections[0].children[0].sas[0];
+            assert_eq!((sa.in_packets, sa.in_packets_60s), (50, 50), "{sa:?}");
+            assert_eq!((sa.out_packets, sa.out_packets_60s), (30, 30), "{sa:?}");
+        }
     }
     w.now = 92_000;
     let (_, l) = list_report(&mut w, "a", None);
