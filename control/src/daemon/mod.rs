@@ -26,7 +26,7 @@ pub mod spi;
 mod timers;
 pub mod traffic;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use dataplane::sa::Direction;
@@ -175,7 +175,10 @@ pub struct Daemon {
     opts: Options,
     rng: Box<dyn Random + Send>,
     conns: Vec<ConnState>,
-    sas: HashMap<u64, SaEntry>,
+    /// By our SPI; ordered so that work over every SA (timers, deletes, reports) happens in
+    /// the same order every run (a HashMap's random order made the same input send the same
+    /// messages in another order: found by ike_exchange's determinism check).
+    sas: BTreeMap<u64, SaEntry>,
     /// (SPIi, peer address) → our SPI, for retransmitted IKE_SA_INIT requests.
     init_index: HashMap<(u64, IpAddr), u64>,
     half_open: HashMap<IpAddr, usize>,
@@ -239,7 +242,7 @@ impl Daemon {
             opts,
             rng,
             conns: cfg.connections.into_iter().map(ConnState::new).collect(),
-            sas: HashMap::new(),
+            sas: BTreeMap::new(),
             init_index: HashMap::new(),
             half_open: HashMap::new(),
             half_open_total: 0,
@@ -1171,9 +1174,10 @@ impl Daemon {
                 }
             }
         }
-        // Free the memory of a flood once it has passed.
-        if self.sas.capacity() > 64 && self.sas.len() < self.sas.capacity() / 4 {
-            self.sas.shrink_to_fit();
+        // Free the memory of a flood once it has passed (`sas`, a BTreeMap, frees its nodes
+        // as entries go).
+        if self.init_index.capacity() > 64 && self.init_index.len() < self.init_index.capacity() / 4
+        {
             self.init_index.shrink_to_fit();
             self.half_open.shrink_to_fit();
         }
