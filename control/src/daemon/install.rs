@@ -1,8 +1,6 @@
 //! The dataplane side of the daemon core: installing and removing Child SAs and their
 //! policies, following a NAT-mapped peer, records from the dataplane, and replay.
 
-use std::collections::HashMap;
-
 use dataplane::esp::sa::SaEvent;
 use dataplane::sa::Direction;
 use dataplane::shm::records::DataplaneRecord;
@@ -572,24 +570,27 @@ impl Daemon {
     /// Packet and byte counts from the dataplane's counters: DPD (a peer that sends ESP is
     /// alive) and `vpnctl list`.
     pub fn handle_sa_counters(&mut self, now: u64, sas: &[super::SaTraffic]) {
-        // When this iked installed each SA it holds (the outbound one of a rekey responder
-        // later than `since`, with no packets before: the same baseline of 0 holds).
-        let installed: HashMap<(bool, u32), u64> = self
-            .conns
-            .iter()
-            .flat_map(|c| &c.children)
-            .flat_map(|k| &k.installed)
-            .flat_map(|i| {
-                [
-                    ((true, i.inbound_spi), i.since),
-                    ((false, i.outbound_spi), i.since),
-                ]
-            })
-            .collect();
+        // When this iked installed an SA first read now (the outbound one of a rekey
+        // responder later than `since`, with no packets before: the same baseline of 0
+        // holds). Looked up only on an SA's first reading, which is rare.
+        let conns = &self.conns;
         self.traffic_history.record(
             now,
             sas.iter().map(|s| (s.inbound, s.spi, s.packets)),
-            |inbound, spi| installed.get(&(inbound, spi)).copied(),
+            |inbound, spi| {
+                conns
+                    .iter()
+                    .flat_map(|c| &c.children)
+                    .flat_map(|k| &k.installed)
+                    .find(|i| {
+                        spi == if inbound {
+                            i.inbound_spi
+                        } else {
+                            i.outbound_spi
+                        }
+                    })
+                    .map(|i| i.since)
+            },
         );
         self.traffic.clear();
         for s in sas {
