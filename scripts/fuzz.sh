@@ -62,8 +62,8 @@ build+=(--sanitizer "$SANITIZER")
 # One build of every target first, so the time budget below is spent fuzzing.
 cargo +nightly fuzz build "${build[@]}" >/dev/null
 
-# Executions: libFuzzer prints "stat::number_of_executed_units: N" when it stops (twice
-# when it stops at -runs: the largest per process counts), or else "#N" status lines.
+# Executions: libFuzzer prints "stat::number_of_executed_units: N" once per process when it
+# stops (the largest figure in a log is taken), or else "#N" status lines.
 # Each job's log (fuzz-N.log) is one process (the run's own output copies them all: summing
 # it counted every execution twice); without jobs the run's own output is the process's.
 # (No match is no figure, not a failure: `|| true` under pipefail.)
