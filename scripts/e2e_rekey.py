@@ -376,11 +376,14 @@ OURS_MIN_CHILD_REKEYS, OURS_MIN_IKE_REKEYS = 7, 2
 # so both start the same rekeys at the same instant. (Equal rekey times alone never collide on a
 # real network: the rekey's responder installs the new SA, and starts its timer, half a round
 # trip before the initiator, so it always fires first and the other side answers it — measured.)
-COLLIDE_ROUNDS = 5  # one round more than the 3 switches asked for: a round that meets an IKE SA
-# rekey can end in TEMPORARY_FAILURE for the Child SA (RFC 7296 §2.25) and no switch (seen in CI
-# under load: 4 collisions, 2 switches)
+# A round whose thaw also finds the IKE SA rekey due switches no Child SA: each side has its Child
+# SA rekey in flight and its IKE SA rekey queued, and answers the other's Child SA rekey with
+# TEMPORARY_FAILURE (RFC 7296 §2.25.2); both retry 2-5 s later (seen in CI: 5 rounds, 6
+# collisions, 2 switches, with the IKE SA rekeying every 10 s). With the IKE SA rekeying every
+# 15 s, one or two of the six rounds meet it; the other four or five switch.
+COLLIDE_ROUNDS = 6
 COLLIDE_FREEZE = 3.5  # s: longer than the child rekey_time, so both timers are overdue at the thaw
-COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY = "3s", "10s"
+COLLIDE_CHILD_REKEY, COLLIDE_IKE_REKEY = "3s", "15s"
 COLLIDE_MIN_CHILD_REKEYS, COLLIDE_MIN_IKE_REKEYS, COLLIDE_MIN_COLLISIONS = 3, 1, 3
 
 
@@ -498,8 +501,8 @@ def freeze_and_thaw(lab: Lab, procs: dict) -> None:
 
 
 def rekey_collide(lab: Lab) -> None:
-    """ours <-> ours, both sides child rekey_time 3 s and IKE rekey_time 10 s with rand_time 0
-    (life_time and over_time 60 s): five times both ikeds are frozen past their rekey time and
+    """ours <-> ours, both sides child rekey_time 3 s and IKE rekey_time 15 s with rand_time 0
+    (life_time and over_time 60 s): six times both ikeds are frozen past their rekey time and
     thawed together, so both start the same Child SA rekey (and sometimes IKE SA rekey) at once:
     RFC 7296 §2.8.1 collisions (the lowest nonce's SA is redundant, its initiator deletes it).
     0 pings lost (0.01 s), at least 3 collisions seen on the wire, and afterwards exactly one

@@ -290,7 +290,7 @@ fn rekey_ours_under_load_loses_nothing() {
 }
 
 /// Rekey collisions (RFC 7296 §2.8.1): both ikeds frozen (SIGSTOP) past their child rekey_time
-/// (3 s, rand_time 0) and thawed together, four times, so both start the same rekey at once:
+/// (3 s, rand_time 0) and thawed together, six times, so both start the same rekey at once:
 /// 0 pings lost, at least 3 collisions seen on the wire, exactly one pair of SAs left each side.
 #[test]
 fn rekey_collisions_lose_nothing() {
