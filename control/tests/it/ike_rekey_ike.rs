@@ -913,3 +913,61 @@ fn a_rekeyed_sa_keeps_nat_t_and_its_ports() {
         .all(|(_, _, d)| d.from.port() == 4500 && d.to.port() == 4500));
     assert_eq!(n.a.live().peer_id(), Some("gw-b.example".into()));
 }
+
+/// Inbound SAs a side's dataplane would hold after these events, from `held`: ChildUp and
+/// ChildRekeyed add one, ChildDown takes one away.
+fn installed(held: &[u32], events: &[(u64, u64, Event)]) -> std::collections::BTreeSet<u32> {
+    let mut held: std::collections::BTreeSet<u32> = held.iter().copied().collect();
+    for (_, _, e) in events {
+        match e {
+            Event::ChildUp(c) => {
+                held.insert(c.inbound_spi);
+            }
+            Event::ChildRekeyed { new, .. } => {
+                held.insert(new.inbound_spi);
+            }
+            Event::ChildDown { inbound_spi, .. } => {
+                held.remove(inbound_spi);
+            }
+            _ => {}
+        }
+    }
+    held
+}
+
+/// B rekeys its Child SA and A's answer is lost; before B retransmits, A rekeys the IKE SA
+/// and deletes the old one, so B's Child SA rekey ends unanswered there: the new SA exists
+/// only at A. B rekeys the Child SA again on the new IKE SA. Both sides end with one Child
+/// SA pair, the same one (the lossy collision world test once left two, each rekeyed on its
+/// own from then on).
+#[test]
+fn a_child_rekey_whose_answer_was_lost_before_an_ike_rekey_leaves_one_child_sa() {
+    for seed in [41u64, 42, 43, 44] {
+        let mut n = Net::establish(conn(true, P, never()), conn(false, P, never()), seed);
+        n.deliver = drop_first(vec![(true, exchange::CREATE_CHILD_SA, true, 1)]);
+        let now = n.now;
+        let x = n.b.live().children()[0].inbound_spi;
+        let x_at_a = n.a.live().children()[0].inbound_spi;
+        let b = &mut n.b;
+        b.sas[0]
+            .rekey_child(now, x, &mut n.rng, &mut b.spis)
+            .unwrap();
+        n.pump();
+        n.rekey(true);
+        n.pump();
+        n.run_until(n.now + 120_000);
+        let (a, b) = (n.a.live(), n.b.live());
+        assert_eq!(a.spis(), b.spis());
+        assert_eq!(a.children().len(), 1, "seed {seed}: A {:?}", a.children());
+        assert_eq!(b.children().len(), 1, "seed {seed}: B {:?}", b.children());
+        assert_children_pair(a.children(), b.children());
+        let (ca, cb) = (a.children()[0].clone(), b.children()[0].clone());
+        let (ea, eb) = (n.a.take_events(), n.b.take_events());
+        let (ha, hb) = (installed(&[x_at_a], &ea), installed(&[x], &eb));
+        assert_eq!(ha, [ca.inbound_spi].into(), "seed {seed}: A's dataplane");
+        assert_eq!(hb, [cb.inbound_spi].into(), "seed {seed}: B's dataplane");
+        assert_ne!(ca.inbound_spi, x_at_a, "seed {seed}: rekeyed");
+        assert!(failures(&ea).is_empty() && failures(&eb).is_empty());
+        assert_eq!(n.next_timer(), None);
+    }
+}

@@ -1419,6 +1419,22 @@ impl IkeSa {
                 ));
                 return;
             };
+            // §2.25.1 does not cover this one: the peer rekeys again an SA whose rekey by it we
+            // answered and whose Delete we await. A retransmission would have been answered
+            // from our cache; this is a new exchange, so our answer never reached the peer
+            // (lost, and its request then ended unanswered when the IKE SA it was on was
+            // rekeyed and deleted). The successor we made exists only here: drop it and answer
+            // this rekey as usual. Refusing would leave the peer on the old SA until our wait
+            // ran out, and then we would delete the old SA and send on one the peer never had.
+            let orphan = self
+                .book
+                .retiring(old)
+                .filter(|r| !r.deleting && !self.book.rekeying(old))
+                .and_then(|r| r.successor);
+            if let Some(orphan) = orphan {
+                self.log(tracing::Level::INFO, format!("child {name}: the peer rekeys Child SA {old:#010x} again: it never had our answer to its last rekey, whose SA {orphan:#010x} goes"));
+                self.child_gone(orphan, false, false);
+            }
             if self.ike_rekeying() || self.book.retiring(old).is_some() {
                 // §2.25: the IKE SA is being rekeyed, or this Child SA is on its way out
                 // (we rekeyed it already): the peer retries later, or finds it gone.
