@@ -438,6 +438,17 @@ impl Daemon {
         self.sas.len()
     }
 
+    /// The SPIs (initiator's, responder's) of the IKE SAs that have keys, the ones
+    /// [`Daemon::keys_report`] lists, without formatting their keys (the fuzz harness asks
+    /// per message).
+    #[doc(hidden)]
+    pub fn keyed_ike_spis(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.sas
+            .values()
+            .filter(|e| e.sa.key_material().is_some())
+            .map(|e| e.sa.spis())
+    }
+
     /// Every `start_action = start` child has a Child SA in the dataplane.
     pub fn ready(&self) -> bool {
         self.conns.iter().all(|c| {
@@ -1200,11 +1211,12 @@ impl Daemon {
     ) {
         // Target "iked" whichever module recorded it (`RUST_LOG=iked=debug`); absent
         // fields are left out rather than logged empty.
+        // Formatted once for the log line and the record (every IKE message makes one).
+        let peer_text = at.peer.map(|p| p.to_string());
+        let spi_text = at.ike_spi.map(|s| format!("{s:016x}"));
         let conn = at.conn.as_deref();
-        let peer = at.peer.map(|p| p.to_string());
-        let peer = peer.as_deref();
-        let spi = at.ike_spi.map(|s| format!("{s:016x}"));
-        let ike_spi = spi.as_deref();
+        let peer = peer_text.as_deref();
+        let ike_spi = spi_text.as_deref();
         let trace = (kind == "trace").then_some("trace");
         match level {
             tracing::Level::ERROR => {
@@ -1230,8 +1242,8 @@ impl Daemon {
             level: level.as_str().to_ascii_lowercase(),
             kind: kind.to_string(),
             conn: at.conn,
-            peer: at.peer.map(|p| p.to_string()),
-            ike_spi: at.ike_spi.map(|s| format!("{s:016x}")),
+            peer: peer_text,
+            ike_spi: spi_text,
             message,
         });
     }

@@ -170,10 +170,13 @@ struct KeyCache(HashMap<(usize, u64, u64), Rc<SaKeys>>);
 
 impl KeyCache {
     /// The keys of daemon `i`'s IKE SA with SPIs `spis` (cached: also after the daemon
-    /// deleted it, when a datagram it still sends under them is still checked), or of its
-    /// newest one.
+    /// deleted it, when a datagram it still sends under them is still checked), or of the
+    /// keyed one with the highest SPIs.
     fn keys_of(&mut self, i: usize, d: &Daemon, spis: Option<(u64, u64)>) -> Option<Rc<SaKeys>> {
-        if let Some(k) = spis.and_then(|(si, sr)| self.0.get(&(i, si, sr))) {
+        // Without SPIs: the keyed IKE SA with the highest SPIs, the last `keys_report` lists
+        // (sorted by their fixed-width hex, the same order), found without formatting keys.
+        let first = spis.or_else(|| d.keyed_ike_spis().max());
+        if let Some(k) = first.and_then(|(si, sr)| self.0.get(&(i, si, sr))) {
             return Some(Rc::clone(k));
         }
         let report = d.keys_report();
