@@ -828,6 +828,7 @@ impl Daemon {
     /// Act on an SA's events, keep the half-open accounting, forget it once closed.
     fn settle(&mut self, now: u64, spi: u64) {
         let mut abandon = Vec::new();
+        let mut moved_deleted = Vec::new();
         loop {
             let Some(e) = self.sas.get_mut(&spi) else {
                 return;
@@ -1001,6 +1002,7 @@ impl Daemon {
                         }
                     }
                 }
+                Event::MovedChildDeleted { inbound_spi } => moved_deleted.push(inbound_spi),
                 Event::PeerMoved { remote } => {
                     let at = self.at_sa(spi);
                     self.event(now, tracing::Level::INFO, "event", at, format!("the peer's NAT mapping changed to {remote} (RFC 7296 §2.23): ESP follows"));
@@ -1043,6 +1045,27 @@ impl Daemon {
             }
         }
         self.after_events(now, spi);
+        // §2.8: the peer's Delete of a Child SA that reached the IKE SA we rekeyed it from
+        // acts where the Child SA is now (the IKE SA holding it, by its inbound SPI).
+        for inbound_spi in moved_deleted {
+            let holder = self
+                .sas
+                .iter()
+                .find(|(_, e)| e.sa.children().iter().any(|c| c.inbound_spi == inbound_spi))
+                .map(|(s, _)| *s);
+            match holder {
+                Some(other) => {
+                    if let Some(e) = self.sas.get_mut(&other) {
+                        e.sa.peer_deleted_moved_child(inbound_spi);
+                    }
+                    self.settle(now, other);
+                }
+                None => {
+                    let at = self.at_sa(spi);
+                    self.event(now, tracing::Level::DEBUG, "event", at, format!("not acted on: the peer's Delete of Child SA {inbound_spi:#010x} on the IKE SA we rekeyed: no IKE SA holds it any more"));
+                }
+            }
+        }
         for other in abandon {
             if self.sas.contains_key(&other) {
                 let at = self.at_sa(other);

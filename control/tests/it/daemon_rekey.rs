@@ -309,3 +309,101 @@ fn colliding_rekeys_on_a_lossy_network_still_leave_one_sa_of_each() {
         }
     }
 }
+
+/// B rekeys the Child SA X and sends its Delete of X; before that reaches A, A rekeys the IKE
+/// SA and moves X (awaiting that Delete) and its successor Y to the new IKE SA. The Delete
+/// then arrives on the old IKE SA. A answered it empty ("not one of ours") and kept sending
+/// on X, which B no longer held: A's traffic to B was lost until B's next Child SA rekey
+/// (an hour, by default), and X stayed at A as a second Child SA, rekeyed on its own (seeded
+/// chaos, daemon_chaos.rs). Now the old IKE SA answers for X and A acts on it where X is.
+#[test]
+fn a_child_sa_delete_that_reaches_the_ike_sa_rekeyed_meanwhile_acts_on_the_new_one() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    // B rekeys the Child SA at 10 s; A rekeys the IKE SA at 11 s.
+    let mut w = with_lifetimes(
+        "rekey_time = \"1h\"",
+        "rekey_time = \"10s\"\nrand_time = \"0s\"",
+        "rekey_time = \"11s\"\nrand_time = \"0s\"",
+        "",
+    );
+    up(&mut w);
+    let x_at_a = w.nodes[0].dp.inbound()[0].config.spi;
+    let x_out_at_a = w.nodes[0].dp.outbound()[0].config.spi;
+    // Hold every INFORMATIONAL request (exchange type 37, the Response flag 0x20 clear) from
+    // 10 s on: B's Delete of X, then A's Delete of the old IKE SA.
+    type Held = std::rc::Rc<std::cell::RefCell<Vec<Datagram>>>;
+    let held: Held = Default::default();
+    let hold = std::rc::Rc::new(std::cell::Cell::new(true));
+    {
+        let (held, hold) = (held.clone(), hold.clone());
+        w.filter = Box::new(move |now, d| {
+            let informational_request =
+                d.data.len() > 19 && d.data[18] == 37 && d.data[19] & 0x20 == 0;
+            if hold.get() && now >= 10_000 && informational_request {
+                held.borrow_mut().push(d);
+                return None;
+            }
+            Some(d)
+        });
+    }
+    w.run_until(11_010);
+    let from = |ip: &str| {
+        held.borrow()
+            .iter()
+            .filter(|d| d.from.ip() == crate::world::ip(ip))
+            .count()
+    };
+    assert!(from(B) >= 1, "B's Delete of X is held");
+    assert!(
+        from(A) >= 1,
+        "A rekeyed the IKE SA and its Delete of the old one is held"
+    );
+    assert_eq!(
+        w.nodes[0].daemon.ike_sas(),
+        2,
+        "A: the old IKE SA and its successor"
+    );
+    // B's Delete of X reaches A's old IKE SA first, then A's Delete of that IKE SA reaches B.
+    hold.set(false);
+    let late = std::mem::take(&mut *held.borrow_mut());
+    let (from_b, from_a): (Vec<_>, Vec<_>) = late
+        .into_iter()
+        .partition(|d| d.from.ip() == crate::world::ip(B));
+    w.wire.extend(from_b);
+    w.deliver();
+    w.wire.extend(from_a);
+    w.deliver();
+    let out: Vec<u32> = w.nodes[0]
+        .dp
+        .outbound()
+        .iter()
+        .map(|s| s.config.spi)
+        .collect();
+    assert!(
+        out.len() == 1 && out[0] != x_out_at_a,
+        "A sends on X's successor at once, not on X ({x_out_at_a:#010x}): {out:x?}"
+    );
+    // Past B's grace for X's inbound SA: everything A sends, B can decrypt.
+    w.run_until(16_000);
+    assert!(
+        w.loss.is_empty(),
+        "traffic would be lost: {:#?}",
+        &w.loss[..w.loss.len().min(5)]
+    );
+    assert_tunnel_up(&mut w);
+    assert!(
+        !w.nodes[0]
+            .dp
+            .inbound()
+            .iter()
+            .any(|s| s.config.spi == x_at_a),
+        "A no longer holds X"
+    );
+    for n in &w.nodes {
+        assert_eq!(n.daemon.ike_sas(), 1, "{}: one IKE SA", n.name);
+    }
+    assert_eq!(child_rekeys(&mut w, "a"), 1);
+}

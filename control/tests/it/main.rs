@@ -6,6 +6,7 @@
 mod support;
 mod world;
 
+mod daemon_chaos;
 mod daemon_rekey;
 mod daemon_reports;
 mod daemon_rfc9611;

@@ -150,6 +150,10 @@ pub(super) struct ChildBook {
     /// RFC 9611: the resource each Child SA being made is bound to, by its new inbound SPI
     /// (taken when the Child SA is made; a rekey's successor inherits its predecessor's).
     resource_for: Vec<(u32, u16)>,
+    /// The Child SAs (outbound SPI, inbound SPI) this IKE SA handed to the one that
+    /// replaced it (§2.8): a Delete the peer sent before it learned of the rekey may still
+    /// name one here. As many as it had; gone with this IKE SA.
+    moved: Vec<(u32, u32)>,
 }
 
 /// Our CREATE_CHILD_SA, answered and checked, before its keys.
@@ -222,6 +226,13 @@ impl ChildBook {
     fn take_retiring(&mut self, spi: u32) -> Option<Retiring> {
         let i = self.retiring.iter().position(|r| r.inbound_spi == spi)?;
         Some(self.retiring.remove(i))
+    }
+    /// The inbound SPI of a Child SA moved away whose outbound SPI is `outbound`.
+    pub(super) fn moved_inbound(&self, outbound: u32) -> Option<u32> {
+        self.moved
+            .iter()
+            .find(|(o, _)| *o == outbound)
+            .map(|(_, i)| *i)
     }
     fn rekeying(&self, spi: u32) -> bool {
         self.pending.iter().any(|p| p.rekey_of == Some(spi))
@@ -1778,17 +1789,41 @@ impl IkeSa {
             return false;
         };
         let c = self.children.remove(i);
-        self.book.take_retiring(inbound_spi);
+        let replaced = self.book.take_retiring(inbound_spi).is_some();
         self.book.peer_rekeys.retain(|r| r.old != inbound_spi);
-        // It can no longer be anyone's successor: an old SA that waited for it carries on
-        // as the live one (its own timers apply), unless our Delete of it is out.
+        // It can no longer be anyone's successor. An old SA that waited for it:
+        // - if it went as a live SA (the successor only we held, a Delete from the peer),
+        //   the old one carries on as the live one (its own timers apply);
+        // - if it went replaced in turn (rekeyed, or on its way out), the old one is two
+        //   generations behind: the peer moved on long ago and its Delete of it was lost
+        //   (sent on an IKE SA rekeyed meanwhile, say). We delete it ourselves. Kept as
+        //   live, it was rekeyed as a second chain for the same child, for good (seeded
+        //   chaos, control/tests/it/daemon_chaos.rs).
+        let (mut stale, mut live_again) = (Vec::new(), Vec::new());
+        for r in &mut self.book.retiring {
+            if r.successor != Some(inbound_spi) {
+                continue;
+            }
+            r.successor = None;
+            match (r.deleting, replaced) {
+                (true, _) => {} // our Delete of it is out already
+                (false, true) => {
+                    r.deleting = true;
+                    r.deadline = None;
+                    stale.push(r.inbound_spi);
+                }
+                (false, false) => live_again.push(r.inbound_spi),
+            }
+        }
         self.book
             .retiring
-            .retain(|r| r.successor != Some(inbound_spi) || r.deleting);
-        for r in &mut self.book.retiring {
-            if r.successor == Some(inbound_spi) {
-                r.successor = None;
-            }
+            .retain(|r| !live_again.contains(&r.inbound_spi));
+        for old in stale {
+            self.log(
+                tracing::Level::INFO,
+                format!("Child SA {old:#010x} waited for the peer's Delete while its successor {inbound_spi:#010x} was itself replaced: deleting it ourselves"),
+            );
+            self.queue.push_back(Queued::DeleteChild(old));
         }
         self.events.push_back(Event::ChildDown {
             name: c.name,
@@ -1797,6 +1832,16 @@ impl IkeSa {
             by_peer,
             rekeyed,
         });
+        true
+    }
+
+    /// The peer deleted the Child SA with this inbound SPI on the IKE SA this one replaced
+    /// ([`Event::MovedChildDeleted`]): as if on this one. False if it is not here.
+    pub fn peer_deleted_moved_child(&mut self, inbound_spi: u32) -> bool {
+        if !self.children.iter().any(|c| c.inbound_spi == inbound_spi) {
+            return false;
+        }
+        self.peer_deleted_child(inbound_spi);
         true
     }
 
@@ -2103,6 +2148,11 @@ impl IkeSa {
             );
         }
         to.queue.extend(moved);
+        self.book.moved = self
+            .children
+            .iter()
+            .map(|c| (c.outbound_spi, c.inbound_spi))
+            .collect();
         to.children.append(&mut self.children);
         to.book.pending.append(&mut book.pending);
         to.book.retiring.append(&mut book.retiring);

@@ -44,7 +44,22 @@ impl IkeSa {
                             // RFC 9370 §2.2.4: a Child SA whose additional key exchanges
                             // the peer gave up (it never came up here).
                             None => {
-                                if !self.drop_peer_followup(outb) {
+                                // §2.8: a Delete the peer sent here before it learned of
+                                // our rekey of this IKE SA, for a Child SA we moved to the
+                                // new one (the peer's rekey of it answered, its Delete of
+                                // the old SA late). Answered for it, and acted on where it
+                                // is now. Answered empty, the old SA stayed for good: our
+                                // traffic went into an SA the peer no longer had.
+                                if let Some(inbound) = self.book.moved_inbound(outb) {
+                                    ours.push(inbound.to_be_bytes().to_vec());
+                                    self.log(
+                                        tracing::Level::DEBUG,
+                                        format!("the peer deleted Child SA {inbound:#010x} on this IKE SA, which we rekeyed meanwhile: passed on to the new one"),
+                                    );
+                                    self.events.push_back(Event::MovedChildDeleted {
+                                        inbound_spi: inbound,
+                                    });
+                                } else if !self.drop_peer_followup(outb) {
                                     self.ignored(format!(
                                         "a Delete for ESP SPI {outb:#010x}, which is not one of ours (already gone?)"
                                     ));

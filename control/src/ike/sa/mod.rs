@@ -218,6 +218,12 @@ pub enum Event {
         name: String,
         error: IkeError,
     },
+    /// The peer deleted (§1.4.1), on this IKE SA after we rekeyed it, the Child SA with
+    /// this inbound SPI, which moved to the IKE SA that replaced this one (§2.8): the daemon
+    /// passes it on there ([`IkeSa::peer_deleted_moved_child`]). Already answered.
+    MovedChildDeleted {
+        inbound_spi: u32,
+    },
     /// The peer's NAT-mapped address or port changed (§2.23); ESP-in-UDP must follow.
     PeerMoved {
         remote: SocketAddr,
