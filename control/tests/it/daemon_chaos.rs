@@ -8,7 +8,7 @@
 //! [`SEEDS_DEFAULT`] of them and the seeds that once failed ([`FOUND`]); `CHAOS_SEEDS=N`
 //! (and `CHAOS_FIRST=K`) runs others, and a failure names its seed: `CHAOS_FIRST=seed
 //! CHAOS_SEEDS=1 TEST_LOG=debug CHAOS_TRACE=1` replays it with the logs, marked with the
-//! virtual time.
+//! virtual time. `CHAOS_HARSH=1` makes the weather worse.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -107,11 +107,14 @@ fn run(seed: u64) -> Result<(), String> {
     let mut w = world_for(seed, &mut rng);
     w.start();
     w.run_until(2_000);
+    // CHAOS_HARSH=1: up to half the datagrams lost and delays up to 6 s (past the
+    // retransmission schedule: IKE SAs die and are restarted).
+    let harsh = std::env::var("CHAOS_HARSH").is_ok();
     let weather = Weather {
-        loss: rng.range(0, 30),
+        loss: rng.range(0, if harsh { 50 } else { 30 }),
         delay: rng.range(0, 20),
         duplicate: rng.range(0, 10),
-        max_delay_ms: rng.range(50, 3_000),
+        max_delay_ms: rng.range(50, if harsh { 6_000 } else { 3_000 }),
     };
     // Datagrams held back, with when they are let go (delays reorder; duplicates are sent
     // now and again later).
