@@ -22,13 +22,13 @@ use crate::api::{ConnReport, ListReport, Request};
 /// packets (313881 in the last 60 s)" when it was 2 s old: a fresh total beside iked's
 /// window of a second before. A count below iked's (a restarted dataplane counts again from
 /// 0) leaves no more recent than the total.
-fn bring_up_to_date(total: &mut u64, recent: &mut u64, idle_s: &mut Option<f64>, now: u64) {
-    if now > *total {
-        *recent += now - *total;
+fn bring_up_to_date(total: &mut u64, recent: &mut u64, idle_s: &mut Option<f64>, dataplane: u64) {
+    if dataplane > *total {
+        *recent += dataplane - *total;
         *idle_s = Some(0.0);
     }
-    *recent = (*recent).min(now);
-    *total = now;
+    *recent = (*recent).min(dataplane);
+    *total = dataplane;
 }
 
 /// Put the dataplane's view into iked's: which SPIs it holds, and its packet and byte
