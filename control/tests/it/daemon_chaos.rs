@@ -248,10 +248,7 @@ fn run(seed: u64) -> Result<(), String> {
 
 #[test]
 fn rekeys_under_loss_delay_reordering_and_duplication_end_with_one_tunnel() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     let n: u64 = std::env::var("CHAOS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())

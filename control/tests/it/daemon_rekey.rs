@@ -271,11 +271,7 @@ fn child_and_ike_rekeys_colliding_at_once_leave_one_sa_of_each() {
 fn colliding_rekeys_on_a_lossy_network_still_leave_one_sa_of_each() {
     let child = "rekey_time = \"10s\"\nlife_time = \"30s\"\nrand_time = \"0s\"";
     let ike = "rekey_time = \"10s\"\nover_time = \"20s\"\nrand_time = \"0s\"";
-    // TEST_LOG=debug shows both daemons' logs.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     for drop_every in [3usize, 5, 7, 11, 13, 17] {
         let mut w = with_lifetimes(child, child, ike, ike);
         up(&mut w);
@@ -318,10 +314,7 @@ fn colliding_rekeys_on_a_lossy_network_still_leave_one_sa_of_each() {
 /// chaos, daemon_chaos.rs). Now the old IKE SA answers for X and A acts on it where X is.
 #[test]
 fn a_child_sa_delete_that_reaches_the_ike_sa_rekeyed_meanwhile_acts_on_the_new_one() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     // B rekeys the Child SA at 10 s; A rekeys the IKE SA at 11 s.
     let mut w = with_lifetimes(
         "rekey_time = \"1h\"",

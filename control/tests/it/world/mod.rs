@@ -345,6 +345,15 @@ impl World {
     }
 }
 
+/// Both daemons' logs in the test's output at `TEST_LOG`'s level (`TEST_LOG=debug`); off
+/// unless asked for.
+pub fn init_test_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
